@@ -1,0 +1,21 @@
+import { createConsola, type ConsolaInstance } from "consola/basic";
+
+/**
+ * One consola instance per process; components take a tagged child, e.g.
+ * `logger("staging:wrl")`. Logs go to stderr so `--json` output on stdout stays parseable.
+ * Level: DRUVAA_LOG_LEVEL (0 silent … 5 trace), default 3 (info).
+ */
+const envLevel = Number.parseInt(process.env.DRUVAA_LOG_LEVEL ?? "", 10);
+const root: ConsolaInstance = createConsola({
+  level: Number.isFinite(envLevel) ? envLevel : 3,
+  stdout: process.stderr,
+  stderr: process.stderr,
+});
+
+export function logger(tag: string): ConsolaInstance {
+  return root.withTag(tag);
+}
+
+export function setLogLevel(level: number): void {
+  root.level = level;
+}
