@@ -33,7 +33,8 @@ export function checkFlags(args: ArgsDef, rawArgs: string[], commandPath: string
   const known = new Map<string, { type: string | undefined }>();
   for (const [name, def] of Object.entries(args)) {
     if (def.type === "positional") continue;
-    const aliases = def.alias === undefined ? [] : Array.isArray(def.alias) ? def.alias : [def.alias];
+    const alias = (def as { alias?: string | string[] }).alias;
+    const aliases = alias === undefined ? [] : Array.isArray(alias) ? alias : [alias];
     for (const n of [name, kebab(name), ...aliases]) known.set(n, { type: def.type });
     if (def.type === "boolean") known.set(`no-${kebab(name)}`, { type: "boolean" });
   }

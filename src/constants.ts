@@ -52,3 +52,98 @@ assert(wrlDeviceSizeBytesMin > wrlSuperblockAreaBytes, "WRL minimum must leave r
 assert(writePayloadSizeBytesMax + frameHeaderSizeBytesMax <= frameSizeBytesMax, "a max write must fit one frame");
 assert(writePayloadSizeBytesMax <= wrlGroupCommitBytesMax, "a max write must fit one group commit");
 assert(directIoAlignmentBytes % sectorSizeBytes === 0, "direct I/O alignment is whole sectors");
+
+// ---- block devices: discard --------------------------------------------------------------------
+/** Largest piece of one BLKDISCARD ioctl (it blocks the JS thread; pieces let the loop breathe). */
+export const discardPieceSizeBytesMax = 256 * MiB;
+assert(discardPieceSizeBytesMax % directIoAlignmentBytes === 0, "discard pieces stay block aligned");
+
+// ---- protocol messages and transport (src/protocol/, src/io/transport.ts) ----------------------
+/** Longest node id, device name or WRL name in a message, in UTF-16 code units. */
+export const protocolNameLengthMax = 256;
+/** Longest free text (error message, hint) in a message, in UTF-16 code units. */
+export const protocolTextLengthMax = 4096;
+/** Most feature names a hello may announce. */
+export const protocolFeaturesMax = 32;
+/** Deepest nesting of arrays and maps in a CBOR header (status replies are the deepest). */
+export const protocolCborDepthMax = 16;
+/** Most records in one shipment; the header bound (frameHeaderSizeBytesMax) usually binds first. */
+export const shipRecordsMax = 2048;
+/** How long connect() waits for the TCP or Unix connection to be established. */
+export const connectTimeoutMs = 10_000;
+/** Bytes queued on a connection before send() makes its caller wait (resolves later). */
+export const connectionSendQueueBytesMax = 32 * MiB;
+/** Bytes of received frames waiting for a reader before the socket stops reading. */
+export const connectionInboxBytesMax = 32 * MiB;
+/** How long a closing connection may take to flush its queue and see the peer's FIN. */
+export const connectionLingerMs = 5_000;
+/** Queued frames smaller than this are copied together into one socket write. */
+export const socketWriteCoalesceBytesMax = 64 * KiB;
+/** Longest Unix socket path (sun_path is 108 bytes with the terminating NUL on Linux). */
+export const unixSocketPathBytesMax = 107;
+
+assert(connectionSendQueueBytesMax >= frameSizeBytesMax + 4, "one largest frame must fit the send queue");
+assert(connectionInboxBytesMax >= frameSizeBytesMax + 4, "one largest frame must fit the inbox");
+assert(frameHeaderSizeBytesMax <= 0x10000, "the header length is a u16 on the wire");
+
+// ---- NBD server (src/nbd/) ----------------------------------------------------------------------
+/**
+ * Largest READ or WRITE payload the NBD server accepts, advertised as the maximum block size. 32 MiB
+ * is the size every NBD client must be able to use (the spec's portable maximum payload).
+ */
+export const nbdRequestSizeBytesMax = 32 * MiB;
+/** Preferred block size advertised to NBD clients (at least the device's logical block size). */
+export const nbdPreferredBlockSizeBytes = 4 * KiB;
+/** Longest NBD string (export name, description, error message): the spec's hard limit. */
+export const nbdStringBytesMax = 4096;
+/** Longest option payload during the NBD handshake (OPT_GO: name + info requests fit easily). */
+export const nbdOptionDataBytesMax = 16 * KiB;
+/** Most options one NBD client may send before choosing an export (a looping client is cut off). */
+export const nbdOptionsPerConnectionMax = 1024;
+/** How long an NBD client has from connecting to entering transmission. */
+export const nbdHandshakeTimeoutMs = 10_000;
+/** NBD requests being executed at once on one connection; past this the socket stops reading. */
+export const nbdInflightRequestsMax = 256;
+/**
+ * Bytes held for one NBD connection: payloads of requests being executed plus replies not yet
+ * handed to the kernel. Past this the socket stops reading (back-pressure on the client).
+ */
+export const nbdInflightBytesMax = 128 * MiB;
+/** Replies smaller than this are copied together into one socket write (fewer syscalls). */
+export const nbdReplyCoalesceBytesMax = 256 * KiB;
+/** Zero buffer used to write zeroes (WRITE_ZEROES, TRIM fallback) in pieces of at most this. */
+export const nbdZeroPieceBytesMax = 1 * MiB;
+/** How long server close() waits for in-flight NBD requests before cutting connections. */
+export const nbdCloseGraceMs = 30_000;
+
+assert(nbdRequestSizeBytesMax % nbdPreferredBlockSizeBytes === 0, "NBD maximum payload is whole preferred blocks");
+assert(nbdRequestSizeBytesMax <= deviceIoSizeBytesMax, "an NBD request must fit one device I/O");
+assert(nbdInflightBytesMax >= 2 * nbdRequestSizeBytesMax, "two largest NBD requests must fit in flight");
+assert(nbdOptionDataBytesMax >= 4 + nbdStringBytesMax + 2 + 2 * 16, "an OPT_GO with a longest name must fit");
+assert(nbdZeroPieceBytesMax <= nbdRequestSizeBytesMax && nbdZeroPieceBytesMax % nbdPreferredBlockSizeBytes === 0, "zero pieces are whole blocks");
+
+// ---- write log (WRL) on-disk format and internals (src/wrl/) -----------------------------------
+/** One superblock copy; two live in the superblock area (at 0 and at half the area). */
+export const wrlSuperblockCopyBytes = 8 * KiB;
+/** Header at the start of every secondary WRL device: names the WRL and the device's index. */
+export const wrlSecondaryHeaderAreaBytes = 4 * KiB;
+/** Record header at the start of a record's first 4 KiB block; the payload follows it. */
+export const wrlRecordHeaderBytes = 160;
+/** Longest device name (UTF-8) a record can carry when the device is named, not numbered. */
+export const wrlDeviceNameBytesMax = 64;
+/** Longest path hint (UTF-8) the superblock keeps for each device. */
+export const wrlPathHintBytesMax = 192;
+/** Bytes appended but not yet durable; past this append() waits (back-pressure). */
+export const wrlPendingBytesMax = 64 * MiB;
+/** The head is checkpointed at least this often (bytes appended), bounding the recovery scan. */
+export const wrlCheckpointIntervalBytes = 64 * MiB;
+/** Reads of the log from disk (recovery scan, relay cache misses) fetch at least this much. */
+export const wrlReadAheadBytes = 1 * MiB;
+/** Payload budget of one WriteLog.read() call when the caller gives none. */
+export const wrlReadBytesDefault = 8 * MiB;
+
+assert(wrlSuperblockCopyBytes * 2 <= wrlSuperblockAreaBytes, "both superblock copies fit the area");
+assert(wrlSuperblockCopyBytes % wrlAlignmentBytes === 0 && wrlSecondaryHeaderAreaBytes % wrlAlignmentBytes === 0, "WRL metadata is whole aligned blocks");
+assert(wrlRecordHeaderBytes + wrlDeviceNameBytesMax <= wrlAlignmentBytes, "a record header fits its first block");
+assert(wrlPendingBytesMax >= wrlGroupCommitBytesMax, "one full batch may be pending");
+assert(wrlReadAheadBytes % wrlAlignmentBytes === 0, "read-ahead is whole blocks");

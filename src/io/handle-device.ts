@@ -1,0 +1,124 @@
+/**
+ * What the image-file and raw-device implementations share: data I/O through a node:fs/promises
+ * FileHandle (positional read/write/fdatasync on the thread pool, so the event loop stays free
+ * during I/O), argument checks, read-only and closed states, and a close() that waits for I/O in
+ * flight. The subclasses decide buffer alignment (O_DIRECT) and how to discard.
+ */
+import type { FileHandle } from "node:fs/promises";
+import type { BlockDevice } from "./block-device.ts";
+import { checkRange, closedError, readOnlyError } from "./checks.ts";
+import { DruvaaError, fromSystemError } from "../errors.ts";
+import { deviceIoSizeBytesMax } from "../constants.ts";
+
+export abstract class HandleDevice implements BlockDevice {
+  private handle: FileHandle | undefined;
+  /** Operations started and not yet settled; close() waits for them so the fd is never reused under them. */
+  private readonly inFlight = new Set<Promise<unknown>>();
+
+  protected constructor(
+    readonly name: string,
+    readonly sizeBytes: number,
+    readonly logicalBlockSizeBytes: number,
+    handle: FileHandle,
+    readonly readOnly: boolean,
+  ) {
+    this.handle = handle;
+  }
+
+  /** A zeroed buffer to read `lengthBytes` into (aligned for O_DIRECT where needed). */
+  protected abstract allocate(lengthBytes: number): Uint8Array;
+
+  /** `data` itself, or an aligned copy of it if the device needs one. */
+  protected abstract prepareWrite(data: Uint8Array): Uint8Array;
+
+  /** Discards a checked, non-empty range on the open handle. */
+  protected abstract discardRange(handle: FileHandle, offsetBytes: number, lengthBytes: number): Promise<void>;
+
+  read(offsetBytes: number, lengthBytes: number): Promise<Uint8Array> {
+    return this.track(async (handle) => {
+      checkRange(this, offsetBytes, lengthBytes);
+      const buffer = this.allocate(lengthBytes);
+      await this.transfer(handle, "read", buffer, offsetBytes);
+      return buffer;
+    });
+  }
+
+  write(offsetBytes: number, data: Uint8Array): Promise<void> {
+    return this.track(async (handle) => {
+      if (this.readOnly) throw readOnlyError(this.name);
+      checkRange(this, offsetBytes, data.length);
+      if (data.length === 0) return;
+      await this.transfer(handle, "write", this.prepareWrite(data), offsetBytes);
+    });
+  }
+
+  flush(): Promise<void> {
+    return this.track(async (handle) => {
+      try {
+        await handle.datasync();
+      } catch (error) {
+        throw fromSystemError(error, `${this.name}: fdatasync`);
+      }
+    });
+  }
+
+  discard(offsetBytes: number, lengthBytes: number): Promise<void> {
+    return this.track(async (handle) => {
+      if (this.readOnly) throw readOnlyError(this.name);
+      checkRange(this, offsetBytes, lengthBytes);
+      if (lengthBytes === 0) return;
+      await this.discardRange(handle, offsetBytes, lengthBytes);
+    });
+  }
+
+  async close(): Promise<void> {
+    const handle = this.handle;
+    if (handle === undefined) return;
+    this.handle = undefined;
+    await Promise.allSettled([...this.inFlight]);
+    try {
+      await handle.close();
+    } catch (error) {
+      throw fromSystemError(error, `${this.name}: close`);
+    }
+  }
+
+  /** Writes `data` (already prepared) at `offsetBytes`, for subclasses' discard fallbacks. */
+  protected async writeAt(handle: FileHandle, offsetBytes: number, data: Uint8Array): Promise<void> {
+    await this.transfer(handle, "write", data, offsetBytes);
+  }
+
+  private track<T>(operation: (handle: FileHandle) => Promise<T>): Promise<T> {
+    const handle = this.handle;
+    if (handle === undefined) return Promise.reject(closedError(this.name));
+    const promise = operation(handle);
+    this.inFlight.add(promise);
+    const forget = () => this.inFlight.delete(promise);
+    promise.then(forget, forget);
+    return promise;
+  }
+
+  /**
+   * Moves all of `buffer` from/to the device, in pieces of at most deviceIoSizeBytesMax, retrying
+   * short transfers. Piece boundaries are multiples of the logical block size, so O_DIRECT
+   * alignment of buffer, offset and length is kept.
+   */
+  private async transfer(handle: FileHandle, direction: "read" | "write", buffer: Uint8Array, offsetBytes: number): Promise<void> {
+    let doneBytes = 0;
+    while (doneBytes < buffer.length) {
+      const pieceBytes = Math.min(buffer.length - doneBytes, deviceIoSizeBytesMax);
+      let movedBytes: number;
+      try {
+        movedBytes = direction === "read"
+          ? (await handle.read(buffer, doneBytes, pieceBytes, offsetBytes + doneBytes)).bytesRead
+          : (await handle.write(buffer, doneBytes, pieceBytes, offsetBytes + doneBytes)).bytesWritten;
+      } catch (error) {
+        throw fromSystemError(error, `${this.name}: ${direction} at ${offsetBytes + doneBytes}+${pieceBytes}`);
+      }
+      if (movedBytes === 0) {
+        throw new DruvaaError(direction === "read" ? "IO_SHORT_READ" : "IO_SHORT_WRITE", `${this.name}: ${direction} at ${offsetBytes + doneBytes} moved no bytes (device or file shrank while open?)`, "Check that nothing else truncated or resized it");
+      }
+      doneBytes += movedBytes;
+    }
+  }
+}
