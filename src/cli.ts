@@ -4,6 +4,7 @@
  * string-literal import() so `bun build --compile` bundles it. The binary also answers to
  * `drresync`, `drrestore` and `dradmin` (argv[0]) for scripts written for the original product.
  */
+import "./protocol/cbor-pure.ts"; // first: disables cbor-x's native addon before anything loads cbor-x
 import { runCommand, type ArgsDef, type CommandDef } from "citty";
 import { checkFlags, command, renderHelp } from "./cli-support.ts";
 import { DruvaaError, exitCodes } from "./errors.ts";

@@ -147,3 +147,5 @@ assert(wrlSuperblockCopyBytes % wrlAlignmentBytes === 0 && wrlSecondaryHeaderAre
 assert(wrlRecordHeaderBytes + wrlDeviceNameBytesMax <= wrlAlignmentBytes, "a record header fits its first block");
 assert(wrlPendingBytesMax >= wrlGroupCommitBytesMax, "one full batch may be pending");
 assert(wrlReadAheadBytes % wrlAlignmentBytes === 0, "read-ahead is whole blocks");
+/** Most records one WriteLog.read() call returns. */
+export const wrlReadRecordsMax = 4096;

@@ -1,0 +1,150 @@
+/** fast-check generators for protocol messages with their payloads, and helpers to build raw frames. */
+import fc from "fast-check";
+import { protocolMagic, protocolVersion } from "../../src/constants.ts";
+import { cbor } from "../../src/protocol/cbor.ts";
+import { encodeFrameBytes } from "../../src/protocol/frame.ts";
+import { roles, shipNackCodes, writeNackCodes, type Message, type MessageType, type ShipRecord } from "../../src/protocol/messages.ts";
+
+export interface MessageWithPayload {
+  message: Message;
+  payload: Uint8Array;
+}
+
+/** The seed for this file's properties: FC_SEED to replay, printed by the caller. */
+export function propertySeed(): number {
+  return Number(process.env.FC_SEED ?? Date.now() % 2 ** 31);
+}
+
+const uint = fc.oneof(fc.nat({ max: 1000 }), fc.nat(), fc.maxSafeNat());
+const name = fc.oneof(
+  fc.string({ minLength: 1, maxLength: 40 }),
+  fc.string({ unit: "grapheme", minLength: 1, maxLength: 8 }),
+).filter((text) => text.length >= 1 && text.length <= 256 && !/[\u0000-\u001f\u007f]/.test(text));
+const text = fc.oneof(fc.string({ maxLength: 80 }), fc.string({ unit: "grapheme", maxLength: 20 }));
+const code = fc.stringMatching(/^[A-Z][A-Z0-9_]{0,20}$/);
+const errorInfo = fc.record({ code, message: text, hint: text }, { requiredKeys: ["code", "message"] });
+const payloadBytes = (maxLength: number) => fc.uint8Array({ maxLength });
+
+const helloFields = {
+  magic: fc.constant(protocolMagic),
+  version: fc.oneof(fc.constant(protocolVersion), fc.nat({ max: 65535 })),
+  role: fc.constantFrom(...roles),
+  nodeId: name,
+  features: fc.array(name, { maxLength: 5 }),
+};
+
+// Status values: what a status reply may carry (no -0: CBOR sends it as the integer 0).
+const statusValue = fc.letrec((tie) => ({
+  value: fc.oneof(
+    { depthSize: "small" },
+    fc.integer(),
+    fc.double({ noNaN: true }).filter((number) => !Object.is(number, -0)),
+    text,
+    fc.boolean(),
+    fc.constant(null),
+    fc.array(tie("value"), { maxLength: 4 }),
+    fc.dictionary(fc.string({ maxLength: 10 }).filter((key) => key !== "__proto__"), tie("value"), { maxKeys: 4 }),
+  ),
+})).value;
+
+const withoutPayload = (message: fc.Arbitrary<Message>): fc.Arbitrary<MessageWithPayload> =>
+  message.map((built) => ({ message: built, payload: new Uint8Array(0) }));
+
+/** One generator per message type: the property tests check that none is missing. */
+export const messageArbitraries: { [T in MessageType]: fc.Arbitrary<MessageWithPayload> } = {
+  hello: withoutPayload(fc.record({ type: fc.constant("hello" as const), ...helloFields }, { requiredKeys: ["type", "magic", "version", "role", "nodeId"] })),
+  helloAck: withoutPayload(
+    fc.record({ type: fc.constant("helloAck" as const), ...helloFields, accepted: fc.boolean(), error: errorInfo }, { requiredKeys: ["type", "magic", "version", "role", "nodeId", "accepted"] }),
+  ),
+  write: fc
+    .record({ reqId: uint, device: name, wrl: name, epoch: uint, offset: fc.nat({ max: 2 ** 50 }), fua: fc.boolean(), payload: payloadBytes(5000) }, { requiredKeys: ["reqId", "device", "wrl", "epoch", "offset", "payload"] })
+    .map(({ payload, ...fields }) => ({ message: { type: "write" as const, ...fields, length: payload.length }, payload })),
+  writeAck: withoutPayload(fc.record({ type: fc.constant("writeAck" as const), reqId: uint, lsn: uint })),
+  writeNack: withoutPayload(fc.record({ type: fc.constant("writeNack" as const), reqId: uint, code: fc.constantFrom(...writeNackCodes), message: text })),
+  ship: fc
+    .record({
+      wrl: name,
+      firstLsn: fc.nat({ max: 2 ** 40 }),
+      records: fc.array(fc.record({ lsnStep: fc.integer({ min: 1, max: 5 }), epoch: uint, device: name, offset: fc.nat({ max: 2 ** 40 }), flags: fc.nat({ max: 0xffff_ffff }), data: payloadBytes(700) }), { maxLength: 12 }),
+      tailLsns: fc.nat({ max: 3 }),
+    })
+    .map(({ wrl, firstLsn, records, tailLsns }) => {
+      let lsn = firstLsn - 1;
+      const shipRecords: ShipRecord[] = [];
+      const data: Uint8Array[] = [];
+      for (const record of records) {
+        lsn += record.lsnStep;
+        shipRecords.push({ lsn, epoch: record.epoch, device: record.device, offset: record.offset, length: record.data.length, flags: record.flags });
+        data.push(record.data);
+      }
+      const payload = new Uint8Array(data.reduce((sum, part) => sum + part.length, 0));
+      let position = 0;
+      for (const part of data) {
+        payload.set(part, position);
+        position += part.length;
+      }
+      const lastLsn = Math.max(firstLsn, lsn) + tailLsns;
+      return { message: { type: "ship" as const, wrl, firstLsn, lastLsn, records: shipRecords }, payload };
+    }),
+  shipAck: withoutPayload(fc.record({ type: fc.constant("shipAck" as const), wrl: name, appliedLsn: uint })),
+  shipNack: withoutPayload(fc.record({ type: fc.constant("shipNack" as const), wrl: name, code: fc.constantFrom(...shipNackCodes), message: text })),
+  statusRequest: withoutPayload(fc.constant({ type: "statusRequest" as const })),
+  statusReply: withoutPayload(
+    fc.record({ type: fc.constant("statusReply" as const), status: fc.dictionary(fc.string({ maxLength: 12 }).filter((key) => key !== "__proto__"), statusValue, { maxKeys: 6 }) }),
+  ),
+  error: withoutPayload(fc.record({ type: fc.constant("error" as const), code, message: text, hint: text }, { requiredKeys: ["type", "code", "message"] })),
+  ping: withoutPayload(fc.record({ type: fc.constant("ping" as const), nonce: uint })),
+  pong: withoutPayload(fc.record({ type: fc.constant("pong" as const), nonce: uint })),
+};
+
+export const anyMessage: fc.Arbitrary<MessageWithPayload> = fc.oneof(...Object.values(messageArbitraries));
+
+/** Cuts `bytes` into consecutive chunks at the given (unsorted, possibly repeated) positions. */
+export function splitAt(bytes: Uint8Array, cuts: number[]): Uint8Array[] {
+  const positions = [...new Set(cuts.map((cut) => cut % (bytes.length + 1)))].sort((a, b) => a - b);
+  const chunks: Uint8Array[] = [];
+  let start = 0;
+  for (const position of positions) {
+    chunks.push(bytes.subarray(start, position));
+    start = position;
+  }
+  chunks.push(bytes.subarray(start));
+  return chunks;
+}
+
+export function concatBytes(parts: Uint8Array[]): Uint8Array {
+  const bytes = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
+  let position = 0;
+  for (const part of parts) {
+    bytes.set(part, position);
+    position += part.length;
+  }
+  return bytes;
+}
+
+/** A frame around arbitrary header bytes (no validation): for malformed-input tests. */
+export function rawFrame(header: Uint8Array, payload: Uint8Array = new Uint8Array(0), frameLength = 2 + header.length + payload.length, headerLength = header.length): Uint8Array {
+  const bytes = new Uint8Array(6 + header.length + payload.length);
+  const view = new DataView(bytes.buffer);
+  view.setUint32(0, frameLength >>> 0);
+  view.setUint16(4, headerLength & 0xffff);
+  bytes.set(header, 6);
+  bytes.set(payload, 6 + header.length);
+  return bytes;
+}
+
+/** A frame whose header is `fields` encoded as CBOR as-is (bypassing the message validator). */
+export function frameOfFields(fields: object, payload?: Uint8Array): Uint8Array {
+  return rawFrame(new Uint8Array(cbor.encode(fields)), payload);
+}
+
+export function encodeAll(items: MessageWithPayload[]): { bytes: Uint8Array; ends: number[] } {
+  const frames = items.map((item) => encodeFrameBytes(item.message, item.payload));
+  const ends: number[] = [];
+  let end = 0;
+  for (const frame of frames) {
+    end += frame.length;
+    ends.push(end);
+  }
+  return { bytes: concatBytes(frames), ends };
+}
