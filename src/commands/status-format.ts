@@ -1,0 +1,63 @@
+/** Fetching and printing role status (the control port's GET /status). */
+import { DruvaaError, exitCodes } from "../errors.ts";
+import { formatBytes } from "../units.ts";
+import { parseAddress, formatAddress } from "../io/transport.ts";
+
+export interface ErrorStatus { code: string; message: string; hint?: string; at?: string }
+export interface RoleStatus { role: string; nodeId?: string; version?: string; uptimeSeconds?: number; [key: string]: unknown }
+export interface StagingWrlStatus {
+  name: string; uuid?: string; sizeBytes: number; usedBytes: number; fillRatio?: number; headLsn: number; tailLsn: number;
+  lagBytes?: number; lagSeconds?: number; replica?: { address?: string; connected?: boolean; appliedLsn?: number; lastError?: ErrorStatus | null };
+  devices?: { name: string; sizeBytes?: number; clientNodeId?: string; connected?: boolean }[];
+}
+export interface StagingStatus extends RoleStatus { role: "staging"; wrls: StagingWrlStatus[] }
+
+export async function fetchStatus(connect: string): Promise<RoleStatus> {
+  const address = parseAddress(connect, 6002);
+  const url = address.kind === "unix" ? "http://localhost/status" : `http://${formatAddress(address)}/status`;
+  let response: Response;
+  try {
+    response = await fetch(url, { signal: AbortSignal.timeout(10_000), ...(address.kind === "unix" ? { unix: address.path } : {}) });
+  } catch (error) {
+    throw new DruvaaError("NET_CONNECT_FAILED", `cannot reach the control port ${connect}: ${error instanceof Error ? error.message : String(error)}`, "Is the role running, and is this its control port (client 6007, staging 6002, replica 6004)?", exitCodes.failure);
+  }
+  let body: unknown;
+  try {
+    body = await response.json();
+  } catch {
+    throw new DruvaaError("BAD_STATUS", `${connect} did not answer with druvaa status JSON`, "Is this a druvaa control port?");
+  }
+  if (!response.ok || typeof body !== "object" || body === null || typeof (body as RoleStatus).role !== "string") {
+    throw new DruvaaError("BAD_STATUS", `${connect} answered ${response.status} without a druvaa status`, "Is this a druvaa control port?");
+  }
+  return body as RoleStatus;
+}
+
+const lsn = (value: unknown) => (typeof value === "number" ? String(value) : "-");
+const errorText = (error: ErrorStatus | null | undefined) => (error ? `  error: ${error.code}: ${error.message}` : "");
+
+export function formatStatus(status: RoleStatus): string {
+  const lines = [`${status.role} ${status.nodeId ?? ""}  (druvaa ${status.version ?? "?"}, up ${Math.round(status.uptimeSeconds ?? 0)} s)`];
+  if (status.role === "staging") {
+    for (const wrl of (status as StagingStatus).wrls) {
+      lines.push(`  WRL ${wrl.name}: ${formatBytes(wrl.usedBytes)} of ${formatBytes(wrl.sizeBytes)} used (${((wrl.fillRatio ?? 0) * 100).toFixed(1)} %), head LSN ${wrl.headLsn}, tail LSN ${wrl.tailLsn}`);
+      const replica = wrl.replica;
+      lines.push(`    replica ${replica?.address ?? "?"}: ${replica?.connected ? "connected" : "not connected"}, applied LSN ${lsn(replica?.appliedLsn)}, lag ${formatBytes(wrl.lagBytes ?? 0)} / ${(wrl.lagSeconds ?? 0).toFixed(1)} s${errorText(replica?.lastError)}`);
+      for (const device of wrl.devices ?? []) lines.push(`    device ${device.name} from ${device.clientNodeId ?? "?"}: ${device.connected ? "connected" : "not connected"}`);
+    }
+  } else if (status.role === "client") {
+    const staging = status.staging as { address?: string; connected?: boolean; lastError?: ErrorStatus | null } | undefined;
+    lines.push(`  staging ${staging?.address ?? "?"}: ${staging?.connected ? "connected" : "not connected"}${errorText(staging?.lastError)}`);
+    for (const device of (status.devices as Record<string, unknown>[] | undefined) ?? []) {
+      lines.push(`  device ${device.name} (${device.path}, ${formatBytes(Number(device.sizeBytes ?? 0))}) → WRL ${device.wrl}: ${device.writes ?? 0} writes, ${formatBytes(Number(device.bytesWritten ?? 0))}, acked LSN ${lsn(device.ackedLsn)}, ${device.inflightWrites ?? 0} in flight`);
+    }
+  } else if (status.role === "replica") {
+    for (const device of (status.devices as Record<string, unknown>[] | undefined) ?? []) lines.push(`  device ${device.name}: ${device.path} (${formatBytes(Number(device.sizeBytes ?? 0))})`);
+    for (const wrl of (status.wrls as Record<string, unknown>[] | undefined) ?? []) {
+      lines.push(`  WRL ${wrl.name} (${wrl.uuid}): applied LSN ${lsn(wrl.appliedLsn)}${wrl.lastAppliedAt ? ` at ${wrl.lastAppliedAt}` : ""}, staging ${wrl.stagingConnected ? "connected" : "not connected"}`);
+    }
+  } else {
+    lines.push(JSON.stringify(status, null, 2));
+  }
+  return lines.join("\n");
+}
