@@ -149,3 +149,62 @@ assert(wrlPendingBytesMax >= wrlGroupCommitBytesMax, "one full batch may be pend
 assert(wrlReadAheadBytes % wrlAlignmentBytes === 0, "read-ahead is whole blocks");
 /** Most records one WriteLog.read() call returns. */
 export const wrlReadRecordsMax = 4096;
+
+// ---- pipeline messages (src/protocol/specs-*.ts) -----------------------------------------------
+/**
+ * Largest range one ZERO record or zero write (TRIM / WRITE_ZEROES) covers. No payload travels
+ * with it, so it may be far larger than a data write; the replica applies it in pieces.
+ */
+export const zeroRecordBytesMax = 1024 * MiB;
+/** Most devices a resumeAck or a shipment may list (the header bound can bind first with long names). */
+export const protocolDevicesMax = 256;
+/** Largest logical block size an attach may declare (devices have 512 or 4096). */
+export const protocolLogicalBlockSizeBytesMax = 64 * KiB;
+
+assert(zeroRecordBytesMax >= writePayloadSizeBytesMax, "a zero record covers at least what a data record does");
+assert(Number.isSafeInteger(shipRecordsMax * zeroRecordBytesMax), "a shipment's extents stay safe integers");
+assert(protocolLogicalBlockSizeBytesMax >= sectorSizeBytes && protocolLogicalBlockSizeBytesMax <= writePayloadSizeBytesMax, "one logical block fits a write");
+
+// ---- client role (src/roles/client/) -----------------------------------------------------------
+/** NBD writes (and zero requests) the client has between overlap gate and completion, all devices. */
+export const clientInflightWritesMax = 1024;
+/** Payload bytes of those writes held for a possible resend; past this new writes wait. */
+export const clientInflightBytesMax = 256 * MiB;
+/** Reconnect backoff towards staging: first delay, doubled each failure up to the maximum. */
+export const clientReconnectDelayMsMin = 100;
+export const clientReconnectDelayMsMax = 5_000;
+/** How long staging has to answer all attach requests of a connection. */
+export const clientAttachTimeoutMs = 10_000;
+/** On SIGTERM/SIGINT: how long in-flight writes may take to finish before they are failed. */
+export const clientShutdownWaitMs = 10_000;
+/** A write staging refused with BUSY is sent again after this long. */
+export const clientBusyRetryDelayMs = 200;
+
+assert(clientInflightBytesMax >= nbdRequestSizeBytesMax, "one largest NBD write must fit in flight");
+assert(clientReconnectDelayMsMin > 0 && clientReconnectDelayMsMin <= clientReconnectDelayMsMax, "reconnect backoff bounds are ordered");
+
+// ---- replica (src/roles/replica/, src/commands/restore.ts) ---------------------------------------
+/** Default ports of `druvaa replica apply` (the original product's install guide). */
+export const replicaDataPortDefault = 6003;
+export const replicaControlPortDefault = 6004;
+export const replicaRestorePortDefault = 6005;
+/** Shipments waiting to be applied, over all relay connections; past this a shipment gets BUSY. */
+export const replicaShipQueueMax = 64;
+/** Payload bytes of the shipments waiting to be applied; past this a shipment gets BUSY. */
+export const replicaShipQueueBytesMax = 96 * MiB;
+/** Shipments one relay connection may have queued or applying; past this the replica stops reading it. */
+export const replicaConnectionShipWindowMax = 8;
+/** Device writes of one shipment issued at once (non-overlapping records run in parallel). */
+export const replicaApplyWritesInflightMax = 32;
+/** Piece size of the zeros written for a ZERO record where a discard might not read back zeros. */
+export const replicaZeroPieceBytes = 1 * MiB;
+/** Bytes per restoreData message: read, hashed and sent as one chunk. */
+export const restoreChunkBytes = 4 * MiB;
+/** How long a restore may wait for its receiver to take a chunk (apply is paused meanwhile). */
+export const restoreStallTimeoutMs = 60_000;
+/** How long a restore connection has, after the handshake, to ask for a device. */
+export const restoreRequestTimeoutMs = 10_000;
+
+assert(restoreChunkBytes <= writePayloadSizeBytesMax && restoreChunkBytes % directIoAlignmentBytes === 0, "a restore chunk fits one message and stays block aligned");
+assert(replicaZeroPieceBytes % directIoAlignmentBytes === 0, "zero pieces are whole blocks");
+assert(replicaShipQueueBytesMax >= replicaConnectionShipWindowMax * writePayloadSizeBytesMax, "one relay's full window fits the apply queue");

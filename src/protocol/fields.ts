@@ -6,6 +6,7 @@
  */
 import { protocolNameLengthMax, protocolTextLengthMax } from "../constants.ts";
 import { ProtocolError } from "./errors.ts";
+import type { DeviceSize, ErrorInfo } from "./message-types.ts";
 
 export type Fields = Readonly<Record<string, unknown>>;
 
@@ -97,4 +98,49 @@ export function readMap(fields: Fields, where: string, key: string): Fields {
 
 export function isMap(value: unknown): value is Fields {
   return typeof value === "object" && value !== null && !Array.isArray(value) && !(value instanceof Uint8Array);
+}
+
+/** The payload length of every message that carries none. */
+export const noPayload = (): number => 0;
+
+/** Checks that a range [offset, offset + length) ends below 2^53, so byte arithmetic stays exact. */
+export function checkExtent(where: string, offset: number, length: number): void {
+  if (!Number.isSafeInteger(offset + length)) throw badField(`${where}.offset`, "offset + length below 2^53", offset);
+}
+
+/** A uuid in 8-4-4-4-12 hex text, returned lower-cased: the one form peers compare. */
+export function readUuid(fields: Fields, where: string, key: string): string {
+  const value = fields[key];
+  if (typeof value !== "string" || !/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(value)) {
+    throw badField(`${where}.${key}`, "a uuid (8-4-4-4-12 hex digits)", value);
+  }
+  return value.toLowerCase();
+}
+
+/** A SHA-256 digest as 64 lower-case hex characters (what node:crypto's digest("hex") gives). */
+export function readSha256Hex(fields: Fields, where: string, key: string): string {
+  const value = fields[key];
+  if (typeof value !== "string" || !/^[0-9a-f]{64}$/.test(value)) throw badField(`${where}.${key}`, "a SHA-256 digest as 64 lower-case hex characters", value);
+  return value;
+}
+
+export function readErrorInfo(value: unknown, where: string): ErrorInfo {
+  if (!isMap(value)) throw badField(where, "a map with code and message", value);
+  const info: ErrorInfo = { code: readCode(value, where, "code"), message: readText(value, where, "message") };
+  const hint = readOptionalText(value, where, "hint");
+  if (hint !== undefined) info.hint = hint;
+  return info;
+}
+
+/** A list of {name, sizeBytes} with unique names: one size per device, never two to choose from. */
+export function readDeviceSizes(fields: Fields, where: string, key: string, maxLength: number): DeviceSize[] {
+  const seen = new Set<string>();
+  return readArray(fields, where, key, maxLength).map((value, index) => {
+    const at = `${where}.${key}[${index}]`;
+    if (!isMap(value)) throw badField(at, "a map with name and sizeBytes", value);
+    const device: DeviceSize = { name: readName(value, at, "name"), sizeBytes: readUint(value, at, "sizeBytes") };
+    if (seen.has(device.name)) throw badField(`${at}.name`, "a device name not listed before", device.name);
+    seen.add(device.name);
+    return device;
+  });
 }

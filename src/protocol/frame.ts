@@ -5,7 +5,8 @@
  *
  * frameLength counts everything after itself (2 + headerLength + payload bytes) and is at most
  * frameSizeBytesMax; the payload is whatever follows the header, and must be exactly as long as
- * the message declares (write: `length`; ship: the sum of its records' lengths; others: 0).
+ * the message declares (data write, restoreData: `length`; zero write: 0; ship: the sum of its
+ * non-ZERO records' lengths; others: 0).
  *
  * Payloads (write data, up to 8 MiB) never go through CBOR: encodeFrame returns the header bytes
  * and the caller's payload as separate chunks (no copy), and the decoder hands out the payload as

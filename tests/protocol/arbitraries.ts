@@ -1,9 +1,9 @@
 /** fast-check generators for protocol messages with their payloads, and helpers to build raw frames. */
 import fc from "fast-check";
-import { protocolMagic, protocolVersion } from "../../src/constants.ts";
+import { protocolMagic, protocolVersion, zeroRecordBytesMax } from "../../src/constants.ts";
 import { cbor } from "../../src/protocol/cbor.ts";
 import { encodeFrameBytes } from "../../src/protocol/frame.ts";
-import { roles, shipNackCodes, writeNackCodes, type Message, type MessageType, type ShipRecord } from "../../src/protocol/messages.ts";
+import { recordFlags, roles, shipNackCodes, writeNackCodes, type DeviceSize, type Message, type MessageType, type ShipRecord } from "../../src/protocol/messages.ts";
 
 export interface MessageWithPayload {
   message: Message;
@@ -24,6 +24,12 @@ const text = fc.oneof(fc.string({ maxLength: 80 }), fc.string({ unit: "grapheme"
 const code = fc.stringMatching(/^[A-Z][A-Z0-9_]{0,20}$/);
 const errorInfo = fc.record({ code, message: text, hint: text }, { requiredKeys: ["code", "message"] });
 const payloadBytes = (maxLength: number) => fc.uint8Array({ maxLength });
+const uuid = fc.uuid().map((text) => text.toLowerCase());
+const sha256Hex = fc.uint8Array({ minLength: 32, maxLength: 32 }).map((bytes) => Buffer.from(bytes).toString("hex"));
+const deviceSizes = (names: fc.Arbitrary<string>, maxLength: number): fc.Arbitrary<DeviceSize[]> =>
+  fc.uniqueArray(fc.record({ name: names, sizeBytes: uint }), { selector: (device) => device.name, maxLength });
+/** Zero-range lengths: mostly small, sometimes up to the 1 GiB bound (nothing is allocated for them). */
+const zeroLength = fc.oneof(fc.nat({ max: 1 << 20 }), fc.constant(zeroRecordBytesMax), fc.nat({ max: zeroRecordBytesMax }));
 
 const helloFields = {
   magic: fc.constant(protocolMagic),
@@ -56,35 +62,68 @@ export const messageArbitraries: { [T in MessageType]: fc.Arbitrary<MessageWithP
   helloAck: withoutPayload(
     fc.record({ type: fc.constant("helloAck" as const), ...helloFields, accepted: fc.boolean(), error: errorInfo }, { requiredKeys: ["type", "magic", "version", "role", "nodeId", "accepted"] }),
   ),
-  write: fc
-    .record({ reqId: uint, device: name, wrl: name, epoch: uint, offset: fc.nat({ max: 2 ** 50 }), fua: fc.boolean(), payload: payloadBytes(5000) }, { requiredKeys: ["reqId", "device", "wrl", "epoch", "offset", "payload"] })
-    .map(({ payload, ...fields }) => ({ message: { type: "write" as const, ...fields, length: payload.length }, payload })),
+  attach: withoutPayload(
+    fc
+      .record({ device: name, wrl: name, blockShift: fc.integer({ min: 9, max: 16 }), blockCount: fc.oneof(fc.nat({ max: 1000 }), fc.nat({ max: 2 ** 36 })) })
+      .map(({ device, wrl, blockShift, blockCount }) => ({ type: "attach" as const, device, wrl, sizeBytes: blockCount * 2 ** blockShift, logicalBlockSizeBytes: 2 ** blockShift })),
+  ),
+  attachAck: withoutPayload(
+    fc.oneof(
+      fc.record({ type: fc.constant("attachAck" as const), device: name, wrl: name, accepted: fc.constant(true), wrlUuid: uuid, error: errorInfo }, { requiredKeys: ["type", "device", "wrl", "accepted", "wrlUuid"] }),
+      fc.record({ type: fc.constant("attachAck" as const), device: name, wrl: name, accepted: fc.constant(false), wrlUuid: uuid, error: errorInfo }, { requiredKeys: ["type", "device", "wrl", "accepted", "error"] }),
+    ),
+  ),
+  write: fc.oneof(
+    fc
+      .record({ reqId: uint, device: name, wrl: name, epoch: uint, offset: fc.nat({ max: 2 ** 50 }), fua: fc.boolean(), zero: fc.constant(false), payload: payloadBytes(5000) }, { requiredKeys: ["reqId", "device", "wrl", "epoch", "offset", "payload"] })
+      .map(({ payload, ...fields }) => ({ message: { type: "write" as const, ...fields, length: payload.length }, payload })),
+    fc
+      .record({ reqId: uint, device: name, wrl: name, epoch: uint, offset: fc.nat({ max: 2 ** 50 }), fua: fc.boolean(), length: zeroLength }, { requiredKeys: ["reqId", "device", "wrl", "epoch", "offset", "length"] })
+      .map((fields) => ({ message: { type: "write" as const, ...fields, zero: true }, payload: new Uint8Array(0) })),
+  ),
   writeAck: withoutPayload(fc.record({ type: fc.constant("writeAck" as const), reqId: uint, lsn: uint })),
   writeNack: withoutPayload(fc.record({ type: fc.constant("writeNack" as const), reqId: uint, code: fc.constantFrom(...writeNackCodes), message: text })),
+  resume: withoutPayload(fc.record({ type: fc.constant("resume" as const), wrl: name, wrlUuid: uuid })),
+  resumeAck: withoutPayload(fc.record({ type: fc.constant("resumeAck" as const), wrl: name, wrlUuid: uuid, appliedLsn: uint, devices: deviceSizes(name, 8) })),
   ship: fc
     .record({
       wrl: name,
+      wrlUuid: uuid,
       firstLsn: fc.nat({ max: 2 ** 40 }),
-      records: fc.array(fc.record({ lsnStep: fc.integer({ min: 1, max: 5 }), epoch: uint, device: name, offset: fc.nat({ max: 2 ** 40 }), flags: fc.nat({ max: 0xffff_ffff }), data: payloadBytes(700) }), { maxLength: 12 }),
+      // Few device names, so records share them (as a consistency group's records do).
+      deviceNames: fc.uniqueArray(name, { minLength: 1, maxLength: 4 }),
+      records: fc.array(
+        fc.record({
+          lsnStep: fc.integer({ min: 1, max: 5 }),
+          epoch: uint,
+          deviceIndex: fc.nat(),
+          offset: fc.nat({ max: 2 ** 40 }),
+          flags: fc.nat({ max: 0xffff_ffff }),
+          zeroLength,
+          data: payloadBytes(700),
+        }),
+        { maxLength: 12 },
+      ),
       tailLsns: fc.nat({ max: 3 }),
+      declare: fc.boolean(),
+      sizes: fc.array(uint, { minLength: 4, maxLength: 4 }),
     })
-    .map(({ wrl, firstLsn, records, tailLsns }) => {
+    .map(({ wrl, wrlUuid, firstLsn, deviceNames, records, tailLsns, declare, sizes }) => {
       let lsn = firstLsn - 1;
       const shipRecords: ShipRecord[] = [];
       const data: Uint8Array[] = [];
       for (const record of records) {
         lsn += record.lsnStep;
-        shipRecords.push({ lsn, epoch: record.epoch, device: record.device, offset: record.offset, length: record.data.length, flags: record.flags });
-        data.push(record.data);
-      }
-      const payload = new Uint8Array(data.reduce((sum, part) => sum + part.length, 0));
-      let position = 0;
-      for (const part of data) {
-        payload.set(part, position);
-        position += part.length;
+        const device = deviceNames[record.deviceIndex % deviceNames.length]!;
+        // A ZERO record (flag bit 0) has a length but no bytes in the payload.
+        const zero = (record.flags & recordFlags.zero) !== 0;
+        shipRecords.push({ lsn, epoch: record.epoch, device, offset: record.offset, length: zero ? record.zeroLength : record.data.length, flags: record.flags });
+        if (!zero) data.push(record.data);
       }
       const lastLsn = Math.max(firstLsn, lsn) + tailLsns;
-      return { message: { type: "ship" as const, wrl, firstLsn, lastLsn, records: shipRecords }, payload };
+      const message: Message = { type: "ship", wrl, wrlUuid, firstLsn, lastLsn, records: shipRecords };
+      if (declare) message.devices = deviceNames.map((deviceName, index) => ({ name: deviceName, sizeBytes: sizes[index]! }));
+      return { message, payload: concatBytes(data) };
     }),
   shipAck: withoutPayload(fc.record({ type: fc.constant("shipAck" as const), wrl: name, appliedLsn: uint })),
   shipNack: withoutPayload(fc.record({ type: fc.constant("shipNack" as const), wrl: name, code: fc.constantFrom(...shipNackCodes), message: text })),
@@ -95,6 +134,12 @@ export const messageArbitraries: { [T in MessageType]: fc.Arbitrary<MessageWithP
   error: withoutPayload(fc.record({ type: fc.constant("error" as const), code, message: text, hint: text }, { requiredKeys: ["type", "code", "message"] })),
   ping: withoutPayload(fc.record({ type: fc.constant("ping" as const), nonce: uint })),
   pong: withoutPayload(fc.record({ type: fc.constant("pong" as const), nonce: uint })),
+  restoreRequest: withoutPayload(fc.record({ type: fc.constant("restoreRequest" as const), device: name })),
+  restoreBegin: withoutPayload(fc.record({ type: fc.constant("restoreBegin" as const), device: name, sizeBytes: uint, appliedLsn: uint })),
+  restoreData: fc
+    .record({ device: name, offset: fc.nat({ max: 2 ** 50 }), payload: payloadBytes(5000) })
+    .map(({ payload, ...fields }) => ({ message: { type: "restoreData" as const, ...fields, length: payload.length }, payload })),
+  restoreEnd: withoutPayload(fc.record({ type: fc.constant("restoreEnd" as const), device: name, sizeBytes: uint, sha256: sha256Hex })),
 };
 
 export const anyMessage: fc.Arbitrary<MessageWithPayload> = fc.oneof(...Object.values(messageArbitraries));

@@ -5,7 +5,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import fc from "fast-check";
-import { frameSizeBytesMax, protocolMagic, protocolVersion } from "../../src/constants.ts";
+import { frameSizeBytesMax, protocolDevicesMax, protocolMagic, protocolVersion } from "../../src/constants.ts";
 import { cbor } from "../../src/protocol/cbor.ts";
 import { ProtocolError } from "../../src/protocol/errors.ts";
 import { encodeFrameBytes, FrameDecoder, type Frame } from "../../src/protocol/frame.ts";
@@ -145,7 +145,15 @@ describe("FrameDecoder: each kind of malformed input has its code", () => {
   const write = { type: "write", reqId: 1, device: "sda", wrl: "w0", epoch: 2, offset: 4096, length: 4 };
   const hello = { type: "hello", magic: protocolMagic, version: protocolVersion, role: "client", nodeId: "n1" };
   const u32 = (value: number) => new Uint8Array([value >>> 24, (value >>> 16) & 255, (value >>> 8) & 255, value & 255]);
-  const cases: [string, Uint8Array, string][] = [
+  const uuid = "0f8fad5b-d9cb-469f-a165-70867728950e";
+  const record = { lsn: 1, epoch: 1, device: "d", offset: 0, length: 0, flags: 0 };
+  const ship = { type: "ship", wrl: "w", wrlUuid: uuid, firstLsn: 1, lastLsn: 1, records: [record] };
+  const attach = { type: "attach", device: "sda", wrl: "w0", sizeBytes: 1 << 20, logicalBlockSizeBytes: 4096 };
+  const resumeAck = { type: "resumeAck", wrl: "w0", wrlUuid: uuid, appliedLsn: 7, devices: [{ name: "sda", sizeBytes: 1 << 20 }] };
+  const restoreData = { type: "restoreData", device: "sda", offset: 0, length: 4 };
+  const GiB = 1024 * 1024 * 1024;
+  // [what, bytes, code, the field the error must name (so a case cannot pass for another reason)]
+  const cases: [string, Uint8Array, string, string?][] = [
     ["length above frameSizeBytesMax (only the 4 length bytes sent)", u32(frameSizeBytesMax + 1), "PROTO_FRAME_TOO_LARGE"],
     ["an HTTP request on the port", new TextEncoder().encode("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), "PROTO_FRAME_TOO_LARGE"],
     ["frame too short for a header", concatBytes([u32(2), new Uint8Array([0, 0])]), "PROTO_BAD_FRAME"],
@@ -179,10 +187,34 @@ describe("FrameDecoder: each kind of malformed input has its code", () => {
     ["payload longer than the write's length (trailing garbage)", frameOfFields(write, new Uint8Array(5)), "PROTO_PAYLOAD_LENGTH"],
     ["a payload on a ping", frameOfFields({ type: "ping", nonce: 1 }, new Uint8Array(1)), "PROTO_PAYLOAD_LENGTH"],
     ["unknown writeNack code", frameOfFields({ type: "writeNack", reqId: 1, code: "LOL", message: "" }), "PROTO_BAD_FIELD"],
-    ["ship records out of LSN order", frameOfFields({ type: "ship", wrl: "w", firstLsn: 1, lastLsn: 9, records: [{ lsn: 5, epoch: 1, device: "d", offset: 0, length: 0, flags: 0 }, { lsn: 4, epoch: 1, device: "d", offset: 0, length: 0, flags: 0 }] }), "PROTO_BAD_FIELD"],
-    ["ship record outside firstLsn..lastLsn", frameOfFields({ type: "ship", wrl: "w", firstLsn: 1, lastLsn: 3, records: [{ lsn: 4, epoch: 1, device: "d", offset: 0, length: 0, flags: 0 }] }), "PROTO_BAD_FIELD"],
-    ["ship payload not the sum of its records", frameOfFields({ type: "ship", wrl: "w", firstLsn: 1, lastLsn: 1, records: [{ lsn: 1, epoch: 1, device: "d", offset: 0, length: 8, flags: 0 }] }, new Uint8Array(7)), "PROTO_PAYLOAD_LENGTH"],
-    ["ship record that is not a map", frameOfFields({ type: "ship", wrl: "w", firstLsn: 1, lastLsn: 1, records: [7] }), "PROTO_BAD_FIELD"],
+    ["ship records out of LSN order", frameOfFields({ ...ship, lastLsn: 9, records: [{ ...record, lsn: 5 }, { ...record, lsn: 4 }] }), "PROTO_BAD_FIELD", "ship.records[1].lsn"],
+    ["ship record outside firstLsn..lastLsn", frameOfFields({ ...ship, lastLsn: 3, records: [{ ...record, lsn: 4 }] }), "PROTO_BAD_FIELD", "ship.records[0].lsn"],
+    ["ship payload not the sum of its records", frameOfFields({ ...ship, records: [{ ...record, length: 8 }] }, new Uint8Array(7)), "PROTO_PAYLOAD_LENGTH", "8 payload bytes"],
+    ["ship record that is not a map", frameOfFields({ ...ship, records: [7] }), "PROTO_BAD_FIELD", "ship.records[0]"],
+    ["ship without wrlUuid", frameOfFields({ ...ship, wrlUuid: undefined }), "PROTO_BAD_FIELD", "ship.wrlUuid"],
+    ["ship with a wrlUuid that is not a uuid", frameOfFields({ ...ship, wrlUuid: "w0" }), "PROTO_BAD_FIELD", "ship.wrlUuid"],
+    ["ZERO ship record carrying payload bytes", frameOfFields({ ...ship, records: [{ ...record, length: 4096, flags: 1 }] }, new Uint8Array(4096)), "PROTO_PAYLOAD_LENGTH", "0 payload bytes"],
+    ["ZERO ship record longer than 1 GiB", frameOfFields({ ...ship, records: [{ ...record, length: GiB + 512, flags: 1 }] }), "PROTO_BAD_FIELD", "ship.records[0].length"],
+    ["data ship record longer than 8 MiB", frameOfFields({ ...ship, records: [{ ...record, length: 8 * 1024 * 1024 + 1, flags: 2 }] }), "PROTO_BAD_FIELD", "ship.records[0].length"],
+    ["ship record for a device its devices list leaves out", frameOfFields({ ...ship, devices: [{ name: "other", sizeBytes: 4096 }] }), "PROTO_BAD_FIELD", "ship.records[0].device"],
+    ["ship declaring one device twice", frameOfFields({ ...ship, devices: [{ name: "d", sizeBytes: 4096 }, { name: "d", sizeBytes: 8192 }] }), "PROTO_BAD_FIELD", "ship.devices[1].name"],
+    ["zero write carrying payload bytes", frameOfFields({ ...write, zero: true }, new Uint8Array(4)), "PROTO_PAYLOAD_LENGTH", "0 payload bytes"],
+    ["zero write longer than 1 GiB", frameOfFields({ ...write, zero: true, length: GiB + 512 }), "PROTO_BAD_FIELD", "write.length"],
+    ["zero not a boolean", frameOfFields({ ...write, zero: "yes" }, new Uint8Array(4)), "PROTO_BAD_FIELD", "write.zero"],
+    ["attach with a logical block size that is not a power of two", frameOfFields({ ...attach, logicalBlockSizeBytes: 3000 }), "PROTO_BAD_FIELD", "attach.logicalBlockSizeBytes"],
+    ["attach with a logical block size below a sector", frameOfFields({ ...attach, logicalBlockSizeBytes: 256 }), "PROTO_BAD_FIELD", "attach.logicalBlockSizeBytes"],
+    ["attach with a size that is not whole blocks", frameOfFields({ ...attach, sizeBytes: (1 << 20) + 512 }), "PROTO_BAD_FIELD", "attach.sizeBytes"],
+    ["accepted attachAck without wrlUuid", frameOfFields({ type: "attachAck", device: "sda", wrl: "w0", accepted: true }), "PROTO_BAD_FIELD", "attachAck.wrlUuid"],
+    ["refused attachAck without a reason", frameOfFields({ type: "attachAck", device: "sda", wrl: "w0", accepted: false }), "PROTO_BAD_FIELD", "attachAck.error"],
+    ["resume without wrlUuid", frameOfFields({ type: "resume", wrl: "w0" }), "PROTO_BAD_FIELD", "resume.wrlUuid"],
+    ["resumeAck without devices", frameOfFields({ ...resumeAck, devices: undefined }), "PROTO_BAD_FIELD", "resumeAck.devices"],
+    ["resumeAck listing more devices than the bound", frameOfFields({ ...resumeAck, devices: Array.from({ length: protocolDevicesMax + 1 }, (_, index) => ({ name: `d${index}`, sizeBytes: 0 })) }), "PROTO_BAD_FIELD", "resumeAck.devices"],
+    ["resumeAck device with a negative size", frameOfFields({ ...resumeAck, devices: [{ name: "sda", sizeBytes: -1 }] }), "PROTO_BAD_FIELD", "resumeAck.devices[0].sizeBytes"],
+    ["restoreData payload shorter than its length", frameOfFields(restoreData, new Uint8Array(3)), "PROTO_PAYLOAD_LENGTH", "4 payload bytes"],
+    ["restoreData longer than 8 MiB", frameOfFields({ ...restoreData, length: 8 * 1024 * 1024 + 1 }), "PROTO_BAD_FIELD", "restoreData.length"],
+    ["restoreEnd with a short sha256", frameOfFields({ type: "restoreEnd", device: "sda", sizeBytes: 4096, sha256: "ab".repeat(31) }), "PROTO_BAD_FIELD", "restoreEnd.sha256"],
+    ["restoreEnd with a non-hex sha256", frameOfFields({ type: "restoreEnd", device: "sda", sizeBytes: 4096, sha256: "g".repeat(64) }), "PROTO_BAD_FIELD", "restoreEnd.sha256"],
+    ["restoreRequest without a device", frameOfFields({ type: "restoreRequest" }), "PROTO_BAD_FIELD", "restoreRequest.device"],
     ["status that is not a map", frameOfFields({ type: "statusReply", status: [1, 2] }), "PROTO_BAD_FIELD"],
     ["hello with another protocol's magic", frameOfFields({ ...hello, magic: 0x12345678 }), "PROTO_BAD_MAGIC"],
     ["hello with an unknown role", frameOfFields({ ...hello, role: "root" }), "PROTO_BAD_FIELD"],
@@ -190,13 +222,14 @@ describe("FrameDecoder: each kind of malformed input has its code", () => {
     ["error with a lower-case code", frameOfFields({ type: "error", code: "oops", message: "m" }), "PROTO_BAD_FIELD"],
   ];
 
-  for (const [what, bytes, code] of cases) {
+  for (const [what, bytes, code, blamed] of cases) {
     test(`${what} -> ${code}`, () => {
       const { frames, error } = feed([bytes]);
       expect(frames).toEqual([]);
       expect(error).toBeInstanceOf(ProtocolError);
       expect(error!.code as string).toBe(code);
       expect(error!.message.length).toBeGreaterThan(0);
+      if (blamed !== undefined) expect(error!.message).toContain(blamed);
     });
   }
 

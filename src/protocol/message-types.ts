@@ -1,0 +1,288 @@
+/**
+ * Every message of the druvaa wire protocol, as TypeScript types: a discriminated union on `type`.
+ * docs/pipeline.md tells the order in which they flow; the validators are in specs-*.ts (one file
+ * per flow), assembled into one table in messages.ts.
+ *
+ * Fields only ever get added; a peer drops fields it does not know, so optional fields are
+ * backward compatible. `hello` and `helloAck` must stay decodable by every version forever: they
+ * are how two versions find out they differ.
+ *
+ * Numbers (offsets, lengths, LSNs, epochs, request ids, sizes) are safe integers >= 0: exact in a
+ * JavaScript number up to 2^53, i.e. 8 PiB of byte offsets. Names (devices, WRLs, node ids) are
+ * 1..protocolNameLengthMax printable characters. WRL uuids are lower-case 8-4-4-4-12 hex text
+ * (validators lower-case what they receive, so compare them as strings).
+ */
+import type { Fields } from "./fields.ts";
+
+export const roles = ["client", "staging", "replica", "control", "panel"] as const;
+export type Role = (typeof roles)[number];
+
+/**
+ * Why a staging server refused a write or an attach (attachAck.error.code uses these too).
+ * WRL_FULL sends the client to disconnected mode. DEVICE_BUSY: another connected client holds
+ * that device name in the WRL. DEVICE_TOO_BIG: the device is bigger than the replica's device of
+ * that name.
+ */
+export const writeNackCodes = [
+  "WRL_FULL", "WRL_UNKNOWN", "DEVICE_UNKNOWN", "DEVICE_BUSY", "DEVICE_TOO_BIG", "OUT_OF_RANGE", "IO_ERROR", "BUSY", "SHUTTING_DOWN",
+] as const;
+export type WriteNackCode = (typeof writeNackCodes)[number];
+
+/**
+ * Why a replica refused a shipment (or a resume); the relay keeps the records and retries or
+ * alerts. DEVICE_TOO_SMALL: the replica's device is smaller than the size the shipment declares.
+ * WRL_MISMATCH: the wrlUuid is not the one this replica applied for that WRL name (the WRL was
+ * re-created: applying it would mix two histories).
+ */
+export const shipNackCodes = [
+  "RS_WRL_FULL", "LSN_GAP", "WRL_UNKNOWN", "WRL_MISMATCH", "DEVICE_UNKNOWN", "DEVICE_TOO_SMALL", "OUT_OF_RANGE", "IO_ERROR", "BUSY", "SHUTTING_DOWN",
+] as const;
+export type ShipNackCode = (typeof shipNackCodes)[number];
+
+/** Bits of ShipRecord.flags. Unknown bits are carried as given. */
+export const recordFlags = {
+  /** The record's range reads as zeros (TRIM / WRITE_ZEROES); it carries no payload bytes. */
+  zero: 1,
+} as const;
+
+export interface ErrorInfo {
+  code: string;
+  message: string;
+  hint?: string;
+}
+
+/** A device by name and its size in bytes, as one side knows it. */
+export interface DeviceSize {
+  name: string;
+  sizeBytes: number;
+}
+
+// ---- session: every connection -----------------------------------------------------------------
+
+/** First message on every connection, from the side that connected. */
+export interface HelloMessage {
+  type: "hello";
+  magic: number;
+  version: number;
+  role: Role;
+  nodeId: string;
+  features?: string[];
+}
+
+/** The answer to hello; `accepted: false` comes with the reason and is followed by a close. */
+export interface HelloAckMessage {
+  type: "helloAck";
+  magic: number;
+  version: number;
+  role: Role;
+  nodeId: string;
+  features?: string[];
+  accepted: boolean;
+  error?: ErrorInfo;
+}
+
+export interface StatusRequestMessage {
+  type: "statusRequest";
+}
+
+export interface StatusReplyMessage {
+  type: "statusReply";
+  status: Record<string, unknown>;
+}
+
+/** Sent before closing a connection on an error, so the peer can say why it was dropped. */
+export interface ErrorMessage {
+  type: "error";
+  code: string;
+  message: string;
+  hint?: string;
+}
+
+export interface PingMessage {
+  type: "ping";
+  nonce: number;
+}
+
+export interface PongMessage {
+  type: "pong";
+  nonce: number;
+}
+
+// ---- client -> staging --------------------------------------------------------------------------
+
+/**
+ * Client -> staging, once per device after the handshake: bind `device` to the WRL `wrl`.
+ * `sizeBytes` is a multiple of `logicalBlockSizeBytes`, a power of two in
+ * [sectorSizeBytes, protocolLogicalBlockSizeBytesMax].
+ */
+export interface AttachMessage {
+  type: "attach";
+  device: string;
+  wrl: string;
+  sizeBytes: number;
+  logicalBlockSizeBytes: number;
+}
+
+/**
+ * Staging -> client. Accepted: carries the WRL's uuid. Refused: carries the reason (`error.code`
+ * one of writeNackCodes: WRL_UNKNOWN, DEVICE_BUSY, DEVICE_TOO_BIG, ...). The validator insists
+ * on both: an accepted ack without wrlUuid, or a refusal without error, is refused.
+ */
+export interface AttachAckMessage {
+  type: "attachAck";
+  device: string;
+  wrl: string;
+  accepted: boolean;
+  wrlUuid?: string;
+  error?: ErrorInfo;
+}
+
+/**
+ * Client -> staging: log `length` bytes for `device` at `offset`. A data write carries them as
+ * its payload (length <= writePayloadSizeBytesMax); a zero write (`zero: true`: TRIM or
+ * WRITE_ZEROES) carries no payload, the range reads as zeros, and length <= zeroRecordBytesMax.
+ */
+export interface WriteMessage {
+  type: "write";
+  reqId: number;
+  device: string;
+  wrl: string;
+  epoch: number;
+  offset: number;
+  length: number;
+  fua?: boolean;
+  zero?: boolean;
+}
+
+/** Staging -> client: the write is durable in the WRL at `lsn`. */
+export interface WriteAckMessage {
+  type: "writeAck";
+  reqId: number;
+  lsn: number;
+}
+
+export interface WriteNackMessage {
+  type: "writeNack";
+  reqId: number;
+  code: WriteNackCode;
+  message: string;
+}
+
+// ---- staging relay -> replica -------------------------------------------------------------------
+
+/**
+ * Relay -> replica, after the handshake: "where are you with this WRL?". A replica that cannot
+ * resume it (WRL_MISMATCH, ...) answers shipNack instead of resumeAck.
+ */
+export interface ResumeMessage {
+  type: "resume";
+  wrl: string;
+  wrlUuid: string;
+}
+
+/** Replica -> relay: it applied `wrl` up to `appliedLsn` (0: nothing yet); `devices` are its own
+ * devices and their sizes, so staging can refuse to attach a bigger client device. Names unique. */
+export interface ResumeAckMessage {
+  type: "resumeAck";
+  wrl: string;
+  wrlUuid: string;
+  appliedLsn: number;
+  devices: DeviceSize[];
+}
+
+/** One WRL record in a shipment. A record with flags & recordFlags.zero carries no payload bytes
+ * and its length may be up to zeroRecordBytesMax; any other is <= writePayloadSizeBytesMax. */
+export interface ShipRecord {
+  lsn: number;
+  epoch: number;
+  device: string;
+  offset: number;
+  length: number;
+  flags: number;
+}
+
+/**
+ * Relay -> replica: records firstLsn..lastLsn (possibly with gaps after coalescing, never
+ * reordered) of the WRL `wrl` whose uuid is `wrlUuid`. The payload is the data of the non-ZERO
+ * records, concatenated in record order. `devices`, when present, declares every device the
+ * records name (unique names) with the client's size, so the replica can refuse a device bigger
+ * than its own (DEVICE_TOO_SMALL).
+ */
+export interface ShipMessage {
+  type: "ship";
+  wrl: string;
+  wrlUuid: string;
+  firstLsn: number;
+  lastLsn: number;
+  records: ShipRecord[];
+  devices?: DeviceSize[];
+}
+
+/** Replica -> staging: everything up to `appliedLsn` is durable on the replica side. */
+export interface ShipAckMessage {
+  type: "shipAck";
+  wrl: string;
+  appliedLsn: number;
+}
+
+export interface ShipNackMessage {
+  type: "shipNack";
+  wrl: string;
+  code: ShipNackCode;
+  message: string;
+}
+
+// ---- restore port of the replica ----------------------------------------------------------------
+
+/**
+ * Restorer -> replica: send me `device` whole. The replica pauses apply at a shipment boundary
+ * (a consistent point) and answers restoreBegin, or an `error` message and a close.
+ */
+export interface RestoreRequestMessage {
+  type: "restoreRequest";
+  device: string;
+}
+
+/** Replica -> restorer: the image that follows is the device at `appliedLsn`. */
+export interface RestoreBeginMessage {
+  type: "restoreBegin";
+  device: string;
+  sizeBytes: number;
+  appliedLsn: number;
+}
+
+/** Replica -> restorer: `length` bytes at `offset` (the payload, <= writePayloadSizeBytesMax). */
+export interface RestoreDataMessage {
+  type: "restoreData";
+  device: string;
+  offset: number;
+  length: number;
+}
+
+/** Replica -> restorer: done; `sha256` (64 lower-case hex characters) is of the whole image of
+ * `sizeBytes` bytes, for the restorer to check what it wrote. Apply resumes. */
+export interface RestoreEndMessage {
+  type: "restoreEnd";
+  device: string;
+  sizeBytes: number;
+  sha256: string;
+}
+
+export type Message =
+  | HelloMessage | HelloAckMessage | StatusRequestMessage | StatusReplyMessage | ErrorMessage | PingMessage | PongMessage
+  | AttachMessage | AttachAckMessage | WriteMessage | WriteAckMessage | WriteNackMessage
+  | ResumeMessage | ResumeAckMessage | ShipMessage | ShipAckMessage | ShipNackMessage
+  | RestoreRequestMessage | RestoreBeginMessage | RestoreDataMessage | RestoreEndMessage;
+
+export type MessageType = Message["type"];
+export type MessageOf<T extends MessageType> = Extract<Message, { type: T }>;
+
+export interface MessageSpec<M extends Message> {
+  /** Builds a clean message from a decoded header; throws ProtocolError on anything invalid. */
+  readonly validate: (fields: Fields) => M;
+  /** The exact payload length the message declares (0 for messages without payload). */
+  readonly payloadBytes: (message: M) => number;
+}
+
+/** The specs of some message types; TypeScript refuses a table with one of them missing. */
+export type SpecTable<T extends MessageType> = { readonly [K in T]: MessageSpec<MessageOf<K>> };

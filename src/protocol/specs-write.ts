@@ -1,0 +1,81 @@
+/**
+ * Validators of the client -> staging flow: attach / attachAck (one per device, after the
+ * handshake), then write / writeAck / writeNack for every write of the NBD client.
+ */
+import { protocolLogicalBlockSizeBytesMax, sectorSizeBytes, writePayloadSizeBytesMax, zeroRecordBytesMax } from "../constants.ts";
+import {
+  badField, checkExtent, noPayload, readBoolean, readEnum, readErrorInfo, readName, readOptionalBoolean, readText, readUint, readUuid,
+} from "./fields.ts";
+import { writeNackCodes, type AttachAckMessage, type AttachMessage, type SpecTable, type WriteMessage } from "./message-types.ts";
+
+export const writeSpecs: SpecTable<"attach" | "attachAck" | "write" | "writeAck" | "writeNack"> = {
+  attach: {
+    validate: (fields) => {
+      const where = "attach";
+      const attach: AttachMessage = {
+        type: "attach",
+        device: readName(fields, where, "device"),
+        wrl: readName(fields, where, "wrl"),
+        sizeBytes: readUint(fields, where, "sizeBytes"),
+        logicalBlockSizeBytes: readUint(fields, where, "logicalBlockSizeBytes", protocolLogicalBlockSizeBytesMax),
+      };
+      const blockBytes = attach.logicalBlockSizeBytes;
+      if (blockBytes < sectorSizeBytes || (blockBytes & (blockBytes - 1)) !== 0) {
+        throw badField("attach.logicalBlockSizeBytes", `a power of two in [${sectorSizeBytes}, ${protocolLogicalBlockSizeBytesMax}]`, blockBytes);
+      }
+      // A device is whole logical blocks (BlockDevice contract): anything else is a confused peer.
+      if (attach.sizeBytes % blockBytes !== 0) throw badField("attach.sizeBytes", `a multiple of the logical block size ${blockBytes}`, attach.sizeBytes);
+      return attach;
+    },
+    payloadBytes: noPayload,
+  },
+  attachAck: {
+    validate: (fields) => {
+      const where = "attachAck";
+      const ack: AttachAckMessage = { type: "attachAck", device: readName(fields, where, "device"), wrl: readName(fields, where, "wrl"), accepted: readBoolean(fields, where, "accepted") };
+      if (fields.wrlUuid !== undefined) ack.wrlUuid = readUuid(fields, where, "wrlUuid");
+      if (fields.error !== undefined) ack.error = readErrorInfo(fields.error, "attachAck.error");
+      // An accepted attach without the uuid would leave the client unable to tell WRLs apart;
+      // a refusal without a reason would leave the operator guessing.
+      if (ack.accepted && ack.wrlUuid === undefined) throw badField("attachAck.wrlUuid", "the WRL's uuid when accepted", undefined);
+      if (!ack.accepted && ack.error === undefined) throw badField("attachAck.error", "the reason when not accepted", undefined);
+      return ack;
+    },
+    payloadBytes: noPayload,
+  },
+  write: {
+    validate: (fields) => {
+      const where = "write";
+      const zero = readOptionalBoolean(fields, where, "zero");
+      const write: WriteMessage = {
+        type: "write",
+        reqId: readUint(fields, where, "reqId"),
+        device: readName(fields, where, "device"),
+        wrl: readName(fields, where, "wrl"),
+        epoch: readUint(fields, where, "epoch"),
+        offset: readUint(fields, where, "offset"),
+        // A zero write carries no data, so it may cover far more than a data write.
+        length: readUint(fields, where, "length", zero === true ? zeroRecordBytesMax : writePayloadSizeBytesMax),
+      };
+      checkExtent(where, write.offset, write.length);
+      const fua = readOptionalBoolean(fields, where, "fua");
+      if (fua !== undefined) write.fua = fua;
+      if (zero !== undefined) write.zero = zero;
+      return write;
+    },
+    payloadBytes: (write) => (write.zero === true ? 0 : write.length),
+  },
+  writeAck: {
+    validate: (fields) => ({ type: "writeAck", reqId: readUint(fields, "writeAck", "reqId"), lsn: readUint(fields, "writeAck", "lsn") }),
+    payloadBytes: noPayload,
+  },
+  writeNack: {
+    validate: (fields) => ({
+      type: "writeNack",
+      reqId: readUint(fields, "writeNack", "reqId"),
+      code: readEnum(fields, "writeNack", "code", writeNackCodes),
+      message: readText(fields, "writeNack", "message"),
+    }),
+    payloadBytes: noPayload,
+  },
+};
