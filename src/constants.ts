@@ -182,6 +182,13 @@ export const clientBusyRetryDelayMs = 200;
 
 assert(clientInflightBytesMax >= nbdRequestSizeBytesMax, "one largest NBD write must fit in flight");
 assert(clientReconnectDelayMsMin > 0 && clientReconnectDelayMsMin <= clientReconnectDelayMsMax, "reconnect backoff bounds are ordered");
+/**
+ * Epochs the client reserves in its state file ahead of use, so a restart after a crash starts
+ * above every epoch the dead process handed out; re-reserved when half is used.
+ */
+export const clientEpochReserve = 1_000_000;
+/** How often the client checks its epoch reservation and saves its state file. */
+export const clientStateSaveIntervalMs = 1_000;
 
 // ---- replica (src/roles/replica/, src/commands/restore.ts) ---------------------------------------
 /** Default ports of `druvaa replica apply` (the original product's install guide). */
@@ -208,3 +215,10 @@ export const restoreRequestTimeoutMs = 10_000;
 assert(restoreChunkBytes <= writePayloadSizeBytesMax && restoreChunkBytes % directIoAlignmentBytes === 0, "a restore chunk fits one message and stays block aligned");
 assert(replicaZeroPieceBytes % directIoAlignmentBytes === 0, "zero pieces are whole blocks");
 assert(replicaShipQueueBytesMax >= replicaConnectionShipWindowMax * writePayloadSizeBytesMax, "one relay's full window fits the apply queue");
+/** Chunks `druvaa restore` writes to its target at once (sequential, non-overlapping). */
+export const restoreWritesInflightMax = 4;
+/**
+ * A group-commit batch goes to the device in writes of about this size, each issued as soon as
+ * its records are checksummed, so checksumming overlaps the transfer; still one flush per batch.
+ */
+export const wrlWriteChunkBytes = 256 * KiB;

@@ -1,0 +1,332 @@
+/**
+ * ReplicaCore: the replica's logic without sockets. Devices, the state store and the clock come
+ * from outside, so the same code runs in `druvaa replica apply` and in an in-process simulation.
+ *
+ * Shipments and restores take turns on one FIFO lock: one shipment applies at a time, and a
+ * restore runs between two shipments (a consistent point: the device then holds exactly the
+ * records up to appliedLsn, a prefix of the WRL order). Shipments waiting for the lock are
+ * bounded (replicaShipQueueMax / replicaShipQueueBytesMax); past that they are refused with BUSY
+ * and the relay sends them again.
+ *
+ * A shipment, decision table (checked in this order; nothing is written unless the last row):
+ *
+ *   condition                                              answer
+ *   replica stopping                                       shipNack SHUTTING_DOWN
+ *   queue full                                             shipNack BUSY
+ *   WRL name applied before under another uuid             shipNack WRL_MISMATCH (re-created WRL)
+ *   firstLsn > appliedLsn + 1                              shipNack LSN_GAP
+ *   lastLsn <= appliedLsn                                  shipAck appliedLsn (re-delivery)
+ *   device unknown / declared bigger / record outside      shipNack DEVICE_UNKNOWN /
+ *                                                            DEVICE_TOO_SMALL / OUT_OF_RANGE
+ *   write or flush fails                                   shipNack IO_ERROR (device marked
+ *                                                            inconsistent until re-delivered)
+ *   state file cannot be saved                             shipNack IO_ERROR
+ *   otherwise: records > appliedLsn written, devices       shipAck lastLsn
+ *     flushed, appliedLsn = lastLsn persisted
+ *
+ * Not guaranteed: consistency of the device while a shipment is being applied, or after a crash
+ * in the middle of one (no replica WRL yet, issue 4): the state file still says the previous
+ * appliedLsn, and staging re-delivers from there, which restores consistency.
+ */
+import { createHash } from "node:crypto";
+import { assert } from "../../assert.ts";
+import { protocolTextLengthMax, replicaShipQueueBytesMax, replicaShipQueueMax, restoreChunkBytes } from "../../constants.ts";
+import { DruvaaError, exitCodes } from "../../errors.ts";
+import { logger } from "../../log.ts";
+import type { ResumeAckMessage, ResumeMessage, RestoreBeginMessage, RestoreDataMessage, RestoreEndMessage, ShipAckMessage, ShipMessage, ShipNackCode, ShipNackMessage } from "../../protocol/messages.ts";
+import { applyWrites, planShipment, type ReplicaDevice } from "./apply.ts";
+import { emptyReplicaState, type DeviceState, type ReplicaState, type ReplicaStateStore, type WrlState } from "./state.ts";
+
+export type { ReplicaDevice } from "./apply.ts";
+
+const log = logger("replica:apply");
+
+export interface ReplicaCoreOptions {
+  devices: readonly ReplicaDevice[];
+  store: ReplicaStateStore;
+  /** Milliseconds since the epoch (for lastAppliedAt); Date.now unless a simulation gives one. */
+  now?: () => number;
+}
+
+export type ShipReply = ShipAckMessage | ShipNackMessage;
+export type RestoreMessage = RestoreBeginMessage | RestoreDataMessage | RestoreEndMessage;
+/** Delivers a restore message to the restorer; resolves when it may send more. */
+export type RestoreSend = (message: RestoreMessage, payload?: Uint8Array) => Promise<void>;
+
+export interface RestoreResult {
+  device: string;
+  sizeBytes: number;
+  appliedLsn: number;
+  sha256: string;
+}
+
+export interface ReplicaCoreStatus {
+  devices: { name: string; path: string; sizeBytes: number; declaredSizeBytes: number | null; consistent: boolean }[];
+  wrls: { name: string; uuid: string; appliedLsn: number; lastAppliedAt: string | null }[];
+  applying: boolean;
+  restores: number;
+  queuedShipments: number;
+}
+
+export class ReplicaCore {
+  readonly #devices: ReadonlyMap<string, ReplicaDevice>;
+  readonly #store: ReplicaStateStore;
+  readonly #now: () => number;
+  /** Committed state: what the store holds. Replaced, never mutated, after a successful save. */
+  #state: ReplicaState;
+  /** WRLs seen by resume or ship but not applied yet (shown in status; persisted once applied). */
+  readonly #seen = new Map<string, WrlState>();
+  /** Devices a failed apply may have left half-written, until their WRL passes `untilLsn`. */
+  readonly #inconsistent = new Map<string, { wrlUuid: string; untilLsn: number }>();
+  #lockTail: Promise<void> = Promise.resolve();
+  #queuedShipments = 0;
+  #queuedBytes = 0;
+  #applying = false;
+  #restores = 0;
+  #stopping = false;
+
+  private constructor(options: ReplicaCoreOptions, state: ReplicaState) {
+    const devices = new Map<string, ReplicaDevice>();
+    for (const device of options.devices) {
+      assert(!devices.has(device.name), `device ${device.name} given twice (the CLI refuses that)`);
+      devices.set(device.name, device);
+    }
+    this.#devices = devices;
+    this.#store = options.store;
+    this.#now = options.now ?? Date.now;
+    this.#state = state;
+  }
+
+  /** Loads the persisted state (none yet: every WRL at appliedLsn 0). */
+  static async open(options: ReplicaCoreOptions): Promise<ReplicaCore> {
+    const state = (await options.store.load()) ?? emptyReplicaState();
+    return new ReplicaCore(options, state);
+  }
+
+  get applying(): boolean {
+    return this.#applying;
+  }
+
+  get queuedShipments(): number {
+    return this.#queuedShipments;
+  }
+
+  /** The last LSN applied and persisted for the WRL with this uuid (0: none). */
+  appliedLsn(wrlUuid: string): number {
+    return this.#state.wrls.find((wrl) => wrl.uuid === wrlUuid)?.appliedLsn ?? 0;
+  }
+
+  /** Answers a relay's resume: where this replica is with that WRL, and its devices. */
+  resume(message: ResumeMessage): ResumeAckMessage | ShipNackMessage {
+    const mismatch = this.#checkWrl(message.wrl, message.wrlUuid);
+    if (mismatch !== undefined) return mismatch;
+    if (!this.#state.wrls.some((wrl) => wrl.uuid === message.wrlUuid) && !this.#seen.has(message.wrlUuid)) {
+      this.#seen.set(message.wrlUuid, { name: message.wrl, uuid: message.wrlUuid, appliedLsn: 0, lastAppliedAt: null });
+    }
+    return {
+      type: "resumeAck",
+      wrl: message.wrl,
+      wrlUuid: message.wrlUuid,
+      appliedLsn: this.appliedLsn(message.wrlUuid),
+      devices: [...this.#devices.values()].map((entry) => ({ name: entry.name, sizeBytes: entry.device.sizeBytes })),
+    };
+  }
+
+  /** Applies a shipment (see the decision table above); resolves with the answer for the relay. */
+  ship(message: ShipMessage, payload: Uint8Array): Promise<ShipReply> {
+    if (this.#stopping) return Promise.resolve(nack(message, "SHUTTING_DOWN", "the replica is shutting down; send it again after the restart"));
+    if (this.#queuedShipments >= replicaShipQueueMax || this.#queuedBytes + payload.length > replicaShipQueueBytesMax) {
+      return Promise.resolve(nack(message, "BUSY", `the replica has ${this.#queuedShipments} shipments (${this.#queuedBytes} bytes) waiting; send it again later`));
+    }
+    this.#queuedShipments += 1;
+    this.#queuedBytes += payload.length;
+    return this.#exclusive(async () => {
+      this.#queuedShipments -= 1;
+      this.#queuedBytes -= payload.length;
+      if (this.#stopping) return nack(message, "SHUTTING_DOWN", "the replica is shutting down; send it again after the restart");
+      this.#applying = true;
+      try {
+        const reply = await this.#apply(message, payload);
+        if (reply.type === "shipNack") log.warn(`WRL ${message.wrl}: refused LSN ${message.firstLsn}..${message.lastLsn}: ${reply.code}: ${reply.message}`);
+        return reply;
+      } finally {
+        this.#applying = false;
+      }
+    });
+  }
+
+  /**
+   * Streams a device to `send` at a consistent point: waits for the shipment being applied to
+   * finish, holds apply until the last chunk is sent (or `send` throws: the restorer is gone),
+   * then lets apply resume. The image is the size the client declared for the device, if a
+   * shipment ever said, else the replica device's size. Throws DEVICE_UNKNOWN,
+   * REPLICA_INCONSISTENT (a failed apply left the device half-written) or SHUTTING_DOWN.
+   */
+  async restore(deviceName: string, send: RestoreSend): Promise<RestoreResult> {
+    const target = this.#devices.get(deviceName);
+    if (target === undefined) {
+      throw new DruvaaError("DEVICE_UNKNOWN", `the replica has no device ${deviceName}`, `Devices on this replica: ${[...this.#devices.keys()].join(", ") || "none"}`, exitCodes.notFound);
+    }
+    if (this.#stopping) throw shuttingDown();
+    this.#restores += 1;
+    try {
+      return await this.#exclusive(() => this.#stream(target, send));
+    } finally {
+      this.#restores -= 1;
+    }
+  }
+
+  status(): ReplicaCoreStatus {
+    const declared = new Map(this.#state.devices.map((device) => [device.name, device.declaredSizeBytes]));
+    return {
+      devices: [...this.#devices.values()].map((entry) => ({
+        name: entry.name,
+        path: entry.path ?? entry.device.name,
+        sizeBytes: entry.device.sizeBytes,
+        declaredSizeBytes: declared.get(entry.name) ?? null,
+        consistent: !this.#inconsistent.has(entry.name),
+      })),
+      wrls: [...this.#state.wrls, ...this.#seen.values()].map((wrl) => ({ ...wrl })),
+      applying: this.#applying,
+      restores: this.#restores,
+      queuedShipments: this.#queuedShipments,
+    };
+  }
+
+  /** Lets the shipment being applied finish, refuses the queued ones (SHUTTING_DOWN), ends restores. */
+  async stop(): Promise<void> {
+    this.#stopping = true;
+    await this.#exclusive(async () => undefined);
+  }
+
+  // ---- internals ----
+
+  /** Runs `task` alone, after everything that asked before it (FIFO). */
+  async #exclusive<T>(task: () => Promise<T>): Promise<T> {
+    const previous = this.#lockTail;
+    let release!: () => void;
+    this.#lockTail = new Promise<void>((resolve) => (release = resolve));
+    await previous;
+    try {
+      return await task();
+    } finally {
+      release();
+    }
+  }
+
+  #checkWrl(name: string, uuid: string): ShipNackMessage | undefined {
+    const other = this.#state.wrls.find((wrl) => wrl.name === name && wrl.uuid !== uuid && wrl.appliedLsn > 0);
+    if (other !== undefined) {
+      return {
+        type: "shipNack",
+        wrl: name,
+        code: "WRL_MISMATCH",
+        message: (
+          `WRL ${name} now has uuid ${uuid}, but this replica applied WRL ${name} (uuid ${other.uuid}) up to LSN ${other.appliedLsn}: ` +
+          `the WRL was re-created, and its records cannot be applied over the old history. The replica needs an initial sync; to start it afresh, stop it and remove ${this.#store.where}`
+        ).slice(0, protocolTextLengthMax),
+      };
+    }
+    // A WRL only seen (never applied) under another uuid is simply forgotten.
+    for (const [seenUuid, seen] of this.#seen) if (seen.name === name && seenUuid !== uuid) this.#seen.delete(seenUuid);
+    return undefined;
+  }
+
+  async #apply(ship: ShipMessage, payload: Uint8Array): Promise<ShipReply> {
+    const mismatch = this.#checkWrl(ship.wrl, ship.wrlUuid);
+    if (mismatch !== undefined) return mismatch;
+    const appliedLsn = this.appliedLsn(ship.wrlUuid);
+    if (ship.firstLsn > appliedLsn + 1) {
+      return nack(ship, "LSN_GAP", `the shipment starts at LSN ${ship.firstLsn}, but the replica applied WRL ${ship.wrl} only up to LSN ${appliedLsn}: records ${appliedLsn + 1}..${ship.firstLsn - 1} are missing (nothing was applied); resume from ${appliedLsn + 1}`);
+    }
+    if (ship.lastLsn <= appliedLsn) return { type: "shipAck", wrl: ship.wrl, appliedLsn };
+    const plan = planShipment(ship, payload, appliedLsn, this.#devices);
+    if (!Array.isArray(plan)) return nack(ship, plan.code, plan.message);
+    const planned = new Set(plan.map((write) => write.target.name));
+    try {
+      const touched = await applyWrites(plan);
+      await Promise.all([...touched].map((entry) => entry.device.flush()));
+    } catch (error) {
+      // Some records may have reached the devices: they hold no consistent point until this
+      // shipment is applied whole (staging re-delivers it, since it was not acked).
+      for (const name of planned) this.#inconsistent.set(name, { wrlUuid: ship.wrlUuid, untilLsn: ship.lastLsn });
+      return nack(ship, "IO_ERROR", `applying LSN ${ship.firstLsn}..${ship.lastLsn} failed: ${describe(error)}`);
+    }
+    const next = this.#nextState(ship, planned);
+    try {
+      await this.#store.save(next);
+    } catch (error) {
+      return nack(ship, "IO_ERROR", `applied LSN ${ship.firstLsn}..${ship.lastLsn} but could not save ${this.#store.where}: ${describe(error)}`);
+    }
+    this.#state = next;
+    this.#seen.delete(ship.wrlUuid);
+    for (const [name, mark] of this.#inconsistent) if (mark.wrlUuid === ship.wrlUuid && ship.lastLsn >= mark.untilLsn) this.#inconsistent.delete(name);
+    return { type: "shipAck", wrl: ship.wrl, appliedLsn: ship.lastLsn };
+  }
+
+  /** The state after `ship` is applied: a new object, so a failed save leaves #state as it was. */
+  #nextState(ship: ShipMessage, written: ReadonlySet<string>): ReplicaState {
+    const wrl: WrlState = { name: ship.wrl, uuid: ship.wrlUuid, appliedLsn: ship.lastLsn, lastAppliedAt: new Date(this.#now()).toISOString() };
+    // A re-created WRL only gets here when the old one never applied anything: drop that entry.
+    const wrls = [...this.#state.wrls.filter((other) => other.uuid !== ship.wrlUuid && other.name !== ship.wrl), wrl];
+    const devices = new Map<string, DeviceState>(this.#state.devices.map((device) => [device.name, { ...device }]));
+    const entry = (name: string) => devices.get(name) ?? devices.set(name, { name }).get(name)!;
+    for (const { name, sizeBytes } of ship.devices ?? []) {
+      entry(name).declaredSizeBytes = sizeBytes;
+      entry(name).wrlUuid = ship.wrlUuid;
+    }
+    for (const name of written) entry(name).wrlUuid = ship.wrlUuid;
+    return { version: this.#state.version, wrls, devices: [...devices.values()] };
+  }
+
+  async #stream(target: ReplicaDevice, send: RestoreSend): Promise<RestoreResult> {
+    if (this.#stopping) throw shuttingDown();
+    const mark = this.#inconsistent.get(target.name);
+    if (mark !== undefined) {
+      throw new DruvaaError("REPLICA_INCONSISTENT", `device ${target.name} is not at a consistent point: applying a shipment to it failed, and LSN ${mark.untilLsn} has not been re-applied yet`, "Check the replica's log and status (druvaa status --connect REPLICA:6004); try again once staging has re-delivered", exitCodes.refused);
+    }
+    const deviceState = this.#state.devices.find((device) => device.name === target.name);
+    const sizeBytes = deviceState?.declaredSizeBytes ?? target.device.sizeBytes;
+    const appliedLsn = deviceState?.wrlUuid === undefined ? 0 : this.appliedLsn(deviceState.wrlUuid);
+    assert(sizeBytes <= target.device.sizeBytes, "declared sizes above the device are refused before they are saved");
+    await send({ type: "restoreBegin", device: target.name, sizeBytes, appliedLsn });
+    const hash = createHash("sha256");
+    const block = target.device.logicalBlockSizeBytes;
+    // The last chunk of a declared size may end inside a replica block (a 512-byte-sector client
+    // on a 4 KiB replica): read whole blocks, send the declared bytes.
+    const readChunk = async (offset: number): Promise<Uint8Array> => {
+      const lengthBytes = Math.min(restoreChunkBytes, sizeBytes - offset);
+      const readBytes = Math.min(Math.ceil(lengthBytes / block) * block, target.device.sizeBytes - offset);
+      const data = await target.device.read(offset, readBytes);
+      return data.subarray(0, lengthBytes);
+    };
+    let next = sizeBytes > 0 ? readChunk(0) : undefined;
+    try {
+      for (let offset = 0; next !== undefined; offset += restoreChunkBytes) {
+        const data = await next;
+        // Read the next chunk while this one is sent.
+        next = offset + restoreChunkBytes < sizeBytes ? readChunk(offset + restoreChunkBytes) : undefined;
+        if (this.#stopping) throw shuttingDown();
+        hash.update(data);
+        await send({ type: "restoreData", device: target.name, offset, length: data.length }, data);
+      }
+    } finally {
+      next?.catch(() => undefined); // a read started for a restorer that is gone
+    }
+    const sha256 = hash.digest("hex");
+    await send({ type: "restoreEnd", device: target.name, sizeBytes, sha256 });
+    return { device: target.name, sizeBytes, appliedLsn, sha256 };
+  }
+}
+
+function nack(ship: { wrl: string }, code: ShipNackCode, message: string): ShipNackMessage {
+  return { type: "shipNack", wrl: ship.wrl, code, message: message.slice(0, protocolTextLengthMax) };
+}
+
+function shuttingDown(): DruvaaError {
+  return new DruvaaError("SHUTTING_DOWN", "the replica is shutting down", "Run the restore again once the replica is back", exitCodes.refused);
+}
+
+function describe(error: unknown): string {
+  return error instanceof DruvaaError ? `${error.code}: ${error.message}` : error instanceof Error ? error.message : String(error);
+}
