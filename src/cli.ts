@@ -20,7 +20,11 @@ export const main = command({
     demo: () => import("./commands/demo.ts").then((m) => m.default),
     wrl: () => import("./commands/wrl.ts").then((m) => m.default),
     sizing: () => import("./commands/sizing.ts").then((m) => m.default),
+    status: () => import("./commands/status.ts").then((m) => m.default),
     version: () => import("./commands/version.ts").then((m) => m.default),
+    replica: () => import("./roles/replica/command.ts").then((m) => m.default),
+    restore: () => import("./commands/restore.ts").then((m) => m.default),
+    client: () => import("./roles/client/command.ts").then((m) => m.default),
   },
   examples: [
     "druvaa demo                                  # a whole client→staging→replica system on image files",

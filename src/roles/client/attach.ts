@@ -1,0 +1,175 @@
+/**
+ * `druvaa client attach`: the thin process around ClientCore. Opens the devices, attaches them
+ * at staging (refusals end the command before anything is exported), serves them as NBD exports
+ * on one listener, serves GET /status on the control port, and on SIGTERM/SIGINT stops taking
+ * requests, lets in-flight writes finish (at most clientShutdownWaitMs), flushes and exits.
+ */
+import { realpathSync } from "node:fs";
+import { command, jsonFlag, repeatedFlag } from "../../cli-support.ts";
+import { clientShutdownWaitMs, clientStateSaveIntervalMs } from "../../constants.ts";
+import { DruvaaError, exitCodes, usageError } from "../../errors.ts";
+import type { BlockDevice } from "../../io/block-device.ts";
+import { startControlServer, type ControlServer } from "../../io/control-server.ts";
+import { isBlockDevicePath, openBlockDevice } from "../../io/open-device.ts";
+import { connect, formatAddress, parseAddress } from "../../io/transport.ts";
+import { logger } from "../../log.ts";
+import { parseListenAddress, startNbdServer, type NbdServer } from "../../nbd/server.ts";
+import { druvaaVersion } from "../../version.ts";
+import { announceReady, checkName, defaultNodeId, parseNamedValues, resolveStateDir, untilSignalled } from "../common.ts";
+import { ClientCore, type ClientDevice } from "./core.ts";
+import { StagingLink } from "./staging-link.ts";
+import { ClientStateFile, type ClientState } from "./state.ts";
+
+const log = logger("client");
+
+export default command({
+  meta: { name: "attach", description: "Serve devices as NBD exports; every write is logged at staging before it is written locally" },
+  args: {
+    device: { type: "string", valueHint: "NAME=PATH", required: true, description: "a device to serve as export NAME (block device or image file); repeat for more" },
+    staging: { type: "string", valueHint: "HOST:PORT", required: true, description: "the staging server's data port (default port 6001)" },
+    wrl: { type: "string", valueHint: "WRLNAME", required: true, description: "the staging WRL (consistency group) the devices join" },
+    export: { type: "string", valueHint: "unix:SOCKET|HOST:PORT", required: true, description: "where NBD clients connect (one listener, one export per device)" },
+    control: { type: "string", valueHint: "HOST:PORT", default: "127.0.0.1:6007", description: "HTTP control port (GET /status)" },
+    "state-dir": { type: "string", valueHint: "DIR", description: "where the client keeps its state (default /var/lib/druvaa/client as root)" },
+    "node-id": { type: "string", valueHint: "ID", description: "this client's name at staging (default: the host name)" },
+    json: jsonFlag,
+  },
+  examples: [
+    "druvaa client attach --device disk0=/dev/sdb --staging 10.0.0.5:6001 --wrl fast --export unix:/run/druvaa/disk0.sock",
+    "druvaa client attach --device db=/srv/db.img --device logs=/srv/logs.img --staging staging:6001 --wrl app --export 127.0.0.1:10809",
+    "qemu-io -f raw 'nbd+unix:///disk0?socket=/run/druvaa/disk0.sock' -c 'write 0 1M'   # write through it",
+  ],
+  async run({ args, rawArgs }) {
+    const deviceFlags = parseNamedValues(repeatedFlag(rawArgs, "device"), "--device", "disk0=/dev/sdb");
+    if (deviceFlags.size === 0) throw usageError("--device is required", "e.g. --device disk0=/dev/sdb");
+    const stagingAddress = parseAddress(args.staging, 6001);
+    if (stagingAddress.kind === "tcp" && stagingAddress.port === 0) throw usageError(`--staging ${args.staging}: port 0`, "Give the port staging listens on (default 6001)");
+    const wrl = checkName(args.wrl, "--wrl");
+    parseListenAddress(args.export); // a bad --export is a usage error before anything is opened
+    const controlAddress = parseAddress(args.control, 6007);
+    const stateDir = resolveStateDir(args["state-dir"], "client");
+    const nodeId = args["node-id"] ?? defaultNodeId();
+    const staging = formatAddress(stagingAddress);
+
+    const devices = await openDevices(deviceFlags, wrl);
+    let link: StagingLink | undefined;
+    let nbd: NbdServer | undefined;
+    let control: ControlServer | undefined;
+    let saveTimer: ReturnType<typeof setInterval> | undefined;
+    try {
+      let core: ClientCore | undefined;
+      const describe = (): Omit<ClientState, "epochReservedUpTo" | "savedAt"> => ({
+        nodeId,
+        staging,
+        devices: devices.map((d) => {
+          const acked = core?.deviceStatus().find((status) => status.name === d.name)?.ackedLsn ?? 0;
+          const wrlUuid = link?.wrlUuids.get(d.name);
+          return { name: d.name, path: d.path, wrl: d.wrl, ackedLsn: acked, ...(wrlUuid === undefined ? {} : { wrlUuid }) };
+        }),
+      });
+      const stateFile = await ClientStateFile.open(stateDir, describe);
+      const liveCore = (core = new ClientCore({ devices, startEpoch: stateFile.startEpoch }));
+      link = new StagingLink({
+        address: staging,
+        dial: () => connect(stagingAddress),
+        nodeId,
+        attachments: devices.map((d) => ({ device: d.name, wrl: d.wrl, sizeBytes: d.device.sizeBytes, logicalBlockSizeBytes: d.device.logicalBlockSizeBytes })),
+        peer: liveCore,
+      });
+      await link.start();
+      log.info(`attached ${devices.map((d) => d.name).join(", ")} to WRL ${wrl} at staging ${staging}`);
+
+      nbd = await startNbdServer({ listen: args.export, exports: liveCore.exports() });
+      const server = nbd;
+      const started = Date.now();
+      const activeLink = link;
+      control = startControlServer(controlAddress, {
+        "/status": () => ({
+          role: "client",
+          nodeId,
+          version: druvaaVersion,
+          uptimeSeconds: (Date.now() - started) / 1000,
+          staging: activeLink.status(),
+          devices: liveCore.deviceStatus().map((d) => ({ ...d, export: server.uri(d.name), wrlUuid: activeLink.wrlUuids.get(d.name) ?? null })),
+          inflightWrites: liveCore.inflightWrites,
+          unackedWrites: liveCore.unackedWrites,
+        }),
+      }, "client");
+
+      let saving = Promise.resolve();
+      const save = () => (saving = saving.then(() => stateFile.save(liveCore.epochHigh, describe())).catch((error) => log.error(`saving ${stateFile.path}: ${error instanceof Error ? error.message : String(error)}`)));
+      saveTimer = setInterval(save, clientStateSaveIntervalMs);
+
+      announceReady(args.json, "client", {
+        nodeId,
+        staging,
+        export: server.address,
+        exports: Object.fromEntries(devices.map((d) => [d.name, server.uri(d.name)])),
+        control: control.address,
+        stateDir,
+      });
+
+      await untilSignalled("client", async () => {
+        const failedWrites = await shutdown(liveCore, server);
+        clearInterval(saveTimer);
+        await save();
+        if (failedWrites > 0) {
+          throw new DruvaaError("SHUTDOWN_WRITES_FAILED", `stopped with ${failedWrites} write(s) that staging never acknowledged; their NBD clients got EIO and nothing was written locally for them`, `Staging ${staging} was unreachable or stuck; check it with: druvaa status --connect STAGING:6002`, exitCodes.failure);
+        }
+      });
+    } finally {
+      clearInterval(saveTimer);
+      await nbd?.close();
+      await control?.stop();
+      await link?.stop();
+      await Promise.allSettled(devices.map((d) => d.device.close()));
+    }
+  },
+});
+
+/**
+ * Stops the NBD server (new requests get ESHUTDOWN, in-flight ones finish), waits at most
+ * clientShutdownWaitMs, then fails what is still waiting for staging; flushes every device.
+ * Returns how many write requests had to be failed.
+ */
+async function shutdown(core: ClientCore, nbd: NbdServer): Promise<number> {
+  core.refuseNewWrites();
+  const closing = nbd.close();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timedOut = await Promise.race([
+    closing.then(() => false),
+    new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), clientShutdownWaitMs))),
+  ]);
+  clearTimeout(timer);
+  let failedWrites = 0;
+  if (timedOut) {
+    failedWrites = core.inflightWrites;
+    log.error(`${failedWrites} write(s) still waiting for staging after ${clientShutdownWaitMs} ms; failing them (the NBD clients get EIO, nothing is written locally)`);
+    core.abort();
+  }
+  await closing;
+  await core.flushAll();
+  log.info("devices flushed; stopped");
+  return failedWrites;
+}
+
+async function openDevices(flags: Map<string, string>, wrl: string): Promise<ClientDevice[]> {
+  const opened: ClientDevice[] = [];
+  const realPaths = new Map<string, string>();
+  try {
+    for (const [name, path] of flags) {
+      const device: BlockDevice = await openBlockDevice(path);
+      const discardReadsZeros = !(await isBlockDevicePath(path));
+      opened.push({ name, path, wrl, device, discardReadsZeros });
+      const real = realpathSync(path);
+      const other = realPaths.get(real);
+      if (other !== undefined) throw usageError(`--device ${name}=${path}: the same device as ${other}`, "Serve each device once; one export per device");
+      realPaths.set(real, name);
+      if (device.sizeBytes === 0) throw new DruvaaError("DEVICE_EMPTY", `${path}: size 0`, "Give a device or image with data space (truncate -s 1G PATH)", exitCodes.usage);
+    }
+    return opened;
+  } catch (error) {
+    await Promise.allSettled(opened.map((d) => d.device.close()));
+    throw error;
+  }
+}

@@ -1,0 +1,12 @@
+import { command } from "../../cli-support.ts";
+
+export default command({
+  meta: { name: "client", description: "Serve primary devices over NBD and replicate every write through a staging server" },
+  subCommands: {
+    attach: () => import("./attach.ts").then((m) => m.default),
+  },
+  examples: [
+    "druvaa client attach --device disk0=/dev/sdb --staging 10.0.0.5:6001 --wrl fast --export unix:/run/druvaa/disk0.sock",
+    "druvaa status --connect 127.0.0.1:6007      # the client's status",
+  ],
+});

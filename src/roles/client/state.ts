@@ -1,0 +1,77 @@
+/**
+ * What the client keeps in its state directory (STATE_DIR/client-state.json, replaced atomically):
+ * the devices it last attached and an epoch reservation.
+ *
+ * Epochs must keep rising across restarts: records of the old and the new process may sit next
+ * to each other in the WRL, and equal epochs there would claim two writes to the same range were
+ * concurrent. So the file holds `epochReservedUpTo`, written BEFORE epochs up to it are handed
+ * out; a new process starts above it, even after a crash, and reserves the next stretch.
+ *
+ * Recovery table (startup):
+ *   no file                 -> start at epoch 1, reserve [1, clientEpochReserve]
+ *   file, valid             -> start at epochReservedUpTo + 1, reserve the next stretch
+ *   file, not valid JSON    -> STATE_CORRUPT (readJsonState), the client does not start
+ *   file, wrong shape       -> STATE_CORRUPT, the client does not start
+ * Not guaranteed: a process handing out more than clientEpochReserve / 2 epochs between two
+ * checks (clientStateSaveIntervalMs) could outrun its reservation; that is over 500,000 writes
+ * completed in one second.
+ */
+import { join } from "node:path";
+import { clientEpochReserve } from "../../constants.ts";
+import { DruvaaError } from "../../errors.ts";
+import { readJsonState, writeJsonState } from "../../io/state-file.ts";
+
+export const clientStateFileName = "client-state.json";
+
+export interface ClientStateDevice {
+  name: string;
+  path: string;
+  wrl: string;
+  wrlUuid?: string;
+  ackedLsn: number;
+}
+
+export interface ClientState {
+  nodeId: string;
+  staging: string;
+  epochReservedUpTo: number;
+  devices: ClientStateDevice[];
+  savedAt: string;
+}
+
+export class ClientStateFile {
+  readonly path: string;
+  #reservedUpTo: number;
+  #lastSaved = "";
+
+  private constructor(path: string, reservedUpTo: number, readonly startEpoch: number) {
+    this.path = path;
+    this.#reservedUpTo = reservedUpTo;
+  }
+
+  /** Reads the state (if any), picks the first epoch, and persists the first reservation. */
+  static async open(stateDir: string, describe: () => Omit<ClientState, "epochReservedUpTo" | "savedAt">): Promise<ClientStateFile> {
+    const path = join(stateDir, clientStateFileName);
+    const previous = await readJsonState<unknown>(path);
+    let startEpoch = 1;
+    if (previous !== undefined) {
+      const reserved = (previous as { epochReservedUpTo?: unknown } | null)?.epochReservedUpTo;
+      if (typeof reserved !== "number" || !Number.isSafeInteger(reserved) || reserved < 0 || reserved + 2 * clientEpochReserve > Number.MAX_SAFE_INTEGER) {
+        throw new DruvaaError("STATE_CORRUPT", `${path}: epochReservedUpTo is missing or not a usable integer`, "Outside damage: restore the file from backup, or remove it (the client then starts epochs at 1)");
+      }
+      startEpoch = reserved + 1;
+    }
+    const file = new ClientStateFile(path, startEpoch - 1, startEpoch);
+    await file.save(startEpoch, describe());
+    return file;
+  }
+
+  /** Saves the state; extends the reservation when `currentEpoch` used half of it. */
+  async save(currentEpoch: number, details: Omit<ClientState, "epochReservedUpTo" | "savedAt">): Promise<void> {
+    if (currentEpoch + clientEpochReserve / 2 > this.#reservedUpTo) this.#reservedUpTo = currentEpoch + clientEpochReserve;
+    const body = JSON.stringify({ ...details, epochReservedUpTo: this.#reservedUpTo });
+    if (body === this.#lastSaved) return;
+    await writeJsonState(this.path, { ...details, epochReservedUpTo: this.#reservedUpTo, savedAt: new Date().toISOString() } satisfies ClientState);
+    this.#lastSaved = body;
+  }
+}
