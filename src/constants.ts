@@ -141,14 +141,20 @@ export const wrlCheckpointIntervalBytes = 64 * MiB;
 export const wrlReadAheadBytes = 1 * MiB;
 /** Payload budget of one WriteLog.read() call when the caller gives none. */
 export const wrlReadBytesDefault = 8 * MiB;
+/** Most records one WriteLog.read() call returns. */
+export const wrlReadRecordsMax = 4096;
+/**
+ * Group commit hands records to the device in writes of about this size, each issued as soon as
+ * its records are checksummed; a flush covers whatever writes completed before it started.
+ */
+export const wrlWriteChunkBytes = 256 * KiB;
 
 assert(wrlSuperblockCopyBytes * 2 <= wrlSuperblockAreaBytes, "both superblock copies fit the area");
 assert(wrlSuperblockCopyBytes % wrlAlignmentBytes === 0 && wrlSecondaryHeaderAreaBytes % wrlAlignmentBytes === 0, "WRL metadata is whole aligned blocks");
 assert(wrlRecordHeaderBytes + wrlDeviceNameBytesMax <= wrlAlignmentBytes, "a record header fits its first block");
 assert(wrlPendingBytesMax >= wrlGroupCommitBytesMax, "one full batch may be pending");
 assert(wrlReadAheadBytes % wrlAlignmentBytes === 0, "read-ahead is whole blocks");
-/** Most records one WriteLog.read() call returns. */
-export const wrlReadRecordsMax = 4096;
+assert(wrlWriteChunkBytes % wrlAlignmentBytes === 0 && wrlWriteChunkBytes <= wrlGroupCommitBytesMax, "write chunks are whole blocks within a batch");
 
 // ---- pipeline messages (src/protocol/specs-*.ts) -----------------------------------------------
 /**
@@ -217,8 +223,37 @@ assert(replicaZeroPieceBytes % directIoAlignmentBytes === 0, "zero pieces are wh
 assert(replicaShipQueueBytesMax >= replicaConnectionShipWindowMax * writePayloadSizeBytesMax, "one relay's full window fits the apply queue");
 /** Chunks `druvaa restore` writes to its target at once (sequential, non-overlapping). */
 export const restoreWritesInflightMax = 4;
-/**
- * A group-commit batch goes to the device in writes of about this size, each issued as soon as
- * its records are checksummed, so checksumming overlaps the transfer; still one flush per batch.
- */
-export const wrlWriteChunkBytes = 256 * KiB;
+
+// ---- staging server (src/roles/staging/) ---------------------------------------------------------
+/** Default ports of `druvaa staging serve` (the original product's install guide). */
+export const stagingDataPortDefault = 6001;
+export const stagingControlPortDefault = 6002;
+/** Writes of one client connection appended and not yet answered; past this the connection stops being read. */
+export const stagingSessionInflightWritesMax = 1024;
+/** Payload bytes of those writes; past this the connection stops being read. */
+export const stagingSessionInflightBytesMax = 256 * MiB;
+/** Payload budget of one shipment to the replica (one record larger than this travels alone). */
+export const stagingShipmentBytesMax = 4 * MiB;
+/** Estimated CBOR header bytes of one shipment; records past it go in the next shipment. */
+export const stagingShipmentHeaderBytesMax = frameHeaderSizeBytesMax - 4 * KiB;
+/** Shipments a relay has sent and not yet seen answered (the window). */
+export const stagingRelayWindowMax = 4;
+/** Relay reconnect backoff towards the replica: first delay, doubled each failure up to the maximum. */
+export const stagingRelayDelayMsMin = 100;
+export const stagingRelayDelayMsMax = 5_000;
+/** A relay with nothing to ship looks at its WRL at least this often (appends also wake it at once). */
+export const stagingRelayIdlePollMs = 1_000;
+/** How long the replica has to answer `resume`. */
+export const stagingResumeTimeoutMs = 10_000;
+/** Lag bookkeeping: appends within this long of each other share one entry (bounds lagSeconds' error). */
+export const stagingLagSampleIntervalMs = 100;
+/** Lag bookkeeping entries per WRL; past this neighbours are merged (coarser, still an upper bound). */
+export const stagingLagRangesMax = 65_536;
+/** On SIGTERM: how long appends in flight may take to finish before the WRLs are closed anyway. */
+export const stagingShutdownWaitMs = 30_000;
+
+assert(stagingRelayWindowMax <= replicaConnectionShipWindowMax, "the relay window fits what one replica connection takes");
+assert(stagingShipmentBytesMax <= writePayloadSizeBytesMax && stagingShipmentBytesMax * stagingRelayWindowMax <= replicaShipQueueBytesMax, "a full window of shipments fits the replica's apply queue");
+assert(stagingShipmentHeaderBytesMax < frameHeaderSizeBytesMax, "estimated shipment headers leave a margin under the frame header bound");
+assert(stagingRelayDelayMsMin > 0 && stagingRelayDelayMsMin <= stagingRelayDelayMsMax, "relay backoff bounds are ordered");
+assert(stagingSessionInflightBytesMax >= writePayloadSizeBytesMax, "one largest write fits a session's in-flight bytes");
