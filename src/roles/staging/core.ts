@@ -1,0 +1,360 @@
+/**
+ * StagingCore: the staging server's logic without sockets. WRLs, the links to the replicas, the
+ * device state store and the clock come from outside, so the same code runs in `druvaa staging
+ * serve` and in an in-process simulation.
+ *
+ * Every WRL is one consistency group: the order in which writes of all its clients are appended
+ * is a linear extension of "depends on" (a client sends a dependent write only after the write
+ * it depends on was acked, i.e. was durable in the WRL). One Relay per WRL ships it.
+ *
+ * attach (decision table, checked in this order; nothing is persisted unless the last row):
+ *   staging stopping                                 refused SHUTTING_DOWN
+ *   no WRL of that name                              refused WRL_UNKNOWN
+ *   device name longer than a WRL record holds       refused DEVICE_NAME_INVALID
+ *   another connected client holds the device        refused DEVICE_BUSY (the same node id
+ *                                                      reconnecting takes it over)
+ *   bigger than the replica's device of that name    refused DEVICE_TOO_BIG (both sizes named;
+ *     (when the replica has told its sizes)            only when the relay heard them)
+ *   devices-WRLNAME.json cannot be saved             refused IO_ERROR
+ *   otherwise                                        saved (if changed), then accepted
+ *
+ * write (decision table; appends are issued in arrival order, and a connection's answers may
+ * interleave but each comes only after its record is durable):
+ *   staging stopping                                 writeNack SHUTTING_DOWN
+ *   device not attached on this connection / WRL     writeNack DEVICE_UNKNOWN
+ *   outside the attached size or not aligned to      writeNack OUT_OF_RANGE
+ *     its logical block size
+ *   append → {ok: true, lsn} (durable)                writeAck {reqId, lsn}
+ *   append → full                                    writeNack WRL_FULL (nothing written)
+ *   append → too-large                               writeNack OUT_OF_RANGE
+ *   append rejects: WRL closed / I/O failed          writeNack SHUTTING_DOWN / IO_ERROR
+ */
+import { assert } from "../../assert.ts";
+import { protocolTextLengthMax, stagingShutdownWaitMs, wrlDeviceNameBytesMax } from "../../constants.ts";
+import { DruvaaError } from "../../errors.ts";
+import { logger } from "../../log.ts";
+import type { AttachMessage, Message, WriteMessage, WriteNackCode } from "../../protocol/messages.ts";
+import type { WrlAppend, WrlAppendResult } from "../../wrl/types.ts";
+import { LagTracker } from "./lag.ts";
+import { Relay, realClock, type Clock, type RelayLink, type RelayStatus, type RelayWrl } from "./relay.ts";
+import { ClientSession, sessionDeviceKey, type SessionPeer } from "./session.ts";
+import type { ShipmentLimits } from "./shipment.ts";
+import type { AttachedDevice, DeviceStateStore, WrlDevicesState } from "./state.ts";
+
+const log = logger("staging");
+
+/** What the core needs of a WRL (a WriteLog is one). */
+export interface StagingLog extends RelayWrl {
+  append(input: WrlAppend): Promise<WrlAppendResult>;
+}
+
+export interface StagingWrlSpec {
+  /** The name clients attach to (--wrl NAME=…). */
+  name: string;
+  wrl: StagingLog;
+  /** Paths of its devices, primary first (status only). */
+  devicePaths: readonly string[];
+  /** The replica's address as the user gave it (--replica NAME=HOST:PORT). */
+  replicaAddress: string;
+  /** Opens a connection to that replica and completes the handshake (role staging). */
+  dialReplica: () => Promise<RelayLink>;
+}
+
+export interface StagingCoreOptions {
+  wrls: readonly StagingWrlSpec[];
+  store: DeviceStateStore;
+  clock?: Clock;
+  /** Shipment bounds and window of the relays (tests make them small). */
+  shipmentLimits?: ShipmentLimits;
+  relayWindowMax?: number;
+}
+
+interface WrlEntry {
+  spec: StagingWrlSpec;
+  uuid: string;
+  lag: LagTracker;
+  relay: Relay;
+  /** Persisted: every device ever attached to this WRL. Replaced, never mutated, after a save. */
+  devices: ReadonlyMap<string, AttachedDevice>;
+  /** Connected client holding each device name. */
+  holders: Map<string, ClientSession>;
+  saves: Promise<void>;
+}
+
+export interface StagingWrlStatus {
+  name: string;
+  uuid: string;
+  devicePaths: string[];
+  sizeBytes: number;
+  usedBytes: number;
+  freeBytes: number;
+  fillRatio: number;
+  headLsn: number;
+  tailLsn: number;
+  recordCount: number;
+  pendingAppends: number;
+  lagBytes: number;
+  lagSeconds: number;
+  replica: RelayStatus;
+  devices: { name: string; sizeBytes: number; clientNodeId: string; connected: boolean }[];
+}
+
+export interface StagingCoreStatus {
+  wrls: StagingWrlStatus[];
+  clients: { nodeId: string; address: string; inflightWrites: number; devices: { wrl: string; name: string }[] }[];
+}
+
+type AttachRefusal = { code: string; message: string };
+
+export class StagingCore {
+  readonly #wrls: ReadonlyMap<string, WrlEntry>;
+  readonly #store: DeviceStateStore;
+  readonly #clock: Clock;
+  readonly #sessions = new Set<ClientSession>();
+  #stopping = false;
+
+  private constructor(wrls: Map<string, WrlEntry>, store: DeviceStateStore, clock: Clock) {
+    this.#wrls = wrls;
+    this.#store = store;
+    this.#clock = clock;
+  }
+
+  /** Loads each WRL's attached devices and sets up its relay (not started: see start()). */
+  static async open(options: StagingCoreOptions): Promise<StagingCore> {
+    const clock = options.clock ?? realClock;
+    const wrls = new Map<string, WrlEntry>();
+    for (const spec of options.wrls) {
+      assert(!wrls.has(spec.name), `WRL ${spec.name} given twice (the CLI refuses that)`);
+      const info = spec.wrl.info();
+      const saved = await options.store.load(spec.name);
+      const devices = new Map((saved?.devices ?? []).map((device) => [device.name, device]));
+      if (saved !== undefined && saved.wrlUuid !== info.uuid) {
+        log.info(`WRL ${spec.name} is now ${info.uuid} (was ${saved.wrlUuid}): keeping the ${devices.size} device(s) attached before`);
+      }
+      const lag = new LagTracker();
+      // Records found at recovery: their append times are gone; they count from now.
+      lag.recovered(info.tailLsn + 1, info.headLsn, info.usedBytes, clock.now());
+      const entry: WrlEntry = { spec, uuid: info.uuid, lag, relay: undefined as unknown as Relay, devices, holders: new Map(), saves: Promise.resolve() };
+      entry.relay = new Relay({
+        name: spec.name,
+        uuid: info.uuid,
+        wrl: spec.wrl,
+        address: spec.replicaAddress,
+        dial: spec.dialReplica,
+        deviceSizes: () => new Map([...entry.devices.values()].map((device) => [device.name, device.sizeBytes])),
+        lag,
+        clock,
+        ...(options.shipmentLimits === undefined ? {} : { limits: options.shipmentLimits }),
+        ...(options.relayWindowMax === undefined ? {} : { windowMax: options.relayWindowMax }),
+      });
+      wrls.set(spec.name, entry);
+    }
+    return new StagingCore(wrls, options.store, clock);
+  }
+
+  /** Starts every relay. */
+  start(): void {
+    for (const entry of this.#wrls.values()) entry.relay.start();
+  }
+
+  get stopping(): boolean {
+    return this.#stopping;
+  }
+
+  /** A client connected (handshake done). Its messages go to handle(); close it with closeSession(). */
+  openSession(peer: SessionPeer): ClientSession {
+    const session = new ClientSession(peer);
+    this.#sessions.add(session);
+    return session;
+  }
+
+  /** The connection is gone: its devices are free for another client; writes in flight still complete. */
+  closeSession(session: ClientSession): void {
+    session.markClosed();
+    this.#sessions.delete(session);
+    for (const device of session.devices.values()) {
+      const entry = this.#wrls.get(device.wrl);
+      if (entry?.holders.get(device.name) === session) entry.holders.delete(device.name);
+    }
+  }
+
+  /**
+   * One message of a client, in arrival order. Resolves when the next one may be handled: an
+   * attach once answered, a write once issued to the WRL and the connection is under its
+   * in-flight bounds (the caller stops reading meanwhile). Returns false for a message that does
+   * not belong on the data port (the caller closes the connection).
+   */
+  async handle(session: ClientSession, message: Message, payload: Uint8Array): Promise<boolean> {
+    switch (message.type) {
+      case "attach":
+        session.reply(await this.attach(session, message));
+        return true;
+      case "write":
+        this.write(session, message, payload);
+        await session.room();
+        return true;
+      case "ping":
+        session.reply({ type: "pong", nonce: message.nonce });
+        return true;
+      default:
+        return false;
+    }
+  }
+
+  /** Answers an attach (decision table above). */
+  async attach(session: ClientSession, message: AttachMessage): Promise<Message> {
+    const refuse = (refusal: AttachRefusal): Message => {
+      log.warn(`refused to attach ${message.device} (${message.sizeBytes} bytes) of ${session.nodeId} to WRL ${message.wrl}: ${refusal.code}: ${refusal.message}`);
+      return { type: "attachAck", device: message.device, wrl: message.wrl, accepted: false, error: { code: refusal.code, message: refusal.message.slice(0, protocolTextLengthMax) } };
+    };
+    if (this.#stopping) return refuse({ code: "SHUTTING_DOWN", message: "the staging server is shutting down; attach again after its restart" });
+    const entry = this.#wrls.get(message.wrl);
+    if (entry === undefined) {
+      return refuse({ code: "WRL_UNKNOWN", message: `this staging server has no WRL named ${message.wrl} (it serves: ${[...this.#wrls.keys()].join(", ")})` });
+    }
+    if (new TextEncoder().encode(message.device).length > wrlDeviceNameBytesMax) {
+      return refuse({ code: "DEVICE_NAME_INVALID", message: `device name ${message.device.slice(0, 80)} is longer than the ${wrlDeviceNameBytesMax} bytes a WRL record holds` });
+    }
+    const holder = entry.holders.get(message.device);
+    if (holder !== undefined && holder !== session) {
+      if (holder.nodeId !== session.nodeId) {
+        return refuse({ code: "DEVICE_BUSY", message: `device ${message.device} of WRL ${message.wrl} is held by client ${holder.nodeId} (${holder.address}), which is connected` });
+      }
+      log.info(`client ${session.nodeId} (${session.address}) takes over device ${message.device} of WRL ${message.wrl} from its earlier connection (${holder.address})`);
+    }
+    const replicaSizeBytes = entry.relay.replicaDeviceSize(message.device);
+    if (replicaSizeBytes !== undefined && message.sizeBytes > replicaSizeBytes) {
+      return refuse({
+        code: "DEVICE_TOO_BIG",
+        message: `device ${message.device} has ${message.sizeBytes} bytes, but the replica's device ${message.device} (${entry.spec.replicaAddress}) has only ${replicaSizeBytes} bytes`,
+      });
+    }
+    if (entry.relay.knowsReplicaDevices && replicaSizeBytes === undefined) {
+      log.warn(`device ${message.device} attached to WRL ${message.wrl}, but replica ${entry.spec.replicaAddress} has no device of that name: it will refuse the records until it is started with --device ${message.device}=PATH`);
+    }
+    // Held from here on, so a concurrent attach of the same device sees it while the state saves.
+    entry.holders.set(message.device, session);
+    try {
+      await this.#remember(entry, { name: message.device, sizeBytes: message.sizeBytes, logicalBlockSizeBytes: message.logicalBlockSizeBytes, clientNodeId: session.nodeId, attachedAt: new Date(this.#clock.now()).toISOString() });
+    } catch (error) {
+      if (entry.holders.get(message.device) === session) entry.holders.delete(message.device);
+      return refuse({ code: "IO_ERROR", message: `cannot save ${this.#store.where(message.wrl)}: ${error instanceof Error ? error.message : String(error)}` });
+    }
+    if (!session.isOpen) {
+      if (entry.holders.get(message.device) === session) entry.holders.delete(message.device);
+    } else {
+      session.devices.set(sessionDeviceKey(message.wrl, message.device), { wrl: message.wrl, name: message.device, sizeBytes: message.sizeBytes, logicalBlockSizeBytes: message.logicalBlockSizeBytes });
+    }
+    log.info(`client ${session.nodeId} (${session.address}) attached ${message.device} (${message.sizeBytes} bytes) to WRL ${message.wrl}`);
+    return { type: "attachAck", device: message.device, wrl: message.wrl, accepted: true, wrlUuid: entry.uuid };
+  }
+
+  /** Issues a write (decision table above); the answer goes to session.reply() once it is known. */
+  write(session: ClientSession, message: WriteMessage, payload: Uint8Array): void {
+    const nack = (code: WriteNackCode, text: string) => session.reply({ type: "writeNack", reqId: message.reqId, code, message: text.slice(0, protocolTextLengthMax) });
+    if (this.#stopping) return nack("SHUTTING_DOWN", "the staging server is shutting down; send it again after its restart");
+    const entry = this.#wrls.get(message.wrl);
+    const device = session.devices.get(sessionDeviceKey(message.wrl, message.device));
+    if (entry === undefined || device === undefined || entry.holders.get(message.device) !== session) {
+      return nack("DEVICE_UNKNOWN", `device ${message.device} is not attached to WRL ${message.wrl} on this connection; send attach first`);
+    }
+    const end = message.offset + message.length;
+    if (end > device.sizeBytes || message.offset % device.logicalBlockSizeBytes !== 0 || message.length % device.logicalBlockSizeBytes !== 0) {
+      return nack("OUT_OF_RANGE", `write of ${message.length} bytes at ${message.offset} is outside device ${message.device} (${device.sizeBytes} bytes) or not aligned to its ${device.logicalBlockSizeBytes}-byte blocks`);
+    }
+    const zero = message.zero === true;
+    // The WRL keeps the bytes it is given (its record cache hands them to the relay without a
+    // copy), so they must not be a view into the connection's receive buffer: copy them out.
+    const data = zero ? new Uint8Array(0) : payload.slice();
+    const input: WrlAppend = { type: zero ? "zero" : "write", epoch: message.epoch, device: message.device, seq: message.reqId, offset: message.offset, data };
+    if (zero) input.lengthBytes = message.length;
+    session.started(data.length);
+    entry.spec.wrl.append(input).then(
+      (result) => {
+        session.finished(data.length);
+        if (result.ok) {
+          entry.lag.appended(result.lsn, data.length, this.#clock.now());
+          entry.relay.notify();
+          session.reply({ type: "writeAck", reqId: message.reqId, lsn: result.lsn });
+        } else if (result.reason === "full") {
+          nack("WRL_FULL", `WRL ${message.wrl} is full (${result.freeBytes} bytes free, ${result.neededBytes} needed) until the replica catches up`);
+        } else {
+          nack("OUT_OF_RANGE", `a write of ${result.payloadBytes} bytes is larger than WRL ${message.wrl} can hold in one record (${result.maxPayloadBytes} bytes)`);
+        }
+      },
+      (error: unknown) => {
+        session.finished(data.length);
+        const code = (error as { code?: unknown }).code;
+        if (code === "WRL_CLOSED") return nack("SHUTTING_DOWN", "the staging server is shutting down; send it again after its restart");
+        log.error(`WRL ${message.wrl}: append failed: ${error instanceof Error ? error.message : String(error)}`);
+        nack("IO_ERROR", `WRL ${message.wrl} could not log the write: ${error instanceof DruvaaError ? `${error.code}: ${error.message}` : String(error)}`);
+      },
+    );
+  }
+
+  status(): StagingCoreStatus {
+    const now = this.#clock.now();
+    const connected = (entry: WrlEntry, name: string) => entry.holders.get(name)?.isOpen === true;
+    return {
+      wrls: [...this.#wrls.values()].map((entry) => {
+        const info = entry.spec.wrl.info();
+        const replica = entry.relay.status();
+        const drained = replica.appliedLsn >= info.headLsn;
+        return {
+          name: entry.spec.name,
+          uuid: entry.uuid,
+          devicePaths: [...entry.spec.devicePaths],
+          sizeBytes: info.sizeBytes,
+          usedBytes: info.usedBytes,
+          freeBytes: info.freeBytes,
+          fillRatio: info.sizeBytes === 0 ? 0 : info.usedBytes / info.sizeBytes,
+          headLsn: info.headLsn,
+          tailLsn: info.tailLsn,
+          recordCount: info.recordCount,
+          pendingAppends: info.pendingAppendCount,
+          lagBytes: drained ? 0 : entry.lag.lagBytes(),
+          lagSeconds: drained ? 0 : entry.lag.lagSeconds(now),
+          replica,
+          devices: [...entry.devices.values()].map((device) => ({ name: device.name, sizeBytes: device.sizeBytes, clientNodeId: device.clientNodeId, connected: connected(entry, device.name) })),
+        };
+      }),
+      clients: [...this.#sessions].map((session) => ({
+        nodeId: session.nodeId,
+        address: session.address,
+        inflightWrites: session.inflightWrites,
+        devices: [...session.devices.values()].map((device) => ({ wrl: device.wrl, name: device.name })),
+      })),
+    };
+  }
+
+  /**
+   * SIGTERM: new attaches and writes are refused (SHUTTING_DOWN: clients send them again after
+   * the restart), appends in flight finish and are answered (up to `waitMs`), then the relays
+   * stop. The WRLs stay open: their owner closes them (that writes the final checkpoint).
+   */
+  async stop(waitMs = stagingShutdownWaitMs): Promise<void> {
+    this.#stopping = true;
+    const idle = Promise.all([...this.#sessions].map((session) => session.idle()));
+    let cancel: (() => void) | undefined;
+    const timedOut = new Promise<boolean>((resolve) => (cancel = this.#clock.schedule(waitMs, () => resolve(true))));
+    const late = await Promise.race([idle.then(() => false), timedOut]);
+    cancel?.();
+    if (late) log.warn(`appends still in flight after ${waitMs} ms; stopping anyway (they were not acknowledged)`);
+    await Promise.all([...this.#wrls.values()].map((entry) => entry.relay.stop()));
+  }
+
+  /** Saves the WRL's devices with `device` in them, unless it is there already as it is. */
+  async #remember(entry: WrlEntry, device: AttachedDevice): Promise<void> {
+    const save = entry.saves.then(async () => {
+      const known = entry.devices.get(device.name);
+      if (known !== undefined && known.sizeBytes === device.sizeBytes && known.logicalBlockSizeBytes === device.logicalBlockSizeBytes && known.clientNodeId === device.clientNodeId) return;
+      const devices = new Map(entry.devices);
+      devices.set(device.name, device);
+      const state: WrlDevicesState = { version: 1, wrl: entry.spec.name, wrlUuid: entry.uuid, devices: [...devices.values()] };
+      await this.#store.save(state);
+      entry.devices = devices;
+    });
+    entry.saves = save.catch(() => undefined);
+    return save;
+  }
+}

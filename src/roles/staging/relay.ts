@@ -1,0 +1,396 @@
+/**
+ * The relay of one WRL: ships its records, in LSN order, to the replica named by --replica, and
+ * frees them (advanceTail) only once the replica says they are durable there.
+ *
+ * One session (docs/pipeline.md "Staging"):
+ *   dial (connect + handshake as role staging) → `resume {wrl, wrlUuid}` → `resumeAck
+ *   {appliedLsn, devices}` → advanceTail(appliedLsn) if the replica is past the tail → ship from
+ *   max(tailLsn, appliedLsn) + 1, keeping up to stagingRelayWindowMax shipments unanswered →
+ *   every `shipAck {appliedLsn}` frees a window slot and advances the tail.
+ *
+ * Decision table, per event (the session ends on every row marked "end"; the relay then waits
+ * its backoff — stagingRelayDelayMsMin doubling to stagingRelayDelayMsMax, reset once a session
+ * got a shipment acknowledged — and starts a new session, which resumes from what the replica
+ * says it applied, so nothing is ever skipped or dropped):
+ *
+ *   event                                         action
+ *   dial or handshake fails                       lastError = it; end
+ *   answer to resume is a shipNack                lastError = {code, message}; end
+ *   resumeAck for another uuid / not an answer    lastError PROTO_UNEXPECTED; end
+ *   resumeAck.appliedLsn > WRL head               lastError REPLICA_AHEAD; end (the replica holds
+ *                                                   records this WRL lost: an operator decides)
+ *   shipAck                                       window slot freed; tail advanced to
+ *                                                   min(appliedLsn, last LSN shipped)
+ *   shipAck with appliedLsn < that shipment's end lastError PROTO_UNEXPECTED; end
+ *   shipNack (gap, device, busy, …)               lastError = {code, message}; end
+ *   connection closed by the replica              lastError NET_CLOSED (or its reason); end
+ *   reading the WRL fails (WRL_CORRUPT, …)        lastError = it; end
+ *
+ * Waking: the staging core calls notify() after every append; a relay with nothing to ship also
+ * looks again every stagingRelayIdlePollMs. No busy polling.
+ *
+ * Not guaranteed: an answer timeout. A replica that keeps the connection open but never answers
+ * (its apply is paused by a long restore, or it hangs) holds the window until the connection
+ * drops; the lag in the status shows it.
+ */
+import type { ConsolaInstance } from "consola/basic";
+import { stagingRelayDelayMsMax, stagingRelayDelayMsMin, stagingRelayIdlePollMs, stagingRelayWindowMax, stagingResumeTimeoutMs } from "../../constants.ts";
+import { DruvaaError, exitCodes } from "../../errors.ts";
+import { logger } from "../../log.ts";
+import type { Frame } from "../../protocol/frame.ts";
+import type { Message, ShipNackMessage } from "../../protocol/messages.ts";
+import type { WrlInfo, WrlRecord } from "../../wrl/types.ts";
+import type { LagTracker } from "./lag.ts";
+import { buildShipment, defaultShipmentLimits, type ShipmentLimits } from "./shipment.ts";
+
+/** What the relay needs of a connection to the replica (a Connection is one). */
+export interface RelayLink {
+  send(message: Message, payload?: Uint8Array): Promise<void>;
+  receive(timeoutMs?: number): Promise<Frame>;
+  readonly closed: Promise<DruvaaError | undefined>;
+  close(reason?: DruvaaError): Promise<void>;
+  abort(reason?: DruvaaError): void;
+}
+
+/** What the relay needs of the WRL (a WriteLog is one). */
+export interface RelayWrl {
+  info(): WrlInfo;
+  read(fromLsn: number, maxBytes?: number): Promise<WrlRecord[]>;
+  advanceTail(lsn: number): Promise<void>;
+}
+
+export interface Clock {
+  /** Milliseconds since the epoch. */
+  now(): number;
+  /** Runs `run` after `delayMs`; the returned function cancels it (so nothing keeps a stopping process alive). */
+  schedule(delayMs: number, run: () => void): () => void;
+}
+
+export const realClock: Clock = {
+  now: () => Date.now(),
+  schedule(delayMs, run) {
+    const timer = setTimeout(run, delayMs);
+    return () => clearTimeout(timer);
+  },
+};
+
+export interface LastError {
+  code: string;
+  message: string;
+  hint?: string;
+  at: string;
+}
+
+export interface RelayStatus {
+  address: string;
+  connected: boolean;
+  /** The last LSN the replica acknowledged (or, before it said, what this WRL freed). */
+  appliedLsn: number;
+  lastError: LastError | null;
+  /** Shipments sent and not answered yet. */
+  inflightShipments: number;
+  /** The replica's devices and sizes, from its last resumeAck (null before one). */
+  replicaDevices: { name: string; sizeBytes: number }[] | null;
+}
+
+export interface RelayOptions {
+  /** The WRL's name (--wrl NAME=…) and uuid. */
+  name: string;
+  uuid: string;
+  wrl: RelayWrl;
+  /** The replica's address as the user gave it (status, messages). */
+  address: string;
+  /** Opens a connection to the replica and completes the handshake. */
+  dial: () => Promise<RelayLink>;
+  /** Sizes of the devices attached to this WRL, declared in every shipment. */
+  deviceSizes: () => ReadonlyMap<string, number>;
+  lag: LagTracker;
+  clock?: Clock;
+  limits?: ShipmentLimits;
+  windowMax?: number;
+  log?: ConsolaInstance;
+}
+
+/** A one-shot wake-up that many events may trigger; waiting with a timeout never busy-loops. */
+class Signal {
+  #wake: (() => void) | undefined;
+  #pending = false;
+  wake(): void {
+    this.#pending = true;
+    this.#wake?.();
+  }
+  wait(clock: Clock, timeoutMs: number): Promise<void> {
+    if (this.#pending) {
+      this.#pending = false;
+      return Promise.resolve();
+    }
+    return new Promise<void>((resolve) => {
+      let cancel: (() => void) | undefined;
+      const done = () => {
+        if (this.#wake !== done) return;
+        this.#wake = undefined;
+        this.#pending = false;
+        cancel?.();
+        resolve();
+      };
+      this.#wake = done;
+      cancel = clock.schedule(timeoutMs, done);
+    });
+  }
+}
+
+interface InflightShipment {
+  firstLsn: number;
+  lastLsn: number;
+}
+
+export class Relay {
+  readonly #o: RelayOptions;
+  readonly #clock: Clock;
+  readonly #log: ConsolaInstance;
+  readonly #limits: ShipmentLimits;
+  readonly #windowMax: number;
+  /** Wakes the shipping loop: appends, acks, session end. */
+  readonly #work = new Signal();
+  /** Wakes the backoff pause: stop(). */
+  readonly #stopSignal = new Signal();
+  #link: RelayLink | undefined;
+  #connected = false;
+  #appliedLsn: number;
+  #lastError: LastError | null = null;
+  #replicaDevices: Map<string, number> | undefined;
+  #inflight: InflightShipment[] = [];
+  #stopping = false;
+  /** Whether the current session got a shipment acknowledged (resets the backoff). */
+  #sessionAcked = false;
+  #loop: Promise<void> | undefined;
+
+  constructor(options: RelayOptions) {
+    this.#o = options;
+    this.#clock = options.clock ?? realClock;
+    this.#log = options.log ?? logger(`staging:relay:${options.name}`);
+    this.#limits = options.limits ?? defaultShipmentLimits;
+    this.#windowMax = options.windowMax ?? stagingRelayWindowMax;
+    // Records at or below the tail were acknowledged by the replica before they were freed.
+    this.#appliedLsn = options.wrl.info().tailLsn;
+    options.lag.acked(this.#appliedLsn);
+  }
+
+  /** Starts relaying (sessions and retries run until stop()). */
+  start(): void {
+    this.#loop ??= this.#run();
+  }
+
+  /** New records were appended: ship them now rather than at the next idle look. */
+  notify(): void {
+    this.#work.wake();
+  }
+
+  get appliedLsn(): number {
+    return this.#appliedLsn;
+  }
+
+  /** The replica's device of that name, as its last resumeAck said; undefined when unknown. */
+  replicaDeviceSize(name: string): number | undefined {
+    return this.#replicaDevices?.get(name);
+  }
+
+  /** Whether the relay has heard the replica's device list. */
+  get knowsReplicaDevices(): boolean {
+    return this.#replicaDevices !== undefined;
+  }
+
+  status(): RelayStatus {
+    return {
+      address: this.#o.address,
+      connected: this.#connected,
+      appliedLsn: this.#appliedLsn,
+      lastError: this.#lastError,
+      inflightShipments: this.#inflight.length,
+      replicaDevices: this.#replicaDevices === undefined ? null : [...this.#replicaDevices].map(([name, sizeBytes]) => ({ name, sizeBytes })),
+    };
+  }
+
+  /** Ends the session (unanswered shipments are shipped again by the next start) and stops retrying. */
+  async stop(): Promise<void> {
+    this.#stopping = true;
+    this.#stopSignal.wake();
+    this.#work.wake();
+    // Unanswered shipments need not be flushed: the next start resumes from what the replica applied.
+    this.#link?.abort(new DruvaaError("SHUTTING_DOWN", "the staging server is stopping"));
+    await this.#loop;
+  }
+
+  // ---- sessions -----------------------------------------------------------------------------
+
+  async #run(): Promise<void> {
+    let delayMs = stagingRelayDelayMsMin;
+    while (!this.#stopping) {
+      this.#sessionAcked = false;
+      try {
+        await this.#session();
+      } catch (error) {
+        if (this.#stopping) break;
+        // A session that got a shipment acknowledged was healthy: the backoff starts over.
+        if (this.#sessionAcked) delayMs = stagingRelayDelayMsMin;
+        const failure = asDruvaaError(error);
+        const repeated = this.#lastError?.code === failure.code && this.#lastError.message === failure.message;
+        this.#setError(failure);
+        // Every new error at once; the same one again only about once per maximum backoff.
+        if (!repeated || delayMs === stagingRelayDelayMsMax) this.#log.warn(`replica ${this.#o.address}: ${failure.message} (${failure.code}); retrying in ${delayMs} ms`);
+      }
+      if (this.#stopping) break;
+      await this.#stopSignal.wait(this.#clock, delayMs);
+      delayMs = Math.min(stagingRelayDelayMsMax, delayMs * 2);
+    }
+  }
+
+  /** One connection's life, until it fails (throws why) or the relay stops (resolves). */
+  async #session(): Promise<void> {
+    const link = await this.#o.dial();
+    this.#link = link;
+    try {
+      if (this.#stopping) return;
+      let next = await this.#resume(link);
+      this.#connected = true;
+      this.#inflight = [];
+      let over: DruvaaError | undefined;
+      const end = (error: unknown) => {
+        if (over !== undefined) return;
+        over = asDruvaaError(error);
+        link.abort(over); // also ends a send() waiting for the queue to drain
+        this.#work.wake();
+      };
+      const reading = this.#readAnswers(link).catch(end);
+      try {
+        while (over === undefined && !this.#stopping) {
+          const shipped = await this.#shipSome(link, next);
+          if (shipped === undefined) {
+            await this.#work.wait(this.#clock, stagingRelayIdlePollMs);
+            continue;
+          }
+          next = shipped + 1;
+        }
+      } catch (error) {
+        end(error);
+      }
+      end(new DruvaaError("STOPPING", "the relay is stopping"));
+      await reading;
+      if (this.#stopping) return;
+      throw over;
+    } finally {
+      this.#connected = false;
+      this.#inflight = [];
+      this.#link = undefined;
+      link.abort();
+    }
+  }
+
+  /** resume → resumeAck; advances the tail to what the replica applied; returns the first LSN to ship. */
+  async #resume(link: RelayLink): Promise<number> {
+    await link.send({ type: "resume", wrl: this.#o.name, wrlUuid: this.#o.uuid });
+    let frame: Frame;
+    try {
+      frame = await link.receive(stagingResumeTimeoutMs);
+    } catch (error) {
+      if ((error as { code?: unknown }).code === "NET_TIMEOUT") {
+        throw new DruvaaError("RESUME_TIMEOUT", `the replica did not answer resume within ${stagingResumeTimeoutMs} ms`, "Is the replica overloaded or stuck? Check its log and status (druvaa status --connect REPLICA:6004)", exitCodes.timeout);
+      }
+      throw error;
+    }
+    const reply = frame.message;
+    if (reply.type === "shipNack") throw nackError(reply);
+    if (reply.type === "error") throw new DruvaaError(reply.code, `the replica refused: ${reply.message}`, reply.hint);
+    if (reply.type !== "resumeAck" || reply.wrl !== this.#o.name || reply.wrlUuid !== this.#o.uuid) {
+      const what = reply.type === "resumeAck" ? `a resumeAck for WRL ${reply.wrl} (${reply.wrlUuid})` : `a ${reply.type} message`;
+      throw new DruvaaError("PROTO_UNEXPECTED", `the replica answered resume of WRL ${this.#o.name} (${this.#o.uuid}) with ${what}`, "Run the same druvaa release on staging and replica");
+    }
+    this.#replicaDevices = new Map(reply.devices.map((device) => [device.name, device.sizeBytes]));
+    const info = this.#o.wrl.info();
+    if (reply.appliedLsn > info.headLsn) {
+      throw new DruvaaError(
+        "REPLICA_AHEAD",
+        `the replica applied WRL ${this.#o.name} up to LSN ${reply.appliedLsn}, but this WRL ends at LSN ${info.headLsn}: it lost records the replica has, so shipping would skip new ones`,
+        "The WRL was damaged or restored from an old copy; re-create it (druvaa wrl create --force) and start the replica afresh (initial sync)",
+        exitCodes.refused,
+      );
+    }
+    this.#noteApplied(reply.appliedLsn);
+    if (reply.appliedLsn > info.tailLsn) await this.#o.wrl.advanceTail(reply.appliedLsn);
+    const next = Math.max(info.tailLsn, reply.appliedLsn) + 1;
+    this.#log.info(`replica ${this.#o.address}: resumed WRL ${this.#o.name} at LSN ${next} (replica applied ${reply.appliedLsn}, head ${info.headLsn})`);
+    return next;
+  }
+
+  /** Ships one shipment from `next` if there is room in the window and records to ship; returns its last LSN. */
+  async #shipSome(link: RelayLink, next: number): Promise<number | undefined> {
+    if (this.#inflight.length >= this.#windowMax) return undefined;
+    if (next > this.#o.wrl.info().headLsn) return undefined;
+    const records = await this.#o.wrl.read(next, this.#limits.payloadBytesMax);
+    if (records.length === 0 || this.#stopping) return undefined;
+    const shipment = buildShipment(records, { wrl: this.#o.name, wrlUuid: this.#o.uuid, deviceSizes: this.#o.deviceSizes() }, this.#limits);
+    const { firstLsn, lastLsn } = shipment.message;
+    this.#inflight.push({ firstLsn, lastLsn });
+    await link.send(shipment.message, shipment.payload);
+    return lastLsn;
+  }
+
+  /** The replica's answers, one per shipment, in order; throws why the session must end. */
+  async #readAnswers(link: RelayLink): Promise<never> {
+    for (;;) {
+      const reply = (await link.receive()).message;
+      switch (reply.type) {
+        case "shipAck": {
+          const shipped = this.#inflight.shift();
+          if (shipped === undefined) throw new DruvaaError("PROTO_UNEXPECTED", "the replica acknowledged a shipment that was not sent", "Run the same druvaa release on staging and replica");
+          if (reply.appliedLsn < shipped.lastLsn) {
+            throw new DruvaaError("PROTO_UNEXPECTED", `the replica acknowledged LSN ${shipped.firstLsn}..${shipped.lastLsn} with appliedLsn ${reply.appliedLsn}`, "Run the same druvaa release on staging and replica");
+          }
+          this.#sessionAcked = true;
+          this.#work.wake(); // a window slot is free
+          // Never past what this session shipped: the replica cannot have applied more of it.
+          const freeTo = Math.min(reply.appliedLsn, shipped.lastLsn);
+          this.#noteApplied(freeTo);
+          await this.#o.wrl.advanceTail(freeTo);
+          break;
+        }
+        case "shipNack":
+          throw nackError(reply);
+        case "ping":
+          await link.send({ type: "pong", nonce: reply.nonce });
+          break;
+        case "error":
+          throw new DruvaaError(reply.code, `the replica closed the connection: ${reply.message}`, reply.hint);
+        default:
+          throw new DruvaaError("PROTO_UNEXPECTED", `the replica sent a ${reply.type} message to the relay`, "Run the same druvaa release on staging and replica");
+      }
+    }
+  }
+
+  #noteApplied(lsn: number): void {
+    if (lsn <= this.#appliedLsn) return;
+    this.#appliedLsn = lsn;
+    this.#o.lag.acked(lsn);
+  }
+
+  #setError(error: DruvaaError): void {
+    this.#lastError = { code: error.code, message: error.message, ...(error.hint === undefined ? {} : { hint: error.hint }), at: new Date(this.#clock.now()).toISOString() };
+  }
+}
+
+function nackError(nack: ShipNackMessage): DruvaaError {
+  return new DruvaaError(nack.code, `the replica refused: ${nack.message}`, nackHints[nack.code], exitCodes.refused);
+}
+
+const nackHints: Partial<Record<string, string>> = {
+  WRL_MISMATCH: "The WRL was re-created on staging after the replica applied the old one; see the replica's message",
+  LSN_GAP: "The replica lost its applied LSN (state directory removed?) or belongs to another staging server: it needs an initial sync",
+  DEVICE_UNKNOWN: "Start the replica with a --device NAME=PATH for every device attached to this WRL",
+  DEVICE_TOO_SMALL: "Give the replica a device at least as big as the client's",
+  BUSY: "The replica is catching up; the relay retries",
+};
+
+function asDruvaaError(error: unknown): DruvaaError {
+  if (error instanceof DruvaaError) return error;
+  return new DruvaaError("INTERNAL", error instanceof Error ? error.message : String(error));
+}

@@ -1,0 +1,78 @@
+/**
+ * `druvaa staging serve`: opens the WRLs (recovery runs), loads the attached devices from the
+ * state directory, serves clients (data port) and status (control port), relays every WRL to its
+ * replica, until SIGTERM/SIGINT; then lets appends in flight finish, stops the relays, closes the
+ * WRLs with a final checkpoint and exits 0.
+ */
+import { command, jsonFlag, repeatedFlag } from "../../cli-support.ts";
+import { stagingControlPortDefault, stagingDataPortDefault } from "../../constants.ts";
+import { parseAddress, type Address } from "../../io/transport.ts";
+import { logger } from "../../log.ts";
+import { announceReady, checkName, defaultNodeId, parseNamedValues, resolveStateDir, untilSignalled } from "../common.ts";
+import { StagingCore } from "./core.ts";
+import { openWrls, planWrls } from "./open-wrls.ts";
+import { replicaDialer, StagingServer } from "./server.ts";
+import { fileDeviceStateStore } from "./state.ts";
+
+const log = logger("staging");
+
+/** A listening address; no host means loopback (not every interface) until TLS exists. */
+function parseListenAddress(text: string, defaultPort: number): Address {
+  const address = parseAddress(text, defaultPort);
+  return address.kind === "tcp" && address.host === undefined ? { ...address, host: "127.0.0.1" } : address;
+}
+
+export default command({
+  meta: { name: "serve", description: "Log client writes in WRLs (group commit) and relay each WRL to its replica" },
+  args: {
+    listen: { type: "string", valueHint: "HOST:PORT", default: `127.0.0.1:${stagingDataPortDefault}`, description: `data port for clients (default port ${stagingDataPortDefault}; no host: 127.0.0.1)` },
+    wrl: { type: "string", valueHint: "NAME=PATH[,PATH...]", required: true, description: "a write log (made with druvaa wrl create): primary, then secondaries; repeat for several" },
+    replica: { type: "string", valueHint: "NAME=HOST:PORT", description: "the replica server WRL NAME relays to (default port 6003); one per --wrl" },
+    control: { type: "string", valueHint: "HOST:PORT", default: `127.0.0.1:${stagingControlPortDefault}`, description: "control port (HTTP GET /status)" },
+    "state-dir": { type: "string", valueHint: "DIR", description: "where attached devices are kept (default: $DRUVAA_STATE_DIR/staging, /var/lib/druvaa/staging as root)" },
+    "node-id": { type: "string", valueHint: "ID", description: "this node's name in handshakes and status (default: the host name)" },
+    json: jsonFlag,
+  },
+  examples: [
+    "druvaa staging serve --listen 10.0.0.5:6001 --wrl fast=/dev/sdb --replica fast=10.0.0.9:6003",
+    "druvaa staging serve --wrl fast=/dev/sdb,/dev/sdc --replica fast=dr-site:6003 --wrl bulk=/dev/sdd --replica bulk=dr-site:6013",
+    "druvaa staging serve --listen :0 --control :0 --wrl w0=/srv/wrl0.img --replica w0=127.0.0.1:6003 --json   # ports chosen by the system, printed in the ready line",
+  ],
+  async run({ args, rawArgs }) {
+    const wrlFlags = parseNamedValues(repeatedFlag(rawArgs, "wrl"), "--wrl", "fast=/dev/sdb");
+    const replicaFlags = parseNamedValues(repeatedFlag(rawArgs, "replica"), "--replica", "fast=10.0.0.9:6003");
+    const plans = planWrls(wrlFlags, replicaFlags);
+    const listenAddress = parseListenAddress(args.listen, stagingDataPortDefault);
+    const controlAddress = parseListenAddress(args.control, stagingControlPortDefault);
+    const nodeId = args["node-id"] === undefined ? defaultNodeId() : checkName(args["node-id"], "--node-id");
+    const stateDir = resolveStateDir(args["state-dir"], "staging");
+    const wrls = await openWrls(plans);
+    try {
+      for (const { name, wrl } of wrls) {
+        const info = wrl.info();
+        log.info(`WRL ${name} (${info.uuid}): head LSN ${info.headLsn}, tail LSN ${info.tailLsn}, ${info.recordCount} record(s) to relay${wrl.recovery ? `; recovery: ${wrl.recovery.stopReason}` : ""}`);
+      }
+      const core = await StagingCore.open({
+        wrls: wrls.map((entry) => ({ name: entry.name, wrl: entry.wrl, devicePaths: entry.devicePaths, replicaAddress: entry.replicaText, dialReplica: replicaDialer(entry.replica, nodeId) })),
+        store: fileDeviceStateStore(stateDir),
+      });
+      const server = await StagingServer.start({ core, nodeId, listen: listenAddress, control: controlAddress });
+      core.start();
+      announceReady(args.json, "staging", {
+        ...server.addresses,
+        nodeId,
+        stateDir,
+        wrls: wrls.map((entry) => ({ name: entry.name, uuid: entry.wrl.info().uuid, devicePaths: entry.devicePaths, replica: entry.replicaText })),
+      });
+      await untilSignalled("staging", () => server.stop());
+    } finally {
+      // Waits for appends still committing, then writes the final checkpoint.
+      const results = await Promise.allSettled(wrls.map((entry) => entry.wrl.close()));
+      const failed = results.find((result): result is PromiseRejectedResult => result.status === "rejected");
+      // A WRL that could not write its final checkpoint still recovers every acked record at the
+      // next start; the exit code tells the operator to look.
+      if (failed !== undefined) throw failed.reason;
+    }
+    log.info("stopped");
+  },
+});

@@ -1,0 +1,160 @@
+/**
+ * The staging server's sockets around a StagingCore: clients on the data port, HTTP status on the
+ * control port. A thin layer: it speaks the protocol (docs/pipeline.md) and hands every decision
+ * to the core.
+ *
+ * Robustness: a peer that sends garbage, fails the handshake, or sends a message that does not
+ * belong on the data port loses its own connection (logged once) and nothing else.
+ * Back-pressure: a connection is read one message at a time; a write is issued before the next
+ * message is read, and reading pauses while the connection is at its in-flight bounds
+ * (stagingSessionInflightWritesMax / BytesMax), after which the transport's inbox bound stops
+ * the socket.
+ */
+import { DruvaaError } from "../../errors.ts";
+import { startControlServer, type ControlServer } from "../../io/control-server.ts";
+import { connect, formatAddress, listen, type Address, type Connection, type Listener } from "../../io/transport.ts";
+import { logger } from "../../log.ts";
+import { ProtocolError } from "../../protocol/errors.ts";
+import { clientHandshake, serverHandshake, type Identity } from "../../protocol/handshake.ts";
+import { druvaaVersion } from "../../version.ts";
+import type { StagingCore } from "./core.ts";
+import type { RelayLink } from "./relay.ts";
+
+const log = logger("staging:net");
+
+export interface StagingServerOptions {
+  core: StagingCore;
+  nodeId: string;
+  /** Data port: clients. */
+  listen: Address;
+  /** Control port (HTTP GET /status). */
+  control: Address;
+  /** Milliseconds since the epoch; Date.now unless a test gives a clock. */
+  now?: () => number;
+}
+
+export interface StagingAddresses {
+  listen: string;
+  control: string;
+}
+
+/** The relay's way to a replica: TCP/Unix connect, then the handshake as role staging. */
+export function replicaDialer(address: Address, nodeId: string): () => Promise<RelayLink> {
+  return async () => {
+    const connection = await connect(address);
+    try {
+      await clientHandshake(connection, { role: "staging", nodeId }, ["replica"]);
+    } catch (error) {
+      connection.abort();
+      throw error;
+    }
+    return connection;
+  };
+}
+
+export class StagingServer {
+  readonly #core: StagingCore;
+  readonly #identity: Identity;
+  readonly #now: () => number;
+  readonly #startedAtMs: number;
+  #data: Listener | undefined;
+  #control: ControlServer | undefined;
+
+  private constructor(options: StagingServerOptions) {
+    this.#core = options.core;
+    this.#identity = { role: "staging", nodeId: options.nodeId };
+    this.#now = options.now ?? Date.now;
+    this.#startedAtMs = this.#now();
+  }
+
+  /** Starts serving both ports; stops what it started if one of them fails. */
+  static async start(options: StagingServerOptions): Promise<StagingServer> {
+    const server = new StagingServer(options);
+    try {
+      server.#data = await listen(options.listen, (connection) => void server.#guard(connection));
+      server.#control = startControlServer(options.control, { "/status": () => server.status() }, "staging");
+    } catch (error) {
+      await Promise.all([server.#data?.stop(), server.#control?.stop()]);
+      throw error;
+    }
+    return server;
+  }
+
+  get addresses(): StagingAddresses {
+    return { listen: formatAddress(this.#data!.address), control: this.#control!.address };
+  }
+
+  /** GET /status (docs/pipeline.md "Status", role staging). */
+  status(): Record<string, unknown> {
+    const core = this.#core.status();
+    return {
+      role: "staging",
+      nodeId: this.#identity.nodeId,
+      version: druvaaVersion,
+      uptimeSeconds: (this.#now() - this.#startedAtMs) / 1000,
+      addresses: this.#data === undefined || this.#control === undefined ? null : this.addresses,
+      stopping: this.#core.stopping,
+      wrls: core.wrls,
+      clients: core.clients,
+    };
+  }
+
+  /**
+   * SIGTERM: writes in flight finish and are answered, new ones are refused (clients resend them
+   * after the restart), the relays stop, then the ports close. The WRLs are the caller's to close.
+   */
+  async stop(): Promise<void> {
+    await this.#core.stop();
+    await Promise.all([this.#data?.stop(), this.#control?.stop()]);
+  }
+
+  /** Runs a client connection; whatever goes wrong closes that connection only, logged once. */
+  async #guard(connection: Connection): Promise<void> {
+    try {
+      await this.#serveClient(connection);
+    } catch (error) {
+      // Closed already: the transport logged a bad frame itself, or the peer simply went away.
+      if (!connection.isOpen) return;
+      const reason = error instanceof DruvaaError ? error : new DruvaaError("INTERNAL", error instanceof Error ? error.message : String(error));
+      log.warn(`${connection.peer}: ${reason.message} (${reason.code}); closing the connection`);
+      await connection.close(reason);
+    }
+  }
+
+  async #serveClient(connection: Connection): Promise<void> {
+    const hello = await serverHandshake(connection, this.#identity, ["client"]);
+    if (this.#core.stopping) {
+      await connection.close(new DruvaaError("SHUTTING_DOWN", "the staging server is shutting down", "The client reconnects once it is back"));
+      return;
+    }
+    log.info(`client ${hello.nodeId} connected from ${connection.peer}`);
+    const session = this.#core.openSession({
+      nodeId: hello.nodeId,
+      address: connection.peer,
+      // A closed connection reports itself through `closed`; the client resends what was not acked.
+      reply: (message) => void connection.send(message).catch(() => undefined),
+    });
+    try {
+      for (;;) {
+        let frame;
+        try {
+          frame = await connection.receive();
+        } catch {
+          return; // closed: by the peer, by us, or by the transport after a bad frame (logged there)
+        }
+        const message = frame.message;
+        if (message.type === "error") return; // the peer says why it leaves; kept as the close reason
+        if (message.type === "statusRequest") {
+          session.reply({ type: "statusReply", status: this.status() });
+          continue;
+        }
+        if (!(await this.#core.handle(session, message, frame.payload))) {
+          throw new ProtocolError("PROTO_UNEXPECTED", `a ${message.type} message on the staging server's data port`, "The data port takes attach and write from druvaa clients; status is on the control port (default 6002)");
+        }
+      }
+    } finally {
+      this.#core.closeSession(session);
+      log.info(`client ${hello.nodeId} (${connection.peer}) disconnected`);
+    }
+  }
+}

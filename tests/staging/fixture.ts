@@ -1,0 +1,64 @@
+/** A StagingCore with one WRL ("w0") on an in-memory or simulated disk and a FakeReplica behind it. */
+import { StagingCore } from "../../src/roles/staging/core.ts";
+import type { ShipmentLimits } from "../../src/roles/staging/shipment.ts";
+import { MemoryDeviceStateStore } from "../../src/roles/staging/state.ts";
+import type { WriteLog } from "../../src/wrl/write-log.ts";
+import { FakeReplica, KiB, MiB, WrlDisk, waitFor } from "./helpers.ts";
+
+export const smallLimits: ShipmentLimits = { payloadBytesMax: 16 * KiB, recordsMax: 3, headerBytesMax: 60 * KiB };
+
+export interface Fixture {
+  core: StagingCore;
+  wrl: WriteLog;
+  disk: WrlDisk;
+  replica: FakeReplica;
+  store: MemoryDeviceStateStore;
+  /** Stops the core and closes the WRL (idempotent). */
+  close(): Promise<void>;
+  /** Resolves once the replica acknowledged everything the WRL holds. */
+  drained(what?: string): Promise<void>;
+}
+
+export interface FixtureOptions {
+  disk?: WrlDisk;
+  /** Open the disk's existing WRL instead of creating one. */
+  reopen?: boolean;
+  replica?: FakeReplica;
+  store?: MemoryDeviceStateStore;
+  limits?: ShipmentLimits;
+  windowMax?: number;
+}
+
+export async function stagingFixture(options: FixtureOptions = {}): Promise<Fixture> {
+  const disk = options.disk ?? WrlDisk.memory(4 * MiB);
+  const wrl = options.reopen === true ? await disk.open() : await disk.create();
+  const replica = options.replica ?? (await FakeReplica.create({ d0: 1 * MiB, d1: 256 * KiB }));
+  const store = options.store ?? new MemoryDeviceStateStore();
+  const core = await StagingCore.open({
+    wrls: [{ name: "w0", wrl, devicePaths: ["/wrl/w0.img"], replicaAddress: "replica.test:6003", dialReplica: replica.dial }],
+    store,
+    shipmentLimits: options.limits ?? smallLimits,
+    relayWindowMax: options.windowMax ?? 2,
+  });
+  let closed: Promise<void> | undefined;
+  return {
+    core,
+    wrl,
+    disk,
+    replica,
+    store,
+    close() {
+      closed ??= (async () => {
+        await core.stop(1_000);
+        await wrl.close();
+      })();
+      return closed;
+    },
+    async drained(what = "the replica to acknowledge everything") {
+      await waitFor(() => {
+        const status = core.status().wrls[0]!;
+        return status.replica.appliedLsn >= status.headLsn && status.tailLsn === status.headLsn;
+      }, what);
+    },
+  };
+}
