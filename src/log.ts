@@ -3,7 +3,8 @@ import { createConsola, type ConsolaInstance } from "consola/basic";
 /**
  * One consola instance per process; components take a tagged child, e.g.
  * `logger("staging:wrl")`. Logs go to stderr so `--json` output on stdout stays parseable.
- * Level: DRUVAA_LOG_LEVEL (0 silent … 5 trace), default 3 (info).
+ * Level: DRUVAA_LOG_LEVEL (-1 silent, 0 errors only, 1 warnings, 3 info, 4 debug, 5 trace),
+ * default 3.
  */
 const envLevel = Number.parseInt(process.env.DRUVAA_LOG_LEVEL ?? "", 10);
 const root: ConsolaInstance = createConsola({

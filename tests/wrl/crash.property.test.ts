@@ -10,7 +10,7 @@
  * Replay a failure with the seed it prints: WRL_PROPERTY_SEED=<seed>; soak with more runs:
  * WRL_PROPERTY_RUNS=1000.
  */
-import { describe, expect, test } from "bun:test";
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import fc from "fast-check";
 import { WriteLog } from "../../src/wrl/write-log.ts";
 import type { WrlAppendResult, WrlRecord } from "../../src/wrl/types.ts";
@@ -19,7 +19,10 @@ import { Random } from "../../src/io/random.ts";
 import { CrashPlan, makeDisks, payloadFor, propertySeed, type CrashMode } from "./helpers.ts";
 
 // Every simulated power loss makes the dead WriteLog log an error; that is expected here.
-setLogLevel(-1);
+// Quiet while this file runs (injected I/O failures are logged as errors by design); restored
+// afterwards, because every test file shares this process and its log level.
+beforeAll(() => setLogLevel(-1));
+afterAll(() => setLogLevel(3));
 
 const KiB = 1024;
 

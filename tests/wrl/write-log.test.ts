@@ -1,4 +1,4 @@
-import { describe, expect, test } from "bun:test";
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { WriteLog } from "../../src/wrl/write-log.ts";
 import { SimDisk } from "../../src/io/sim-disk.ts";
 import { MemoryDevice } from "../../src/io/memory-device.ts";
@@ -8,7 +8,10 @@ import { wrlGroupCommitAppendsMax, wrlPendingAppendsMax, wrlWriteChunkBytes } fr
 import { probeHeader } from "../../src/wrl/record-format.ts";
 import { MemoryDisks, payloadFor, primaryDataStartBytes as dataStart } from "./helpers.ts";
 
-setLogLevel(-1); // the injected I/O failure below is logged as an error by design
+// Quiet while this file runs (injected I/O failures are logged as errors by design); restored
+// afterwards, because every test file shares this process and its log level.
+beforeAll(() => setLogLevel(-1));
+afterAll(() => setLogLevel(3));
 
 const MiB = 1024 * 1024;
 const block = 4096;

@@ -1,0 +1,176 @@
+/**
+ * `druvaa demo`: a whole client → staging → replica system on local image files, as real child
+ * processes on loopback. Writes a mixed workload through the client's NBD export, shows live
+ * status, waits until the replica has applied everything, restores the replica and checks it
+ * equals the primary byte for byte. Cleans up its processes on every exit path, Ctrl-C included.
+ */
+import { createHash } from "node:crypto";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { open } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { DruvaaError } from "../errors.ts";
+import { fetchStatus, type StagingStatus } from "../commands/status-format.ts";
+import { formatBytes } from "../units.ts";
+import { runDruvaa, startRole, type RoleProcess } from "./processes.ts";
+import { runWorkload, type WorkloadStep } from "./workload.ts";
+
+export interface DemoOptions {
+  sizeBytes: number;
+  dir?: string;
+  keep: boolean;
+  json: boolean;
+  say: (line: string) => void;
+  /** Rewrites the live status line (TTY), or undefined to print periodic lines. */
+  live?: (line: string) => void;
+}
+
+export interface DemoResult {
+  ok: boolean;
+  workDir: string;
+  sizeBytes: number;
+  steps: WorkloadStep[];
+  bytesWritten: number;
+  writeSeconds: number;
+  drainSeconds: number;
+  headLsn: number;
+  appliedLsn: number;
+  primarySha256: string;
+  restoredSha256: string;
+  verified: boolean;
+  pids: Record<string, number>;
+}
+
+async function sha256File(path: string, sizeBytes: number): Promise<string> {
+  const hash = createHash("sha256");
+  const handle = await open(path, "r");
+  try {
+    const buffer = Buffer.alloc(4 * 1024 * 1024);
+    for (let offset = 0; offset < sizeBytes; ) {
+      const { bytesRead } = await handle.read(buffer, 0, Math.min(buffer.length, sizeBytes - offset), offset);
+      if (bytesRead === 0) break;
+      hash.update(buffer.subarray(0, bytesRead));
+      offset += bytesRead;
+    }
+  } finally {
+    await handle.close();
+  }
+  return hash.digest("hex");
+}
+
+async function createImage(path: string, sizeBytes: number): Promise<void> {
+  const handle = await open(path, "w");
+  await handle.truncate(sizeBytes);
+  await handle.close();
+}
+
+function statusLine(staging: StagingStatus, client: Record<string, unknown>): string {
+  const wrl = staging.wrls[0];
+  const devices = (client.devices as { bytesWritten?: number; inflightWrites?: number }[] | undefined) ?? [];
+  const written = devices.reduce((sum, d) => sum + (d.bytesWritten ?? 0), 0);
+  if (!wrl) return `written ${formatBytes(written)}`;
+  const applied = wrl.replica?.appliedLsn ?? 0;
+  return `written ${formatBytes(written)} | WRL ${((wrl.fillRatio ?? 0) * 100).toFixed(1)}% full, head LSN ${wrl.headLsn}, applied ${applied} | lag ${formatBytes(wrl.lagBytes ?? 0)}, ${(wrl.lagSeconds ?? 0).toFixed(1)} s | replica ${wrl.replica?.connected ? "connected" : "not connected"}`;
+}
+
+export async function runDemo(options: DemoOptions): Promise<DemoResult> {
+  const { say } = options;
+  const workDir = options.dir ? resolve(options.dir) : mkdtempSync(join(tmpdir(), "druvaa-demo-"));
+  mkdirSync(workDir, { recursive: true });
+  const roles: RoleProcess[] = [];
+  let interrupted = false;
+  const cleanup = async () => {
+    await Promise.allSettled(roles.reverse().map((role) => role.stop()));
+    if (!options.keep) rmSync(workDir, { recursive: true, force: true });
+  };
+  const onSignal = () => {
+    if (interrupted) return;
+    interrupted = true;
+    say("\ninterrupted: stopping the demo's processes…");
+    void cleanup().finally(() => process.exit(130));
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+
+  let poller: ReturnType<typeof setInterval> | undefined;
+  try {
+    const size = options.sizeBytes;
+    const paths = { primary: join(workDir, "primary.img"), replica: join(workDir, "replica.img"), wrl: join(workDir, "wrl.img"), restored: join(workDir, "restored.img"), socket: join(workDir, "disk0.sock") };
+    say(`work directory ${workDir}`);
+    await createImage(paths.primary, size);
+    await createImage(paths.replica, size);
+    const wrlSize = Math.max(64 * 1024 * 1024, 2 * size);
+    await runDruvaa(["wrl", "create", "--primary", paths.wrl, "--size", String(wrlSize)]);
+    say(`created primary and replica images (${formatBytes(size)} each) and a ${formatBytes(wrlSize)} write log`);
+
+    const replica = await startRole("replica", ["replica", "apply", "--listen", "127.0.0.1:0", "--control", "127.0.0.1:0", "--restore", "127.0.0.1:0", "--device", `disk0=${paths.replica}`, "--state-dir", join(workDir, "replica-state")]);
+    roles.push(replica);
+    const staging = await startRole("staging", ["staging", "serve", "--listen", "127.0.0.1:0", "--control", "127.0.0.1:0", "--wrl", `wrl0=${paths.wrl}`, "--replica", `wrl0=${replica.ready.listen}`, "--state-dir", join(workDir, "staging-state")]);
+    roles.push(staging);
+    const client = await startRole("client", ["client", "attach", "--device", `disk0=${paths.primary}`, "--staging", String(staging.ready.listen), "--wrl", "wrl0", "--export", `unix:${paths.socket}`, "--control", "127.0.0.1:0", "--state-dir", join(workDir, "client-state")]);
+    roles.push(client);
+    say(`started replica (pid ${replica.pid}), staging (pid ${staging.pid}) and client (pid ${client.pid}); NBD export ${String((client.ready.exports as Record<string, string>).disk0)}`);
+
+    const stagingControl = String(staging.ready.control);
+    const clientControl = String(client.ready.control);
+    let lastPrinted = 0;
+    const showStatus = async () => {
+      try {
+        const [stagingStatus, clientStatus] = await Promise.all([fetchStatus(stagingControl), fetchStatus(clientControl)]);
+        const line = statusLine(stagingStatus as StagingStatus, clientStatus);
+        if (options.live) options.live(line);
+        else if (Date.now() - lastPrinted >= 2000) {
+          lastPrinted = Date.now();
+          say(`  ${line}`);
+        }
+      } catch {
+        // a status poll racing shutdown is not an error of the demo
+      }
+    };
+    poller = setInterval(() => void showStatus(), 250);
+
+    const writeStarted = performance.now();
+    const steps = await runWorkload(
+      { uri: String((client.ready.exports as Record<string, string>).disk0), address: `unix:${paths.socket}`, exportName: "disk0", sizeBytes: size, workDir },
+      (step) => {
+        options.live?.("");
+        say(`  ${step.tool}: ${step.what} — ${formatBytes(step.bytes)} in ${(step.ms / 1000).toFixed(2)} s`);
+      },
+    );
+    const writeSeconds = (performance.now() - writeStarted) / 1000;
+
+    const drainStarted = performance.now();
+    say("waiting until the replica has applied everything logged…");
+    await runDruvaa(["status", "--connect", stagingControl, "--wait-drained", "--timeout", "120"]);
+    const drainSeconds = (performance.now() - drainStarted) / 1000;
+    clearInterval(poller);
+    poller = undefined;
+    await showStatus();
+    options.live?.("");
+    const finalStatus = (await fetchStatus(stagingControl)) as StagingStatus;
+    const wrl = finalStatus.wrls[0]!;
+    say(`drained in ${drainSeconds.toFixed(2)} s: head LSN ${wrl.headLsn}, applied LSN ${wrl.replica?.appliedLsn}`);
+
+    await runDruvaa(["restore", "--replica", String(replica.ready.restore), "--device", "disk0", "--to", paths.restored]);
+    // Compare the primary as the client sees it: stop the client first so every write is flushed.
+    await client.stop();
+    const [primarySha256, restoredSha256] = await Promise.all([sha256File(paths.primary, size), sha256File(paths.restored, size)]);
+    const verified = primarySha256 === restoredSha256;
+    say(`restored the replica to ${paths.restored}: sha256 ${restoredSha256.slice(0, 16)}…, primary ${primarySha256.slice(0, 16)}… → ${verified ? "IDENTICAL" : "DIFFERENT"}`);
+    if (!verified) throw new DruvaaError("DEMO_VERIFY_FAILED", "the restored replica differs from the primary", `Files kept in ${workDir} for inspection`);
+    const bytesWritten = steps.reduce((sum, s) => sum + s.bytes, 0);
+    return {
+      ok: true, workDir, sizeBytes: size, steps, bytesWritten, writeSeconds, drainSeconds,
+      headLsn: wrl.headLsn, appliedLsn: wrl.replica?.appliedLsn ?? 0, primarySha256, restoredSha256, verified,
+      pids: Object.fromEntries(roles.map((r) => [r.name, r.pid])),
+    };
+  } catch (error) {
+    if (error instanceof DruvaaError && error.code === "DEMO_VERIFY_FAILED") options.keep = true;
+    throw error;
+  } finally {
+    if (poller) clearInterval(poller);
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
+    if (!interrupted) await cleanup();
+  }
+}
