@@ -1,16 +1,19 @@
 /**
- * A regular image file as a BlockDevice. Buffered I/O (the page cache is fine for a file: flush()
- * is fdatasync), logical block size 512, size from fstat and fixed while open. Discard punches a
+ * A regular image file as a BlockDevice. Buffered I/O by default (the page cache is fine for a
+ * file: flush() is fdatasync); with `direct: true` opened O_DIRECT where the file system allows it
+ * (the write log asks for that: it writes sequentially, flushes itself and never re-reads what it
+ * wrote, so the page cache would only cost a copy). Logical block size 512, size from fstat and fixed while open. Discard punches a
  * hole (fallocate PUNCH_HOLE|KEEP_SIZE), or writes zeros where the file system cannot, so a
  * discarded range always reads zeros.
  */
+import { constants as fsConstants } from "node:fs";
 import { open, type FileHandle } from "node:fs/promises";
 import { dirname } from "node:path";
 import type { OpenOptions } from "./block-device.ts";
 import { HandleDevice } from "./handle-device.ts";
 import { LibcError, punchHole } from "./libc.ts";
 import { DruvaaError, exitCodes, fromSystemError } from "../errors.ts";
-import { sectorSizeBytes } from "../constants.ts";
+import { directIoAlignmentBytes, sectorSizeBytes } from "../constants.ts";
 
 /** Zeros for the discard fallback; never written into. */
 const zeroChunkBytes = 1024 * 1024;
@@ -27,19 +30,31 @@ export function checkDeviceSize(path: string, sizeBytes: number, exitCode: numbe
 }
 
 export class FileDevice extends HandleDevice {
+  private constructor(name: string, sizeBytes: number, logicalBlockSizeBytes: number, handle: FileHandle, readOnly: boolean, readonly direct: boolean) {
+    super(name, sizeBytes, logicalBlockSizeBytes, handle, readOnly);
+    if (direct) this.bufferAlignmentBytes = directIoAlignmentBytes;
+  }
+
   /**
    * Opens an existing image file, or creates one of `createSizeBytes` (sparse, fsynced with its
    * directory) when the path does not exist. Refuses directories, other non-regular files,
    * missing paths without `createSizeBytes` (NOT_FOUND), and sizes that are zero or not whole
-   * sectors. `direct` is ignored: image files use the page cache.
+   * sectors. `direct: true` asks for O_DIRECT; a file system that refuses it (tmpfs: EINVAL)
+   * gets buffered I/O instead — `direct` on the device tells which it got.
    */
   static async open(path: string, opts: OpenOptions = {}): Promise<FileDevice> {
     const readOnly = opts.readOnly ?? false;
     if (opts.createSizeBytes !== undefined) checkDeviceSize(path, opts.createSizeBytes, exitCodes.usage);
-    const handle = await openExisting(path, readOnly).catch(async (error: unknown) => {
+    let direct = opts.direct === true && (fsConstants.O_DIRECT ?? 0) !== 0;
+    const openOnce = () => openExisting(path, readOnly, direct).catch((error: unknown) => {
+      if (!direct || (error as { code?: unknown }).code !== "EINVAL") throw error;
+      direct = false; // the file system does not do O_DIRECT (tmpfs): use the page cache
+      return openExisting(path, readOnly, false);
+    });
+    const handle = await openOnce().catch(async (error: unknown) => {
       if ((error as { code?: unknown }).code !== "ENOENT" || opts.createSizeBytes === undefined) throw fromSystemError(error, path);
       await createImage(path, opts.createSizeBytes);
-      return openExisting(path, readOnly).catch((again: unknown) => {
+      return openOnce().catch((again: unknown) => {
         throw fromSystemError(again, path);
       });
     });
@@ -52,19 +67,11 @@ export class FileDevice extends HandleDevice {
         throw new DruvaaError("NOT_A_REGULAR_FILE", `${path}: is not a regular file`, "Open block devices with openBlockDevice(); other special files are not supported", exitCodes.usage);
       }
       checkDeviceSize(path, stats.size);
-      return new FileDevice(path, stats.size, sectorSizeBytes, handle, readOnly);
+      return new FileDevice(path, stats.size, sectorSizeBytes, handle, readOnly, direct);
     } catch (error) {
       await handle.close().catch(() => undefined); // already failing with a better error
       throw fromSystemError(error, path);
     }
-  }
-
-  protected allocate(lengthBytes: number): Uint8Array {
-    return new Uint8Array(lengthBytes);
-  }
-
-  protected prepareWrite(data: Uint8Array): Uint8Array {
-    return data;
   }
 
   protected async discardRange(handle: FileHandle, offsetBytes: number, lengthBytes: number): Promise<void> {
@@ -82,13 +89,14 @@ export class FileDevice extends HandleDevice {
     zeroChunk ??= new Uint8Array(zeroChunkBytes);
     for (let doneBytes = 0; doneBytes < lengthBytes; doneBytes += zeroChunkBytes) {
       const pieceBytes = Math.min(zeroChunkBytes, lengthBytes - doneBytes);
-      await this.writeAt(handle, offsetBytes + doneBytes, zeroChunk.subarray(0, pieceBytes));
+      await this.writeAt(handle, offsetBytes + doneBytes, this.prepareWrite(zeroChunk.subarray(0, pieceBytes)));
     }
   }
 }
 
-function openExisting(path: string, readOnly: boolean): Promise<FileHandle> {
-  return open(path, readOnly ? "r" : "r+");
+function openExisting(path: string, readOnly: boolean, direct: boolean): Promise<FileHandle> {
+  const flags = (readOnly ? fsConstants.O_RDONLY : fsConstants.O_RDWR) | (direct ? fsConstants.O_DIRECT : 0);
+  return open(path, flags);
 }
 
 /** Creates a sparse image durably: the file, its size and its directory entry are all fsynced. */

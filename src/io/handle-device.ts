@@ -9,6 +9,15 @@ import type { BlockDevice } from "./block-device.ts";
 import { checkRange, closedError, readOnlyError } from "./checks.ts";
 import { DruvaaError, fromSystemError } from "../errors.ts";
 import { deviceIoSizeBytesMax } from "../constants.ts";
+import { addressOf } from "./libc.ts";
+
+/** A zeroed buffer of `lengthBytes` whose first byte sits at a multiple of `alignmentBytes`. */
+export function alignedBuffer(lengthBytes: number, alignmentBytes: number): Uint8Array {
+  const backing = new Uint8Array(lengthBytes + alignmentBytes);
+  const misalignmentBytes = addressOf(backing) % alignmentBytes;
+  const start = misalignmentBytes === 0 ? 0 : alignmentBytes - misalignmentBytes;
+  return backing.subarray(start, start + lengthBytes);
+}
 
 export abstract class HandleDevice implements BlockDevice {
   private handle: FileHandle | undefined;
@@ -25,11 +34,25 @@ export abstract class HandleDevice implements BlockDevice {
     this.handle = handle;
   }
 
+  /**
+   * Buffer address alignment this device's I/O needs: 4096 (or the logical block size) when the
+   * file or device was opened O_DIRECT, 1 otherwise. Set by the subclass before any I/O.
+   */
+  protected bufferAlignmentBytes = 1;
+
   /** A zeroed buffer to read `lengthBytes` into (aligned for O_DIRECT where needed). */
-  protected abstract allocate(lengthBytes: number): Uint8Array;
+  protected allocate(lengthBytes: number): Uint8Array {
+    if (this.bufferAlignmentBytes === 1 || lengthBytes === 0) return new Uint8Array(lengthBytes);
+    return alignedBuffer(lengthBytes, this.bufferAlignmentBytes);
+  }
 
   /** `data` itself, or an aligned copy of it if the device needs one. */
-  protected abstract prepareWrite(data: Uint8Array): Uint8Array;
+  protected prepareWrite(data: Uint8Array): Uint8Array {
+    if (this.bufferAlignmentBytes === 1 || addressOf(data) % this.bufferAlignmentBytes === 0) return data;
+    const copy = alignedBuffer(data.length, this.bufferAlignmentBytes);
+    copy.set(data);
+    return copy;
+  }
 
   /** Discards a checked, non-empty range on the open handle. */
   protected abstract discardRange(handle: FileHandle, offsetBytes: number, lengthBytes: number): Promise<void>;

@@ -13,15 +13,12 @@ import { constants as fsConstants } from "node:fs";
 import { open, type FileHandle } from "node:fs/promises";
 import type { OpenOptions } from "./block-device.ts";
 import { HandleDevice } from "./handle-device.ts";
-import { addressOf, blockDeviceDiscard, blockDeviceLogicalBlockSizeBytes, blockDeviceSizeBytes, LibcError } from "./libc.ts";
+import { blockDeviceDiscard, blockDeviceLogicalBlockSizeBytes, blockDeviceSizeBytes, LibcError } from "./libc.ts";
 import { DruvaaError, exitCodes, fromSystemError } from "../errors.ts";
 import { assert } from "../assert.ts";
 import { directIoAlignmentBytes, discardPieceSizeBytesMax, sectorSizeBytes } from "../constants.ts";
 
 export class RawDevice extends HandleDevice {
-  /** Buffer address alignment this device's I/O needs (O_DIRECT), 1 when opened buffered. */
-  private readonly bufferAlignmentBytes: number;
-
   private constructor(
     name: string,
     sizeBytes: number,
@@ -32,7 +29,7 @@ export class RawDevice extends HandleDevice {
     readonly direct: boolean,
   ) {
     super(name, sizeBytes, logicalBlockSizeBytes, handle, readOnly);
-    this.bufferAlignmentBytes = direct ? Math.max(directIoAlignmentBytes, logicalBlockSizeBytes) : 1;
+    if (direct) this.bufferAlignmentBytes = Math.max(directIoAlignmentBytes, logicalBlockSizeBytes);
   }
 
   /**
@@ -78,18 +75,6 @@ export class RawDevice extends HandleDevice {
     }
   }
 
-  protected allocate(lengthBytes: number): Uint8Array {
-    if (this.bufferAlignmentBytes === 1 || lengthBytes === 0) return new Uint8Array(lengthBytes);
-    return alignedBuffer(lengthBytes, this.bufferAlignmentBytes);
-  }
-
-  protected prepareWrite(data: Uint8Array): Uint8Array {
-    if (this.bufferAlignmentBytes === 1 || addressOf(data) % this.bufferAlignmentBytes === 0) return data;
-    const copy = alignedBuffer(data.length, this.bufferAlignmentBytes);
-    copy.set(data);
-    return copy;
-  }
-
   protected async discardRange(handle: FileHandle, offsetBytes: number, lengthBytes: number): Promise<void> {
     // BLKDISCARD runs on the JS thread; in pieces, yielding between them, so a large discard on a
     // slow device does not stall the event loop for its whole duration.
@@ -107,10 +92,4 @@ export class RawDevice extends HandleDevice {
   }
 }
 
-/** A zeroed buffer of `lengthBytes` whose first byte sits at a multiple of `alignmentBytes`. */
-export function alignedBuffer(lengthBytes: number, alignmentBytes: number): Uint8Array {
-  const backing = new Uint8Array(lengthBytes + alignmentBytes);
-  const misalignmentBytes = addressOf(backing) % alignmentBytes;
-  const start = misalignmentBytes === 0 ? 0 : alignmentBytes - misalignmentBytes;
-  return backing.subarray(start, start + lengthBytes);
-}
+export { alignedBuffer } from "./handle-device.ts";

@@ -33,7 +33,7 @@ function missing(path: string, flag: string): DruvaaError {
 /** Opens `path`, creating an image of `createSizeBytes` if it does not exist; remembers what it created. */
 async function openOrCreate(path: string, createSizeBytes: number | undefined, created: string[]): Promise<BlockDevice> {
   const isNew = !(await exists(path));
-  const device = await openBlockDevice(path, isNew ? { createSizeBytes } : {});
+  const device = await openBlockDevice(path, isNew ? { createSizeBytes, direct: true } : { direct: true });
   if (isNew) created.push(path);
   return device;
 }
@@ -70,7 +70,7 @@ export async function createWrlAtPaths(opts: { primary: string; secondaries: str
 
 /** Opens secondaries by the absolute path hint each was added with. */
 function resolverFor(readOnly: boolean): (entry: WrlDeviceEntry) => Promise<BlockDevice> {
-  return (entry) => openBlockDevice(entry.pathHint, { readOnly });
+  return (entry) => openBlockDevice(entry.pathHint, { readOnly, direct: true });
 }
 
 /**
@@ -85,7 +85,7 @@ export async function openWrlAtPath(path: string, opts: { readOnly?: boolean } =
     }
     throw new DruvaaError("NOT_FOUND", `${path}: no such file or device`, "Give the path of the write log's primary device or image (the one given to --primary)", exitCodes.notFound);
   }
-  const primary = await openBlockDevice(path, { readOnly }).catch((error: unknown) => {
+  const primary = await openBlockDevice(path, { readOnly, direct: true }).catch((error: unknown) => {
     // A file whose size no device could have is simply not a write log.
     if (error instanceof DruvaaError && (error.code === "DEVICE_SIZE_ZERO" || error.code === "DEVICE_SIZE_UNALIGNED")) throw notAWrl(path, error.message);
     throw error;

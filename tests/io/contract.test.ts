@@ -3,7 +3,7 @@
  * simulated disk, image file, and a raw block device (a real loop device, 512- and 4096-byte
  * logical blocks).
  */
-import { afterAll, beforeAll, describe } from "bun:test";
+import { afterAll, beforeAll, describe, expect } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -47,26 +47,30 @@ for (const logicalBlockSizeBytes of [512, 4096]) {
   });
 }
 
-describe("FileDevice (image file)", () => {
-  const directory = mkdtempSync(join(tmpdir(), "druvaa-contract-"));
-  let fileIndex = 0;
-  afterAll(() => rmSync(directory, { recursive: true, force: true }));
-  deviceContract(
-    { sizeBytes: 8 * MiB, logicalBlockSizeBytes: 512, freshReadsZeros: true, discardReadsZeros: true, readOnlyOpen: true, persistent: true },
-    async () => {
-      const path = join(directory, `image-${fileIndex++}.img`);
-      const device = await FileDevice.open(path, { createSizeBytes: 8 * MiB });
-      return {
-        device,
-        reopen: (opts) => FileDevice.open(path, opts),
-        cleanup: async () => {
-          await device.close();
-          await rm(path, { force: true });
-        },
-      };
-    },
-  );
-});
+for (const direct of [false, true]) {
+  describe(`FileDevice (image file${direct ? ", O_DIRECT" : ""})`, () => {
+    const directory = mkdtempSync(join(tmpdir(), "druvaa-contract-"));
+    let fileIndex = 0;
+    afterAll(() => rmSync(directory, { recursive: true, force: true }));
+    deviceContract(
+      { sizeBytes: 8 * MiB, logicalBlockSizeBytes: 512, freshReadsZeros: true, discardReadsZeros: true, readOnlyOpen: true, persistent: true },
+      async () => {
+        const path = join(directory, `image-${fileIndex++}.img`);
+        const device = await FileDevice.open(path, { createSizeBytes: 8 * MiB, direct });
+        // The temp directory is on a disk file system here (CI too): O_DIRECT must really be used.
+        if (direct) expect(device.direct).toBe(true);
+        return {
+          device,
+          reopen: (opts) => FileDevice.open(path, { ...opts, direct }),
+          cleanup: async () => {
+            await device.close();
+            await rm(path, { force: true });
+          },
+        };
+      },
+    );
+  });
+}
 
 for (const sectorSizeBytes of [512, 4096]) {
   describe(`RawDevice (loop device, ${sectorSizeBytes}-byte sectors)`, () => {

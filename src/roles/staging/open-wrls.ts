@@ -101,7 +101,7 @@ async function openOne(plan: WrlPlan): Promise<WriteLog> {
   }
   let primary: BlockDevice;
   try {
-    primary = await openBlockDevice(primaryPath);
+    primary = await openBlockDevice(primaryPath, { direct: true });
   } catch (error) {
     if (error instanceof DruvaaError && (error.code === "DEVICE_SIZE_ZERO" || error.code === "DEVICE_SIZE_UNALIGNED")) {
       throw new DruvaaError("WRL_NOT_FOUND", `${flag}: ${primaryPath} is not a druvaa write log (${error.message})`, `Create one with: druvaa wrl create --primary ${primaryPath}`, exitCodes.notFound);
@@ -112,7 +112,7 @@ async function openOne(plan: WrlPlan): Promise<WriteLog> {
   // superblock remembers for them.
   const resolveSecondary = async (entry: WrlDeviceEntry): Promise<BlockDevice> => {
     const path = secondaryPaths[entry.index - 1] ?? entry.pathHint;
-    return openBlockDevice(await realpath(path).catch(() => path));
+    return openBlockDevice(await realpath(path).catch(() => path), { direct: true });
   };
   let wrl: WriteLog;
   try {
