@@ -96,7 +96,9 @@ export async function run(rawArgs: string[]): Promise<number> {
     const wantsHelp = rawArgs.some((a) => a === "--help" || a === "-h");
     const hasSubCommands = leaf.cmd.subCommands !== undefined;
     if (wantsHelp || (hasSubCommands && leaf.cmd.run === undefined)) {
-      process.stdout.write(`${await renderHelp(leaf.cmd, leaf.parent)}\n`);
+      // The usage line names the whole command path ("druvaa client attach"), not just its parent.
+      const parent = leaf.path.length > 1 ? { meta: { name: leaf.path.slice(0, -1).join(" "), version: druvaaVersion } } : undefined;
+      process.stdout.write(`${await renderHelp(leaf.cmd, parent)}\n`);
       return wantsHelp || leaf.path.length === 1 && rawArgs.length === 0 ? exitCodes.ok : exitCodes.usage;
     }
     const args = (typeof leaf.cmd.args === "function" ? await leaf.cmd.args() : await leaf.cmd.args) as ArgsDef | undefined;
