@@ -6,7 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-debian_packages=(qemu-utils nbdkit libnbd-bin nbdfuse fio fuse3 e2fsprogs util-linux coreutils)
+# nbdinfo, nbdcopy and nbdfuse are all in libnbd-bin on Debian 12.
+debian_packages=(qemu-utils nbdkit libnbd-bin fio fuse3 e2fsprogs util-linux coreutils)
 missing=()
 if command -v dpkg-query >/dev/null 2>&1; then
   for p in "${debian_packages[@]}"; do
