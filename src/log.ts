@@ -13,10 +13,22 @@ const root: ConsolaInstance = createConsola({
   stderr: process.stderr,
 });
 
+/**
+ * One child per tag, kept so setLogLevel reaches it: consola copies the level into a child when
+ * the child is made, so a module-level `logger(...)` would otherwise ignore later level changes.
+ */
+const children = new Map<string, ConsolaInstance>();
+
 export function logger(tag: string): ConsolaInstance {
-  return root.withTag(tag);
+  let child = children.get(tag);
+  if (child === undefined) {
+    child = root.withTag(tag);
+    children.set(tag, child);
+  }
+  return child;
 }
 
 export function setLogLevel(level: number): void {
   root.level = level;
+  for (const child of children.values()) child.level = level;
 }

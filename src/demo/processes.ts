@@ -7,6 +7,9 @@ import { DruvaaError } from "../errors.ts";
 
 /** How to start this very druvaa: the compiled binary, or bun + src/cli.ts when run from source. */
 export function selfCommand(): string[] {
+  // Under `bun test` argv[1] is the test file: tests name the CLI explicitly.
+  const override = process.env.DRUVAA_SELF_COMMAND;
+  if (override) return JSON.parse(override) as string[];
   const script = process.argv[1];
   if (script && !script.startsWith("/$bunfs") && !script.startsWith("B:\\~BUN") && /\.(ts|js|mjs)$/.test(script)) return [process.execPath, script];
   return [process.execPath];

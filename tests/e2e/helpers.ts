@@ -4,7 +4,7 @@
  * last resort, when the test process exits), so a failing test leaves nothing running.
  */
 import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { open } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -81,9 +81,9 @@ export interface RunResult {
 }
 
 /** Runs any program to completion (SIGKILLed after timeoutMs); never throws on a non-zero exit. */
-export async function run(cmd: string[], opts: { timeoutMs?: number; env?: Record<string, string> } = {}): Promise<RunResult> {
+export async function run(cmd: string[], opts: { timeoutMs?: number; env?: Record<string, string>; cwd?: string } = {}): Promise<RunResult> {
   if (Bun.which(cmd[0]!) === null && !cmd[0]!.startsWith("/")) throw new Error(`${cmd[0]} is not installed (Debian: apt-get install fio qemu-utils libnbd-bin)`);
-  const proc = Bun.spawn({ cmd, cwd: repoRoot, stdin: "ignore", stdout: "pipe", stderr: "pipe", env: { ...process.env, NO_COLOR: "1", ...opts.env } });
+  const proc = Bun.spawn({ cmd, cwd: opts.cwd ?? repoRoot, stdin: "ignore", stdout: "pipe", stderr: "pipe", env: { ...process.env, NO_COLOR: "1", ...opts.env } });
   let timedOut = false;
   const timer = setTimeout(() => {
     timedOut = true;
@@ -124,6 +124,8 @@ export interface SystemOptions {
   devices?: string[];
   /** Replica device sizes by name, where they differ from sizeBytes. */
   replicaSizes?: Record<string, number>;
+  /** Extra replica devices no client serves (name → size), e.g. to attach a mismatched client later. */
+  replicaOnly?: Record<string, number>;
   /** WRL size; default max(64 MiB, 2 × total device bytes). */
   wrlSizeBytes?: number;
   /** Start the client (default true); false leaves only staging and replica running. */
@@ -217,14 +219,16 @@ export async function startSystem(options: SystemOptions): Promise<System> {
       await createImage(primaryPath(name), options.sizeBytes);
       await createImage(replicaPath(name), options.replicaSizes?.[name] ?? options.sizeBytes);
     }
+    for (const [name, size] of Object.entries(options.replicaOnly ?? {})) await createImage(replicaPath(name), size);
+    const replicaNames = [...devices, ...Object.keys(options.replicaOnly ?? {})];
     const wrlPath = join(dir, "wrl.img");
     const wrlSizeBytes = options.wrlSizeBytes ?? Math.max(64 * MiB, 2 * options.sizeBytes * devices.length);
     await druvaaOk(["wrl", "create", "--primary", wrlPath, "--size", String(wrlSizeBytes)]);
 
-    argsOf.set("replica", ["replica", "apply", "--listen", "127.0.0.1:0", "--control", "127.0.0.1:0", "--restore", "127.0.0.1:0", ...devices.flatMap((name) => ["--device", `${name}=${replicaPath(name)}`]), "--state-dir", join(dir, "replica-state")]);
+    argsOf.set("replica", ["replica", "apply", "--listen", "127.0.0.1:0", "--control", "127.0.0.1:0", "--restore", "127.0.0.1:0", ...replicaNames.flatMap((name) => ["--device", `${name}=${replicaPath(name)}`]), "--state-dir", join(dir, "replica-state")]);
     const replica = await start("replica");
     // Restarts must come back on the same ports: peers and tests hold these addresses.
-    argsOf.set("replica", ["replica", "apply", "--listen", String(replica.ready.listen), "--control", String(replica.ready.control), "--restore", String(replica.ready.restore), ...devices.flatMap((name) => ["--device", `${name}=${replicaPath(name)}`]), "--state-dir", join(dir, "replica-state")]);
+    argsOf.set("replica", ["replica", "apply", "--listen", String(replica.ready.listen), "--control", String(replica.ready.control), "--restore", String(replica.ready.restore), ...replicaNames.flatMap((name) => ["--device", `${name}=${replicaPath(name)}`]), "--state-dir", join(dir, "replica-state")]);
 
     argsOf.set("staging", ["staging", "serve", "--listen", "127.0.0.1:0", "--control", "127.0.0.1:0", "--wrl", `${wrlName}=${wrlPath}`, "--replica", `${wrlName}=${replica.ready.listen}`, "--state-dir", join(dir, "staging-state")]);
     const staging = await start("staging");
@@ -324,13 +328,14 @@ export async function startSystem(options: SystemOptions): Promise<System> {
     },
     stop: (opts) => stopAll(opts?.keepDir === true),
   };
-  mkdirSync(dir, { recursive: true });
   return system;
 }
 
 /** fio through an NBD export; returns fio's result (exit code checked by the caller). */
-export function fio(uri: string, name: string, extra: string[], timeoutMs = 60_000): Promise<RunResult> {
-  return run(["fio", `--name=${name}`, "--ioengine=nbd", `--uri=${uri}`, "--output-format=normal", ...extra], { timeoutMs });
+export function fio(uri: string, name: string, extra: string[], opts: { timeoutMs?: number; cwd?: string } = {}): Promise<RunResult> {
+  // fio saves a verify state file in its working directory unless told not to; run it in a temp
+  // dir (the system's) all the same.
+  return run(["fio", `--name=${name}`, "--ioengine=nbd", `--uri=${uri}`, "--output-format=normal", "--verify_state_save=0", ...extra], { timeoutMs: opts.timeoutMs ?? 60_000, cwd: opts.cwd ?? tmpdir() });
 }
 
 /** Runs qemu-io commands against an NBD URI; qemu-io reports failed commands on stdout and still exits 0. */
