@@ -19,6 +19,7 @@ export const main = command({
   subCommands: {
     demo: () => import("./commands/demo.ts").then((m) => m.default),
     wrl: () => import("./commands/wrl.ts").then((m) => m.default),
+    changemap: () => import("./commands/changemap.ts").then((m) => m.default),
     sizing: () => import("./commands/sizing.ts").then((m) => m.default),
     status: () => import("./commands/status.ts").then((m) => m.default),
     version: () => import("./commands/version.ts").then((m) => m.default),

@@ -209,6 +209,12 @@ export const replicaShipQueueBytesMax = 96 * MiB;
 export const replicaConnectionShipWindowMax = 8;
 /** Device writes of one shipment issued at once (non-overlapping records run in parallel). */
 export const replicaApplyWritesInflightMax = 32;
+/**
+ * Payload bytes of the shipments applied as one group: one flush and one state save for all of
+ * them (the state save alone is two fsyncs), then every one is acked. Past this the group ends
+ * and the next shipments form the next group.
+ */
+export const replicaApplyGroupBytesMax = 32 * MiB;
 /** Piece size of the zeros written for a ZERO record where a discard might not read back zeros. */
 export const replicaZeroPieceBytes = 1 * MiB;
 /** Bytes per restoreData message: read, hashed and sent as one chunk. */
@@ -257,3 +263,37 @@ assert(stagingShipmentBytesMax <= writePayloadSizeBytesMax && stagingShipmentByt
 assert(stagingShipmentHeaderBytesMax < frameHeaderSizeBytesMax, "estimated shipment headers leave a margin under the frame header bound");
 assert(stagingRelayDelayMsMin > 0 && stagingRelayDelayMsMin <= stagingRelayDelayMsMax, "relay backoff bounds are ordered");
 assert(stagingSessionInflightBytesMax >= writePayloadSizeBytesMax, "one largest write fits a session's in-flight bytes");
+
+// ---- change map (src/changemap/) ------------------------------------------------------------------
+/** One copy of the change-map header; two live at the start of the map (at 0 and at this offset). */
+export const changeMapHeaderCopyBytes = 16 * KiB;
+/** Both header copies; the first region's bitmap starts right after. */
+export const changeMapHeaderAreaBytes = 2 * changeMapHeaderCopyBytes;
+/** Most regions (client devices) one change-map file or device may hold. */
+export const changeMapRegionsMax = 48;
+/** Longest region name (UTF-8 bytes). */
+export const changeMapRegionNameBytesMax = 64;
+/** Longest device identity a region may record (UTF-8 bytes), e.g. a /dev/disk/by-id name. */
+export const changeMapDeviceIdentityBytesMax = 128;
+/** Volume bytes one bit covers: default, and bounds (always a power of two). */
+export const changeMapBlockSizeBytesDefault = 4 * KiB;
+export const changeMapBlockSizeBytesMin = 512;
+export const changeMapBlockSizeBytesMax = 64 * MiB;
+/** Each region's bitmap starts at a multiple of this (whole 4 KiB sectors for O_DIRECT). */
+export const changeMapBitmapAlignmentBytes = 4 * KiB;
+/** All bitmaps of one map, held in memory while it is open (16 TiB of volumes at 4 KiB a bit). */
+export const changeMapBitmapBytesTotalMax = 512 * MiB;
+/** Largest single write of bitmap sectors (adjacent changed sectors are written together). */
+export const changeMapWriteBytesMax = 1 * MiB;
+/** Bitmap writes of one group commit issued at once. */
+export const changeMapWritesInflightMax = 16;
+/** Dirty ranges `druvaa changemap info` lists per region. */
+export const changeMapInfoRangesMax = 16;
+
+assert(changeMapHeaderCopyBytes % changeMapBitmapAlignmentBytes === 0, "header copies are whole aligned sectors");
+assert(128 + changeMapRegionsMax * 256 + 4 <= changeMapHeaderCopyBytes, "the region table fits one header copy");
+assert(2 + changeMapRegionNameBytesMax <= 72 && 122 + changeMapDeviceIdentityBytesMax <= 256, "region entry fields fit 256 bytes");
+assert(changeMapBitmapAlignmentBytes % directIoAlignmentBytes === 0, "bitmaps are O_DIRECT aligned");
+assert(changeMapBlockSizeBytesMin >= sectorSizeBytes && changeMapBlockSizeBytesMin <= changeMapBlockSizeBytesDefault && changeMapBlockSizeBytesDefault <= changeMapBlockSizeBytesMax, "change-map block sizes are ordered");
+assert(changeMapWriteBytesMax % changeMapBitmapAlignmentBytes === 0 && changeMapWriteBytesMax <= deviceIoSizeBytesMax, "bitmap writes are whole aligned sectors within one device I/O");
+assert(changeMapBitmapBytesTotalMax % changeMapBitmapAlignmentBytes === 0, "the bitmap bound is whole sectors");
