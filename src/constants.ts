@@ -44,8 +44,12 @@ export const wrlGroupCommitAppendsMax = 256;
 export const wrlGroupCommitBytesMax = 8 * MiB;
 /** Appends waiting for a batch; past this, append() waits (back-pressure). */
 export const wrlPendingAppendsMax = 4096;
-/** Records cached in memory for the relay (no read-back in the steady state). */
-export const wrlCacheBytesMax = 64 * MiB;
+/**
+ * Records cached in memory for the relay (no read-back in the steady state). It covers the relay's
+ * window in flight plus a backlog; a relay further behind reads from disk. Bounded for the RSS
+ * target of a staging process (about 300 MB with the pooled receive buffers and batch buffers).
+ */
+export const wrlCacheBytesMax = 48 * MiB;
 
 assert(wrlSuperblockAreaBytes % wrlAlignmentBytes === 0, "superblock area must be aligned");
 assert(wrlDeviceSizeBytesMin > wrlSuperblockAreaBytes, "WRL minimum must leave room for records");
@@ -54,6 +58,12 @@ assert(writePayloadSizeBytesMax <= wrlGroupCommitBytesMax, "a max write must fit
 assert(directIoAlignmentBytes % sectorSizeBytes === 0, "direct I/O alignment is whole sectors");
 
 // ---- block devices: discard --------------------------------------------------------------------
+/**
+ * Writes up to this size to a buffered (page cache) device are done synchronously on the event
+ * loop (a memory copy into the page cache); larger ones, and every O_DIRECT write, go through the
+ * thread pool so the loop never waits for a transfer.
+ */
+export const pageCacheSyncWriteBytesMax = 64 * KiB;
 /** Largest piece of one BLKDISCARD ioctl (it blocks the JS thread; pieces let the loop breathe). */
 export const discardPieceSizeBytesMax = 256 * MiB;
 assert(discardPieceSizeBytesMax % directIoAlignmentBytes === 0, "discard pieces stay block aligned");
@@ -79,6 +89,16 @@ export const connectionInboxBytesMax = 32 * MiB;
 export const connectionLingerMs = 5_000;
 /** Queued frames smaller than this are copied together into one socket write. */
 export const socketWriteCoalesceBytesMax = 64 * KiB;
+/**
+ * Received bytes (all connections of a process) between two looks at the process's RSS; over
+ * gcRssBytesThreshold, a full garbage collection frees the dead receive chunks (connection-socket.ts).
+ */
+export const gcNudgeReceivedBytes = 32 * MiB;
+export const gcRssBytesThreshold = 200 * 1000 * 1000;
+/** Buffers of at least this many bytes are lent from the process's BufferPool (src/io/buffer-pool.ts). */
+export const bufferPoolPooledBytesMin = 64 * KiB;
+/** Idle bytes a BufferPool keeps for reuse; buffers given back past this are left to the GC. */
+export const bufferPoolIdleBytesMax = 24 * MiB;
 /** Longest Unix socket path (sun_path is 108 bytes with the terminating NUL on Linux). */
 export const unixSocketPathBytesMax = 107;
 
@@ -210,11 +230,13 @@ export const replicaConnectionShipWindowMax = 8;
 /** Device writes of one shipment issued at once (non-overlapping records run in parallel). */
 export const replicaApplyWritesInflightMax = 32;
 /**
- * Payload bytes of the shipments applied as one group: one flush and one state save for all of
- * them (the state save alone is two fsyncs), then every one is acked. Past this the group ends
- * and the next shipments form the next group.
+ * Shipments applied as one group, and their payload bytes: one flush and one state save for all
+ * of them (the state save alone is two fsyncs), then every one is acked. Past either bound the
+ * group ends and the next shipments form the next group. Half a relay connection's window, so
+ * the relay keeps shipping the next group while this one is flushed and saved.
  */
-export const replicaApplyGroupBytesMax = 32 * MiB;
+export const replicaApplyGroupShipmentsMax = 4;
+export const replicaApplyGroupBytesMax = 8 * MiB;
 /** Piece size of the zeros written for a ZERO record where a discard might not read back zeros. */
 export const replicaZeroPieceBytes = 1 * MiB;
 /** Bytes per restoreData message: read, hashed and sent as one chunk. */
@@ -226,6 +248,7 @@ export const restoreRequestTimeoutMs = 10_000;
 
 assert(restoreChunkBytes <= writePayloadSizeBytesMax && restoreChunkBytes % directIoAlignmentBytes === 0, "a restore chunk fits one message and stays block aligned");
 assert(replicaZeroPieceBytes % directIoAlignmentBytes === 0, "zero pieces are whole blocks");
+assert(replicaApplyGroupShipmentsMax >= 1 && replicaApplyGroupShipmentsMax <= replicaConnectionShipWindowMax, "an apply group fits what one relay connection sends");
 assert(replicaShipQueueBytesMax >= replicaConnectionShipWindowMax * writePayloadSizeBytesMax, "one relay's full window fits the apply queue");
 /** Chunks `druvaa restore` writes to its target at once (sequential, non-overlapping). */
 export const restoreWritesInflightMax = 4;
@@ -239,11 +262,14 @@ export const stagingSessionInflightWritesMax = 1024;
 /** Payload bytes of those writes; past this the connection stops being read. */
 export const stagingSessionInflightBytesMax = 256 * MiB;
 /** Payload budget of one shipment to the replica (one record larger than this travels alone). */
-export const stagingShipmentBytesMax = 4 * MiB;
+export const stagingShipmentBytesMax = 2 * MiB;
 /** Estimated CBOR header bytes of one shipment; records past it go in the next shipment. */
 export const stagingShipmentHeaderBytesMax = frameHeaderSizeBytesMax - 4 * KiB;
-/** Shipments a relay has sent and not yet seen answered (the window). */
-export const stagingRelayWindowMax = 4;
+/**
+ * Shipments a relay has sent and not yet seen answered (the window): two of the replica's apply
+ * groups (replicaApplyGroupShipmentsMax), so the next group is on its way while one is flushed.
+ */
+export const stagingRelayWindowMax = 8;
 /** Relay reconnect backoff towards the replica: first delay, doubled each failure up to the maximum. */
 export const stagingRelayDelayMsMin = 100;
 export const stagingRelayDelayMsMax = 5_000;

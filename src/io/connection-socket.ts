@@ -18,11 +18,11 @@
  * test's fake socket), through the handle*() methods.
  */
 import { assert } from "../assert.ts";
-import { connectionInboxBytesMax, connectionLingerMs, connectionSendQueueBytesMax, protocolTextLengthMax, socketWriteCoalesceBytesMax } from "../constants.ts";
+import { connectionInboxBytesMax, connectionLingerMs, connectionSendQueueBytesMax, gcNudgeReceivedBytes, gcRssBytesThreshold, protocolTextLengthMax, socketWriteCoalesceBytesMax } from "../constants.ts";
 import { DruvaaError, exitCodes, fromSystemError } from "../errors.ts";
 import { logger } from "../log.ts";
 import { ProtocolError } from "../protocol/errors.ts";
-import { encodeFrame, FrameDecoder, type Frame } from "../protocol/frame.ts";
+import { encodeFrame, FrameDecoder, type Frame, type FrameAllocator } from "../protocol/frame.ts";
 import type { Message } from "../protocol/messages.ts";
 import type { Connection, FrameHandler } from "./connection.ts";
 
@@ -46,7 +46,7 @@ type Waiter<T> = { resolve: (value: T) => void; reject: (error: DruvaaError) => 
 
 export class SocketConnection implements Connection {
   readonly #socket: SocketLike;
-  readonly #decoder = new FrameDecoder();
+  readonly #decoder: FrameDecoder;
   #state: "open" | "closing" | "closed" = "open";
   #reason: DruvaaError | undefined;
   /** What the peer's `error` message said: the close reason when it then closes. */
@@ -76,8 +76,10 @@ export class SocketConnection implements Connection {
   /** Socket writes that took less than offered (the drain path), for tests and stats. */
   partialWrites = 0;
 
-  constructor(socket: SocketLike, readonly peer: string) {
+  /** `allocateFrame`: see FrameDecoder (where frames spanning several chunks are assembled). */
+  constructor(socket: SocketLike, readonly peer: string, allocateFrame?: FrameAllocator) {
     this.#socket = socket;
+    this.#decoder = new FrameDecoder(allocateFrame);
   }
 
   get queuedBytes(): number {
@@ -180,6 +182,7 @@ export class SocketConnection implements Connection {
   // ---- socket events (called by the Bun handlers, or by a test's fake socket) ----
 
   handleData(chunk: Uint8Array): void {
+    nudgeGarbageCollector(chunk.length);
     // While closing, keep reading (so the peer's FIN arrives and the kernel does not answer
     // unread data with RST) but drop what arrives.
     if (this.#state !== "open") return;
@@ -367,6 +370,24 @@ export class SocketConnection implements Connection {
     this.#queue[this.#queueHead] = merged;
     return merged;
   }
+}
+
+/** Bytes received by every connection of this process since the last nudge. */
+let receivedSinceNudgeBytes = 0;
+
+/**
+ * Every received chunk is a fresh buffer (Bun never reuses them) that becomes garbage as soon as
+ * its frames are decoded. At hundreds of MB/s the collector, which paces itself by the JS heap,
+ * let a staging server's RSS swing to 450 MB with dead chunks (a hint, Bun.gc(false), did not
+ * bound it). So every gcNudgeReceivedBytes received, if the process's RSS is over
+ * gcRssBytesThreshold, a full collection runs right here: a few ms at most once per 32 MiB, and
+ * measured without a throughput loss; the staging peak stayed near 230 MB.
+ */
+function nudgeGarbageCollector(bytes: number): void {
+  receivedSinceNudgeBytes += bytes;
+  if (receivedSinceNudgeBytes < gcNudgeReceivedBytes) return;
+  receivedSinceNudgeBytes = 0;
+  if (process.memoryUsage.rss() > gcRssBytesThreshold) Bun.gc(true);
 }
 
 /**

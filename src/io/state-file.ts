@@ -8,12 +8,33 @@ import { mkdir, open, readFile, rename, rm } from "node:fs/promises";
 import { dirname, join, basename } from "node:path";
 import { DruvaaError, fromSystemError } from "../errors.ts";
 
+/**
+ * Directories made (or found) by an earlier write: a file saved after every replica shipment
+ * group should not pay a mkdir each time. A directory removed since is made again (ENOENT).
+ */
+const madeDirectories = new Set<string>();
+
+async function openTemp(directory: string, temp: string) {
+  if (!madeDirectories.has(directory)) {
+    await mkdir(directory, { recursive: true });
+    madeDirectories.add(directory);
+  }
+  try {
+    return await open(temp, "w", 0o600);
+  } catch (error) {
+    if ((error as { code?: unknown }).code !== "ENOENT") throw error;
+    madeDirectories.delete(directory);
+    await mkdir(directory, { recursive: true });
+    madeDirectories.add(directory);
+    return await open(temp, "w", 0o600);
+  }
+}
+
 export async function writeFileAtomic(path: string, contents: string | Uint8Array): Promise<void> {
   const directory = dirname(path);
-  await mkdir(directory, { recursive: true });
   const temp = join(directory, `.${basename(path)}.${process.pid}.${Date.now()}.tmp`);
   try {
-    const handle = await open(temp, "w", 0o600);
+    const handle = await openTemp(directory, temp);
     try {
       await handle.writeFile(contents);
       await handle.datasync();

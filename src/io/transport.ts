@@ -16,6 +16,7 @@ import { logger } from "../log.ts";
 import { formatAddress, type Address } from "./address.ts";
 import type { Connection } from "./connection.ts";
 import { SocketConnection, type SocketLike } from "./connection-socket.ts";
+import type { FrameAllocator } from "../protocol/frame.ts";
 
 export { formatAddress, parseAddress, type Address } from "./address.ts";
 export type { Connection, FrameHandler } from "./connection.ts";
@@ -29,13 +30,22 @@ function peerName(socket: Socket<SocketData>, address: Address): string {
   return address.kind === "unix" ? formatAddress(address) : `${socket.remoteAddress}:${socket.remotePort}`;
 }
 
+export interface ConnectionOptions {
+  /**
+   * Where frames spanning several socket chunks are assembled (e.g. a BufferPool's take, by a
+   * server that gives every frame's payload back once it has answered it). Default: a new buffer
+   * per frame.
+   */
+  allocateFrame?: FrameAllocator;
+}
+
 /** Socket handlers shared by listen() and connect(); `opened` wraps each new socket. */
-function socketHandlers(address: Address, opened: (connection: SocketConnection) => void) {
+function socketHandlers(address: Address, opened: (connection: SocketConnection) => void, options: ConnectionOptions = {}) {
   return {
     binaryType: "uint8array" as const,
     open(socket: Socket<SocketData>) {
       socket.setNoDelay(true); // acks are small and latency-bound; false (harmless) on Unix sockets
-      const connection = new SocketConnection(socket as unknown as SocketLike, peerName(socket, address));
+      const connection = new SocketConnection(socket as unknown as SocketLike, peerName(socket, address), options.allocateFrame);
       socket.data = { connection };
       opened(connection);
     },
@@ -73,7 +83,7 @@ export interface Listener {
  * delivered). A connection that misbehaves is closed alone. On Unix sockets a stale socket file
  * (left by a killed process: nobody accepts on it) is removed; a live one is refused.
  */
-export async function listen(address: Address, onConnection: (connection: Connection) => void): Promise<Listener> {
+export async function listen(address: Address, onConnection: (connection: Connection) => void, options: ConnectionOptions = {}): Promise<Listener> {
   const connections = new Set<Connection>();
   const handlers = socketHandlers(address, (connection) => {
     connections.add(connection);
@@ -84,7 +94,7 @@ export async function listen(address: Address, onConnection: (connection: Connec
       log.error(`${connection.peer}: connection handler failed: ${error instanceof Error ? error.message : String(error)}`);
       connection.abort(error instanceof DruvaaError ? error : undefined);
     }
-  });
+  }, options);
   const start = () =>
     address.kind === "unix"
       ? Bun.listen<SocketData>({ unix: address.path, allowHalfOpen: true, data: { connection: undefined }, socket: handlers })

@@ -33,14 +33,17 @@ export class ByteQueue {
     throw new Error("unreachable: length out of sync with chunks");
   }
 
-  /** The next `count` bytes without consuming them (a view when possible, else a copy). */
-  peek(count: number): Uint8Array {
+  /**
+   * The next `count` bytes without consuming them (a view when possible, else a copy into
+   * `allocate(count)`, which is filled completely and so need not be zeroed).
+   */
+  peek(count: number, allocate: (bytes: number) => Uint8Array = (bytes) => new Uint8Array(bytes)): Uint8Array {
     assert(count <= this.length, "peek past the queued bytes");
     const first = this.chunks[0];
     if (first !== undefined && first.length - this.headOffset >= count) {
       return first.subarray(this.headOffset, this.headOffset + count);
     }
-    const out = new Uint8Array(count);
+    const out = allocate(count);
     let filled = 0;
     let offset = this.headOffset;
     for (const chunk of this.chunks) {
@@ -53,9 +56,9 @@ export class ByteQueue {
     return out;
   }
 
-  /** Consumes and returns the next `count` bytes (a view when possible, else a copy). */
-  take(count: number): Uint8Array {
-    const bytes = this.peek(count);
+  /** Consumes and returns the next `count` bytes (a view when possible, else a copy: see peek). */
+  take(count: number, allocate?: (bytes: number) => Uint8Array): Uint8Array {
+    const bytes = this.peek(count, allocate);
     this.skip(count);
     return bytes;
   }

@@ -31,6 +31,9 @@ import { errnoName, nbdErrnoOf } from "./errno.ts";
 import type { ExportTerms } from "./exports.ts";
 import { cmd, cmdFlag, cmdNames, encodeSimpleReply, nbdErrno, readU16, readU32, readU64, requestHeaderBytes, requestMagic } from "./protocol.ts";
 import type { ReplyWriter } from "./reply-writer.ts";
+import { sharedBufferPool } from "../io/buffer-pool.ts";
+
+const takePooled = (bytes: number) => sharedBufferPool.take(bytes);
 
 interface Request {
   readonly flags: number;
@@ -122,7 +125,9 @@ export class Transmission {
         case "payload": {
           const request = this.current!;
           if (input.length < request.length) return "need-more";
-          const payload = input.take(request.length);
+          // A payload spanning socket chunks is copied into a pooled buffer, given back in
+          // execute() once the backend's promise settled (the backend contract: lent until then).
+          const payload = input.take(request.length, takePooled);
           this.stage = "header";
           this.current = undefined;
           void this.execute(request, payload);
@@ -258,6 +263,7 @@ export class Transmission {
       const message = error instanceof Error ? error.message : String(error);
       this.log.error(`${this.peer}: NBD_CMD_${cmdNames[request.type]} offset=${request.offset} length=${request.length} failed -> ${errnoName(errno)}: ${message}`);
     }
+    if (payload !== undefined) sharedBufferPool.give(payload); // no-op unless takePooled lent it
     const header = encodeSimpleReply(errno, request.cookie);
     if (data === undefined) this.writer.send(header);
     else this.writer.send(header, data);

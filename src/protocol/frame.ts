@@ -134,15 +134,18 @@ function* deliver(frames: Frame[], error: ProtocolError | undefined): Generator<
   if (error !== undefined) throw error;
 }
 
+/** Gives the buffer a whole frame of `bytes` is assembled in; its payload starts at `payloadAt`. */
+export type FrameAllocator = (bytes: number, payloadAt: number) => Uint8Array;
+
 /**
  * Streaming decoder for one connection. push() takes chunks with arbitrary boundaries and yields
  * the frames they complete, in order; frames that arrived before a corruption are yielded before
  * the ProtocolError is thrown. After an error the decoder is poisoned: every later push throws
  * the same error, and the connection must be closed (the stream cannot be resynchronised).
  *
- * Bounds: it holds at most one incomplete frame, and that buffer grows with the bytes actually
- * received (never allocated from the announced length), so memory is at most twice the frame
- * received so far. Work per push is linear in the chunk plus the frames it completes. It throws
+ * Bounds: it holds at most one incomplete frame. Its buffer grows with the bytes actually received
+ * until the frame's header has arrived and validated; then it is sized to the frame (at most
+ * frameSizeBytesMax, the same as a peer that sends the whole frame). Work per push is linear in the chunk plus the frames it completes. It throws
  * nothing but ProtocolError for any input.
  */
 export class FrameDecoder {
@@ -154,6 +157,18 @@ export class FrameDecoder {
   /** Its decoded header, once complete (decoded once, however many chunks the payload takes). */
   #header: DecodedHeader | undefined;
   #error: ProtocolError | undefined;
+  /** Where whole-frame buffers come from (a BufferPool's take, for consumers that give them back). */
+  readonly #allocate: FrameAllocator;
+
+  /**
+   * `allocate(bytes, payloadAt)` provides the buffer a frame spanning several chunks is assembled
+   * in, once its header has validated (`payloadAt`: where the payload starts in the frame, for an
+   * allocator that aligns it); it is filled completely, so it need not be zeroed. A frame's
+   * payload is a view into that buffer (or into a received chunk), never copied again.
+   */
+  constructor(allocate: FrameAllocator = (bytes) => new Uint8Array(bytes)) {
+    this.#allocate = allocate;
+  }
 
   /** Bytes held for an incomplete frame. */
   get bufferedBytes(): number {
@@ -242,10 +257,14 @@ export class FrameDecoder {
     const limitBytes = this.#frameBytes === 0 ? framePreambleBytes : this.#frameBytes;
     assert(requiredBytes <= limitBytes, "decoder buffers at most one frame");
     if (this.#buffer === undefined || requiredBytes > this.#buffer.length) {
-      // Grow geometrically, capped at the frame: memory follows what was received, so a peer that
-      // announces 8 MiB and sends 6 bytes costs 6 bytes, not 8 MiB.
-      const capacityBytes = Math.min(limitBytes, Math.max(requiredBytes, 2 * (this.#buffer?.length ?? 0), 4096));
-      const grown = new Uint8Array(capacityBytes);
+      // Until the header is decoded and validated, grow geometrically, capped at the frame: a
+      // peer that announces 8 MiB and sends 6 bytes costs 6 bytes, not 8 MiB. Once a valid
+      // header declared the payload, take the whole frame at once: growing a 1-8 MiB payload by
+      // doubling allocated and copied it about twice more, and each fresh allocation of that size
+      // is page-faulted in, which dominated the CPU profile of staging and replica.
+      const whole = this.#header !== undefined;
+      const capacityBytes = whole ? limitBytes : Math.min(limitBytes, Math.max(requiredBytes, 2 * (this.#buffer?.length ?? 0), 4096));
+      const grown = whole ? this.#allocate(capacityBytes, framePreambleBytes + this.#header!.headerBytes) : new Uint8Array(capacityBytes);
       if (this.#buffer !== undefined) grown.set(this.#buffer.subarray(0, this.#bufferedBytes));
       this.#buffer = grown;
     }

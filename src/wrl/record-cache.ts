@@ -44,9 +44,15 @@ export class RecordCache {
     return this.entries[this.first + (lsn - firstLsn)];
   }
 
-  /** Forgets every record with LSN <= lsn. */
-  dropThrough(lsn: number): void {
-    while (this.first < this.entries.length && this.entries[this.first]!.record.lsn <= lsn) this.dropFirst();
+  /**
+   * Forgets every record with LSN <= lsn (freed by the tail), handing each payload to `freed`.
+   * Records evicted earlier for the byte budget are not handed over: a reader may still hold them.
+   */
+  dropThrough(lsn: number, freed?: (data: Uint8Array) => void): void {
+    while (this.first < this.entries.length && this.entries[this.first]!.record.lsn <= lsn) {
+      freed?.(this.entries[this.first]!.record.data);
+      this.dropFirst();
+    }
     if (this.first === this.entries.length) this.clear();
   }
 

@@ -63,6 +63,7 @@ export class WriteLog {
   private geometry: LogGeometry;
   private reader: LogReader;
   private readonly cache = new RecordCache(wrlCacheBytesMax);
+  private freedDataSink: ((data: Uint8Array) => void) | undefined;
   private readonly incarnation: number;
 
   // Reserved head: appends accepted, durable or not.
@@ -222,7 +223,7 @@ export class WriteLog {
           this.tailLsn = lsn;
           this.tailPosition = end.position;
           this.tailIncarnation = end.incarnation;
-          this.cache.dropThrough(lsn);
+          this.cache.dropThrough(lsn, this.freedDataSink);
           this.locator.forgetThrough(lsn);
           this.bytesSinceCheckpoint = 0;
         },
@@ -253,6 +254,17 @@ export class WriteLog {
       log().info(`write log ${this.sb.uuid}: added ${device.name} as device ${entry.index} (${entry.dataBytes} bytes)`);
       return entry;
     });
+  }
+
+  /**
+   * From now on, the payload of every record freed by advanceTail() while still in the record
+   * cache is handed to `sink` (the appender's own buffer, given at append(): see
+   * RecordCache). By then it is durable, written, shipped and acknowledged, and this log holds no
+   * view of it any more: the staging server gives it back to the buffer pool it came from. A
+   * record evicted from the cache earlier is not handed over (a read() may still hold it).
+   */
+  onFreedData(sink: (data: Uint8Array) => void): void {
+    this.freedDataSink = sink;
   }
 
   info(): WrlInfo {

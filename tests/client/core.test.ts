@@ -38,7 +38,6 @@ describe("write path: staging first, then the primary", () => {
       { code: "WRL_FULL", druvaaCode: "WRL_FULL", errno: nbdErrno.EIO },
       { code: "OUT_OF_RANGE", druvaaCode: "IO_OUT_OF_RANGE", errno: nbdErrno.EINVAL },
       { code: "DEVICE_UNKNOWN", druvaaCode: "STAGING_DEVICE_UNKNOWN", errno: nbdErrno.EIO },
-      { code: "IO_ERROR", druvaaCode: "STAGING_IO_ERROR", errno: nbdErrno.EIO },
     ] as const;
     for (const { code, druvaaCode, errno } of cases) {
       const h = harness();
@@ -68,31 +67,35 @@ describe("write path: staging first, then the primary", () => {
     expect(link.sent.map((s) => [s.message.offset, s.message.length])).toEqual([[1 * MiB, 8 * MiB], [9 * MiB, 8 * MiB], [17 * MiB, 4 * MiB]]);
     expect(new Set(link.sent.map((s) => s.message.epoch)).size).toBe(1);
     h.ack(link.sent[0]!.message.reqId);
-    h.nack(link.sent[1]!.message.reqId, "IO_ERROR");
+    h.nack(link.sent[1]!.message.reqId, "DEVICE_UNKNOWN");
     h.ack(link.sent[2]!.message.reqId);
-    expect(((await write) as DruvaaError).code).toBe("STAGING_IO_ERROR");
+    expect(((await write) as DruvaaError).code).toBe("STAGING_DEVICE_UNKNOWN");
     const image = h.devices[0]!.snapshot();
     expect(image.subarray(1 * MiB, 9 * MiB)).toEqual(data.subarray(0, 8 * MiB));
     expect(image.subarray(9 * MiB, 17 * MiB)).toEqual(new Uint8Array(8 * MiB));
     expect(image.subarray(17 * MiB, 21 * MiB)).toEqual(data.subarray(16 * MiB));
   });
 
-  test("BUSY is transient: the write is sent again later and lands once acked", async () => {
-    const h = harness();
-    const link = new FakeSender();
-    h.core.linkUp(link);
-    const write = track(h.exports.get("disk0")!.write(0, filled(512, 1), false));
-    await settle();
-    h.nack(link.sent[0]!.message.reqId, "BUSY");
-    await settle();
-    expect(write.done).toBe(false);
-    expect(link.sent.length).toBe(1);
-    h.timers.runAll();
-    expect(link.sent.length).toBe(2);
-    expect(link.sent[1]!.message).toEqual(link.sent[0]!.message);
-    h.ack(link.sent[1]!.message.reqId);
-    await write.promise;
-    expect(await h.devices[0]!.read(0, 512)).toEqual(filled(512, 1));
+  // IO_ERROR too: the WRL failed with the record maybe written, and staging's recovery may keep
+  // it; failing the write without a local write would leave the replica ahead of the primary.
+  test("BUSY and IO_ERROR are transient: the write is sent again later and lands once acked", async () => {
+    for (const code of ["BUSY", "IO_ERROR"] as const) {
+      const h = harness();
+      const link = new FakeSender();
+      h.core.linkUp(link);
+      const write = track(h.exports.get("disk0")!.write(0, filled(512, 1), false));
+      await settle();
+      h.nack(link.sent[0]!.message.reqId, code);
+      await settle();
+      expect(write.done).toBe(false);
+      expect(link.sent.length).toBe(1);
+      h.timers.runAll();
+      expect(link.sent.length).toBe(2);
+      expect(link.sent[1]!.message).toEqual(link.sent[0]!.message);
+      h.ack(link.sent[1]!.message.reqId);
+      await write.promise;
+      expect(await h.devices[0]!.read(0, 512)).toEqual(filled(512, 1));
+    }
   });
 
   test("FUA: the primary is flushed after the local write, before the reply", async () => {
@@ -172,7 +175,7 @@ describe("epochs (one assigner for all devices)", () => {
     h.core.linkUp(link);
     const a = h.exports.get("disk0")!.write(0, filled(512, 1), false).catch(() => undefined);
     await settle();
-    h.nack(link.sent[0]!.message.reqId, "IO_ERROR");
+    h.nack(link.sent[0]!.message.reqId, "DEVICE_UNKNOWN");
     await a;
     void h.exports.get("disk0")!.write(0, filled(512, 2), false);
     await settle();

@@ -21,7 +21,13 @@
  *                                   mode comes with issue 4)
  *   OUT_OF_RANGE                 -> EINVAL (IO_OUT_OF_RANGE)
  *   BUSY, SHUTTING_DOWN          -> sent again after clientBusyRetryDelayMs (or on reconnect)
+ *   IO_ERROR                     -> the same, never failed: the WRL failed with the record maybe
+ *                                   written, and recovery after staging's restart may keep it
+ *   WRL_FULL to a write sent on  -> the same, never failed: an earlier copy may be in the WRL
+ *     an earlier connection         (its ack was lost with the connection)
  *   anything else                -> EIO with staging's message
+ * (Failing a write that may be in the WRL, without writing it locally, would leave the replica
+ * with bytes the primary never gets. Found by the simulation, tests/sim/.)
  * A refused piece is never written locally. Pieces of the same request that staging did ack are
  * (they are in the WRL and will reach the replica; the primary must not lack them).
  *
@@ -126,8 +132,12 @@ interface PendingWrite {
   readonly state: DeviceState;
   readonly resolve: (lsn: number) => void;
   readonly reject: (error: DruvaaError) => void;
-  /** Cancels a scheduled resend after BUSY / SHUTTING_DOWN. */
+  /** Cancels a scheduled resend after a transient answer (BUSY, SHUTTING_DOWN, IO_ERROR, ...). */
   cancelRetry?: () => void;
+  /** Handed to a sender at least once. */
+  sent?: boolean;
+  /** Sent on a connection that is gone: staging may have logged it without our seeing the ack. */
+  mayBeLogged?: boolean;
 }
 
 export class ClientCore {
@@ -260,9 +270,16 @@ export class ClientCore {
     const message: WriteMessage = { type: "write", reqId: this.#nextReqId, device: state.spec.name, wrl: state.spec.wrl, ...fields };
     this.#nextReqId += 1;
     return new Promise<number>((resolve, reject) => {
-      this.#pending.set(message.reqId, { message, payload, state, resolve, reject });
-      this.#sender?.send(message, payload);
+      const entry: PendingWrite = { message, payload, state, resolve, reject };
+      this.#pending.set(message.reqId, entry);
+      this.#send(entry);
     });
+  }
+
+  #send(entry: PendingWrite): void {
+    if (this.#sender === undefined) return;
+    entry.sent = true;
+    this.#sender.send(entry.message, entry.payload);
   }
 
   #checkOpen(): void {
@@ -283,7 +300,7 @@ export class ClientCore {
     for (const entry of this.#pending.values()) {
       entry.cancelRetry?.();
       delete entry.cancelRetry;
-      sender.send(entry.message, entry.payload);
+      this.#send(entry);
     }
   }
 
@@ -291,6 +308,7 @@ export class ClientCore {
   linkDown(): void {
     this.#sender = undefined;
     for (const entry of this.#pending.values()) {
+      if (entry.sent === true) entry.mayBeLogged = true;
       entry.cancelRetry?.();
       delete entry.cancelRetry;
     }
@@ -312,13 +330,15 @@ export class ClientCore {
       entry.resolve(reply.lsn);
       return;
     }
-    if (reply.code === "BUSY" || reply.code === "SHUTTING_DOWN") {
+    // Answers that leave it open whether the WRL holds the write: it must not fail (table above).
+    const mayBeInWrl = reply.code === "IO_ERROR" || (reply.code === "WRL_FULL" && entry.mayBeLogged === true);
+    if (reply.code === "BUSY" || reply.code === "SHUTTING_DOWN" || mayBeInWrl) {
       // Transient: staging will take it later (or after the reconnect a shutdown leads to).
       this.#log.debug(`staging answered ${reply.code} to write ${reply.reqId}; sending it again in ${clientBusyRetryDelayMs} ms`);
       entry.cancelRetry?.();
       entry.cancelRetry = this.#timers.schedule(clientBusyRetryDelayMs, () => {
         delete entry.cancelRetry;
-        if (this.#pending.get(reply.reqId) === entry) this.#sender?.send(entry.message, entry.payload);
+        if (this.#pending.get(reply.reqId) === entry) this.#send(entry);
       });
       return;
     }

@@ -12,7 +12,7 @@
  * writeback before flush() — the caller flushes before it declares the shipment applied.
  */
 import { assert } from "../../assert.ts";
-import { replicaApplyWritesInflightMax, replicaZeroPieceBytes } from "../../constants.ts";
+import { directIoAlignmentBytes, pageCacheSyncWriteBytesMax, replicaApplyWritesInflightMax, replicaZeroPieceBytes } from "../../constants.ts";
 import type { BlockDevice } from "../../io/block-device.ts";
 import { recordFlags, type ShipMessage, type ShipNackCode, type ShipRecord } from "../../protocol/messages.ts";
 
@@ -29,6 +29,15 @@ export interface ReplicaDevice {
    * leaves contents unspecified) zeros are written.
    */
   readonly discardReadsZeros: boolean;
+  /**
+   * The same file opened again without O_DIRECT, when `device` is an O_DIRECT image file: records
+   * of at most pageCacheSyncWriteBytesMax go through it (a page-cache copy rather than a disk
+   * write and a thread-pool round trip each). Both handles are on one inode, so the kernel keeps
+   * them coherent (a direct write or read first writes back and drops cached pages in its range;
+   * overlapping records are applied one after the other), and `device.flush()` (fdatasync of the
+   * inode) makes the writes of both durable.
+   */
+  smallWrites?: BlockDevice;
 }
 
 export interface PlannedWrite {
@@ -110,7 +119,10 @@ let zeroPiece: Uint8Array | undefined;
 
 async function writeOne(write: PlannedWrite): Promise<void> {
   const { record, target, data } = write;
-  if (data !== undefined) return target.device.write(record.offset, data);
+  if (data !== undefined) {
+    const via = target.smallWrites !== undefined && data.length <= pageCacheSyncWriteBytesMax ? target.smallWrites : target.device;
+    return via.write(record.offset, data);
+  }
   if (record.length === 0) return;
   if (target.discardReadsZeros) return target.device.discard(record.offset, record.length);
   zeroPiece ??= new Uint8Array(replicaZeroPieceBytes);
@@ -142,7 +154,7 @@ class Slots {
 }
 
 /**
- * Writes the planned records: overlapping ones (same device, intersecting ranges) strictly in
+ * Writes the planned records: overlapping ones (same device, ranges sharing a 4 KiB page) strictly in
  * LSN order, the others concurrently. Waits for every write to settle; throws the first error
  * (a record whose predecessor failed is not written). Returns the devices written, for the
  * caller to flush.
@@ -151,8 +163,11 @@ export async function applyWrites(writes: readonly PlannedWrite[], inflightMax =
   const slots = new Slots(inflightMax);
   const started: { target: ReplicaDevice; start: number; end: number; done: Promise<void> }[] = [];
   for (const write of writes) {
-    const start = write.record.offset;
-    const end = start + write.record.length;
+    // Whole pages: two records in one page must not race even when their bytes do not overlap,
+    // as one may go through the page cache and the other O_DIRECT (ReplicaDevice.smallWrites),
+    // and a direct write writes back and drops the page the other is dirtying.
+    const start = write.record.length === 0 ? write.record.offset : Math.floor(write.record.offset / directIoAlignmentBytes) * directIoAlignmentBytes;
+    const end = write.record.length === 0 ? start : Math.ceil((write.record.offset + write.record.length) / directIoAlignmentBytes) * directIoAlignmentBytes;
     // Earlier records this one must follow. Zero-length records overlap nothing.
     const before = started.filter((other) => other.target === write.target && other.start < end && start < other.end).map((other) => other.done);
     const done = (async () => {

@@ -2,9 +2,11 @@
  * ReplicaCore: the replica's logic without sockets. Devices, the state store and the clock come
  * from outside, so the same code runs in `druvaa replica apply` and in an in-process simulation.
  *
- * Shipments and restores take turns on one FIFO lock: one shipment applies at a time, and a
- * restore runs between two shipments (a consistent point: the device then holds exactly the
- * records up to appliedLsn, a prefix of the WRL order). Shipments waiting for the lock are
+ * Shipments and restores take turns on one FIFO lock: one group of shipments applies at a time
+ * (the shipments waiting when it starts and while its writes run, see #applyQueued: one flush and
+ * one state save for the group, then each shipment is acked), and a restore runs between two
+ * groups (a consistent point: the device then holds exactly the records up to appliedLsn, a
+ * prefix of the WRL order). Shipments waiting for the lock are
  * bounded (replicaShipQueueMax / replicaShipQueueBytesMax); past that they are refused with BUSY
  * and the relay sends them again.
  *
@@ -30,11 +32,11 @@
  */
 import { createHash } from "node:crypto";
 import { assert } from "../../assert.ts";
-import { protocolTextLengthMax, replicaShipQueueBytesMax, replicaShipQueueMax, restoreChunkBytes } from "../../constants.ts";
+import { protocolTextLengthMax, replicaApplyGroupBytesMax, replicaApplyGroupShipmentsMax, replicaShipQueueBytesMax, replicaShipQueueMax, restoreChunkBytes } from "../../constants.ts";
 import { DruvaaError, exitCodes } from "../../errors.ts";
 import { logger } from "../../log.ts";
 import type { ResumeAckMessage, ResumeMessage, RestoreBeginMessage, RestoreDataMessage, RestoreEndMessage, ShipAckMessage, ShipMessage, ShipNackCode, ShipNackMessage } from "../../protocol/messages.ts";
-import { applyWrites, planShipment, type ReplicaDevice } from "./apply.ts";
+import { applyWrites, planShipment, type PlannedWrite, type ReplicaDevice } from "./apply.ts";
 import { emptyReplicaState, type DeviceState, type ReplicaState, type ReplicaStateStore, type WrlState } from "./state.ts";
 
 export type { ReplicaDevice } from "./apply.ts";
@@ -49,6 +51,23 @@ export interface ReplicaCoreOptions {
 }
 
 export type ShipReply = ShipAckMessage | ShipNackMessage;
+
+interface QueuedShipment {
+  message: ShipMessage;
+  payload: Uint8Array;
+  resolve: (reply: ShipReply) => void;
+  reject: (error: unknown) => void;
+}
+
+/** A shipment taken into an apply group, with the answer it gets once the group is durable. */
+interface GroupMember {
+  entry: QueuedShipment;
+  /** Devices its records write. */
+  planned: ReadonlySet<string>;
+  /** Whether its records are applied with the group (not a re-delivery, not refused). */
+  applied: boolean;
+  reply: ShipReply;
+}
 export type RestoreMessage = RestoreBeginMessage | RestoreDataMessage | RestoreEndMessage;
 /** Delivers a restore message to the restorer; resolves when it may send more. */
 export type RestoreSend = (message: RestoreMessage, payload?: Uint8Array) => Promise<void>;
@@ -79,6 +98,8 @@ export class ReplicaCore {
   /** Devices a failed apply may have left half-written, until their WRL passes `untilLsn`. */
   readonly #inconsistent = new Map<string, { wrlUuid: string; untilLsn: number }>();
   #lockTail: Promise<void> = Promise.resolve();
+  /** Shipments waiting for the lock, in arrival order. */
+  readonly #shipQueue: QueuedShipment[] = [];
   #queuedShipments = 0;
   #queuedBytes = 0;
   #applying = false;
@@ -140,18 +161,11 @@ export class ReplicaCore {
     }
     this.#queuedShipments += 1;
     this.#queuedBytes += payload.length;
-    return this.#exclusive(async () => {
-      this.#queuedShipments -= 1;
-      this.#queuedBytes -= payload.length;
-      if (this.#stopping) return nack(message, "SHUTTING_DOWN", "the replica is shutting down; send it again after the restart");
-      this.#applying = true;
-      try {
-        const reply = await this.#apply(message, payload);
-        if (reply.type === "shipNack") log.warn(`WRL ${message.wrl}: refused LSN ${message.firstLsn}..${message.lastLsn}: ${reply.code}: ${reply.message}`);
-        return reply;
-      } finally {
-        this.#applying = false;
-      }
+    return new Promise<ShipReply>((resolve, reject) => {
+      this.#shipQueue.push({ message, payload, resolve, reject });
+      // One turn of the lock per shipment, so a restore asked for in between keeps its place; a
+      // turn finds its shipment already applied when an earlier group took it along.
+      void this.#exclusive(() => this.#applyQueued());
     });
   }
 
@@ -214,8 +228,8 @@ export class ReplicaCore {
     }
   }
 
-  #checkWrl(name: string, uuid: string): ShipNackMessage | undefined {
-    const other = this.#state.wrls.find((wrl) => wrl.name === name && wrl.uuid !== uuid && wrl.appliedLsn > 0);
+  #checkWrl(name: string, uuid: string, state: ReplicaState = this.#state): ShipNackMessage | undefined {
+    const other = state.wrls.find((wrl) => wrl.name === name && wrl.uuid !== uuid && wrl.appliedLsn > 0);
     if (other !== undefined) {
       return {
         type: "shipNack",
@@ -232,51 +246,155 @@ export class ReplicaCore {
     return undefined;
   }
 
-  async #apply(ship: ShipMessage, payload: Uint8Array): Promise<ShipReply> {
-    const mismatch = this.#checkWrl(ship.wrl, ship.wrlUuid);
+  #take(): QueuedShipment | undefined {
+    const entry = this.#shipQueue.shift();
+    if (entry !== undefined) {
+      this.#queuedShipments -= 1;
+      this.#queuedBytes -= entry.payload.length;
+    }
+    return entry;
+  }
+
+  /**
+   * Applies queued shipments as one group (holding the lock): the first one queued, then, each
+   * time the writes issued so far have completed, every shipment that arrived meanwhile — until
+   * none is waiting, the replica is stopping, a restore is waiting for its turn, or the group
+   * reaches replicaApplyGroupBytesMax / replicaApplyGroupShipmentsMax. Then ONE flush of the devices written
+   * and ONE save of the state (appliedLsn = the last shipment's lastLsn per WRL), and only then
+   * every shipment of the group is answered, in order. Each shipment is checked against the state
+   * the group has reached (same decision table as one at a time); a refused one ends the group
+   * (it is answered after the group's acks), the ones taken after it go back to the queue.
+   * The group's end is a consistent point like a single shipment's: the devices then hold the
+   * records up to appliedLsn of every WRL. A failed write, flush or save answers every shipment
+   * of the group IO_ERROR (nothing of it is acknowledged; staging re-delivers from the saved LSN).
+   */
+  async #applyQueued(): Promise<void> {
+    const first = this.#take();
+    if (first === undefined) return;
+    if (this.#stopping) return first.resolve(nack(first.message, "SHUTTING_DOWN", "the replica is shutting down; send it again after the restart"));
+    this.#applying = true;
+    const members: GroupMember[] = [];
+    /** Every shipment taken from the queue and not put back. */
+    const taken = new Set<QueuedShipment>([first]);
+    let state = this.#state;
+    let groupBytes = 0;
+    let ended = false;
+    const touched = new Set<ReplicaDevice>();
+    try {
+      for (let batch: QueuedShipment[] = [first]; batch.length > 0 && !ended; ) {
+        const plans: PlannedWrite[] = [];
+        for (const [index, entry] of batch.entries()) {
+          const outcome = this.#prepare(entry.message, entry.payload, state);
+          if (Array.isArray(outcome)) {
+            const planned = new Set(outcome.map((write) => write.target.name));
+            members.push({ entry, planned, applied: true, reply: { type: "shipAck", wrl: entry.message.wrl, appliedLsn: entry.message.lastLsn } });
+            for (const write of outcome) plans.push(write);
+            state = this.#nextState(state, entry.message, planned);
+          } else {
+            members.push({ entry, planned: new Set(), applied: false, reply: outcome });
+            if (outcome.type === "shipNack") {
+              log.warn(`WRL ${entry.message.wrl}: refused LSN ${entry.message.firstLsn}..${entry.message.lastLsn}: ${outcome.code}: ${outcome.message}`);
+              const rest = batch.slice(index + 1);
+              for (const other of rest) taken.delete(other);
+              this.#putBack(rest);
+              ended = true;
+              break;
+            }
+          }
+          groupBytes += entry.payload.length;
+        }
+        if (plans.length > 0) {
+          try {
+            for (const device of await applyWrites(plans)) touched.add(device);
+          } catch (error) {
+            return this.#failGroup(members, `applying failed: ${describe(error)}`);
+          }
+        }
+        batch = [];
+        while (!ended && !this.#stopping && this.#restores === 0 && groupBytes < replicaApplyGroupBytesMax && members.length + batch.length < replicaApplyGroupShipmentsMax) {
+          const next = this.#take();
+          if (next === undefined) break;
+          batch.push(next);
+          taken.add(next);
+        }
+      }
+      if (state !== this.#state) {
+        try {
+          await Promise.all([...touched].map((entry) => entry.device.flush()));
+        } catch (error) {
+          return this.#failGroup(members, `applying failed: ${describe(error)}`);
+        }
+        try {
+          await this.#store.save(state);
+        } catch (error) {
+          return this.#failGroup(members, `applied but could not save ${this.#store.where}: ${describe(error)}`);
+        }
+        this.#state = state;
+      }
+      for (const { entry, applied } of members) {
+        if (!applied) continue;
+        const ship = entry.message;
+        this.#seen.delete(ship.wrlUuid);
+        for (const [name, mark] of this.#inconsistent) if (mark.wrlUuid === ship.wrlUuid && ship.lastLsn >= mark.untilLsn) this.#inconsistent.delete(name);
+      }
+      for (const { entry, reply } of members) entry.resolve(reply);
+    } catch (error) {
+      // A bug: every shipment taken learns it (the server then closes the relay's connection).
+      log.error(`applying shipments failed unexpectedly: ${describe(error)}`);
+      for (const entry of taken) entry.reject(error);
+    } finally {
+      this.#applying = false;
+    }
+  }
+
+  /** Shipments taken for a group that ended early wait again, at the front, in their order. */
+  #putBack(entries: readonly QueuedShipment[]): void {
+    for (const entry of entries) {
+      this.#queuedShipments += 1;
+      this.#queuedBytes += entry.payload.length;
+    }
+    this.#shipQueue.unshift(...entries);
+  }
+
+  /** A write, flush or save of the group failed: nothing of it is acknowledged. */
+  #failGroup(members: readonly GroupMember[], why: string): void {
+    for (const { entry, planned, reply } of members) {
+      const ship = entry.message;
+      // Some records may have reached the devices: they hold no consistent point until this
+      // shipment is applied whole (staging re-delivers it, since it was not acked).
+      for (const name of planned) this.#inconsistent.set(name, { wrlUuid: ship.wrlUuid, untilLsn: ship.lastLsn });
+      entry.resolve(reply.type === "shipNack" ? reply : nack(ship, "IO_ERROR", `LSN ${ship.firstLsn}..${ship.lastLsn}: ${why}`));
+    }
+    log.warn(`refused ${members.length} shipment(s) with IO_ERROR: ${why}`);
+  }
+
+  /** One shipment against the state reached so far: its writes, or the answer it gets without any. */
+  #prepare(ship: ShipMessage, payload: Uint8Array, state: ReplicaState): PlannedWrite[] | ShipReply {
+    const mismatch = this.#checkWrl(ship.wrl, ship.wrlUuid, state);
     if (mismatch !== undefined) return mismatch;
-    const appliedLsn = this.appliedLsn(ship.wrlUuid);
+    const appliedLsn = state.wrls.find((wrl) => wrl.uuid === ship.wrlUuid)?.appliedLsn ?? 0;
     if (ship.firstLsn > appliedLsn + 1) {
       return nack(ship, "LSN_GAP", `the shipment starts at LSN ${ship.firstLsn}, but the replica applied WRL ${ship.wrl} only up to LSN ${appliedLsn}: records ${appliedLsn + 1}..${ship.firstLsn - 1} are missing (nothing was applied); resume from ${appliedLsn + 1}`);
     }
     if (ship.lastLsn <= appliedLsn) return { type: "shipAck", wrl: ship.wrl, appliedLsn };
     const plan = planShipment(ship, payload, appliedLsn, this.#devices);
     if (!Array.isArray(plan)) return nack(ship, plan.code, plan.message);
-    const planned = new Set(plan.map((write) => write.target.name));
-    try {
-      const touched = await applyWrites(plan);
-      await Promise.all([...touched].map((entry) => entry.device.flush()));
-    } catch (error) {
-      // Some records may have reached the devices: they hold no consistent point until this
-      // shipment is applied whole (staging re-delivers it, since it was not acked).
-      for (const name of planned) this.#inconsistent.set(name, { wrlUuid: ship.wrlUuid, untilLsn: ship.lastLsn });
-      return nack(ship, "IO_ERROR", `applying LSN ${ship.firstLsn}..${ship.lastLsn} failed: ${describe(error)}`);
-    }
-    const next = this.#nextState(ship, planned);
-    try {
-      await this.#store.save(next);
-    } catch (error) {
-      return nack(ship, "IO_ERROR", `applied LSN ${ship.firstLsn}..${ship.lastLsn} but could not save ${this.#store.where}: ${describe(error)}`);
-    }
-    this.#state = next;
-    this.#seen.delete(ship.wrlUuid);
-    for (const [name, mark] of this.#inconsistent) if (mark.wrlUuid === ship.wrlUuid && ship.lastLsn >= mark.untilLsn) this.#inconsistent.delete(name);
-    return { type: "shipAck", wrl: ship.wrl, appliedLsn: ship.lastLsn };
+    return plan;
   }
 
-  /** The state after `ship` is applied: a new object, so a failed save leaves #state as it was. */
-  #nextState(ship: ShipMessage, written: ReadonlySet<string>): ReplicaState {
+  /** The state after `ship` is applied to `base`: a new object, so a failed save leaves #state as it was. */
+  #nextState(base: ReplicaState, ship: ShipMessage, written: ReadonlySet<string>): ReplicaState {
     const wrl: WrlState = { name: ship.wrl, uuid: ship.wrlUuid, appliedLsn: ship.lastLsn, lastAppliedAt: new Date(this.#now()).toISOString() };
     // A re-created WRL only gets here when the old one never applied anything: drop that entry.
-    const wrls = [...this.#state.wrls.filter((other) => other.uuid !== ship.wrlUuid && other.name !== ship.wrl), wrl];
-    const devices = new Map<string, DeviceState>(this.#state.devices.map((device) => [device.name, { ...device }]));
+    const wrls = [...base.wrls.filter((other) => other.uuid !== ship.wrlUuid && other.name !== ship.wrl), wrl];
+    const devices = new Map<string, DeviceState>(base.devices.map((device) => [device.name, { ...device }]));
     const entry = (name: string) => devices.get(name) ?? devices.set(name, { name }).get(name)!;
     for (const { name, sizeBytes } of ship.devices ?? []) {
       entry(name).declaredSizeBytes = sizeBytes;
       entry(name).wrlUuid = ship.wrlUuid;
     }
     for (const name of written) entry(name).wrlUuid = ship.wrlUuid;
-    return { version: this.#state.version, wrls, devices: [...devices.values()] };
+    return { version: base.version, wrls, devices: [...devices.values()] };
   }
 
   async #stream(target: ReplicaDevice, send: RestoreSend): Promise<RestoreResult> {

@@ -67,6 +67,13 @@ export interface StagingCoreOptions {
   /** Shipment bounds and window of the relays (tests make them small). */
   shipmentLimits?: ShipmentLimits;
   relayWindowMax?: number;
+  /**
+   * True when the bytes handed to handle()/write() are never changed afterwards by whoever
+   * received them (SocketConnection: Bun hands out fresh chunks and the frame decoder never
+   * reuses a buffer it delivered from). Large payloads are then kept without a copy. Default
+   * false: every payload is copied, as if it were a reused receive buffer.
+   */
+  receivedBytesStay?: boolean;
 }
 
 interface WrlEntry {
@@ -106,17 +113,32 @@ export interface StagingCoreStatus {
 
 type AttachRefusal = { code: string; message: string };
 
+/**
+ * The WRL keeps the bytes it is given (its record cache hands them to the relay without a copy)
+ * for as long as the record is unshipped, so they must not change meanwhile. Where received bytes
+ * stay as they are (`receivedBytesStay`), a payload that is most of its buffer (a large write,
+ * assembled by the frame decoder in a buffer of its own) is kept as it is: copying 1 MiB writes
+ * into fresh buffers was a large part of staging's CPU. A small payload is still copied out
+ * (cheap): as a view it would pin the whole receive chunk it came from (up to hundreds of KB,
+ * shared with other frames) while the cache counts only the view.
+ */
+function ownedPayload(payload: Uint8Array, receivedBytesStay: boolean): Uint8Array {
+  return receivedBytesStay && payload.byteLength * 2 >= payload.buffer.byteLength ? payload : payload.slice();
+}
+
 export class StagingCore {
   readonly #wrls: ReadonlyMap<string, WrlEntry>;
   readonly #store: DeviceStateStore;
   readonly #clock: Clock;
   readonly #sessions = new Set<ClientSession>();
+  readonly #receivedBytesStay: boolean;
   #stopping = false;
 
-  private constructor(wrls: Map<string, WrlEntry>, store: DeviceStateStore, clock: Clock) {
+  private constructor(wrls: Map<string, WrlEntry>, store: DeviceStateStore, clock: Clock, receivedBytesStay: boolean) {
     this.#wrls = wrls;
     this.#store = store;
     this.#clock = clock;
+    this.#receivedBytesStay = receivedBytesStay;
   }
 
   /** Loads each WRL's attached devices and sets up its relay (not started: see start()). */
@@ -149,7 +171,7 @@ export class StagingCore {
       });
       wrls.set(spec.name, entry);
     }
-    return new StagingCore(wrls, options.store, clock);
+    return new StagingCore(wrls, options.store, clock, options.receivedBytesStay ?? false);
   }
 
   /** Starts every relay. */
@@ -263,9 +285,7 @@ export class StagingCore {
       return nack("OUT_OF_RANGE", `write of ${message.length} bytes at ${message.offset} is outside device ${message.device} (${device.sizeBytes} bytes) or not aligned to its ${device.logicalBlockSizeBytes}-byte blocks`);
     }
     const zero = message.zero === true;
-    // The WRL keeps the bytes it is given (its record cache hands them to the relay without a
-    // copy), so they must not be a view into the connection's receive buffer: copy them out.
-    const data = zero ? new Uint8Array(0) : payload.slice();
+    const data = zero ? new Uint8Array(0) : ownedPayload(payload, this.#receivedBytesStay);
     const input: WrlAppend = { type: zero ? "zero" : "write", epoch: message.epoch, device: message.device, seq: message.reqId, offset: message.offset, data };
     if (zero) input.lengthBytes = message.length;
     session.started(data.length);

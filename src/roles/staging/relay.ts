@@ -142,6 +142,8 @@ class Signal {
 interface InflightShipment {
   firstLsn: number;
   lastLsn: number;
+  /** The recycled buffer the payload was copied into, if any: reusable once the replica acked. */
+  pooled?: Uint8Array;
 }
 
 export class Relay {
@@ -160,6 +162,13 @@ export class Relay {
   #lastError: LastError | null = null;
   #replicaDevices: Map<string, number> | undefined;
   #inflight: InflightShipment[] = [];
+  /**
+   * Shipment buffers (payloadBytesMax each) whose shipment the replica acknowledged: once it has
+   * answered, it holds no reference to the bytes (a socket peer has read them all; an in-process
+   * one has applied them). Reusing them saves allocating and page-faulting a fresh multi-MiB
+   * buffer per shipment. Buffers of a session that ended unanswered are dropped, never reused.
+   */
+  #spareBuffers: Uint8Array[] = [];
   #stopping = false;
   /** Whether the current session got a shipment acknowledged (resets the backoff). */
   #sessionAcked = false;
@@ -328,9 +337,15 @@ export class Relay {
     if (next > this.#o.wrl.info().headLsn) return undefined;
     const records = await this.#o.wrl.read(next, this.#limits.payloadBytesMax);
     if (records.length === 0 || this.#stopping) return undefined;
-    const shipment = buildShipment(records, { wrl: this.#o.name, wrlUuid: this.#o.uuid, deviceSizes: this.#o.deviceSizes() }, this.#limits);
+    let pooled: Uint8Array | undefined;
+    const allocate = (bytes: number) => {
+      if (bytes > this.#limits.payloadBytesMax) return new Uint8Array(bytes);
+      pooled = this.#spareBuffers.pop() ?? new Uint8Array(this.#limits.payloadBytesMax);
+      return pooled.subarray(0, bytes);
+    };
+    const shipment = buildShipment(records, { wrl: this.#o.name, wrlUuid: this.#o.uuid, deviceSizes: this.#o.deviceSizes() }, this.#limits, allocate);
     const { firstLsn, lastLsn } = shipment.message;
-    this.#inflight.push({ firstLsn, lastLsn });
+    this.#inflight.push(pooled === undefined ? { firstLsn, lastLsn } : { firstLsn, lastLsn, pooled });
     await link.send(shipment.message, shipment.payload);
     return lastLsn;
   }
@@ -347,6 +362,7 @@ export class Relay {
             throw new DruvaaError("PROTO_UNEXPECTED", `the replica acknowledged LSN ${shipped.firstLsn}..${shipped.lastLsn} with appliedLsn ${reply.appliedLsn}`, "Run the same druvaa release on staging and replica");
           }
           this.#sessionAcked = true;
+          if (shipped.pooled !== undefined && this.#spareBuffers.length < this.#windowMax) this.#spareBuffers.push(shipped.pooled);
           this.#work.wake(); // a window slot is free
           // Never past what this session shipped: the replica cannot have applied more of it.
           const freeTo = Math.min(reply.appliedLsn, shipped.lastLsn);

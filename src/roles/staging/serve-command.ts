@@ -6,6 +6,7 @@
  */
 import { command, jsonFlag, repeatedFlag } from "../../cli-support.ts";
 import { stagingControlPortDefault, stagingDataPortDefault } from "../../constants.ts";
+import { sharedBufferPool } from "../../io/buffer-pool.ts";
 import { parseAddress, type Address } from "../../io/transport.ts";
 import { logger } from "../../log.ts";
 import { announceReady, checkName, defaultNodeId, parseNamedValues, resolveStateDir, untilSignalled } from "../common.ts";
@@ -49,12 +50,18 @@ export default command({
     const wrls = await openWrls(plans);
     try {
       for (const { name, wrl } of wrls) {
+        // A record's payload is the receive buffer its write arrived in (pooled by the server):
+        // once the record is freed (shipped and acknowledged), the buffer serves the next writes.
+        wrl.onFreedData((data) => sharedBufferPool.give(data));
         const info = wrl.info();
         log.info(`WRL ${name} (${info.uuid}): head LSN ${info.headLsn}, tail LSN ${info.tailLsn}, ${info.recordCount} record(s) to relay${wrl.recovery ? `; recovery: ${wrl.recovery.stopReason}` : ""}`);
       }
       const core = await StagingCore.open({
         wrls: wrls.map((entry) => ({ name: entry.name, wrl: entry.wrl, devicePaths: entry.devicePaths, replicaAddress: entry.replicaText, dialReplica: replicaDialer(entry.replica, nodeId) })),
         store: fileDeviceStateStore(stateDir),
+        // Clients come in through SocketConnection, which never reuses bytes it delivered (its
+        // pooled receive buffers come back only through onFreedData above, after the WRL is done).
+        receivedBytesStay: true,
       });
       const server = await StagingServer.start({ core, nodeId, listen: listenAddress, control: controlAddress });
       core.start();

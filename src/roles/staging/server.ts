@@ -11,6 +11,7 @@
  * the socket.
  */
 import { DruvaaError } from "../../errors.ts";
+import { sharedBufferPool } from "../../io/buffer-pool.ts";
 import { startControlServer, type ControlServer } from "../../io/control-server.ts";
 import { connect, formatAddress, listen, type Address, type Connection, type Listener } from "../../io/transport.ts";
 import { logger } from "../../log.ts";
@@ -71,7 +72,9 @@ export class StagingServer {
   static async start(options: StagingServerOptions): Promise<StagingServer> {
     const server = new StagingServer(options);
     try {
-      server.#data = await listen(options.listen, (connection) => void server.#guard(connection));
+      // Writes spanning socket chunks (every large one) are assembled in pooled buffers; the
+      // WRL gives them back once their record is freed (see serve-command.ts, onFreedData).
+      server.#data = await listen(options.listen, (connection) => void server.#guard(connection), { allocateFrame: (bytes) => sharedBufferPool.take(bytes) });
       server.#control = startControlServer(options.control, { "/status": () => server.status() }, "staging");
     } catch (error) {
       await Promise.all([server.#data?.stop(), server.#control?.stop()]);

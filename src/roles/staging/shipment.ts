@@ -59,6 +59,7 @@ export function buildShipment(
   records: readonly WrlRecord[],
   target: { wrl: string; wrlUuid: string; deviceSizes: ReadonlyMap<string, number> },
   limits: ShipmentLimits = defaultShipmentLimits,
+  allocate: (bytes: number) => Uint8Array = (bytes) => new Uint8Array(bytes),
 ): Shipment {
   assert(records.length > 0, "a shipment has at least one record");
   const shipRecords: ShipRecord[] = [];
@@ -97,13 +98,17 @@ export function buildShipment(
     declared.push({ name, sizeBytes });
   }
   if (devices.size > 0 && declared.length === devices.size) message.devices = declared;
-  return { message, payload: concat(data, payloadBytes), recordsUsed: used };
+  return { message, payload: concat(data, payloadBytes, allocate), recordsUsed: used };
 }
 
-/** One buffer of the records' data: the record's own bytes when there is one (no copy), else one copy. */
-function concat(parts: readonly Uint8Array[], totalBytes: number): Uint8Array {
+/**
+ * One buffer of the records' data: the record's own bytes when there is one (no copy), else one
+ * copy into `allocate(totalBytes)` (the relay recycles shipment buffers).
+ */
+function concat(parts: readonly Uint8Array[], totalBytes: number, allocate: (bytes: number) => Uint8Array): Uint8Array {
   if (parts.length === 1) return parts[0]!;
-  const out = new Uint8Array(totalBytes);
+  const out = allocate(totalBytes);
+  assert(out.length === totalBytes, "allocate returns exactly the bytes asked for");
   let position = 0;
   for (const part of parts) {
     out.set(part, position);
