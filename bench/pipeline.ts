@@ -27,7 +27,7 @@ import { open } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { fetchStatus, type StagingStatus } from "../src/commands/status-format.ts";
 import { runDruvaa, startRole, type RoleProcess } from "../src/demo/processes.ts";
-import { Cleanup, flagValue, median, missingTools, peakRssMB, round, runFio, type FioJob, type FioResult } from "./lib.ts";
+import { Cleanup, flagValue, median, missingTools, peakRssMB, round, runFio, type FioJob, type FioResult } from "./support/lib.ts";
 
 const MiB = 1024 * 1024;
 const seconds = Number(flagValue("seconds", "20"));
