@@ -6,8 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# nbdinfo, nbdcopy and nbdfuse are all in libnbd-bin on Debian 12.
-debian_packages=(qemu-utils nbdkit libnbd-bin fio fuse3 e2fsprogs util-linux coreutils)
+# nbdinfo, nbdcopy and nbdfuse are all in libnbd-bin on Debian 12. libisal2 (Intel ISA-L) gives
+# druvaa its hardware CRC32C (src/wrl/crc32c.ts; without it a slower JavaScript one is used).
+debian_packages=(qemu-utils nbdkit libnbd-bin fio fuse3 e2fsprogs util-linux coreutils libisal2)
 missing=()
 if command -v dpkg-query >/dev/null 2>&1; then
   for p in "${debian_packages[@]}"; do

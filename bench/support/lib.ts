@@ -128,9 +128,21 @@ async function stopChildren(graceMs: number): Promise<void> {
 }
 
 /** Runs one fio job with the nbd engine against `uri`; JSON goes to a file (fio prints notes on stdout). */
-export async function runFio(job: FioJob, uri: string, outputPath: string, cleanup: Cleanup): Promise<FioResult> {
+export function runFio(job: FioJob, uri: string, outputPath: string, cleanup: Cleanup): Promise<FioResult> {
+  return runFioWith(job, ["--ioengine=nbd", `--uri=${uri}`], outputPath, cleanup);
+}
+
+/**
+ * Runs one fio job straight on a file with libaio and O_DIRECT, an fdatasync after every
+ * `fdatasyncEvery` writes (0: none): what the disk itself gives the same access pattern.
+ */
+export function runFioOnFile(job: FioJob, path: string, fdatasyncEvery: number, outputPath: string, cleanup: Cleanup): Promise<FioResult> {
+  return runFioWith(job, ["--ioengine=libaio", "--direct=1", `--filename=${path}`, ...(fdatasyncEvery > 0 ? [`--fdatasync=${fdatasyncEvery}`] : [])], outputPath, cleanup);
+}
+
+async function runFioWith(job: FioJob, engineArgs: string[], outputPath: string, cleanup: Cleanup): Promise<FioResult> {
   const args = [
-    "fio", `--name=${job.name}`, "--ioengine=nbd", `--uri=${uri}`, `--rw=${job.rw}`, `--bs=${job.blockSize}`, `--iodepth=${job.iodepth}`,
+    "fio", `--name=${job.name}`, ...engineArgs, `--rw=${job.rw}`, `--bs=${job.blockSize}`, `--iodepth=${job.iodepth}`,
     `--size=${job.sizeBytes}`, "--time_based", `--runtime=${job.seconds}`, "--output-format=json", `--output=${outputPath}`,
   ];
   const proc = Bun.spawn(args, { stdin: "ignore", stdout: "pipe", stderr: "pipe" });

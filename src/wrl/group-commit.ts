@@ -10,7 +10,7 @@
  * next records, so checksumming, transfers and flushes overlap; every flush covers whatever was
  * written before it started, which is the "group" of group commit.
  *
- * Bounds: at most wrlGroupCommitBytesMax written and not yet durable (one larger batch on its own
+ * Bounds: at most wrlUnflushedBytesMax written and not yet durable (one larger batch on its own
  * is allowed), batches of at most wrlGroupCommitAppendsMax appends, and back-pressure on append()
  * past wrlPendingAppendsMax / wrlPendingBytesMax reserved and not yet durable.
  *
@@ -22,7 +22,7 @@
 import { assert } from "../assert.ts";
 import type { BlockDevice } from "../io/block-device.ts";
 import type { DruvaaError } from "../errors.ts";
-import { wrlGroupCommitBytesMax, wrlPendingAppendsMax, wrlPendingBytesMax, wrlWriteChunkBytes } from "../constants.ts";
+import { wrlPendingAppendsMax, wrlUnflushedBytesMax, wrlPendingBytesMax, wrlWriteChunkBytes } from "../constants.ts";
 import { Batch, BufferPool, batchCapacityBytes, type PendingRecord, type ReservedRecord } from "./batch.ts";
 import type { LogGeometry } from "./geometry.ts";
 import type { WrlAppendResult } from "./types.ts";
@@ -169,7 +169,7 @@ export class GroupCommit {
         if (batch === undefined) break;
         if (batch === this.openBatch) this.openBatch = undefined;
         this.encoding = batch; // from here on failAll() finds it there
-        while (this.failure === undefined && this.inFlightBytes > 0 && this.inFlightBytes + batch.bytes > wrlGroupCommitBytesMax) {
+        while (this.failure === undefined && this.inFlightBytes > 0 && this.inFlightBytes + batch.bytes > wrlUnflushedBytesMax) {
           await new Promise<void>((resolve) => this.progressWaiters.push(resolve));
         }
         if (this.failure !== undefined) break;
