@@ -25,6 +25,7 @@ export const main = command({
     version: () => import("./commands/version.ts").then((m) => m.default),
     replica: () => import("./roles/replica/command.ts").then((m) => m.default),
     restore: () => import("./commands/restore.ts").then((m) => m.default),
+    resync: () => import("./commands/resync.ts").then((m) => m.default),
     client: () => import("./roles/client/command.ts").then((m) => m.default),
     staging: () => import("./roles/staging/command.ts").then((m) => m.default),
   },

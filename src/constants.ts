@@ -221,6 +221,21 @@ assert(clientReconnectDelayMsMin > 0 && clientReconnectDelayMsMin <= clientRecon
 export const clientEpochReserve = 1_000_000;
 /** How often the client checks its epoch reservation and saves its state file. */
 export const clientStateSaveIntervalMs = 1_000;
+/**
+ * Disconnected mode (with --changemap): a write staging has not acknowledged within this long
+ * sends the client into disconnected mode (the write completes locally, its blocks marked in the
+ * change map), so the application never stalls longer. `--ack-timeout` overrides it.
+ */
+export const clientAckTimeoutMsDefault = 5_000;
+/** While disconnected with the link up (e.g. after "WRL full"), a resync is tried this often. */
+export const clientResyncRetryMs = 2_000;
+/** Resync: bytes of one chunk (a read, a write record, one ack) and chunks in flight. */
+export const clientResyncChunkBytes = 1024 * 1024;
+export const clientResyncChunksInflight = 8;
+/** Smallest resync chunk (after repeated "WRL full" during resync passes). */
+export const clientResyncChunkBytesMin = 64 * 1024;
+/** Clears of the change map (lazily durable) are made durable at least this often. */
+export const clientChangeMapSyncIntervalMs = 5_000;
 
 // ---- replica (src/roles/replica/, src/commands/restore.ts) ---------------------------------------
 /** Default ports of `druvaa replica apply` (the original product's install guide). */

@@ -39,6 +39,21 @@ export function parseRateBytesPerHour(text: string, flag: string): number {
   return parseSizeBytes(sizePart, flag) * perHour;
 }
 
+const bitPrefixes: Record<string, number> = { "": 1, k: 1e3, m: 1e6, g: 1e9 };
+
+/**
+ * Parses a bandwidth: bits ("20Mbit", "100Mbps", "1Gbit/s": decimal prefixes) or a size per time
+ * ("20MiB/s", "500MB/min"; a bare size is per second). Returns bytes per second (> 0).
+ */
+export function parseRateBytesPerSecond(text: string, flag: string): number {
+  const bits = /^\s*(\d+(?:\.\d+)?)\s*([kmg]?)(?:bit|bps|b\/s|bit\/s)\s*$/i.exec(text);
+  const bytesPerSecond = bits !== null
+    ? (Number(bits[1]) * bitPrefixes[bits[2]!.toLowerCase()]!) / 8
+    : parseRateBytesPerHour(text.includes("/") ? text : `${text}/s`, flag) / 3600;
+  if (!(bytesPerSecond > 0) || !Number.isFinite(bytesPerSecond)) throw usageError(`${flag}: "${text}" is not a positive rate`, `e.g. ${flag} 20Mbit or ${flag} 50MiB/s`);
+  return bytesPerSecond;
+}
+
 const durationUnits: Record<string, number> = { ms: 1, s: 1000, m: 60_000, min: 60_000, h: 3_600_000, d: 86_400_000 };
 
 /** Parses a duration such as "30s", "24h", "1500ms"; a bare number is seconds. */

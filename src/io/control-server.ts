@@ -2,6 +2,7 @@
  * The control port every role serves: plain HTTP, so `druvaa status`, curl, monitoring and the
  * panel can all read it. GET /status → the role's status as JSON. Routes are functions returning
  * JSON-able values (or a Response for other formats, e.g. Prometheus text on /metrics later).
+ * A route key is a path (GET) or "METHOD /path" (e.g. "POST /resync" for actions).
  * A route that throws answers 500 with the error's code and message; the server keeps serving.
  */
 import { DruvaaError } from "../errors.ts";
@@ -20,9 +21,9 @@ export function startControlServer(address: Address, routes: Record<string, Cont
   const log = logger(`${tag}:control`);
   const handler = async (request: Request): Promise<Response> => {
     const path = new URL(request.url).pathname;
-    const route = routes[path];
-    if (route === undefined || request.method !== "GET") {
-      return Response.json({ ok: false, error: { code: "NOT_FOUND", message: `no such endpoint: ${request.method} ${path}`, hint: `Try: GET ${Object.keys(routes).join(", ")}` } }, { status: 404 });
+    const route = routes[`${request.method} ${path}`] ?? (request.method === "GET" ? routes[path] : undefined);
+    if (route === undefined) {
+      return Response.json({ ok: false, error: { code: "NOT_FOUND", message: `no such endpoint: ${request.method} ${path}`, hint: `Try: ${Object.keys(routes).map((key) => (key.includes(" ") ? key : `GET ${key}`)).join(", ")}` } }, { status: 404 });
     }
     try {
       const result = await route(request);

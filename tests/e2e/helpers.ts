@@ -3,6 +3,7 @@
  * end-to-end tests. Every process started here is tracked by pid and killed by stop() (and, as a
  * last resort, when the test process exits), so a failing test leaves nothing running.
  */
+import { expect } from "bun:test";
 import { createHash } from "node:crypto";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { open } from "node:fs/promises";
@@ -130,6 +131,10 @@ export interface SystemOptions {
   wrlSizeBytes?: number;
   /** Start the client (default true); false leaves only staging and replica running. */
   client?: boolean;
+  /** Give the client a change map (one region per device, at dir/changemap.img): disconnected mode. */
+  changeMap?: boolean;
+  /** More `druvaa client attach` flags (e.g. ["--ack-timeout", "1s"]). */
+  clientFlags?: string[];
 }
 
 export interface System {
@@ -234,7 +239,10 @@ export async function startSystem(options: SystemOptions): Promise<System> {
     const staging = await start("staging");
     argsOf.set("staging", ["staging", "serve", "--listen", String(staging.ready.listen), "--control", String(staging.ready.control), "--wrl", `${wrlName}=${wrlPath}`, "--replica", `${wrlName}=${replica.ready.listen}`, "--state-dir", join(dir, "staging-state")]);
 
-    const clientArgs = (control: string) => ["client", "attach", ...devices.flatMap((name) => ["--device", `${name}=${primaryPath(name)}`]), "--staging", String(staging.ready.listen), "--wrl", wrlName, "--export", `unix:${socket}`, "--control", control, "--state-dir", join(dir, "client-state")];
+    const changeMapPath = join(dir, "changemap.img");
+    if (options.changeMap === true) await druvaaOk(["changemap", "create", changeMapPath, ...devices.flatMap((name) => ["--region", `${name}=${options.sizeBytes}`])]);
+    const mapFlags = options.changeMap === true ? ["--changemap", changeMapPath] : [];
+    const clientArgs = (control: string) => ["client", "attach", ...devices.flatMap((name) => ["--device", `${name}=${primaryPath(name)}`]), "--staging", String(staging.ready.listen), "--wrl", wrlName, "--export", `unix:${socket}`, "--control", control, "--state-dir", join(dir, "client-state"), ...mapFlags, ...(options.clientFlags ?? [])];
     if (options.client !== false) {
       argsOf.set("client", clientArgs("127.0.0.1:0"));
       const client = await start("client");
@@ -343,4 +351,17 @@ export async function qemuIo(uri: string, commands: string[], timeoutMs = 60_000
   const result = await run(["qemu-io", "-f", "raw", uri, ...commands.flatMap((c) => ["-c", c])], { timeoutMs });
   if (/failed|error/i.test(result.stdout)) return { ...result, exitCode: result.exitCode || 1 };
   return result;
+}
+
+/** fio ended cleanly: exit 0 and no verify error in its output. */
+export function expectFioOk(result: RunResult): void {
+  if (result.exitCode !== 0) throw new Error(`fio exited ${result.exitCode}${result.timedOut ? " (timed out)" : ""}:\n${result.stderr}\n${result.stdout.slice(-3000)}`);
+  expect(result.stdout).not.toMatch(/verify: bad|crc32c: verify failed|err=\s*[1-9]/);
+}
+
+/** Waits until the replica applied everything, restores every device and compares it to its primary. */
+export async function expectReplicaEqualsPrimary(sys: System): Promise<void> {
+  await sys.waitDrained(60);
+  const hashes = await sys.verifyAll();
+  for (const name of sys.devices) expect({ name, sha256: hashes[name]!.restored }).toEqual({ name, sha256: hashes[name]!.primary });
 }

@@ -6,7 +6,7 @@
  * an error (its writes just stall meanwhile) and the replica must converge to the primary.
  */
 import { afterEach, describe, expect, test } from "bun:test";
-import { fio, MiB, qemuIo, readRange, startSystem, type Role, type RunResult, type System } from "./helpers.ts";
+import { expectFioOk, expectReplicaEqualsPrimary, fio, MiB, qemuIo, readRange, startSystem, type Role, type RunResult, type System } from "./helpers.ts";
 
 const sizeBytes = 32 * MiB;
 let system: System | undefined;
@@ -16,16 +16,7 @@ afterEach(async () => {
   system = undefined;
 });
 
-function expectFioOk(result: RunResult): void {
-  if (result.exitCode !== 0) throw new Error(`fio exited ${result.exitCode}${result.timedOut ? " (timed out)" : ""}:\n${result.stderr}\n${result.stdout.slice(-3000)}`);
-  expect(result.stdout).not.toMatch(/verify: bad|crc32c: verify failed|err=\s*[1-9]/);
-}
 
-async function expectReplicaEqualsPrimary(sys: System): Promise<void> {
-  await sys.waitDrained(60);
-  const hashes = await sys.verifyAll();
-  for (const name of sys.devices) expect({ name, sha256: hashes[name]!.restored }).toEqual({ name, sha256: hashes[name]!.primary });
-}
 
 const randwrite = (size: string) => ["--rw=randwrite", "--bs=4k", "--iodepth=16", `--size=${size}`, "--verify=crc32c", "--do_verify=1", "--randseed=7"];
 

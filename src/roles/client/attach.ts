@@ -6,7 +6,9 @@
  */
 import { realpathSync } from "node:fs";
 import { command, jsonFlag, repeatedFlag } from "../../cli-support.ts";
-import { clientShutdownWaitMs, clientStateSaveIntervalMs } from "../../constants.ts";
+import { openChangeMapAtPath, type ChangeMap, type ChangeMapRegion } from "../../changemap/index.ts";
+import { clientChangeMapSyncIntervalMs, clientShutdownWaitMs, clientStateSaveIntervalMs } from "../../constants.ts";
+import { parseDurationMs, parseRateBytesPerSecond } from "../../units.ts";
 import { DruvaaError, exitCodes, usageError } from "../../errors.ts";
 import type { BlockDevice } from "../../io/block-device.ts";
 import { startControlServer, type ControlServer } from "../../io/control-server.ts";
@@ -32,12 +34,16 @@ export default command({
     control: { type: "string", valueHint: "HOST:PORT", default: "127.0.0.1:6007", description: "HTTP control port (GET /status)" },
     "state-dir": { type: "string", valueHint: "DIR", description: "where the client keeps its state (default /var/lib/druvaa/client as root)" },
     "node-id": { type: "string", valueHint: "ID", description: "this client's name at staging (default: the host name)" },
+    changemap: { type: "string", valueHint: "PATH", description: "change map (druvaa changemap create) with a region per --device NAME: enables disconnected mode and resync" },
+    "ack-timeout": { type: "string", valueHint: "DURATION", default: "5s", description: "with --changemap: a write staging has not acknowledged by then completes locally, marked in the change map" },
+    "rate-limit": { type: "string", valueHint: "RATE", description: "with --changemap: resync bandwidth, e.g. 20MiB/s (default: unlimited)" },
     json: jsonFlag,
   },
   examples: [
     "druvaa client attach --device disk0=/dev/sdb --staging 10.0.0.5:6001 --wrl fast --export unix:/run/druvaa/disk0.sock",
     "druvaa client attach --device db=/srv/db.img --device logs=/srv/logs.img --staging staging:6001 --wrl app --export 127.0.0.1:10809",
     "qemu-io -f raw 'nbd+unix:///disk0?socket=/run/druvaa/disk0.sock' -c 'write 0 1M'   # write through it",
+    "druvaa changemap create /var/lib/druvaa/disk0.map --region disk0=100GiB && druvaa client attach --device disk0=/dev/sdb --changemap /var/lib/druvaa/disk0.map --staging 10.0.0.5:6001 --wrl fast --export unix:/run/druvaa/disk0.sock",
   ],
   async run({ args, rawArgs }) {
     const deviceFlags = parseNamedValues(repeatedFlag(rawArgs, "device"), "--device", "disk0=/dev/sdb");
@@ -50,12 +56,32 @@ export default command({
     const stateDir = resolveStateDir(args["state-dir"], "client");
     const nodeId = args["node-id"] ?? defaultNodeId();
     const staging = formatAddress(stagingAddress);
+    const ackTimeoutMs = parseDurationMs(args["ack-timeout"], "--ack-timeout");
+    if (args.changemap === undefined && args["rate-limit"] !== undefined) throw usageError("--rate-limit needs --changemap (it limits resync)", "Add --changemap PATH, or drop --rate-limit");
+    const resyncRate = args["rate-limit"] === undefined ? 0 : parseRateBytesPerSecond(args["rate-limit"], "--rate-limit");
 
-    const devices = await openDevices(deviceFlags, wrl);
+    const opened = await openDevices(deviceFlags, wrl);
+    let changeMap: ChangeMap | undefined;
+    let devices = opened;
+    try {
+      if (args.changemap !== undefined) {
+        changeMap = await openChangeMapAtPath(args.changemap);
+        const map = changeMap;
+        devices = opened.map((d) => ({ ...d, changeMap: regionFor(map, d.name, d.device.sizeBytes, opened.length) }));
+        const dirty = devices.reduce((sum, d) => sum + d.changeMap!.dirtyBytes, 0);
+        log.info(`change map ${args.changemap}: ${dirty} dirty byte(s) to resync`);
+      }
+    } catch (error) {
+      await changeMap?.close().catch(() => undefined);
+      await Promise.allSettled(opened.map((d) => d.device.close()));
+      throw error;
+    }
     let link: StagingLink | undefined;
     let nbd: NbdServer | undefined;
     let control: ControlServer | undefined;
     let saveTimer: ReturnType<typeof setInterval> | undefined;
+    let mapSyncTimer: ReturnType<typeof setInterval> | undefined;
+    const syncMap = () => changeMap?.sync().catch((error: unknown) => log.error(`change map ${args.changemap}: ${error instanceof Error ? error.message : String(error)}`));
     try {
       let core: ClientCore | undefined;
       const describe = (): Omit<ClientState, "epochReservedUpTo" | "savedAt"> => ({
@@ -68,7 +94,8 @@ export default command({
         }),
       });
       const stateFile = await ClientStateFile.open(stateDir, describe);
-      const liveCore = (core = new ClientCore({ devices, startEpoch: stateFile.startEpoch }));
+      const liveCore = (core = new ClientCore({ devices, startEpoch: stateFile.startEpoch, ackTimeoutMs, resyncRateBytesPerSecond: resyncRate, onResynced: () => void syncMap() }));
+      if (changeMap !== undefined) mapSyncTimer = setInterval(syncMap, clientChangeMapSyncIntervalMs);
       link = new StagingLink({
         address: staging,
         dial: () => connect(stagingAddress),
@@ -93,7 +120,12 @@ export default command({
           devices: liveCore.deviceStatus().map((d) => ({ ...d, export: server.uri(d.name), wrlUuid: activeLink.wrlUuids.get(d.name) ?? null })),
           inflightWrites: liveCore.inflightWrites,
           unackedWrites: liveCore.unackedWrites,
+          ...liveCore.modeStatus(),
         }),
+        "POST /resync": () => {
+          if (changeMap === undefined) throw new DruvaaError("NO_CHANGEMAP", "this client has no change map: every write is logged at staging, there is nothing to resync", "Start the client with --changemap PATH for disconnected mode and resync", exitCodes.refused);
+          return liveCore.requestResync();
+        },
       }, "client");
 
       let saving = Promise.resolve();
@@ -119,10 +151,12 @@ export default command({
       });
     } finally {
       clearInterval(saveTimer);
+      clearInterval(mapSyncTimer);
       await nbd?.close();
       await control?.stop();
       await link?.stop();
       await Promise.allSettled(devices.map((d) => d.device.close()));
+      await changeMap?.close().catch((error: unknown) => log.error(`closing change map ${args.changemap}: ${error instanceof Error ? error.message : String(error)}`));
     }
   },
 });
@@ -151,6 +185,12 @@ async function shutdown(core: ClientCore, nbd: NbdServer): Promise<number> {
   await core.flushAll();
   log.info("devices flushed; stopped");
   return failedWrites;
+}
+
+/** The device's region: named like the device (or the map's only region, for one device). */
+function regionFor(map: ChangeMap, name: string, sizeBytes: number, deviceCount: number): ChangeMapRegion {
+  const regionName = map.regionNames.includes(name) || deviceCount > 1 || map.regionNames.length !== 1 ? name : map.regionNames[0]!;
+  return map.region(regionName, { volumeSizeBytes: sizeBytes });
 }
 
 async function openDevices(flags: Map<string, string>, wrl: string): Promise<ClientDevice[]> {

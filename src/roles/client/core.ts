@@ -17,8 +17,8 @@
  * it (image files), written zeros elsewhere, so primary and replica hold the same bytes.
  *
  * Staging's answer to a piece (writeNack decision table):
- *   WRL_FULL                     -> EIO, logged once per episode (the change map of disconnected
- *                                   mode comes with issue 4)
+ *   WRL_FULL                     -> with a change map: disconnected mode (modes.ts); without,
+ *                                   EIO, logged once per episode
  *   OUT_OF_RANGE                 -> EINVAL (IO_OUT_OF_RANGE)
  *   BUSY, SHUTTING_DOWN          -> sent again after clientBusyRetryDelayMs (or on reconnect)
  *   IO_ERROR                     -> the same, never failed: the WRL failed with the record maybe
@@ -36,109 +36,27 @@
  * its range was held in the overlap gate the whole time, so nothing overlapping was issued.
  *
  * Not guaranteed: that the primary and the WRL agree after a local device error (staging acked,
- * the local pwrite failed): the NBD client gets EIO and the error is logged. There is no ack
- * timeout yet: a staging that keeps the connection but never answers holds the writes (and the
- * NBD clients) until the connection drops; timeouts lead to disconnected mode with issue 4.
+ * the local pwrite failed): the NBD client gets EIO and the error is logged. Without a change
+ * map there is no ack timeout: a staging that keeps the connection but never answers holds the
+ * writes (and the NBD clients) until the connection drops. With one (--changemap), a lost link,
+ * an ack timeout or "WRL full" switches to disconnected mode, and a resync follows (modes.ts).
  */
 import type { ConsolaInstance } from "consola/basic";
 import { assert } from "../../assert.ts";
 import { clientBusyRetryDelayMs, clientInflightBytesMax, clientInflightWritesMax, writePayloadSizeBytesMax, zeroRecordBytesMax } from "../../constants.ts";
 import { DruvaaError, exitCodes } from "../../errors.ts";
-import type { BlockDevice } from "../../io/block-device.ts";
 import { logger } from "../../log.ts";
 import type { NbdExport } from "../../nbd/backend.ts";
 import { EpochAssigner } from "../../order/epochs.ts";
 import { OverlapGate } from "../../order/overlap.ts";
-import type { WriteAckMessage, WriteMessage, WriteNackMessage } from "../../protocol/messages.ts";
+import type { WriteMessage } from "../../protocol/messages.ts";
 import { InflightLimit } from "./inflight-limit.ts";
+import { diverted, ModeController } from "./modes.ts";
+import { realTimers, type ClientCoreOptions, type ClientDevice, type ClientDeviceStatus, type ClientMode, type ClientModeStatus, type ClientTimers, type DeviceState, type PendingWrite, type StagingSender, type WriteReply } from "./types.ts";
 import { nackError, split, zeroLocal } from "./write-helpers.ts";
 
-export interface ClientDevice {
-  /** Device name: the NBD export name and the name staging logs it under. */
-  readonly name: string;
-  /** Where it lives (shown in status). */
-  readonly path: string;
-  /** The WRL (consistency group) it is attached to. */
-  readonly wrl: string;
-  readonly device: BlockDevice;
-  /** True when discard() makes the range read zeros (image files, memory): zeroing may discard. */
-  readonly discardReadsZeros: boolean;
-}
-
-/** What the core needs from a live connection to staging. */
-export interface StagingSender {
-  /** Queues a frame; delivery is confirmed by writeAck, not by this call. */
-  send(message: WriteMessage, payload: Uint8Array | undefined): void;
-}
-
-export type WriteReply = WriteAckMessage | WriteNackMessage;
-
-/** Timers, passed in so a simulation can drive them. */
-export interface ClientTimers {
-  /** Runs `fn` after `delayMs`; returns a function that cancels it. */
-  schedule(delayMs: number, fn: () => void): () => void;
-}
-
-export const realTimers: ClientTimers = {
-  schedule(delayMs, fn) {
-    const handle = setTimeout(fn, delayMs);
-    return () => clearTimeout(handle);
-  },
-};
-
-export interface ClientCoreOptions {
-  devices: readonly ClientDevice[];
-  /** First epoch handed out (one past the highest an earlier run used, when known). Default 1. */
-  startEpoch?: number;
-  timers?: ClientTimers;
-  log?: ConsolaInstance;
-  inflightWritesMax?: number;
-  inflightBytesMax?: number;
-}
-
-export interface ClientDeviceStatus {
-  name: string;
-  path: string;
-  sizeBytes: number;
-  wrl: string;
-  /** Highest LSN staging acked for this device (0: none yet). */
-  ackedLsn: number;
-  /** NBD writes, TRIMs and WRITE_ZEROES completed successfully. */
-  writes: number;
-  /** Data bytes of those writes. */
-  bytesWritten: number;
-  /** Bytes zeroed by TRIM / WRITE_ZEROES. */
-  zeroedBytes: number;
-  /** NBD write requests between admission and reply. */
-  inflightWrites: number;
-  /** Requests that ended in an error reply. */
-  failedWrites: number;
-}
-
-interface DeviceState {
-  readonly spec: ClientDevice;
-  ackedLsn: number;
-  writes: number;
-  bytesWritten: number;
-  zeroedBytes: number;
-  inflightWrites: number;
-  failedWrites: number;
-}
-
-/** One `write` message to staging, from send to ack. */
-interface PendingWrite {
-  readonly message: WriteMessage;
-  readonly payload: Uint8Array | undefined;
-  readonly state: DeviceState;
-  readonly resolve: (lsn: number) => void;
-  readonly reject: (error: DruvaaError) => void;
-  /** Cancels a scheduled resend after a transient answer (BUSY, SHUTTING_DOWN, IO_ERROR, ...). */
-  cancelRetry?: () => void;
-  /** Handed to a sender at least once. */
-  sent?: boolean;
-  /** Sent on a connection that is gone: staging may have logged it without our seeing the ack. */
-  mayBeLogged?: boolean;
-}
+export type { ClientCoreOptions, ClientDevice, ClientDeviceStatus, ClientMode, ClientModeStatus, ClientTimers, StagingSender, WriteReply } from "./types.ts";
+export { realTimers } from "./types.ts";
 
 export class ClientCore {
   readonly epochs: EpochAssigner;
@@ -155,6 +73,8 @@ export class ClientCore {
   #closedReason: DruvaaError | undefined;
   /** WRLs staging reported full and has not acked a write of since (log once per episode). */
   readonly #fullWrls = new Set<string>();
+  /** With a change map on every device: disconnected mode instead of waiting or failing. */
+  readonly #modes: ModeController | undefined;
 
   constructor(options: ClientCoreOptions) {
     assert(options.devices.length > 0, "a client serves at least one device");
@@ -166,6 +86,31 @@ export class ClientCore {
     this.#timers = options.timers ?? realTimers;
     this.#log = options.log ?? logger("client");
     this.#limit = new InflightLimit(options.inflightWritesMax ?? clientInflightWritesMax, options.inflightBytesMax ?? clientInflightBytesMax);
+    const tracked = options.devices.filter((spec) => spec.changeMap !== undefined).length;
+    assert(tracked === 0 || tracked === options.devices.length, "a change map covers every device or none");
+    if (tracked > 0) {
+      this.#modes = new ModeController(options, {
+        log: this.#log,
+        timers: this.#timers,
+        now: () => this.#now(),
+        linkUp: () => this.#sender !== undefined,
+        closed: () => this.#closedReason !== undefined,
+        pendingWrites: () => [...this.#pending.values()],
+        forget: (entry) => {
+          this.#pending.delete(entry.message.reqId);
+          entry.cancelRetry?.();
+          delete entry.cancelRetry;
+        },
+        devices: () => [...this.#devices.values()],
+        lockRange: (name, offset, length) => this.#gate.acquire(name, offset, length),
+        send: (state, fields, payload) => this.#sendToStaging(state, fields, payload),
+        epochs: this.epochs,
+      });
+    }
+  }
+
+  #now(): number {
+    return this.#timers.now?.() ?? Date.now();
   }
 
   // ---- NBD side -------------------------------------------------------------------------------
@@ -266,7 +211,20 @@ export class ClientCore {
     }
   }
 
+  /**
+   * The staging round trip of one piece: resolves with its LSN once logged, or with `diverted`
+   * (0) once its blocks are durably marked in the change map instead (disconnected mode); either
+   * way the caller then writes it locally.
+   */
   #submit(state: DeviceState, fields: Pick<WriteMessage, "epoch" | "offset" | "length" | "fua" | "zero">, payload: Uint8Array | undefined): Promise<number> {
+    if (this.#modes !== undefined && (this.#modes.mode === "disconnected" || this.#sender === undefined)) {
+      if (this.#modes.mode !== "disconnected") this.#modes.goDisconnected("staging is not connected");
+      return state.spec.changeMap!.markDirty(fields.offset, fields.length).then(() => diverted);
+    }
+    return this.#sendToStaging(state, fields, payload);
+  }
+
+  #sendToStaging(state: DeviceState, fields: Pick<WriteMessage, "epoch" | "offset" | "length" | "fua" | "zero">, payload: Uint8Array | undefined): Promise<number> {
     const message: WriteMessage = { type: "write", reqId: this.#nextReqId, device: state.spec.name, wrl: state.spec.wrl, ...fields };
     this.#nextReqId += 1;
     return new Promise<number>((resolve, reject) => {
@@ -279,7 +237,9 @@ export class ClientCore {
   #send(entry: PendingWrite): void {
     if (this.#sender === undefined) return;
     entry.sent = true;
+    entry.sentAt = this.#now();
     this.#sender.send(entry.message, entry.payload);
+    this.#modes?.armAckCheck();
   }
 
   #checkOpen(): void {
@@ -296,15 +256,20 @@ export class ClientCore {
   /** Staging connected and attached every device: resend everything unacked, in send order. */
   linkUp(sender: StagingSender): void {
     this.#sender = sender;
+    if (this.#modes !== undefined) this.#log.info("staging link up");
     if (this.#pending.size > 0) this.#log.info(`staging link up: sending ${this.#pending.size} unacknowledged write(s) again`);
     for (const entry of this.#pending.values()) {
       entry.cancelRetry?.();
       delete entry.cancelRetry;
       this.#send(entry);
     }
+    this.#modes?.maybeResync();
   }
 
-  /** The staging connection is gone: writes stay pending (and new ones queue) until linkUp. */
+  /**
+   * The staging connection is gone: writes stay pending (and new ones queue) until linkUp; with a
+   * change map they are diverted to it at once (disconnected mode).
+   */
   linkDown(): void {
     this.#sender = undefined;
     for (const entry of this.#pending.values()) {
@@ -312,14 +277,16 @@ export class ClientCore {
       entry.cancelRetry?.();
       delete entry.cancelRetry;
     }
+    this.#modes?.goDisconnected("the staging connection was lost");
   }
 
   /** A writeAck or writeNack from staging. */
   handleReply(reply: WriteReply): void {
     const entry = this.#pending.get(reply.reqId);
     if (entry === undefined) {
-      // Not ours (any more): staging answered twice, or a request we failed at shutdown.
-      this.#log.warn(`staging answered request ${reply.reqId}, which is not pending; ignored`);
+      // Not ours (any more): diverted to the change map (its ack came late), failed at shutdown,
+      // or staging answered twice.
+      this.#log.debug(`staging answered request ${reply.reqId}, which is not pending; ignored`);
       return;
     }
     const { message, state } = entry;
@@ -328,6 +295,11 @@ export class ClientCore {
       state.ackedLsn = Math.max(state.ackedLsn, reply.lsn);
       if (this.#fullWrls.delete(message.wrl)) this.#log.info(`WRL ${message.wrl} accepts writes again`);
       entry.resolve(reply.lsn);
+      return;
+    }
+    if (reply.code === "WRL_FULL" && this.#modes !== undefined) {
+      // Disconnected mode: the write completes locally with its blocks marked (so do the others).
+      this.#modes.goDisconnected(`staging's WRL ${message.wrl} is full`, true);
       return;
     }
     // Answers that leave it open whether the WRL holds the write: it must not fail (table above).
@@ -348,6 +320,22 @@ export class ClientCore {
       this.#log.error(`staging's WRL ${message.wrl} is full: writes to ${message.device} fail with EIO until the replica catches up (disconnected mode with a change map is not implemented yet)`);
     }
     entry.reject(nackError(reply, message));
+  }
+
+  // ---- disconnected mode and resync (with a change map: modes.ts) -----------------------------
+
+  get mode(): ClientMode {
+    return this.#modes?.mode ?? "connected";
+  }
+
+  /** Starts a resync pass now if one is due (druvaa resync); what the client is doing. */
+  requestResync(): ClientModeStatus {
+    this.#modes?.maybeResync();
+    return this.modeStatus();
+  }
+
+  modeStatus(): ClientModeStatus {
+    return this.#modes?.status() ?? { mode: "connected", changeMap: false, disconnectedSeconds: 0, disconnectReason: null, dirtyBytes: null, resync: null, lastResync: null };
   }
 
   // ---- lifecycle and status -------------------------------------------------------------------
@@ -374,6 +362,7 @@ export class ClientCore {
    */
   abort(reason: DruvaaError = new DruvaaError("SHUTTING_DOWN", "the client is shutting down", undefined, exitCodes.failure)): void {
     this.#closedReason ??= reason;
+    this.#modes?.stop();
     const entries = [...this.#pending.values()];
     this.#pending.clear();
     for (const entry of entries) {
@@ -385,6 +374,7 @@ export class ClientCore {
   /** Refuses new writes (shutdown begins); in-flight ones go on. */
   refuseNewWrites(reason: DruvaaError = new DruvaaError("SHUTTING_DOWN", "the client is shutting down", undefined, exitCodes.failure)): void {
     this.#closedReason ??= reason;
+    this.#modes?.stop();
   }
 
   /** Flushes every device (shutdown, and FLUSH of every export). */
@@ -409,6 +399,7 @@ export class ClientCore {
       zeroedBytes: state.zeroedBytes,
       inflightWrites: state.inflightWrites,
       failedWrites: state.failedWrites,
+      dirtyBytes: state.spec.changeMap?.dirtyBytes ?? null,
     }));
   }
 }

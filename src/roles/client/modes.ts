@@ -1,0 +1,229 @@
+/**
+ * Disconnected mode and resync of a client with a change map (DESIGN.md "Disconnected mode").
+ *
+ *   connected ──(link lost, ack timeout, WRL full)──▶ disconnected ──(link up / retry)──▶ resyncing
+ *       ▲                                                   ▲                               │
+ *       └──────────────(every dirty block resynced)─────────┴──────(chunk not taken)────────┘
+ *
+ * Entering disconnected mode diverts every write still waiting for staging: its blocks are
+ * marked in the change map (durably) and then it completes locally, as every new write does
+ * until a resync pass starts. While resyncing, new writes are logged at staging again (with their
+ * epochs), and the pass sends the dirty blocks (resync.ts; #resyncChunk holds each range
+ * in the overlap gate so a newer write lands after it). A write that staging does not acknowledge
+ * within the ack timeout, a lost link or "WRL full" at any time goes back to disconnected mode.
+ *
+ * A diverted write may still be logged at staging (its ack came too late): harmless, its blocks
+ * are dirty, and the resync sends their current contents after it.
+ */
+import { clientAckTimeoutMsDefault, clientResyncChunkBytes, clientResyncChunkBytesMin, clientResyncChunksInflight, clientResyncRetryMs } from "../../constants.ts";
+import { DruvaaError } from "../../errors.ts";
+import type { ConsolaInstance } from "consola/basic";
+import type { EpochAssigner } from "../../order/epochs.ts";
+import type { WriteMessage } from "../../protocol/messages.ts";
+import { ResyncPass, type ResyncProgress } from "./resync.ts";
+import type { ClientCoreOptions, ClientMode, ClientModeStatus, ClientTimers, DeviceState, PendingWrite } from "./types.ts";
+
+/** What the controller needs of the core. */
+export interface ModeHost {
+  readonly log: ConsolaInstance;
+  readonly timers: ClientTimers;
+  now(): number;
+  /** A staging connection is up and attached. */
+  linkUp(): boolean;
+  /** The core is shutting down. */
+  closed(): boolean;
+  /** Writes sent (or queued) and not acknowledged, in send order. */
+  pendingWrites(): PendingWrite[];
+  /** Removes a write from the pending set (its answer, if any comes, is ignored). */
+  forget(entry: PendingWrite): void;
+  devices(): DeviceState[];
+  /** Holds a range in the core's overlap gate; resolves with its release. */
+  lockRange(device: string, offsetBytes: number, lengthBytes: number): Promise<() => void>;
+  /** Sends a write to staging (never diverted on the way in); resolves with its LSN or `diverted`. */
+  send(state: DeviceState, fields: Pick<WriteMessage, "epoch" | "offset" | "length">, payload: Uint8Array): Promise<number>;
+  readonly epochs: EpochAssigner;
+}
+
+/** What a write's staging round trip resolves with when it was diverted to the change map. */
+export const diverted = 0;
+
+export class ModeController {
+  #mode: ClientMode = "connected";
+  #disconnectedSince: number | undefined;
+  #disconnectReason: string | undefined;
+  #resync: ResyncPass | undefined;
+  #lastResync: (ResyncProgress & { outcome: string; endedAt: number }) | undefined;
+  #cancelAckCheck: (() => void) | undefined;
+  #cancelResyncRetry: (() => void) | undefined;
+  /** Chunks in flight and chunk size of the next pass: halved after a pass hit "WRL full". */
+  #resyncConcurrency = clientResyncChunksInflight;
+  #resyncChunkBytes = clientResyncChunkBytes;
+  #wrlFullDuringResync = false;
+  readonly #ackTimeoutMs: number;
+  readonly #resyncRate: number;
+  readonly #onResynced: (() => void) | undefined;
+
+  constructor(options: ClientCoreOptions, private readonly host: ModeHost) {
+    this.#ackTimeoutMs = options.ackTimeoutMs ?? clientAckTimeoutMsDefault;
+    this.#resyncRate = options.resyncRateBytesPerSecond ?? 0;
+    this.#onResynced = options.onResynced;
+  }
+
+  get mode(): ClientMode {
+    return this.#mode;
+  }
+
+  /**
+   * Staging cannot take writes now: every write waiting for it completes locally once its blocks
+   * are durably marked dirty, and so do new ones until a resync pass has sent them all.
+   */
+  goDisconnected(reason: string, wrlFull = false): void {
+    if (wrlFull && this.#resync !== undefined) this.#wrlFullDuringResync = true;
+    this.#resync?.stop();
+    if (this.#mode !== "disconnected") {
+      this.host.log.warn(`disconnected mode: ${reason}; writes complete locally and are marked in the change map until they are resynced`);
+      this.#mode = "disconnected";
+      this.#disconnectedSince ??= this.host.now();
+      this.#disconnectReason = reason;
+    }
+    for (const entry of this.host.pendingWrites()) this.#divert(entry);
+    this.#scheduleResyncRetry();
+  }
+
+  #divert(entry: PendingWrite): void {
+    this.host.forget(entry);
+    const { offset, length, device } = entry.message;
+    entry.state.spec.changeMap!.markDirty(offset, length).then(
+      () => entry.resolve(diverted),
+      (error: unknown) => entry.reject(error instanceof DruvaaError ? error : new DruvaaError("CHANGEMAP_IO", `marking ${device}@${offset}+${length} in the change map failed: ${String(error)}`)),
+    );
+  }
+
+  /** Watches the oldest unacknowledged write while any is pending. */
+  armAckCheck(): void {
+    if (this.#cancelAckCheck !== undefined) return;
+    this.#cancelAckCheck = this.host.timers.schedule(Math.max(10, this.#ackTimeoutMs / 4), () => {
+      this.#cancelAckCheck = undefined;
+      const pending = this.host.pendingWrites();
+      if (pending.length === 0) return;
+      const now = this.host.now();
+      let oldest = now;
+      for (const entry of pending) if (entry.sentAt !== undefined && entry.sentAt < oldest) oldest = entry.sentAt;
+      if (now - oldest >= this.#ackTimeoutMs) this.goDisconnected(`staging did not acknowledge a write within ${this.#ackTimeoutMs} ms`);
+      else this.armAckCheck();
+    });
+  }
+
+  #scheduleResyncRetry(): void {
+    if (this.#cancelResyncRetry !== undefined || this.host.closed()) return;
+    this.#cancelResyncRetry = this.host.timers.schedule(clientResyncRetryMs, () => {
+      this.#cancelResyncRetry = undefined;
+      this.maybeResync();
+    });
+  }
+
+  /** Starts a resync pass when the link is up and something is dirty (or disconnected mode is on). */
+  maybeResync(): void {
+    if (this.#resync !== undefined || !this.host.linkUp() || this.host.closed()) return;
+    const states = this.host.devices();
+    if (this.#mode === "connected" && states.every((state) => state.spec.changeMap!.dirtyBytes === 0)) return;
+    this.#mode = "resyncing";
+    const pass = (this.#resync = new ResyncPass({
+      targets: states.map((state) => ({ device: state.spec.name, region: state.spec.changeMap! })),
+      chunk: (device, offset, length) => this.#resyncChunk(device, offset, length),
+      timers: this.host.timers,
+      now: () => this.host.now(),
+      rateLimitBytesPerSecond: this.#resyncRate,
+      concurrency: this.#resyncConcurrency,
+      chunkBytes: this.#resyncChunkBytes,
+    }));
+    this.host.log.info(`resync: sending ${pass.progress.remainingBytes} dirty byte(s) to staging`);
+    void pass.run().then(
+      (outcome) => this.#resyncEnded(pass, outcome),
+      (error: unknown) => {
+        this.host.log.error(`resync failed: ${error instanceof Error ? error.message : String(error)}`);
+        this.#resyncEnded(pass, "interrupted");
+      },
+    );
+  }
+
+  #resyncEnded(pass: ResyncPass, outcome: "done" | "interrupted"): void {
+    this.#resync = undefined;
+    const now = this.host.now();
+    if (this.#wrlFullDuringResync) {
+      // The WRL could not hold what this pass had in flight (a small WRL, or a replica behind):
+      // the next pass sends less at a time, down to one small chunk.
+      this.#wrlFullDuringResync = false;
+      if (this.#resyncConcurrency > 1) this.#resyncConcurrency = Math.max(1, this.#resyncConcurrency >> 1);
+      else this.#resyncChunkBytes = Math.max(clientResyncChunkBytesMin, this.#resyncChunkBytes >> 1);
+    } else if (outcome === "done") {
+      this.#resyncConcurrency = clientResyncChunksInflight;
+      this.#resyncChunkBytes = clientResyncChunkBytes;
+    }
+    this.#lastResync = { ...pass.progress, outcome, endedAt: now };
+    if (outcome === "done" && this.#mode === "resyncing") {
+      const seconds = this.#disconnectedSince === undefined ? 0 : (now - this.#disconnectedSince) / 1000;
+      this.host.log.info(`resync complete: ${pass.progress.sentBytes} byte(s) sent; connected${seconds > 0 ? ` again after ${seconds.toFixed(1)} s` : ""}`);
+      this.#mode = "connected";
+      this.#disconnectedSince = undefined;
+      this.#disconnectReason = undefined;
+      this.#onResynced?.();
+      return;
+    }
+    if (this.#mode === "resyncing") this.#mode = "disconnected";
+    this.#disconnectedSince ??= now;
+    this.#scheduleResyncRetry();
+  }
+
+  /**
+   * One resync chunk: the range is held in the overlap gate from the read until staging's ack,
+   * so an application write to it is logged after the chunk; the bits are cleared only then.
+   */
+  async #resyncChunk(name: string, offset: number, length: number): Promise<boolean> {
+    const state = this.host.devices().find((candidate) => candidate.spec.name === name)!;
+    const release = await this.host.lockRange(name, offset, length);
+    try {
+      if (this.#mode !== "resyncing" || !this.host.linkUp()) return false;
+      const data = await state.spec.device.read(offset, length);
+      const epoch = this.host.epochs.issue();
+      try {
+        const lsn = await this.host.send(state, { epoch, offset, length }, data);
+        if (lsn === diverted) return false;
+        state.ackedLsn = Math.max(state.ackedLsn, lsn);
+        state.spec.changeMap!.clearClean(offset, length);
+        return true;
+      } finally {
+        this.host.epochs.complete();
+      }
+    } catch (error) {
+      this.host.log.warn(`resync of ${state.spec.name}@${offset}+${length} failed: ${error instanceof Error ? error.message : String(error)}`);
+      return false;
+    } finally {
+      release();
+    }
+  }
+
+  /** Shutdown: no more passes or retries. */
+  stop(): void {
+    this.#resync?.stop();
+    this.#cancelResyncRetry?.();
+    this.#cancelResyncRetry = undefined;
+    this.#cancelAckCheck?.();
+    this.#cancelAckCheck = undefined;
+  }
+
+  status(): ClientModeStatus {
+    const now = this.host.now();
+    const progress = this.#resync?.progress;
+    const last = this.#lastResync;
+    return {
+      mode: this.#mode,
+      changeMap: true,
+      disconnectedSeconds: this.#disconnectedSince === undefined ? 0 : (now - this.#disconnectedSince) / 1000,
+      disconnectReason: this.#disconnectReason ?? null,
+      dirtyBytes: this.host.devices().reduce((sum, state) => sum + state.spec.changeMap!.dirtyBytes, 0),
+      resync: progress === undefined ? null : { sentBytes: progress.sentBytes, remainingBytes: progress.remainingBytes, seconds: (now - progress.startedAt) / 1000 },
+      lastResync: last === undefined ? null : { outcome: last.outcome, sentBytes: last.sentBytes, seconds: (last.endedAt - last.startedAt) / 1000 },
+    };
+  }
+}

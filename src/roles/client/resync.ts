@@ -1,0 +1,125 @@
+/**
+ * The resync pass of the client: after disconnected mode (or a restart with dirty bits), every
+ * dirty range of every device's change-map region is read from the local device and sent to
+ * staging as ordinary write records, a few chunks at a time, optionally rate-limited. The core
+ * does one chunk (`ResyncChunk`): it holds the range in the overlap gate while it reads, sends and
+ * waits for the durable ack, so a newer application write to the same blocks is logged after the
+ * chunk; and it clears the bits only once staging acked. Ranges are re-scanned until no bit is
+ * left: bits the application sets meanwhile (it cannot while the link is up, but a failed chunk
+ * leaves its bits) are picked up by the next scan.
+ *
+ * A chunk that could not be sent (the link went down, the ack timed out, the WRL filled up)
+ * answers false: the pass stops and reports "interrupted"; the core retries later.
+ */
+import { clientResyncChunkBytes, clientResyncChunksInflight } from "../../constants.ts";
+import type { ChangeMapRegion } from "../../changemap/index.ts";
+import type { ClientTimers } from "./core.ts";
+
+/** Sends one dirty range; resolves true once staging holds it durably and the bits are cleared. */
+export type ResyncChunk = (device: string, offsetBytes: number, lengthBytes: number) => Promise<boolean>;
+
+export interface ResyncTarget {
+  device: string;
+  region: ChangeMapRegion;
+}
+
+export interface ResyncProgress {
+  /** Bytes sent and acknowledged in this pass. */
+  sentBytes: number;
+  /** Dirty bytes left, over every device. */
+  remainingBytes: number;
+  startedAt: number;
+}
+
+export type ResyncOutcome = "done" | "interrupted";
+
+export interface ResyncOptions {
+  targets: readonly ResyncTarget[];
+  chunk: ResyncChunk;
+  timers: ClientTimers;
+  now: () => number;
+  /** Bytes per second (0 or undefined: unlimited). */
+  rateLimitBytesPerSecond?: number;
+  /** Chunks in flight (default clientResyncChunksInflight). */
+  concurrency?: number;
+  chunkBytes?: number;
+}
+
+export class ResyncPass {
+  readonly progress: ResyncProgress;
+  #stopped = false;
+  /** Bytes handed to #pace so far: the rate limit spaces chunks by what was scheduled, not sent. */
+  #scheduledBytes = 0;
+  readonly #options: ResyncOptions;
+
+  constructor(options: ResyncOptions) {
+    this.#options = options;
+    this.progress = { sentBytes: 0, remainingBytes: remainingBytes(options.targets), startedAt: options.now() };
+  }
+
+  /** Asks the pass to stop after the chunks in flight. */
+  stop(): void {
+    this.#stopped = true;
+  }
+
+  async run(): Promise<ResyncOutcome> {
+    const { targets } = this.#options;
+    for (;;) {
+      let sentThisScan = 0;
+      for (const target of targets) {
+        const outcome = await this.#scan(target);
+        if (outcome === "interrupted") return outcome;
+        sentThisScan += outcome;
+      }
+      this.progress.remainingBytes = remainingBytes(targets);
+      if (this.progress.remainingBytes === 0) return "done";
+      if (this.#stopped) return "interrupted";
+      // Bits left that this scan could not take (set behind the scan position): scan again. A
+      // scan that sent nothing while bits remain means chunks keep failing: let the core decide.
+      if (sentThisScan === 0) return "interrupted";
+    }
+  }
+
+  /** One scan over a region: bytes sent, or "interrupted". */
+  async #scan(target: ResyncTarget): Promise<number | "interrupted"> {
+    const chunkBytes = this.#options.chunkBytes ?? clientResyncChunkBytes;
+    const ranges = target.region.dirtyRanges({ maxRangeBytes: chunkBytes });
+    const concurrency = this.#options.concurrency ?? clientResyncChunksInflight;
+    let sent = 0;
+    let interrupted = false;
+    const worker = async () => {
+      for (;;) {
+        if (interrupted || this.#stopped) return;
+        const next = ranges.next();
+        if (next.done === true) return;
+        const { offsetBytes, lengthBytes } = next.value;
+        await this.#pace(lengthBytes);
+        if (interrupted || this.#stopped) return;
+        const ok = await this.#options.chunk(target.device, offsetBytes, lengthBytes);
+        if (!ok) {
+          interrupted = true;
+          return;
+        }
+        sent += lengthBytes;
+        this.progress.sentBytes += lengthBytes;
+        this.progress.remainingBytes = Math.max(0, this.progress.remainingBytes - lengthBytes);
+      }
+    };
+    await Promise.all(Array.from({ length: concurrency }, worker));
+    return interrupted || this.#stopped ? "interrupted" : sent;
+  }
+
+  /** Waits until sending `bytes` more keeps the pass under its rate limit. */
+  async #pace(bytes: number): Promise<void> {
+    const rate = this.#options.rateLimitBytesPerSecond;
+    if (rate === undefined || rate <= 0) return;
+    this.#scheduledBytes += bytes;
+    const dueMs = this.progress.startedAt + (this.#scheduledBytes / rate) * 1000;
+    const waitMs = dueMs - this.#options.now();
+    if (waitMs > 0) await new Promise<void>((resolve) => this.#options.timers.schedule(waitMs, resolve));
+  }
+}
+
+function remainingBytes(targets: readonly ResyncTarget[]): number {
+  return targets.reduce((sum, target) => sum + target.region.dirtyBytes, 0);
+}
