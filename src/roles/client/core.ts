@@ -55,8 +55,7 @@ import { diverted, ModeController } from "./modes.ts";
 import { realTimers, type ClientCoreOptions, type ClientDevice, type ClientDeviceStatus, type ClientMode, type ClientModeStatus, type ClientTimers, type DeviceState, type PendingWrite, type StagingSender, type WriteReply } from "./types.ts";
 import { nackError, split, zeroLocal } from "./write-helpers.ts";
 
-export type { ClientCoreOptions, ClientDevice, ClientDeviceStatus, ClientMode, ClientModeStatus, ClientTimers, StagingSender, WriteReply } from "./types.ts";
-export { realTimers } from "./types.ts";
+export { realTimers, type ClientCoreOptions, type ClientDevice, type ClientDeviceStatus, type ClientMode, type ClientModeStatus, type ClientTimers, type StagingSender, type WriteReply } from "./types.ts";
 
 export class ClientCore {
   readonly epochs: EpochAssigner;
@@ -323,21 +322,17 @@ export class ClientCore {
   }
 
   // ---- disconnected mode and resync (with a change map: modes.ts) -----------------------------
-
   get mode(): ClientMode {
     return this.#modes?.mode ?? "connected";
   }
-
   /** Starts a resync pass now if one is due (druvaa resync); what the client is doing. */
   requestResync(): ClientModeStatus {
     this.#modes?.maybeResync();
     return this.modeStatus();
   }
-
   modeStatus(): ClientModeStatus {
     return this.#modes?.status() ?? { mode: "connected", changeMap: false, disconnectedSeconds: 0, disconnectReason: null, dirtyBytes: null, resync: null, lastResync: null };
   }
-
   // ---- lifecycle and status -------------------------------------------------------------------
 
   /** NBD write requests being executed (all devices). */
