@@ -3,7 +3,7 @@
  *
  *   - queues outgoing frames and writes them as the socket accepts them: Bun's socket.write()
  *     may take only part of a buffer and drops the rest, so the unwritten tail stays queued and
- *     is resent on `drain`; small frames are copied together into one write;
+ *     is resent on `drain`; small frames are copied together into one write (send-queue.ts);
  *   - bounds that queue: send() resolves at once while fewer than connectionSendQueueBytesMax
  *     bytes are queued, later otherwise — callers that await send() get back-pressure;
  *   - reassembles incoming frames with a FrameDecoder and hands them, in order, to a handler
@@ -18,13 +18,14 @@
  * test's fake socket), through the handle*() methods.
  */
 import { assert } from "../assert.ts";
-import { connectionInboxBytesMax, connectionLingerMs, connectionSendQueueBytesMax, gcNudgeReceivedBytes, gcRssBytesThreshold, protocolTextLengthMax, socketWriteCoalesceBytesMax } from "../constants.ts";
+import { connectionInboxBytesMax, connectionLingerMs, connectionSendQueueBytesMax, gcNudgeReceivedBytes, gcRssBytesThreshold, protocolTextLengthMax } from "../constants.ts";
 import { DruvaaError, exitCodes, fromSystemError } from "../errors.ts";
 import { logger } from "../log.ts";
 import { ProtocolError } from "../protocol/errors.ts";
 import { encodeFrame, FrameDecoder, type Frame, type FrameAllocator } from "../protocol/frame.ts";
 import type { Message } from "../protocol/messages.ts";
 import type { Connection, FrameHandler } from "./connection.ts";
+import { SendQueue } from "./send-queue.ts";
 
 const log = logger("net");
 
@@ -53,10 +54,8 @@ export class SocketConnection implements Connection {
   #peerReason: DruvaaError | undefined;
   #resolveClosed!: (reason: DruvaaError | undefined) => void;
   readonly closed = new Promise<DruvaaError | undefined>((resolve) => (this.#resolveClosed = resolve));
-  // Outgoing: chunks from #queueHead on, #queuedBytes in total.
-  #queue: Uint8Array[] = [];
-  #queueHead = 0;
-  #queuedBytes = 0;
+  // Outgoing.
+  readonly #queue = new SendQueue();
   #flushScheduled = false;
   #awaitingDrain = false;
   #sendWaiters: Waiter<void>[] = [];
@@ -83,7 +82,7 @@ export class SocketConnection implements Connection {
   }
 
   get queuedBytes(): number {
-    return this.#queuedBytes;
+    return this.#queue.bytes;
   }
 
   get isOpen(): boolean {
@@ -99,7 +98,7 @@ export class SocketConnection implements Connection {
       return Promise.reject(error); // an invalid message is a bug in the sender: stays loud
     }
     this.#enqueue(chunks);
-    if (this.#queuedBytes <= connectionSendQueueBytesMax) return Promise.resolve();
+    if (this.#queue.bytes <= connectionSendQueueBytesMax) return Promise.resolve();
     return handled(new Promise((resolve, reject) => this.#sendWaiters.push({ resolve, reject })));
   }
 
@@ -233,9 +232,7 @@ export class SocketConnection implements Connection {
     if (this.#reason === undefined && (error !== undefined || (wasOpen && !this.#peerEnded))) {
       this.#reason = error !== undefined ? fromSystemError(error, this.peer) : new DruvaaError("NET_RESET", `${this.peer}: connection closed by the peer without shutdown`);
     }
-    this.#queue = [];
-    this.#queueHead = 0;
-    this.#queuedBytes = 0;
+    this.#queue.clear();
     this.#rejectReceivers();
     for (const waiter of this.#sendWaiters.splice(0)) waiter.reject(this.#closedError());
     this.#resolveClosed(this.#reason);
@@ -303,10 +300,7 @@ export class SocketConnection implements Connection {
   }
 
   #enqueue(chunks: Uint8Array[]): void {
-    for (const chunk of chunks) {
-      this.#queue.push(chunk);
-      this.#queuedBytes += chunk.length;
-    }
+    this.#queue.push(chunks);
     this.#scheduleFlush();
   }
 
@@ -322,53 +316,21 @@ export class SocketConnection implements Connection {
 
   #flush(): void {
     if (this.#state === "closed") return;
-    while (!this.#awaitingDrain && this.#queueHead < this.#queue.length) {
-      const chunk = this.#coalesceHead();
-      const written = this.#socket.write(chunk);
-      if (written < 0) return; // closed under us: handleClose follows
-      this.#queuedBytes -= written;
-      if (written < chunk.length) {
-        this.#queue[this.#queueHead] = chunk.subarray(written);
+    if (!this.#awaitingDrain) {
+      const outcome = this.#queue.writeTo(this.#socket);
+      if (outcome === "closed") return; // closed under us: handleClose follows
+      if (outcome === "partial") {
         this.#awaitingDrain = true;
         this.partialWrites += 1;
-      } else {
-        this.#queueHead += 1;
       }
     }
-    if (this.#queueHead === this.#queue.length) {
-      this.#queue = [];
-      this.#queueHead = 0;
-    } else if (this.#queueHead > 1024) {
-      this.#queue = this.#queue.slice(this.#queueHead);
-      this.#queueHead = 0;
-    }
-    if (this.#queuedBytes <= connectionSendQueueBytesMax) for (const waiter of this.#sendWaiters.splice(0)) waiter.resolve();
-    if (this.#state === "closing" && this.#queuedBytes === 0 && !this.#finSent) {
+    this.#queue.compact();
+    if (this.#queue.bytes <= connectionSendQueueBytesMax) for (const waiter of this.#sendWaiters.splice(0)) waiter.resolve();
+    if (this.#state === "closing" && this.#queue.bytes === 0 && !this.#finSent) {
       this.#finSent = true;
       if (this.#peerEnded) this.#socket.end();
       else this.#socket.shutdown(); // the peer's FIN (handlePeerEnd) then ends the socket
     }
-  }
-
-  /** The chunk at the head, merged with following small chunks into one write when they fit. */
-  #coalesceHead(): Uint8Array {
-    const first = this.#queue[this.#queueHead]!;
-    let end = this.#queueHead + 1;
-    let total = first.length;
-    while (end < this.#queue.length && total + this.#queue[end]!.length <= socketWriteCoalesceBytesMax) {
-      total += this.#queue[end]!.length;
-      end += 1;
-    }
-    if (end === this.#queueHead + 1) return first;
-    const merged = new Uint8Array(total);
-    let position = 0;
-    for (let index = this.#queueHead; index < end; index += 1) {
-      merged.set(this.#queue[index]!, position);
-      position += this.#queue[index]!.length;
-    }
-    this.#queueHead = end - 1;
-    this.#queue[this.#queueHead] = merged;
-    return merged;
   }
 }
 

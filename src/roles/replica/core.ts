@@ -30,16 +30,19 @@
  * in the middle of one (no replica WRL yet, issue 4): the state file still says the previous
  * appliedLsn, and staging re-delivers from there, which restores consistency.
  */
-import { createHash } from "node:crypto";
 import { assert } from "../../assert.ts";
-import { protocolTextLengthMax, replicaApplyGroupBytesMax, replicaApplyGroupShipmentsMax, replicaShipQueueBytesMax, replicaShipQueueMax, restoreChunkBytes } from "../../constants.ts";
+import { protocolTextLengthMax, replicaApplyGroupBytesMax, replicaApplyGroupShipmentsMax, replicaShipQueueBytesMax, replicaShipQueueMax } from "../../constants.ts";
 import { DruvaaError, exitCodes } from "../../errors.ts";
 import { logger } from "../../log.ts";
-import type { ResumeAckMessage, ResumeMessage, RestoreBeginMessage, RestoreDataMessage, RestoreEndMessage, ShipAckMessage, ShipMessage, ShipNackCode, ShipNackMessage } from "../../protocol/messages.ts";
+import type { ResumeAckMessage, ResumeMessage, ShipMessage, ShipNackMessage } from "../../protocol/messages.ts";
 import { applyWrites, planShipment, type PlannedWrite, type ReplicaDevice } from "./apply.ts";
-import { emptyReplicaState, type DeviceState, type ReplicaState, type ReplicaStateStore, type WrlState } from "./state.ts";
+import { describe, failGroup, nack, nextState, type GroupMember, type InconsistentDevices, type QueuedShipment, type ShipReply } from "./apply-group.ts";
+import { shuttingDown, streamRestore, type RestoreResult, type RestoreSend } from "./restore-stream.ts";
+import { emptyReplicaState, type ReplicaState, type ReplicaStateStore, type WrlState } from "./state.ts";
 
 export type { ReplicaDevice } from "./apply.ts";
+export type { ShipReply } from "./apply-group.ts";
+export type { RestoreMessage, RestoreResult, RestoreSend } from "./restore-stream.ts";
 
 const log = logger("replica:apply");
 
@@ -48,35 +51,6 @@ export interface ReplicaCoreOptions {
   store: ReplicaStateStore;
   /** Milliseconds since the epoch (for lastAppliedAt); Date.now unless a simulation gives one. */
   now?: () => number;
-}
-
-export type ShipReply = ShipAckMessage | ShipNackMessage;
-
-interface QueuedShipment {
-  message: ShipMessage;
-  payload: Uint8Array;
-  resolve: (reply: ShipReply) => void;
-  reject: (error: unknown) => void;
-}
-
-/** A shipment taken into an apply group, with the answer it gets once the group is durable. */
-interface GroupMember {
-  entry: QueuedShipment;
-  /** Devices its records write. */
-  planned: ReadonlySet<string>;
-  /** Whether its records are applied with the group (not a re-delivery, not refused). */
-  applied: boolean;
-  reply: ShipReply;
-}
-export type RestoreMessage = RestoreBeginMessage | RestoreDataMessage | RestoreEndMessage;
-/** Delivers a restore message to the restorer; resolves when it may send more. */
-export type RestoreSend = (message: RestoreMessage, payload?: Uint8Array) => Promise<void>;
-
-export interface RestoreResult {
-  device: string;
-  sizeBytes: number;
-  appliedLsn: number;
-  sha256: string;
 }
 
 export interface ReplicaCoreStatus {
@@ -96,7 +70,7 @@ export class ReplicaCore {
   /** WRLs seen by resume or ship but not applied yet (shown in status; persisted once applied). */
   readonly #seen = new Map<string, WrlState>();
   /** Devices a failed apply may have left half-written, until their WRL passes `untilLsn`. */
-  readonly #inconsistent = new Map<string, { wrlUuid: string; untilLsn: number }>();
+  readonly #inconsistent: InconsistentDevices = new Map();
   #lockTail: Promise<void> = Promise.resolve();
   /** Shipments waiting for the lock, in arrival order. */
   readonly #shipQueue: QueuedShipment[] = [];
@@ -289,7 +263,7 @@ export class ReplicaCore {
             const planned = new Set(outcome.map((write) => write.target.name));
             members.push({ entry, planned, applied: true, reply: { type: "shipAck", wrl: entry.message.wrl, appliedLsn: entry.message.lastLsn } });
             for (const write of outcome) plans.push(write);
-            state = this.#nextState(state, entry.message, planned);
+            state = nextState(state, entry.message, planned, this.#now());
           } else {
             members.push({ entry, planned: new Set(), applied: false, reply: outcome });
             if (outcome.type === "shipNack") {
@@ -307,7 +281,7 @@ export class ReplicaCore {
           try {
             for (const device of await applyWrites(plans)) touched.add(device);
           } catch (error) {
-            return this.#failGroup(members, `applying failed: ${describe(error)}`);
+            return failGroup(members, `applying failed: ${describe(error)}`, this.#inconsistent);
           }
         }
         batch = [];
@@ -322,12 +296,12 @@ export class ReplicaCore {
         try {
           await Promise.all([...touched].map((entry) => entry.device.flush()));
         } catch (error) {
-          return this.#failGroup(members, `applying failed: ${describe(error)}`);
+          return failGroup(members, `applying failed: ${describe(error)}`, this.#inconsistent);
         }
         try {
           await this.#store.save(state);
         } catch (error) {
-          return this.#failGroup(members, `applied but could not save ${this.#store.where}: ${describe(error)}`);
+          return failGroup(members, `applied but could not save ${this.#store.where}: ${describe(error)}`, this.#inconsistent);
         }
         this.#state = state;
       }
@@ -356,18 +330,6 @@ export class ReplicaCore {
     this.#shipQueue.unshift(...entries);
   }
 
-  /** A write, flush or save of the group failed: nothing of it is acknowledged. */
-  #failGroup(members: readonly GroupMember[], why: string): void {
-    for (const { entry, planned, reply } of members) {
-      const ship = entry.message;
-      // Some records may have reached the devices: they hold no consistent point until this
-      // shipment is applied whole (staging re-delivers it, since it was not acked).
-      for (const name of planned) this.#inconsistent.set(name, { wrlUuid: ship.wrlUuid, untilLsn: ship.lastLsn });
-      entry.resolve(reply.type === "shipNack" ? reply : nack(ship, "IO_ERROR", `LSN ${ship.firstLsn}..${ship.lastLsn}: ${why}`));
-    }
-    log.warn(`refused ${members.length} shipment(s) with IO_ERROR: ${why}`);
-  }
-
   /** One shipment against the state reached so far: its writes, or the answer it gets without any. */
   #prepare(ship: ShipMessage, payload: Uint8Array, state: ReplicaState): PlannedWrite[] | ShipReply {
     const mismatch = this.#checkWrl(ship.wrl, ship.wrlUuid, state);
@@ -382,21 +344,6 @@ export class ReplicaCore {
     return plan;
   }
 
-  /** The state after `ship` is applied to `base`: a new object, so a failed save leaves #state as it was. */
-  #nextState(base: ReplicaState, ship: ShipMessage, written: ReadonlySet<string>): ReplicaState {
-    const wrl: WrlState = { name: ship.wrl, uuid: ship.wrlUuid, appliedLsn: ship.lastLsn, lastAppliedAt: new Date(this.#now()).toISOString() };
-    // A re-created WRL only gets here when the old one never applied anything: drop that entry.
-    const wrls = [...base.wrls.filter((other) => other.uuid !== ship.wrlUuid && other.name !== ship.wrl), wrl];
-    const devices = new Map<string, DeviceState>(base.devices.map((device) => [device.name, { ...device }]));
-    const entry = (name: string) => devices.get(name) ?? devices.set(name, { name }).get(name)!;
-    for (const { name, sizeBytes } of ship.devices ?? []) {
-      entry(name).declaredSizeBytes = sizeBytes;
-      entry(name).wrlUuid = ship.wrlUuid;
-    }
-    for (const name of written) entry(name).wrlUuid = ship.wrlUuid;
-    return { version: base.version, wrls, devices: [...devices.values()] };
-  }
-
   async #stream(target: ReplicaDevice, send: RestoreSend): Promise<RestoreResult> {
     if (this.#stopping) throw shuttingDown();
     const mark = this.#inconsistent.get(target.name);
@@ -407,44 +354,6 @@ export class ReplicaCore {
     const sizeBytes = deviceState?.declaredSizeBytes ?? target.device.sizeBytes;
     const appliedLsn = deviceState?.wrlUuid === undefined ? 0 : this.appliedLsn(deviceState.wrlUuid);
     assert(sizeBytes <= target.device.sizeBytes, "declared sizes above the device are refused before they are saved");
-    await send({ type: "restoreBegin", device: target.name, sizeBytes, appliedLsn });
-    const hash = createHash("sha256");
-    const block = target.device.logicalBlockSizeBytes;
-    // The last chunk of a declared size may end inside a replica block (a 512-byte-sector client
-    // on a 4 KiB replica): read whole blocks, send the declared bytes.
-    const readChunk = async (offset: number): Promise<Uint8Array> => {
-      const lengthBytes = Math.min(restoreChunkBytes, sizeBytes - offset);
-      const readBytes = Math.min(Math.ceil(lengthBytes / block) * block, target.device.sizeBytes - offset);
-      const data = await target.device.read(offset, readBytes);
-      return data.subarray(0, lengthBytes);
-    };
-    let next = sizeBytes > 0 ? readChunk(0) : undefined;
-    try {
-      for (let offset = 0; next !== undefined; offset += restoreChunkBytes) {
-        const data = await next;
-        // Read the next chunk while this one is sent.
-        next = offset + restoreChunkBytes < sizeBytes ? readChunk(offset + restoreChunkBytes) : undefined;
-        if (this.#stopping) throw shuttingDown();
-        hash.update(data);
-        await send({ type: "restoreData", device: target.name, offset, length: data.length }, data);
-      }
-    } finally {
-      next?.catch(() => undefined); // a read started for a restorer that is gone
-    }
-    const sha256 = hash.digest("hex");
-    await send({ type: "restoreEnd", device: target.name, sizeBytes, sha256 });
-    return { device: target.name, sizeBytes, appliedLsn, sha256 };
+    return streamRestore(target, sizeBytes, appliedLsn, send, () => this.#stopping);
   }
-}
-
-function nack(ship: { wrl: string }, code: ShipNackCode, message: string): ShipNackMessage {
-  return { type: "shipNack", wrl: ship.wrl, code, message: message.slice(0, protocolTextLengthMax) };
-}
-
-function shuttingDown(): DruvaaError {
-  return new DruvaaError("SHUTTING_DOWN", "the replica is shutting down", "Run the restore again once the replica is back", exitCodes.refused);
-}
-
-function describe(error: unknown): string {
-  return error instanceof DruvaaError ? `${error.code}: ${error.message}` : error instanceof Error ? error.message : String(error);
 }

@@ -38,10 +38,14 @@ import { stagingRelayDelayMsMax, stagingRelayDelayMsMin, stagingRelayIdlePollMs,
 import { DruvaaError, exitCodes } from "../../errors.ts";
 import { logger } from "../../log.ts";
 import type { Frame } from "../../protocol/frame.ts";
-import type { Message, ShipNackMessage } from "../../protocol/messages.ts";
+import type { Message } from "../../protocol/messages.ts";
 import type { WrlInfo, WrlRecord } from "../../wrl/types.ts";
 import type { LagTracker } from "./lag.ts";
+import { realClock, Signal, type Clock } from "./relay-clock.ts";
+import { asDruvaaError, nackError } from "./relay-errors.ts";
 import { buildShipment, defaultShipmentLimits, type ShipmentLimits } from "./shipment.ts";
+
+export { realClock, type Clock } from "./relay-clock.ts";
 
 /** What the relay needs of a connection to the replica (a Connection is one). */
 export interface RelayLink {
@@ -58,21 +62,6 @@ export interface RelayWrl {
   read(fromLsn: number, maxBytes?: number): Promise<WrlRecord[]>;
   advanceTail(lsn: number): Promise<void>;
 }
-
-export interface Clock {
-  /** Milliseconds since the epoch. */
-  now(): number;
-  /** Runs `run` after `delayMs`; the returned function cancels it (so nothing keeps a stopping process alive). */
-  schedule(delayMs: number, run: () => void): () => void;
-}
-
-export const realClock: Clock = {
-  now: () => Date.now(),
-  schedule(delayMs, run) {
-    const timer = setTimeout(run, delayMs);
-    return () => clearTimeout(timer);
-  },
-};
 
 export interface LastError {
   code: string;
@@ -109,34 +98,6 @@ export interface RelayOptions {
   limits?: ShipmentLimits;
   windowMax?: number;
   log?: ConsolaInstance;
-}
-
-/** A one-shot wake-up that many events may trigger; waiting with a timeout never busy-loops. */
-class Signal {
-  #wake: (() => void) | undefined;
-  #pending = false;
-  wake(): void {
-    this.#pending = true;
-    this.#wake?.();
-  }
-  wait(clock: Clock, timeoutMs: number): Promise<void> {
-    if (this.#pending) {
-      this.#pending = false;
-      return Promise.resolve();
-    }
-    return new Promise<void>((resolve) => {
-      let cancel: (() => void) | undefined;
-      const done = () => {
-        if (this.#wake !== done) return;
-        this.#wake = undefined;
-        this.#pending = false;
-        cancel?.();
-        resolve();
-      };
-      this.#wake = done;
-      cancel = clock.schedule(timeoutMs, done);
-    });
-  }
 }
 
 interface InflightShipment {
@@ -392,21 +353,4 @@ export class Relay {
   #setError(error: DruvaaError): void {
     this.#lastError = { code: error.code, message: error.message, ...(error.hint === undefined ? {} : { hint: error.hint }), at: new Date(this.#clock.now()).toISOString() };
   }
-}
-
-function nackError(nack: ShipNackMessage): DruvaaError {
-  return new DruvaaError(nack.code, `the replica refused: ${nack.message}`, nackHints[nack.code], exitCodes.refused);
-}
-
-const nackHints: Partial<Record<string, string>> = {
-  WRL_MISMATCH: "The WRL was re-created on staging after the replica applied the old one; see the replica's message",
-  LSN_GAP: "The replica lost its applied LSN (state directory removed?) or belongs to another staging server: it needs an initial sync",
-  DEVICE_UNKNOWN: "Start the replica with a --device NAME=PATH for every device attached to this WRL",
-  DEVICE_TOO_SMALL: "Give the replica a device at least as big as the client's",
-  BUSY: "The replica is catching up; the relay retries",
-};
-
-function asDruvaaError(error: unknown): DruvaaError {
-  if (error instanceof DruvaaError) return error;
-  return new DruvaaError("INTERNAL", error instanceof Error ? error.message : String(error));
 }
