@@ -16,7 +16,7 @@ import { constants as fsConstants } from "node:fs";
 import { mkdtemp, open, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { BlockDevice } from "../src/io/block-device.ts";
+import { CountingDevice } from "../src/io/counting-device.ts";
 import { openBlockDevice } from "../src/io/open-device.ts";
 import { alignedBuffer } from "../src/io/raw-device.ts";
 import { setLogLevel } from "../src/log.ts";
@@ -35,29 +35,6 @@ const argValue = (name: string, fallback: string) => {
 };
 const seconds = Number(argValue("seconds", "6"));
 const baseDir = argValue("dir", process.env.TMPDIR ?? tmpdir());
-
-/** Counts what reaches the device: how many bytes each fdatasync covered. */
-class CountingDevice implements BlockDevice {
-  writeCount = 0;
-  flushCount = 0;
-  writtenBytes = 0;
-  constructor(private readonly inner: BlockDevice) {}
-  get name() { return this.inner.name; }
-  get sizeBytes() { return this.inner.sizeBytes; }
-  get logicalBlockSizeBytes() { return this.inner.logicalBlockSizeBytes; }
-  read(offsetBytes: number, lengthBytes: number) { return this.inner.read(offsetBytes, lengthBytes); }
-  write(offsetBytes: number, data: Uint8Array) {
-    this.writeCount += 1;
-    this.writtenBytes += data.length;
-    return this.inner.write(offsetBytes, data);
-  }
-  flush() {
-    this.flushCount += 1;
-    return this.inner.flush();
-  }
-  discard(offsetBytes: number, lengthBytes: number) { return this.inner.discard(offsetBytes, lengthBytes); }
-  close() { return this.inner.close(); }
-}
 
 function percentile(sorted: Float64Array, fraction: number): number {
   return sorted.length === 0 ? 0 : sorted[Math.min(sorted.length - 1, Math.floor(fraction * sorted.length))]!;

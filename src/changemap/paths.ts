@@ -3,11 +3,11 @@
  * of exactly the size the map needs (or --size), removed again if the create fails. Every check
  * that can refuse runs before anything is created or written.
  */
-import { rm, stat } from "node:fs/promises";
+import { rm } from "node:fs/promises";
 import { resolve as resolvePath } from "node:path";
 import type { BlockDevice } from "../io/block-device.ts";
-import { openBlockDevice } from "../io/open-device.ts";
-import { DruvaaError, exitCodes, fromSystemError, usageError } from "../errors.ts";
+import { openBlockDevice, pathExists } from "../io/open-device.ts";
+import { DruvaaError, exitCodes, usageError } from "../errors.ts";
 import { formatBytes } from "../units.ts";
 import { ChangeMap, type ChangeMapInfo, type ChangeMapOpenOptions } from "./change-map.ts";
 import { notAChangeMap, planLayout, type RegionSpec } from "./format.ts";
@@ -17,21 +17,11 @@ export interface ChangeMapCreateReport extends ChangeMapInfo {
   createdImage: boolean;
 }
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await stat(path);
-    return true;
-  } catch (error) {
-    if ((error as { code?: unknown }).code === "ENOENT") return false;
-    throw fromSystemError(error, path);
-  }
-}
-
 /** `druvaa changemap create`. */
 export async function createChangeMapAtPath(opts: { path: string; regions: RegionSpec[]; blockSizeBytes: number; sizeBytes?: number; force?: boolean }): Promise<ChangeMapCreateReport> {
   const path = resolvePath(opts.path);
   const { layoutSizeBytes } = planLayout(opts.regions, opts.blockSizeBytes);
-  const isNew = !(await exists(path));
+  const isNew = !(await pathExists(path));
   if (isNew && opts.sizeBytes !== undefined && opts.sizeBytes < layoutSizeBytes) {
     throw new DruvaaError("CHANGEMAP_DEVICE_TOO_SMALL", `--size ${formatBytes(opts.sizeBytes)} is too small for this change map, which needs ${layoutSizeBytes} bytes (${formatBytes(layoutSizeBytes)})`, "Leave out --size: a new image is created at exactly the size the map needs", exitCodes.refused);
   }
@@ -55,7 +45,7 @@ export async function createChangeMapAtPath(opts: { path: string; regions: Regio
 
 /** Opens the change map at `path` (read-write unless asked otherwise); the caller closes it. */
 export async function openChangeMapAtPath(path: string, opts: ChangeMapOpenOptions = {}): Promise<ChangeMap> {
-  if (!(await exists(path))) {
+  if (!(await pathExists(path))) {
     throw new DruvaaError("NOT_FOUND", `${path}: no such file or device`, `Check the path; create a change map with: druvaa changemap create ${path} --volume-size SIZE`, exitCodes.notFound);
   }
   const device = await openBlockDevice(path, { readOnly: opts.readOnly ?? false }).catch((error: unknown) => {

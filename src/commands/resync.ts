@@ -7,11 +7,11 @@
  */
 import { command, jsonFlag, output } from "../cli-support.ts";
 import { DruvaaError, exitCodes } from "../errors.ts";
-import { formatAddress, parseAddress } from "../io/transport.ts";
 import { formatBytes, parseDurationMs } from "../units.ts";
-import { fetchStatus } from "./status-format.ts";
+import { controlRequest, fetchStatus } from "./status-format.ts";
 
 const pollMs = 500;
+const clientControlPort = 6007;
 
 interface ClientModeView {
   role: string;
@@ -26,14 +26,7 @@ interface ClientModeView {
 }
 
 async function postResync(connect: string): Promise<void> {
-  const address = parseAddress(connect, 6007);
-  const url = address.kind === "unix" ? "http://localhost/resync" : `http://${formatAddress(address)}/resync`;
-  let response: Response;
-  try {
-    response = await fetch(url, { method: "POST", signal: AbortSignal.timeout(10_000), ...(address.kind === "unix" ? { unix: address.path } : {}) });
-  } catch (error) {
-    throw new DruvaaError("NET_CONNECT_FAILED", `cannot reach the client's control port ${connect}: ${error instanceof Error ? error.message : String(error)}`, "Is the client running, and is this its control port (default 6007)?", exitCodes.failure);
-  }
+  const response = await controlRequest(connect, "/resync", { method: "POST" }, clientControlPort);
   if (response.ok) return;
   const body = (await response.json().catch(() => ({}))) as { error?: { code?: string; message?: string; hint?: string } };
   const code = body.error?.code ?? "RESYNC_REFUSED";
@@ -59,13 +52,13 @@ export default command({
   async run({ args }) {
     const timeoutMs = parseDurationMs(args.timeout, "--timeout");
     const started = performance.now();
-    const first = (await fetchStatus(args.connect)) as ClientModeView;
+    const first = (await fetchStatus(args.connect, clientControlPort)) as ClientModeView;
     if (first.role !== "client") throw new DruvaaError("NOT_A_CLIENT", `${args.connect} is a ${first.role}'s control port, not a client's`, "Give the client's control port (druvaa client attach --control, default 6007)", exitCodes.usage);
     await postResync(args.connect);
     const tty = !args.json && process.stderr.isTTY === true;
     let status = first;
     for (;;) {
-      status = (await fetchStatus(args.connect)) as ClientModeView;
+      status = (await fetchStatus(args.connect, clientControlPort)) as ClientModeView;
       if (inSync(status)) break;
       const elapsedMs = performance.now() - started;
       if (elapsedMs > timeoutMs) {

@@ -12,15 +12,22 @@ export interface StagingWrlStatus {
 }
 export interface StagingStatus extends RoleStatus { role: "staging"; wrls: StagingWrlStatus[] }
 
-export async function fetchStatus(connect: string): Promise<RoleStatus> {
-  const address = parseAddress(connect, 6002);
-  const url = address.kind === "unix" ? "http://localhost/status" : `http://${formatAddress(address)}/status`;
-  let response: Response;
+/**
+ * One HTTP request to a role's control port (HOST:PORT, default port 6002 unless given, or unix:PATH);
+ * NET_CONNECT_FAILED with a hint when nothing answers.
+ */
+export async function controlRequest(connect: string, path: string, init: RequestInit = {}, defaultPort = 6002): Promise<Response> {
+  const address = parseAddress(connect, defaultPort);
+  const url = address.kind === "unix" ? `http://localhost${path}` : `http://${formatAddress(address)}${path}`;
   try {
-    response = await fetch(url, { signal: AbortSignal.timeout(10_000), ...(address.kind === "unix" ? { unix: address.path } : {}) });
+    return await fetch(url, { signal: AbortSignal.timeout(10_000), ...init, ...(address.kind === "unix" ? { unix: address.path } : {}) });
   } catch (error) {
     throw new DruvaaError("NET_CONNECT_FAILED", `cannot reach the control port ${connect}: ${error instanceof Error ? error.message : String(error)}`, "Is the role running, and is this its control port (client 6007, staging 6002, replica 6004)?", exitCodes.failure);
   }
+}
+
+export async function fetchStatus(connect: string, defaultPort = 6002): Promise<RoleStatus> {
+  const response = await controlRequest(connect, "/status", {}, defaultPort);
   let body: unknown;
   try {
     body = await response.json();

@@ -4,12 +4,12 @@
  * status, waits until the replica has applied everything, restores the replica and checks it
  * equals the primary byte for byte. Cleans up its processes on every exit path, Ctrl-C included.
  */
-import { createHash } from "node:crypto";
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { open } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { DruvaaError } from "../errors.ts";
+import { sha256File } from "../io/file-hash.ts";
 import { fetchStatus, type StagingStatus } from "../commands/status-format.ts";
 import { formatBytes } from "../units.ts";
 import { runDruvaa, startRole, type RoleProcess } from "./processes.ts";
@@ -39,23 +39,6 @@ export interface DemoResult {
   restoredSha256: string;
   verified: boolean;
   pids: Record<string, number>;
-}
-
-async function sha256File(path: string, sizeBytes: number): Promise<string> {
-  const hash = createHash("sha256");
-  const handle = await open(path, "r");
-  try {
-    const buffer = Buffer.alloc(4 * 1024 * 1024);
-    for (let offset = 0; offset < sizeBytes; ) {
-      const { bytesRead } = await handle.read(buffer, 0, Math.min(buffer.length, sizeBytes - offset), offset);
-      if (bytesRead === 0) break;
-      hash.update(buffer.subarray(0, bytesRead));
-      offset += bytesRead;
-    }
-  } finally {
-    await handle.close();
-  }
-  return hash.digest("hex");
 }
 
 async function createImage(path: string, sizeBytes: number): Promise<void> {

@@ -30,6 +30,17 @@ export async function openBlockDevice(path: string, opts: OpenOptions = {}): Pro
 }
 
 /** True if `path` names a block device (follows symlinks, e.g. /dev/disk/by-id/…); false if missing. */
+/** True if something exists at `path` (false only for ENOENT; other errors are thrown). */
+export async function pathExists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch (error) {
+    if ((error as { code?: unknown }).code === "ENOENT") return false;
+    throw fromSystemError(error, path);
+  }
+}
+
 export async function isBlockDevicePath(path: string): Promise<boolean> {
   try {
     return (await stat(path)).isBlockDevice();

@@ -6,6 +6,7 @@
 import { hostname, homedir } from "node:os";
 import { join } from "node:path";
 import { usageError } from "../errors.ts";
+import { parseAddress, type Address } from "../io/transport.ts";
 import { logger } from "../log.ts";
 
 export type RoleName = "client" | "staging" | "replica" | "panel";
@@ -13,6 +14,17 @@ export type RoleName = "client" | "staging" | "replica" | "panel";
 /** Default node id: the host name (what the original product shows in its panel). */
 export function defaultNodeId(): string {
   return hostname() || "druvaa";
+}
+
+/** `--node-id`, checked like a name, or the host name when not given. */
+export function nodeIdFlag(flag: string | undefined): string {
+  return flag === undefined ? defaultNodeId() : checkName(flag, "--node-id");
+}
+
+/** A serving role's listening address; no host means loopback (not every interface) until TLS exists. */
+export function parseServeAddress(text: string, defaultPort: number): Address {
+  const address = parseAddress(text, defaultPort);
+  return address.kind === "tcp" && address.host === undefined ? { ...address, host: "127.0.0.1" } : address;
 }
 
 /** State directory: --state-dir, else $DRUVAA_STATE_DIR/ROLE, else /var/lib/druvaa/ROLE as root, else ~/.local/state/druvaa/ROLE. */

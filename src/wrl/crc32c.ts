@@ -91,6 +91,7 @@ function loadIsal(): NativeCrc | undefined {
       const isal = lib.symbols.crc32_iscsi;
       const chunkMax = 1 << 30; // its length is an int
       return (data, crc) => {
+        if (data.length <= chunkMax) return ~isal(ptr(data), data.length, ~crc >>> 0) >>> 0;
         let c = ~crc >>> 0;
         for (let at = 0; at < data.length; at += chunkMax) {
           const piece = data.subarray(at, Math.min(data.length, at + chunkMax));

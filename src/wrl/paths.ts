@@ -3,11 +3,11 @@
  * block devices), finding secondaries by the path hints the superblock keeps, and cleaning up
  * on the way out. Every check that can refuse runs before anything is created or written.
  */
-import { rm, stat } from "node:fs/promises";
+import { rm } from "node:fs/promises";
 import { resolve as resolvePath } from "node:path";
 import type { BlockDevice } from "../io/block-device.ts";
-import { openBlockDevice } from "../io/open-device.ts";
-import { DruvaaError, exitCodes, fromSystemError, usageError } from "../errors.ts";
+import { openBlockDevice, pathExists } from "../io/open-device.ts";
+import { DruvaaError, exitCodes, usageError } from "../errors.ts";
 import { notAWrl } from "./recovery.ts";
 import { WriteLog } from "./write-log.ts";
 import type { WrlDeviceEntry, WrlInfo, WrlRecoveryReport } from "./types.ts";
@@ -16,23 +16,13 @@ export interface WrlReport extends WrlInfo {
   recovery?: WrlRecoveryReport;
 }
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await stat(path);
-    return true;
-  } catch (error) {
-    if ((error as { code?: unknown }).code === "ENOENT") return false;
-    throw fromSystemError(error, path);
-  }
-}
-
 function missing(path: string, flag: string): DruvaaError {
   return new DruvaaError("NOT_FOUND", `${path}: no such file or device`, `Check the path, or add --size SIZE to create an image file there (e.g. ${flag} ${path} --size 10G)`, exitCodes.notFound);
 }
 
 /** Opens `path`, creating an image of `createSizeBytes` if it does not exist; remembers what it created. */
 async function openOrCreate(path: string, createSizeBytes: number | undefined, created: string[]): Promise<BlockDevice> {
-  const isNew = !(await exists(path));
+  const isNew = !(await pathExists(path));
   const device = await openBlockDevice(path, isNew ? { createSizeBytes, direct: true } : { direct: true });
   if (isNew) created.push(path);
   return device;
@@ -51,7 +41,7 @@ export async function createWrlAtPaths(opts: { primary: string; secondaries: str
   const paths = [opts.primary, ...opts.secondaries].map((p) => resolvePath(p));
   if (new Set(paths).size !== paths.length) throw usageError("the same path is given twice", "Give each device once: --primary PATH [--secondary PATH ...]");
   for (const [i, path] of paths.entries()) {
-    if (opts.sizeBytes === undefined && !(await exists(path))) throw missing(path, i === 0 ? "--primary" : "--secondary");
+    if (opts.sizeBytes === undefined && !(await pathExists(path))) throw missing(path, i === 0 ? "--primary" : "--secondary");
   }
   const created: string[] = [];
   const devices: BlockDevice[] = [];
@@ -79,7 +69,7 @@ function resolverFor(readOnly: boolean): (entry: WrlDeviceEntry) => Promise<Bloc
  */
 export async function openWrlAtPath(path: string, opts: { readOnly?: boolean } = {}): Promise<WriteLog> {
   const readOnly = opts.readOnly ?? false;
-  if (!(await exists(path))) {
+  if (!(await pathExists(path))) {
     if (!path.includes("/")) {
       throw new DruvaaError("WRL_NOT_FOUND", `no write log named '${path}' and no such file`, "Give the path of the write log's primary device or image, e.g. druvaa wrl info /dev/sdb", exitCodes.notFound);
     }
@@ -117,7 +107,7 @@ export async function inspectWrlAtPath(path: string): Promise<WrlReport> {
  */
 export async function addDeviceAtPath(wrlPath: string, devicePath: string, opts: { sizeBytes?: number; force?: boolean } = {}): Promise<WrlReport & { added: WrlDeviceEntry }> {
   const absolute = resolvePath(devicePath);
-  if (opts.sizeBytes === undefined && !(await exists(absolute))) throw missing(absolute, "druvaa wrl add-device WRL");
+  if (opts.sizeBytes === undefined && !(await pathExists(absolute))) throw missing(absolute, "druvaa wrl add-device WRL");
   const wrl = await openWrlAtPath(wrlPath);
   const created: string[] = [];
   let device: BlockDevice | undefined;

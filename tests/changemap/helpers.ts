@@ -2,31 +2,9 @@
 import type { BlockDevice } from "../../src/io/block-device.ts";
 import type { SimDisk } from "../../src/io/sim-disk.ts";
 import { DruvaaError } from "../../src/errors.ts";
+import { CountingDevice } from "../../src/io/counting-device.ts";
 
-/** Passes everything through to `inner`, counting what reaches it. */
-export class CountingDevice implements BlockDevice {
-  writeCount = 0;
-  flushCount = 0;
-  readCount = 0;
-  constructor(protected readonly inner: BlockDevice) {}
-  get name() { return this.inner.name; }
-  get sizeBytes() { return this.inner.sizeBytes; }
-  get logicalBlockSizeBytes() { return this.inner.logicalBlockSizeBytes; }
-  read(offsetBytes: number, lengthBytes: number) {
-    this.readCount += 1;
-    return this.inner.read(offsetBytes, lengthBytes);
-  }
-  write(offsetBytes: number, data: Uint8Array) {
-    this.writeCount += 1;
-    return this.inner.write(offsetBytes, data);
-  }
-  flush() {
-    this.flushCount += 1;
-    return this.inner.flush();
-  }
-  discard(offsetBytes: number, lengthBytes: number) { return this.inner.discard(offsetBytes, lengthBytes); }
-  close() { return this.inner.close(); }
-}
+export { CountingDevice };
 
 /** A device whose flushes wait until the test opens the gate (to hold a group commit in flight). */
 export class GatedDevice extends CountingDevice {

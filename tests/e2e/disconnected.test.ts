@@ -7,7 +7,7 @@
  */
 import { afterEach, describe, expect, test } from "bun:test";
 import { join } from "node:path";
-import { druvaa, druvaaOk, expectFioOk, expectReplicaEqualsPrimary, fio, MiB, startSystem, type RunResult, type System } from "./helpers.ts";
+import { clientWrites, druvaa, druvaaOk, expectFioOk, expectReplicaEqualsPrimary, fio, MiB, startSystem, type System } from "./helpers.ts";
 
 const sizeBytes = 32 * MiB;
 let system: System | undefined;
@@ -17,11 +17,6 @@ afterEach(async () => {
   system = undefined;
 });
 
-
-async function clientWrites(sys: System): Promise<number> {
-  const status = await sys.status("client");
-  return (status.devices as { writes: number }[]).reduce((sum, d) => sum + d.writes, 0);
-}
 
 /** `druvaa resync` against the client: must end in sync (exit 0) with nothing dirty. */
 async function expectResynced(sys: System): Promise<Record<string, unknown>> {

@@ -4,12 +4,12 @@
  * last resort, when the test process exits), so a failing test leaves nothing running.
  */
 import { expect } from "bun:test";
-import { createHash } from "node:crypto";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { open } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startRole, type RoleProcess } from "../../src/demo/processes.ts";
+import { sha256File } from "../../src/io/file-hash.ts";
 import { bunPath, cliPath, repoRoot } from "../helpers/cli.ts";
 
 // Under `bun test` process.argv[1] is the test file, not the CLI: tell startRole/runDruvaa.
@@ -39,23 +39,8 @@ export function isAlive(pid: number): boolean {
   }
 }
 
-export async function sha256File(path: string, sizeBytes?: number): Promise<string> {
-  const hash = createHash("sha256");
-  const handle = await open(path, "r");
-  try {
-    const limit = sizeBytes ?? (await handle.stat()).size;
-    const buffer = Buffer.alloc(4 * MiB);
-    for (let offset = 0; offset < limit; ) {
-      const { bytesRead } = await handle.read(buffer, 0, Math.min(buffer.length, limit - offset), offset);
-      if (bytesRead === 0) break;
-      hash.update(buffer.subarray(0, bytesRead));
-      offset += bytesRead;
-    }
-  } finally {
-    await handle.close();
-  }
-  return hash.digest("hex");
-}
+
+export { sha256File };
 
 export async function readRange(path: string, offset: number, length: number): Promise<Uint8Array> {
   const handle = await open(path, "r");
@@ -364,4 +349,10 @@ export async function expectReplicaEqualsPrimary(sys: System): Promise<void> {
   await sys.waitDrained(60);
   const hashes = await sys.verifyAll();
   for (const name of sys.devices) expect({ name, sha256: hashes[name]!.restored }).toEqual({ name, sha256: hashes[name]!.primary });
+}
+
+/** NBD writes the client has completed, over every device (from its status). */
+export async function clientWrites(sys: System): Promise<number> {
+  const status = await sys.status("client");
+  return (status.devices as { writes: number }[]).reduce((sum, d) => sum + d.writes, 0);
 }

@@ -6,7 +6,7 @@
  * an error (its writes just stall meanwhile) and the replica must converge to the primary.
  */
 import { afterEach, describe, expect, test } from "bun:test";
-import { expectFioOk, expectReplicaEqualsPrimary, fio, MiB, qemuIo, readRange, startSystem, type Role, type RunResult, type System } from "./helpers.ts";
+import { clientWrites, expectFioOk, expectReplicaEqualsPrimary, fio, MiB, qemuIo, readRange, startSystem, type Role, type RunResult, type System } from "./helpers.ts";
 
 const sizeBytes = 32 * MiB;
 let system: System | undefined;
@@ -23,8 +23,7 @@ const randwrite = (size: string) => ["--rw=randwrite", "--bs=4k", "--iodepth=16"
 /** Resolves once the client has completed at least `writes` NBD writes (or fio ended first). */
 async function untilClientWrote(sys: System, writes: number, fioDone: () => boolean): Promise<number> {
   for (;;) {
-    const status = await sys.status("client");
-    const done = (status.devices as { writes: number }[]).reduce((sum, d) => sum + d.writes, 0);
+    const done = await clientWrites(sys);
     if (done >= writes || fioDone()) return done;
     await Bun.sleep(25);
   }

@@ -5,6 +5,7 @@ import { MemoryDevice } from "../../src/io/memory-device.ts";
 import { recordFlags, type DeviceSize, type ShipMessage, type ShipRecord } from "../../src/protocol/messages.ts";
 import { ReplicaCore, type ReplicaDevice } from "../../src/roles/replica/core.ts";
 import { MemoryStateStore } from "../../src/roles/replica/state.ts";
+import { bytes } from "../helpers/bytes.ts";
 
 export const wrlUuid = "6f1c2a4e-0b5d-4c1e-9a7b-3d2e1f0a9b8c";
 export const otherWrlUuid = "0a0b0c0d-1111-4222-8333-444455556666";
@@ -16,18 +17,6 @@ export interface TestRecord {
   offset: number;
   data?: Uint8Array;
   zeroLength?: number;
-}
-
-export function bytes(length: number, seed: number): Uint8Array {
-  const out = new Uint8Array(length);
-  let state = (seed * 2654435761) >>> 0 || 1;
-  for (let index = 0; index < length; index += 1) {
-    state ^= state << 13;
-    state ^= state >>> 17;
-    state ^= state << 5;
-    out[index] = state & 0xff;
-  }
-  return out;
 }
 
 export function dataRecord(lsn: number, device: string, offset: number, length: number): TestRecord {

@@ -10,7 +10,9 @@ import { connect, parseAddress, type Connection } from "../../src/io/transport.t
 import { encodeFrameBytes } from "../../src/protocol/frame.ts";
 import { buildHello, clientHandshake } from "../../src/protocol/handshake.ts";
 import type { Message } from "../../src/protocol/messages.ts";
-import { bunPath, cliPath, druvaa, repoRoot } from "../helpers/cli.ts";
+import { druvaa } from "../helpers/cli.ts";
+import { rawExchange } from "../helpers/raw-exchange.ts";
+import { startRole, type RoleProcess } from "../helpers/role-process.ts";
 import { applyModel, dataRecord, sha256, shipment, wrlUuid, zeroRecord, type TestRecord } from "./helpers.ts";
 
 const KiB = 1024;
@@ -24,43 +26,26 @@ const disk0DeclaredBytes = 5 * MiB + 512; // the client's device is a bit smalle
 const disk1Bytes = 1 * MiB;
 
 interface Ready {
+  event: string;
+  role: string;
   pid: number;
   listen: string;
   restore: string;
   control: string;
 }
 
-interface Replica {
-  proc: ReturnType<typeof Bun.spawn>;
-  ready: Ready;
-  logPath: string;
-}
+type Replica = RoleProcess<Ready>;
 
 const running = new Set<Replica>();
 const connections: Connection[] = [];
 
 async function startReplica(tag: string): Promise<Replica> {
-  const logPath = join(scratch, `replica-${tag}.log`);
-  const proc = Bun.spawn({
-    cmd: [bunPath, cliPath, "replica", "apply", "--listen", "127.0.0.1:0", "--control", "127.0.0.1:0", "--restore", "127.0.0.1:0", "--device", `disk0=${disk0Path}`, "--device", `disk1=${disk1Path}`, "--state-dir", stateDir, "--node-id", "replica-test", "--json"],
-    cwd: repoRoot,
-    stdout: "pipe",
-    stderr: Bun.file(logPath),
-    stdin: "ignore",
-    env: { ...process.env, NO_COLOR: "1" },
-  });
-  const reader = proc.stdout.getReader();
-  let text = "";
-  while (!text.includes("\n")) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error(`replica exited before ready (exit ${await proc.exited}): ${text}\n${readFileSync(logPath, "utf8")}`);
-    text += new TextDecoder().decode(value);
-  }
-  reader.releaseLock();
-  const ready = JSON.parse(text.slice(0, text.indexOf("\n"))) as Ready & { event: string; role: string };
-  expect(ready.event).toBe("ready");
-  expect(ready.role).toBe("replica");
-  const replica = { proc, ready, logPath };
+  const replica = await startRole<Ready>(
+    ["replica", "apply", "--listen", "127.0.0.1:0", "--control", "127.0.0.1:0", "--restore", "127.0.0.1:0", "--device", `disk0=${disk0Path}`, "--device", `disk1=${disk1Path}`, "--state-dir", stateDir, "--node-id", "replica-test"],
+    join(scratch, `replica-${tag}.log`),
+  );
+  expect(replica.ready.event).toBe("ready");
+  expect(replica.ready.role).toBe("replica");
   running.add(replica);
   return replica;
 }
@@ -82,38 +67,6 @@ async function fakeStaging(address: string): Promise<Connection> {
 async function ask(connection: Connection, message: Message, payload?: Uint8Array): Promise<Message> {
   await connection.send(message, payload);
   return (await connection.receive(15_000)).message;
-}
-
-/** Sends raw bytes on a plain socket (optionally half-closing) and resolves when the server closes it. */
-async function rawExchange(address: string, bytes: Uint8Array, halfClose: boolean): Promise<string> {
-  const { port } = parseAddress(address, 0) as { port: number };
-  let received = "";
-  let closed!: () => void;
-  const done = new Promise<void>((resolve) => (closed = resolve));
-  const socket = await Bun.connect({
-    hostname: "127.0.0.1",
-    port,
-    allowHalfOpen: true,
-    socket: {
-      data(_socket, chunk) {
-        received += Buffer.from(chunk).toString("latin1");
-      },
-      end(s) {
-        s.end();
-        closed();
-      },
-      close() {
-        closed();
-      },
-      error() {
-        closed();
-      },
-    },
-  });
-  socket.write(bytes);
-  if (halfClose) socket.shutdown();
-  await done;
-  return received;
 }
 
 // The replica's devices get records of two shipments; disk0 is declared smaller than its image.

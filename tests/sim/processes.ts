@@ -20,6 +20,7 @@ import { recordFlags } from "../../src/protocol/messages.ts";
 import { ClientCore, type StagingSender } from "../../src/roles/client/core.ts";
 import { ReplicaCore } from "../../src/roles/replica/core.ts";
 import type { ReplicaState, ReplicaStateStore } from "../../src/roles/replica/state.ts";
+import { nextFrame } from "../../src/roles/server-support.ts";
 import { StagingCore, type StagingLog } from "../../src/roles/staging/core.ts";
 import type { RelayLink } from "../../src/roles/staging/relay.ts";
 import type { DeviceStateStore, WrlDevicesState } from "../../src/roles/staging/state.ts";
@@ -192,13 +193,8 @@ export class StagingProcess {
     const session = this.core.openSession({ nodeId: nodeId.split("->")[0]!, address: `sim:${nodeId}`, reply: (message) => void end.send(message).catch(() => undefined) });
     try {
       for (;;) {
-        let frame;
-        try {
-          frame = await end.receive();
-        } catch {
-          return;
-        }
-        if (!this.alive) return;
+        const frame = await nextFrame(end);
+        if (frame === undefined || !this.alive) return;
         if (!(await this.core.handle(session, frame.message, frame.payload))) {
           this.world.violation(`staging got a ${frame.message.type} it does not take`);
           end.abort();
@@ -272,13 +268,8 @@ export class ReplicaProcess {
     };
     const window: Promise<void>[] = [];
     for (;;) {
-      let frame;
-      try {
-        frame = await end.receive();
-      } catch {
-        return;
-      }
-      if (!this.alive) return;
+      const frame = await nextFrame(end);
+      if (frame === undefined || !this.alive) return;
       const message = frame.message;
       if (message.type === "resume") {
         void answer(this.core.resume(message)).catch(() => undefined);

@@ -10,24 +10,11 @@ import { recordFlags } from "../../src/protocol/messages.ts";
 import { StagingCore } from "../../src/roles/staging/core.ts";
 import { MemoryDeviceStateStore, type WrlDevicesState } from "../../src/roles/staging/state.ts";
 import { CoreClient, FakeReplica, KiB, MiB, WrlDisk, applyTo, bytes, waitFor, type WriteAnswer } from "./helpers.ts";
-import { stagingFixture, type Fixture } from "./fixture.ts";
+import { closeTrackedFixtures, trackedFixture } from "./fixture.ts";
 
 const uuid = "5a1f0c3e-7b2d-4e8f-9a6b-1c0d2e3f4a5b";
-const open: Fixture[] = [];
 
-async function fixture(...args: Parameters<typeof stagingFixture>): Promise<Fixture> {
-  const made = await stagingFixture(...args);
-  open.push(made);
-  return made;
-}
-
-afterEach(async () => {
-  for (const made of open.splice(0)) {
-    made.replica.release();
-    made.disk.releaseFlushes();
-    await made.close();
-  }
-});
+afterEach(closeTrackedFixtures);
 
 /** A store whose saves wait for release(), or fail. */
 class GatedStore extends MemoryDeviceStateStore {
@@ -50,7 +37,7 @@ class GatedStore extends MemoryDeviceStateStore {
 
 describe("attach", () => {
   test("refuses an unknown WRL, a device bigger than the replica's, a device another client holds; the same node may take its device back", async () => {
-    const f = await fixture();
+    const f = await trackedFixture();
     f.core.start();
     await waitFor(() => f.core.status().wrls[0]!.replica.replicaDevices !== null, "the relay to hear the replica's devices");
     const a = new CoreClient(f.core, "client-a", "10.0.0.1:4000");
@@ -90,7 +77,7 @@ describe("attach", () => {
 
   test("the attached device is saved before the ack; a failed save refuses the attach and frees the name", async () => {
     const store = new GatedStore();
-    const f = await fixture({ store });
+    const f = await trackedFixture({ store });
     const a = new CoreClient(f.core, "client-a");
     store.hold();
     let answered = false;
@@ -117,7 +104,7 @@ describe("attach", () => {
 
 describe("write", () => {
   test("only attached devices, inside the device, aligned; acks carry LSNs in issue order", async () => {
-    const f = await fixture();
+    const f = await trackedFixture();
     const a = new CoreClient(f.core);
     expect(await a.write("w0", "d0", 0, bytes(4 * KiB, 1))).toMatchObject({ type: "writeNack", code: "DEVICE_UNKNOWN" });
     await a.attach("w0", "d0", 1 * MiB);
@@ -135,7 +122,7 @@ describe("write", () => {
 
   test("a write is acked only once durable: nothing is acked while flushes are held, and a crash keeps every acked record", async () => {
     const disk = WrlDisk.sim(4 * MiB, 20261122);
-    const f = await fixture({ disk });
+    const f = await trackedFixture({ disk });
     const a = new CoreClient(f.core);
     await a.attach("w0", "d0", 1 * MiB);
     disk.holdFlushes();
@@ -174,7 +161,7 @@ describe("write", () => {
   });
 
   test("WRL full: writes are refused with WRL_FULL, writing nothing, until the relay frees space; every acked write reaches the replica", async () => {
-    const f = await fixture({ disk: WrlDisk.memory(1 * MiB) });
+    const f = await trackedFixture({ disk: WrlDisk.memory(1 * MiB) });
     f.replica.holding = true;
     f.core.start();
     const a = new CoreClient(f.core);
@@ -207,7 +194,7 @@ describe("write", () => {
   });
 
   test("zero writes become ZERO records: shipped with the zero flag and no payload; the range reads zeros at the replica", async () => {
-    const f = await fixture();
+    const f = await trackedFixture();
     f.core.start();
     const a = new CoreClient(f.core);
     await a.attach("w0", "d0", 1 * MiB);
@@ -226,7 +213,7 @@ describe("write", () => {
 
   test("stop: writes in flight are answered, later ones refused with SHUTTING_DOWN, attaches too", async () => {
     const disk = WrlDisk.memory(4 * MiB);
-    const f = await fixture({ disk });
+    const f = await trackedFixture({ disk });
     const a = new CoreClient(f.core);
     await a.attach("w0", "d0", 1 * MiB);
     disk.holdFlushes();

@@ -62,3 +62,31 @@ export async function stagingFixture(options: FixtureOptions = {}): Promise<Fixt
     },
   };
 }
+
+const tracked: Fixture[] = [];
+
+/** A stagingFixture that closeTrackedFixtures() closes: call that in afterEach. */
+export async function trackedFixture(options: FixtureOptions = {}): Promise<Fixture> {
+  const made = await stagingFixture(options);
+  tracked.push(made);
+  return made;
+}
+
+/** Stops tracking `made` (a test that closed it itself and hands its replica or disk on). */
+export function untrackFixture(made: Fixture): void {
+  const index = tracked.indexOf(made);
+  if (index >= 0) tracked.splice(index, 1);
+}
+
+/**
+ * Closes every tracked fixture, first undoing what a test may have left set (held shipments,
+ * refused dials, held flushes) so that closing does not wait on it.
+ */
+export async function closeTrackedFixtures(): Promise<void> {
+  for (const made of tracked.splice(0)) {
+    made.replica.release();
+    made.replica.refuseDials = false;
+    made.disk.releaseFlushes();
+    await made.close();
+  }
+}

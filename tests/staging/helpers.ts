@@ -17,21 +17,11 @@ import type { RelayLink } from "../../src/roles/staging/relay.ts";
 import type { ClientSession } from "../../src/roles/staging/session.ts";
 import { WriteLog } from "../../src/wrl/write-log.ts";
 
+/** Deterministic bytes (xorshift) for payloads. */
+export { bytes } from "../helpers/bytes.ts";
+
 export const KiB = 1024;
 export const MiB = 1024 * KiB;
-
-/** Deterministic bytes (xorshift) for payloads. */
-export function bytes(length: number, seed: number): Uint8Array {
-  const out = new Uint8Array(length);
-  let state = (seed * 2654435761) >>> 0 || 1;
-  for (let index = 0; index < length; index += 1) {
-    state ^= state << 13;
-    state ^= state >>> 17;
-    state ^= state << 5;
-    out[index] = state & 0xff;
-  }
-  return out;
-}
 
 /** Polls `condition` every few ms until it holds; throws with `what` after `timeoutMs`. */
 export async function waitFor(condition: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {

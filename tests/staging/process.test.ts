@@ -7,12 +7,13 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { parseAddress } from "../../src/io/transport.ts";
 import { encodeFrameBytes } from "../../src/protocol/frame.ts";
 import { buildHello } from "../../src/protocol/handshake.ts";
 import { druvaa } from "../helpers/cli.ts";
+import { rawExchange } from "../helpers/raw-exchange.ts";
+import { startRole, type RoleProcess } from "../helpers/role-process.ts";
 import { MiB } from "./helpers.ts";
-import { SlotWorkload, sha256, startRole, type RoleProcess } from "./process.ts";
+import { SlotWorkload, sha256 } from "./process.ts";
 import { TestClient } from "./test-client.ts";
 
 const deviceBytes = 8 * MiB;
@@ -131,11 +132,9 @@ describe("druvaa staging serve (real processes)", () => {
 
   test("garbage on the data and control ports closes those connections only; the server keeps serving", async () => {
     const [staging] = [...running].filter((role) => role !== replica);
-    const { port } = parseAddress(staging!.ready.listen, 0) as { port: number };
-    const controlPort = (parseAddress(staging!.ready.control, 0) as { port: number }).port;
     const garbage = [new Uint8Array([0xff, 0xff, 0xff, 0xff, 1, 2, 3]), encodeFrameBytes(buildHello({ role: "client", nodeId: "x" })).subarray(0, 9), encodeFrameBytes(buildHello({ role: "replica", nodeId: "intruder" }))];
-    for (const bytes of garbage) await rawExchange(port, bytes);
-    const answer = await rawExchange(controlPort, new TextEncoder().encode("\x00\x01GARBAGE \xff\r\n\r\n"));
+    for (const bytes of garbage) await rawExchange(staging!.ready.listen, bytes, true);
+    const answer = await rawExchange(staging!.ready.control, new TextEncoder().encode("\x00\x01GARBAGE \xff\r\n\r\n"), true);
     expect(answer).not.toContain("200 OK");
     // A proper handshake followed by a message that has no business on the data port.
     const rude = await TestClient.connect(staging!.ready.listen, "rude");
@@ -177,34 +176,3 @@ describe("druvaa staging serve (real processes)", () => {
     expect(alone.stderr).toContain("no --replica w0=HOST:PORT");
   }, 30_000);
 });
-
-/** Sends raw bytes, half-closes, and resolves with what came back once the server closes. */
-async function rawExchange(port: number, bytes: Uint8Array): Promise<string> {
-  let received = "";
-  let closed!: () => void;
-  const done = new Promise<void>((resolve) => (closed = resolve));
-  const socket = await Bun.connect({
-    hostname: "127.0.0.1",
-    port,
-    allowHalfOpen: true,
-    socket: {
-      data(_socket, chunk) {
-        received += Buffer.from(chunk).toString("latin1");
-      },
-      end(s) {
-        s.end();
-        closed();
-      },
-      close() {
-        closed();
-      },
-      error() {
-        closed();
-      },
-    },
-  });
-  socket.write(bytes);
-  socket.shutdown();
-  await done;
-  return received;
-}

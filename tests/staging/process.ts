@@ -1,44 +1,10 @@
 /**
- * Real druvaa processes for the staging tests (started with --json, ready line awaited, killed by
- * pid), and a write workload whose expected image is known exactly even across a staging crash.
+ * A write workload for the staging process tests whose expected image is known exactly even
+ * across a staging crash. The processes themselves are started by tests/helpers/role-process.ts.
  */
 import { createHash } from "node:crypto";
-import { readFileSync } from "node:fs";
-import { bunPath, cliPath, repoRoot } from "../helpers/cli.ts";
 import type { TestClient } from "./test-client.ts";
 import { bytes } from "./helpers.ts";
-
-export interface RoleProcess {
-  proc: ReturnType<typeof Bun.spawn>;
-  ready: Record<string, any>;
-  logPath: string;
-}
-
-/** Starts `druvaa ARGS --json` and waits for its ready line; the log (stderr) goes to logPath. */
-export async function startRole(args: string[], logPath: string): Promise<RoleProcess> {
-  const proc = Bun.spawn({
-    cmd: [bunPath, cliPath, ...args, "--json"],
-    cwd: repoRoot,
-    stdout: "pipe",
-    stderr: Bun.file(logPath),
-    stdin: "ignore",
-    env: { ...process.env, NO_COLOR: "1" },
-  });
-  const reader = proc.stdout.getReader();
-  let text = "";
-  while (!text.includes("\n")) {
-    const { value, done } = await reader.read();
-    if (done) {
-      const code = await proc.exited;
-      throw new Error(`druvaa ${args.join(" ")} exited (${code}) before it was ready: ${text}\n${readFileSync(logPath, "utf8")}`);
-    }
-    text += new TextDecoder().decode(value);
-  }
-  reader.releaseLock();
-  const ready = JSON.parse(text.slice(0, text.indexOf("\n"))) as Record<string, any>;
-  if (ready.event !== "ready") throw new Error(`not a ready line: ${text}`);
-  return { proc, ready, logPath };
-}
 
 export const sha256 = (data: Uint8Array): string => createHash("sha256").update(data).digest("hex");
 

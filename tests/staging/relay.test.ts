@@ -8,23 +8,9 @@ import { MemoryStateStore } from "../../src/roles/replica/state.ts";
 import { buildShipment } from "../../src/roles/staging/shipment.ts";
 import { MemoryDeviceStateStore } from "../../src/roles/staging/state.ts";
 import { CoreClient, FakeReplica, KiB, MiB, WrlDisk, applyTo, bytes, waitFor } from "./helpers.ts";
-import { smallLimits, stagingFixture, type Fixture } from "./fixture.ts";
+import { closeTrackedFixtures, smallLimits, trackedFixture, untrackFixture } from "./fixture.ts";
 
-const open: Fixture[] = [];
-
-async function fixture(...args: Parameters<typeof stagingFixture>): Promise<Fixture> {
-  const made = await stagingFixture(...args);
-  open.push(made);
-  return made;
-}
-
-afterEach(async () => {
-  for (const made of open.splice(0)) {
-    made.replica.release();
-    made.replica.refuseDials = false;
-    await made.close();
-  }
-});
+afterEach(closeTrackedFixtures);
 
 /** Writes `count` writes of varied sizes over d0 (some overlapping, some zero); returns the model image. */
 async function writeSome(client: CoreClient, count: number, seed: number, model: Uint8Array = new Uint8Array(1 * MiB)): Promise<Uint8Array> {
@@ -51,7 +37,7 @@ function expectLsnOrder(firstLsns: number[], lastLsns: number[]): void {
 
 describe("relay", () => {
   test("ships in LSN order within its window and frees records only when the replica acknowledges them", async () => {
-    const f = await fixture({ windowMax: 2 });
+    const f = await trackedFixture({ windowMax: 2 });
     f.replica.holding = true;
     f.core.start();
     const a = new CoreClient(f.core);
@@ -83,7 +69,7 @@ describe("relay", () => {
   });
 
   test("a nack is shown as lastError; the same records are shipped again after the backoff, none skipped", async () => {
-    const f = await fixture();
+    const f = await trackedFixture();
     f.replica.nackNext.push("BUSY", "DEVICE_UNKNOWN");
     f.core.start();
     const a = new CoreClient(f.core);
@@ -102,7 +88,7 @@ describe("relay", () => {
   });
 
   test("a dropped connection is resumed from what the replica applied; an unreachable replica is retried until it is back", async () => {
-    const f = await fixture();
+    const f = await trackedFixture();
     f.replica.dropAfterShipments = 3;
     f.core.start();
     const a = new CoreClient(f.core);
@@ -126,7 +112,7 @@ describe("relay", () => {
   });
 
   test("skips what the replica already applied: resumes after its appliedLsn and frees those records at once", async () => {
-    const f = await fixture();
+    const f = await trackedFixture();
     const a = new CoreClient(f.core);
     await a.attach("w0", "d0", 1 * MiB);
     const model = await writeSome(a, 10, 5);
@@ -144,7 +130,7 @@ describe("relay", () => {
   });
 
   test("a replica that lost its state gets no records past the gap: LSN_GAP is shown and retried, nothing is freed", async () => {
-    const f = await fixture();
+    const f = await trackedFixture();
     f.core.start();
     const a = new CoreClient(f.core);
     await a.attach("w0", "d0", 1 * MiB);
@@ -163,7 +149,7 @@ describe("relay", () => {
   });
 
   test("a replica ahead of the WRL (the WRL lost records) is refused: REPLICA_AHEAD, nothing shipped", async () => {
-    const f = await fixture();
+    const f = await trackedFixture();
     const uuid = f.wrl.info().uuid;
     const records = [1, 2, 3].map((lsn) => ({ lsn, type: "write" as const, epoch: lsn, device: "d0", seq: lsn, offset: 0, lengthBytes: 4 * KiB, flags: 0, data: bytes(4 * KiB, lsn) }));
     const ahead = buildShipment(records, { wrl: "w0", wrlUuid: uuid, deviceSizes: new Map([["d0", 1 * MiB]]) });
@@ -176,19 +162,19 @@ describe("relay", () => {
   test("restart: recovered records and saved device sizes are relayed; lag counts them until acknowledged", async () => {
     const disk = WrlDisk.memory(4 * MiB);
     const store = new MemoryDeviceStateStore();
-    const first = await fixture({ disk, store });
+    const first = await trackedFixture({ disk, store });
     first.replica.holding = true;
     first.core.start();
     const a = new CoreClient(first.core);
     await a.attach("w0", "d0", 1 * MiB);
     const model = await writeSome(a, 8, 8);
     await first.close();
-    open.splice(open.indexOf(first), 1);
+    untrackFixture(first);
 
     const replica = first.replica;
     replica.release();
     replica.shipments.length = 0;
-    const second = await fixture({ disk, store, reopen: true, replica });
+    const second = await trackedFixture({ disk, store, reopen: true, replica });
     const before = second.core.status().wrls[0]!;
     expect(before).toMatchObject({ headLsn: 8, tailLsn: 0, recordCount: 8 });
     expect(before.lagBytes).toBeGreaterThan(0);

@@ -214,3 +214,14 @@ export async function runCli(args: string[]): Promise<CliResult> {
   }
   return { exitCode, stdout, stderr, json };
 }
+
+/** The DruvaaError code `promise` rejects with, or "resolved"; any other error is rethrown. */
+export async function codeOf(promise: Promise<unknown>): Promise<string> {
+  try {
+    await promise;
+    return "resolved";
+  } catch (error) {
+    if (!(error instanceof DruvaaError)) throw error;
+    return error.code;
+  }
+}

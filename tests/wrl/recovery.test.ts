@@ -8,7 +8,7 @@ import { crc32c } from "../../src/wrl/crc32c.ts";
 import { MemoryDevice } from "../../src/io/memory-device.ts";
 import { DruvaaError } from "../../src/errors.ts";
 import { wrlSecondaryHeaderAreaBytes, wrlSuperblockCopyBytes } from "../../src/constants.ts";
-import { MemoryDisks, payloadFor, primaryDataStartBytes as dataStart, rewriteRecord } from "./helpers.ts";
+import { MemoryDisks, codeOf, payloadFor, primaryDataStartBytes as dataStart, rewriteRecord } from "./helpers.ts";
 
 const MiB = 1024 * 1024;
 const copyB = 32 * 1024;
@@ -35,16 +35,6 @@ async function heldSeqs(wrl: WriteLog): Promise<number[]> {
     next = records[records.length - 1]!.lsn + 1;
   }
   return out;
-}
-
-async function codeOf(promise: Promise<unknown>): Promise<string> {
-  try {
-    await promise;
-    return "resolved";
-  } catch (error) {
-    if (!(error instanceof DruvaaError)) throw error;
-    return error.code;
-  }
 }
 
 function garble(bytes: Uint8Array, from: number, length: number): void {

@@ -2,11 +2,10 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { WriteLog } from "../../src/wrl/write-log.ts";
 import { SimDisk } from "../../src/io/sim-disk.ts";
 import { MemoryDevice } from "../../src/io/memory-device.ts";
-import { DruvaaError } from "../../src/errors.ts";
 import { setLogLevel } from "../../src/log.ts";
 import { wrlGroupCommitAppendsMax, wrlPendingAppendsMax, wrlWriteChunkBytes } from "../../src/constants.ts";
 import { probeHeader } from "../../src/wrl/record-format.ts";
-import { MemoryDisks, payloadFor, primaryDataStartBytes as dataStart } from "./helpers.ts";
+import { MemoryDisks, codeOf, payloadFor, primaryDataStartBytes as dataStart } from "./helpers.ts";
 
 // Quiet while this file runs (injected I/O failures are logged as errors by design); restored
 // afterwards, because every test file shares this process and its log level.
@@ -18,16 +17,6 @@ const block = 4096;
 
 function append(wrl: WriteLog, id: number, payloadBytes = 1000) {
   return wrl.append({ epoch: 1, device: 0, seq: id, offset: id * block, data: payloadFor(id, payloadBytes) });
-}
-
-async function codeOf(promise: Promise<unknown>): Promise<string> {
-  try {
-    await promise;
-    return "resolved";
-  } catch (error) {
-    if (!(error instanceof DruvaaError)) throw error;
-    return error.code;
-  }
 }
 
 describe("append and group commit", () => {

@@ -16,7 +16,7 @@ import { isBlockDevicePath, openBlockDevice } from "../../io/open-device.ts";
 import { connect, formatAddress, parseAddress } from "../../io/transport.ts";
 import { logger } from "../../log.ts";
 import { parseListenAddress, startNbdServer, type NbdServer } from "../../nbd/server.ts";
-import { druvaaVersion } from "../../version.ts";
+import { statusHeader } from "../server-support.ts";
 import { announceReady, checkName, defaultNodeId, parseNamedValues, resolveStateDir, untilSignalled } from "../common.ts";
 import { ClientCore, type ClientDevice } from "./core.ts";
 import { StagingLink } from "./staging-link.ts";
@@ -112,10 +112,7 @@ export default command({
       const activeLink = link;
       control = startControlServer(controlAddress, {
         "/status": () => ({
-          role: "client",
-          nodeId,
-          version: druvaaVersion,
-          uptimeSeconds: (Date.now() - started) / 1000,
+          ...statusHeader({ role: "client", nodeId }, started, Date.now()),
           staging: activeLink.status(),
           devices: liveCore.deviceStatus().map((d) => ({ ...d, export: server.uri(d.name), wrlUuid: activeLink.wrlUuids.get(d.name) ?? null })),
           inflightWrites: liveCore.inflightWrites,

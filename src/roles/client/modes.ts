@@ -128,9 +128,10 @@ export class ModeController {
     const states = this.host.devices();
     if (this.#mode === "connected" && states.every((state) => state.spec.changeMap!.dirtyBytes === 0)) return;
     this.#mode = "resyncing";
+    const byName = new Map(states.map((state) => [state.spec.name, state]));
     const pass = (this.#resync = new ResyncPass({
       targets: states.map((state) => ({ device: state.spec.name, region: state.spec.changeMap! })),
-      chunk: (device, offset, length) => this.#resyncChunk(device, offset, length),
+      chunk: (device, offset, length) => this.#resyncChunk(byName.get(device)!, offset, length),
       timers: this.host.timers,
       now: () => this.host.now(),
       rateLimitBytesPerSecond: this.#resyncRate,
@@ -179,9 +180,8 @@ export class ModeController {
    * One resync chunk: the range is held in the overlap gate from the read until staging's ack,
    * so an application write to it is logged after the chunk; the bits are cleared only then.
    */
-  async #resyncChunk(name: string, offset: number, length: number): Promise<boolean> {
-    const state = this.host.devices().find((candidate) => candidate.spec.name === name)!;
-    const release = await this.host.lockRange(name, offset, length);
+  async #resyncChunk(state: DeviceState, offset: number, length: number): Promise<boolean> {
+    const release = await this.host.lockRange(state.spec.name, offset, length);
     try {
       if (this.#mode !== "resyncing" || !this.host.linkUp()) return false;
       const data = await state.spec.device.read(offset, length);

@@ -10,20 +10,13 @@ import { DruvaaError, usageError } from "../../errors.ts";
 import type { BlockDevice } from "../../io/block-device.ts";
 import { FileDevice } from "../../io/file-device.ts";
 import { isBlockDevicePath, openBlockDevice } from "../../io/open-device.ts";
-import { parseAddress, type Address } from "../../io/transport.ts";
 import { logger } from "../../log.ts";
-import { announceReady, checkName, defaultNodeId, parseNamedValues, resolveStateDir, untilSignalled } from "../common.ts";
+import { announceReady, nodeIdFlag, parseNamedValues, parseServeAddress, resolveStateDir, untilSignalled } from "../common.ts";
 import { ReplicaCore, type ReplicaDevice } from "./core.ts";
 import { ReplicaServer } from "./server.ts";
 import { fileStateStore } from "./state.ts";
 
 const log = logger("replica");
-
-/** Parses a listening address; no host means loopback (not every interface) until TLS exists. */
-export function parseListenAddress(text: string, defaultPort: number): Address {
-  const address = parseAddress(text, defaultPort);
-  return address.kind === "tcp" && address.host === undefined ? { ...address, host: "127.0.0.1" } : address;
-}
 
 /** Opens every `--device NAME=PATH`, refusing a path given twice; closes what it opened on failure. */
 export async function openReplicaDevices(specs: ReadonlyMap<string, string>): Promise<ReplicaDevice[]> {
@@ -83,10 +76,10 @@ export default command({
   async run({ args, rawArgs }) {
     const specs = parseNamedValues(repeatedFlag(rawArgs, "device"), "--device", "disk0=/dev/sdc");
     if (specs.size === 0) throw usageError("at least one --device NAME=PATH is needed", "e.g. --device disk0=/dev/sdc");
-    const listenAddress = parseListenAddress(args.listen, replicaDataPortDefault);
-    const controlAddress = parseListenAddress(args.control, replicaControlPortDefault);
-    const restoreAddress = parseListenAddress(args.restore, replicaRestorePortDefault);
-    const nodeId = args["node-id"] === undefined ? defaultNodeId() : checkName(args["node-id"], "--node-id");
+    const listenAddress = parseServeAddress(args.listen, replicaDataPortDefault);
+    const controlAddress = parseServeAddress(args.control, replicaControlPortDefault);
+    const restoreAddress = parseServeAddress(args.restore, replicaRestorePortDefault);
+    const nodeId = nodeIdFlag(args["node-id"]);
     const stateDir = resolveStateDir(args["state-dir"], "replica");
     const devices = await openReplicaDevices(specs);
     try {

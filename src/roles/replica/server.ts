@@ -18,7 +18,7 @@ import { logger } from "../../log.ts";
 import { ProtocolError } from "../../protocol/errors.ts";
 import { serverHandshake, type Identity } from "../../protocol/handshake.ts";
 import type { Message } from "../../protocol/messages.ts";
-import { druvaaVersion } from "../../version.ts";
+import { guardConnection, nextFrame, statusHeader } from "../server-support.ts";
 import type { ReplicaCore, RestoreSend } from "./core.ts";
 
 const log = logger("replica:net");
@@ -66,8 +66,8 @@ export class ReplicaServer {
     try {
       // Shipments (up to 4 MiB each) are assembled in pooled buffers, given back once answered,
       // with the payload aligned so O_DIRECT devices take the records without a bounce copy.
-      server.#data = await listen(options.listen, (connection) => void server.#guard(connection, () => server.#serveRelay(connection)), { allocateFrame: (bytes, payloadAt) => sharedBufferPool.take(bytes, payloadAt) });
-      server.#restore = await listen(options.restore, (connection) => void server.#guard(connection, () => server.#serveRestore(connection)));
+      server.#data = await listen(options.listen, (connection) => void guardConnection(connection, () => server.#serveRelay(connection), log), { allocateFrame: (bytes, payloadAt) => sharedBufferPool.take(bytes, payloadAt) });
+      server.#restore = await listen(options.restore, (connection) => void guardConnection(connection, () => server.#serveRestore(connection), log));
       server.#control = startControlServer(options.control, { "/status": () => server.status() }, "replica");
     } catch (error) {
       await server.#stopListening();
@@ -84,10 +84,7 @@ export class ReplicaServer {
   status(): Record<string, unknown> {
     const core = this.#core.status();
     return {
-      role: "replica",
-      nodeId: this.#identity.nodeId,
-      version: druvaaVersion,
-      uptimeSeconds: (this.#now() - this.#startedAtMs) / 1000,
+      ...statusHeader(this.#identity, this.#startedAtMs, this.#now()),
       addresses: this.#data === undefined ? null : this.addresses,
       devices: core.devices,
       wrls: core.wrls.map((wrl) => ({ ...wrl, stagingConnected: (this.#relays.get(wrl.uuid) ?? 0) > 0 })),
@@ -105,19 +102,6 @@ export class ReplicaServer {
 
   async #stopListening(): Promise<void> {
     await Promise.all([this.#data?.stop(), this.#restore?.stop(), this.#control?.stop()]);
-  }
-
-  /** Runs a connection's protocol; whatever goes wrong closes that connection only, logged once. */
-  async #guard(connection: Connection, serve: () => Promise<void>): Promise<void> {
-    try {
-      await serve();
-    } catch (error) {
-      // Closed already: the transport logged a bad frame itself, or the peer simply went away.
-      if (!connection.isOpen) return;
-      const reason = error instanceof DruvaaError ? error : new DruvaaError("INTERNAL", error instanceof Error ? error.message : String(error));
-      log.warn(`${connection.peer}: ${reason.message} (${reason.code}); closing the connection`);
-      await connection.close(reason);
-    }
   }
 
   async #serveRelay(connection: Connection): Promise<void> {
@@ -150,12 +134,8 @@ export class ReplicaServer {
     };
     const window: Promise<void>[] = [];
     for (;;) {
-      let frame;
-      try {
-        frame = await connection.receive();
-      } catch {
-        return; // closed: by the peer, by us, or by the transport after a bad frame (logged there)
-      }
+      const frame = await nextFrame(connection);
+      if (frame === undefined) return;
       const message = frame.message;
       switch (message.type) {
         case "resume": {

@@ -7,21 +7,14 @@
 import { command, jsonFlag, repeatedFlag } from "../../cli-support.ts";
 import { stagingControlPortDefault, stagingDataPortDefault } from "../../constants.ts";
 import { sharedBufferPool } from "../../io/buffer-pool.ts";
-import { parseAddress, type Address } from "../../io/transport.ts";
 import { logger } from "../../log.ts";
-import { announceReady, checkName, defaultNodeId, parseNamedValues, resolveStateDir, untilSignalled } from "../common.ts";
+import { announceReady, nodeIdFlag, parseNamedValues, parseServeAddress, resolveStateDir, untilSignalled } from "../common.ts";
 import { StagingCore } from "./core.ts";
 import { openWrls, planWrls } from "./open-wrls.ts";
 import { replicaDialer, StagingServer } from "./server.ts";
 import { fileDeviceStateStore } from "./state.ts";
 
 const log = logger("staging");
-
-/** A listening address; no host means loopback (not every interface) until TLS exists. */
-function parseListenAddress(text: string, defaultPort: number): Address {
-  const address = parseAddress(text, defaultPort);
-  return address.kind === "tcp" && address.host === undefined ? { ...address, host: "127.0.0.1" } : address;
-}
 
 export default command({
   meta: { name: "serve", description: "Log client writes in WRLs (group commit) and relay each WRL to its replica" },
@@ -43,9 +36,9 @@ export default command({
     const wrlFlags = parseNamedValues(repeatedFlag(rawArgs, "wrl"), "--wrl", "fast=/dev/sdb");
     const replicaFlags = parseNamedValues(repeatedFlag(rawArgs, "replica"), "--replica", "fast=10.0.0.9:6003");
     const plans = planWrls(wrlFlags, replicaFlags);
-    const listenAddress = parseListenAddress(args.listen, stagingDataPortDefault);
-    const controlAddress = parseListenAddress(args.control, stagingControlPortDefault);
-    const nodeId = args["node-id"] === undefined ? defaultNodeId() : checkName(args["node-id"], "--node-id");
+    const listenAddress = parseServeAddress(args.listen, stagingDataPortDefault);
+    const controlAddress = parseServeAddress(args.control, stagingControlPortDefault);
+    const nodeId = nodeIdFlag(args["node-id"]);
     const stateDir = resolveStateDir(args["state-dir"], "staging");
     const wrls = await openWrls(plans);
     try {

@@ -17,7 +17,7 @@ import { connect, formatAddress, listen, type Address, type Connection, type Lis
 import { logger } from "../../log.ts";
 import { ProtocolError } from "../../protocol/errors.ts";
 import { clientHandshake, serverHandshake, type Identity } from "../../protocol/handshake.ts";
-import { druvaaVersion } from "../../version.ts";
+import { guardConnection, nextFrame, statusHeader } from "../server-support.ts";
 import type { StagingCore } from "./core.ts";
 import type { RelayLink } from "./relay.ts";
 
@@ -74,7 +74,7 @@ export class StagingServer {
     try {
       // Writes spanning socket chunks (every large one) are assembled in pooled buffers; the
       // WRL gives them back once their record is freed (see serve-command.ts, onFreedData).
-      server.#data = await listen(options.listen, (connection) => void server.#guard(connection), { allocateFrame: (bytes) => sharedBufferPool.take(bytes) });
+      server.#data = await listen(options.listen, (connection) => void guardConnection(connection, () => server.#serveClient(connection), log), { allocateFrame: (bytes) => sharedBufferPool.take(bytes) });
       server.#control = startControlServer(options.control, { "/status": () => server.status() }, "staging");
     } catch (error) {
       await Promise.all([server.#data?.stop(), server.#control?.stop()]);
@@ -91,10 +91,7 @@ export class StagingServer {
   status(): Record<string, unknown> {
     const core = this.#core.status();
     return {
-      role: "staging",
-      nodeId: this.#identity.nodeId,
-      version: druvaaVersion,
-      uptimeSeconds: (this.#now() - this.#startedAtMs) / 1000,
+      ...statusHeader(this.#identity, this.#startedAtMs, this.#now()),
       addresses: this.#data === undefined || this.#control === undefined ? null : this.addresses,
       stopping: this.#core.stopping,
       wrls: core.wrls,
@@ -109,19 +106,6 @@ export class StagingServer {
   async stop(): Promise<void> {
     await this.#core.stop();
     await Promise.all([this.#data?.stop(), this.#control?.stop()]);
-  }
-
-  /** Runs a client connection; whatever goes wrong closes that connection only, logged once. */
-  async #guard(connection: Connection): Promise<void> {
-    try {
-      await this.#serveClient(connection);
-    } catch (error) {
-      // Closed already: the transport logged a bad frame itself, or the peer simply went away.
-      if (!connection.isOpen) return;
-      const reason = error instanceof DruvaaError ? error : new DruvaaError("INTERNAL", error instanceof Error ? error.message : String(error));
-      log.warn(`${connection.peer}: ${reason.message} (${reason.code}); closing the connection`);
-      await connection.close(reason);
-    }
   }
 
   async #serveClient(connection: Connection): Promise<void> {
@@ -139,12 +123,8 @@ export class StagingServer {
     });
     try {
       for (;;) {
-        let frame;
-        try {
-          frame = await connection.receive();
-        } catch {
-          return; // closed: by the peer, by us, or by the transport after a bad frame (logged there)
-        }
+        const frame = await nextFrame(connection);
+        if (frame === undefined) return;
         const message = frame.message;
         if (message.type === "error") return; // the peer says why it leaves; kept as the close reason
         if (message.type === "statusRequest") {
