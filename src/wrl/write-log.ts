@@ -40,6 +40,10 @@ const log = () => logger("wrl");
 export class WriteLog extends WriteLogState {
   private freedDataSink: ((data: Uint8Array) => void) | undefined;
   private closing: Promise<void> | undefined;
+  /** advanceTail() callers waiting for a checkpoint, and the highest LSN any of them asked for. */
+  private tailWaiters: { lsn: number; resolve: () => void; reject: (error: unknown) => void }[] = [];
+  private tailTarget = 0;
+  private tailPumping = false;
 
   private constructor(init: InitialState) {
     super(init);
@@ -121,30 +125,67 @@ export class WriteLog extends WriteLogState {
    */
   advanceTail(lsn: number): Promise<void> {
     if (!Number.isSafeInteger(lsn) || lsn < 0) return Promise.reject(usageError(`write log advanceTail: bad LSN ${lsn}`));
-    return this.serialise(async () => {
+    try {
       this.checkWritable(true);
-      if (lsn <= this.tailLsn) return;
-      if (lsn > this.durableLsn) {
-        throw new DruvaaError("WRL_LSN_AHEAD", `write log ${this.sb.uuid}: cannot free up to LSN ${lsn}, the durable head is ${this.durableLsn}`, undefined, exitCodes.refused);
-      }
-      const end = lsn === this.durableLsn && this.durableIncarnation !== undefined
-        ? { position: this.durablePosition, incarnation: this.durableIncarnation }
-        : await this.locator.endOf(lsn);
-      await this.writeSuperblock(
-        (sb) => ({ ...sb, checkpoint: { tailPosition: end.position, tailLsn: lsn, tailIncarnation: end.incarnation, headPosition: this.durablePosition, headLsn: this.durableLsn } }),
-        () => {
-          const freedBytes = lsn === this.reservedLsn ? this.usedBytes : this.geometry.distance(this.tailPosition, end.position);
-          assert(freedBytes > 0 && freedBytes <= this.usedBytes, `freeing ${freedBytes} of ${this.usedBytes} used bytes`);
-          this.usedBytes -= freedBytes;
-          this.tailLsn = lsn;
-          this.tailPosition = end.position;
-          this.tailIncarnation = end.incarnation;
-          this.cache.dropThrough(lsn, this.freedDataSink);
-          this.locator.forgetThrough(lsn);
-          this.bytesSinceCheckpoint = 0;
-        },
-      );
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    if (lsn <= this.tailLsn) return Promise.resolve();
+    if (lsn > this.durableLsn) {
+      return Promise.reject(new DruvaaError("WRL_LSN_AHEAD", `write log ${this.sb.uuid}: cannot free up to LSN ${lsn}, the durable head is ${this.durableLsn}`, undefined, exitCodes.refused));
+    }
+    // Calls made while a checkpoint is being written share the next one (the relay frees the
+    // tail at every shipment ack: one durable superblock write each made the checkpoint flushes
+    // outnumber the WRL's own).
+    return new Promise<void>((resolve, reject) => {
+      this.tailWaiters.push({ lsn, resolve, reject });
+      this.tailTarget = Math.max(this.tailTarget, lsn);
+      if (!this.tailPumping) void this.pumpTail();
     });
+  }
+
+  /** Writes checkpoints until the tail reached every target asked for; settles the callers. */
+  private async pumpTail(): Promise<void> {
+    this.tailPumping = true;
+    try {
+      while (this.tailWaiters.length > 0) {
+        const target = this.tailTarget;
+        try {
+          await this.serialise(() => this.freeThrough(target));
+        } catch (error) {
+          for (const waiter of this.tailWaiters.splice(0)) waiter.reject(error);
+          return;
+        }
+        const settled = this.tailWaiters.filter((waiter) => waiter.lsn <= this.tailLsn);
+        this.tailWaiters = this.tailWaiters.filter((waiter) => waiter.lsn > this.tailLsn);
+        for (const waiter of settled) waiter.resolve();
+      }
+    } finally {
+      this.tailPumping = false;
+    }
+  }
+
+  /** Frees records <= lsn: a durable checkpoint first, then the space (run serialised). */
+  private async freeThrough(lsn: number): Promise<void> {
+    this.checkWritable(true);
+    if (lsn <= this.tailLsn) return;
+    const end = lsn === this.durableLsn && this.durableIncarnation !== undefined
+      ? { position: this.durablePosition, incarnation: this.durableIncarnation }
+      : await this.locator.endOf(lsn);
+    await this.writeSuperblock(
+      (sb) => ({ ...sb, checkpoint: { tailPosition: end.position, tailLsn: lsn, tailIncarnation: end.incarnation, headPosition: this.durablePosition, headLsn: this.durableLsn } }),
+      () => {
+        const freedBytes = lsn === this.reservedLsn ? this.usedBytes : this.geometry.distance(this.tailPosition, end.position);
+        assert(freedBytes > 0 && freedBytes <= this.usedBytes, `freeing ${freedBytes} of ${this.usedBytes} used bytes`);
+        this.usedBytes -= freedBytes;
+        this.tailLsn = lsn;
+        this.tailPosition = end.position;
+        this.tailIncarnation = end.incarnation;
+        this.cache.dropThrough(lsn, this.freedDataSink);
+        this.locator.forgetThrough(lsn);
+        this.bytesSinceCheckpoint = 0;
+      },
+    );
   }
 
   /**

@@ -139,6 +139,20 @@ describe("tail, reads and failures", () => {
     expect(wrl.info().tailLsn).toBe(2);
   });
 
+  test("tail advances asked for while a checkpoint is being written share the next one; each resolves once its records are freed durably", async () => {
+    const disk = new MemoryDevice(64 * MiB);
+    const wrl = await WriteLog.create([disk]);
+    await Promise.all(Array.from({ length: 50 }, (_, i) => append(wrl, i + 1)));
+    const flushesBefore = disk.flushCount;
+    const freedAt: number[] = [];
+    await Promise.all(Array.from({ length: 50 }, (_, i) => wrl.advanceTail(i + 1).then(() => freedAt.push(wrl.info().tailLsn))));
+    // Every caller saw at least its own LSN freed, and 50 calls did not cost 50 checkpoints.
+    expect(freedAt.every((tail, i) => tail >= 1 && tail <= 50 && (i === 0 || tail >= freedAt[i - 1]!))).toBe(true);
+    expect(wrl.info()).toMatchObject({ tailLsn: 50, recordCount: 0 });
+    expect(disk.flushCount - flushesBefore).toBeLessThanOrEqual(4);
+    expect(await codeOf(wrl.read(50))).toBe("WRL_LSN_FREED");
+  });
+
   test("read() budgets bytes but always returns at least one record", async () => {
     const wrl = await WriteLog.create([new MemoryDevice(MiB)]);
     await Promise.all([1, 2, 3, 4].map((id) => append(wrl, id, 3000)));

@@ -231,7 +231,7 @@ export class Relay {
         link.abort(over); // also ends a send() waiting for the queue to drain
         this.#work.wake();
       };
-      const reading = this.#readAnswers(link).catch(end);
+      const reading = this.#readAnswers(link, end).catch(end);
       try {
         while (over === undefined && !this.#stopping) {
           const shipped = await this.#shipSome(link, next);
@@ -312,7 +312,7 @@ export class Relay {
   }
 
   /** The replica's answers, one per shipment, in order; throws why the session must end. */
-  async #readAnswers(link: RelayLink): Promise<never> {
+  async #readAnswers(link: RelayLink, fail: (error: unknown) => void): Promise<never> {
     for (;;) {
       const reply = (await link.receive()).message;
       switch (reply.type) {
@@ -328,7 +328,9 @@ export class Relay {
           // Never past what this session shipped: the replica cannot have applied more of it.
           const freeTo = Math.min(reply.appliedLsn, shipped.lastLsn);
           this.#noteApplied(freeTo);
-          await this.#o.wrl.advanceTail(freeTo);
+          // Not awaited: the next answers are read meanwhile, and their tail advances share the
+          // WRL's next checkpoint write. A failure ends the session like any other.
+          this.#o.wrl.advanceTail(freeTo).catch(fail);
           break;
         }
         case "shipNack":
