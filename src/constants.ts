@@ -192,9 +192,19 @@ export const zeroRecordBytesMax = 1024 * MiB;
 export const protocolDevicesMax = 256;
 /** Largest logical block size an attach may declare (devices have 512 or 4096). */
 export const protocolLogicalBlockSizeBytesMax = 64 * KiB;
+/** Largest range one verify probe covers (its payload: one 32-byte digest per block). */
+export const verifyRangeBytesMax = 64 * MiB;
+/** Smallest and largest block of a verify probe's digests. */
+export const verifyBlockBytesMin = 512;
+export const verifyBlockBytesMax = 1 * MiB;
+/** Most differing ranges one verify outcome lists (more: the whole probe range is reported). */
+export const verifyRangesMax = 4096;
+/** Most verify outcomes one shipAck carries. */
+export const verifyOutcomesPerAckMax = 1024;
 
 assert(zeroRecordBytesMax >= writePayloadSizeBytesMax, "a zero record covers at least what a data record does");
 assert(Number.isSafeInteger(shipRecordsMax * zeroRecordBytesMax), "a shipment's extents stay safe integers");
+assert((verifyRangeBytesMax / verifyBlockBytesMin) * 32 <= writePayloadSizeBytesMax, "a verify probe's digests fit one write");
 assert(protocolLogicalBlockSizeBytesMax >= sectorSizeBytes && protocolLogicalBlockSizeBytesMax <= writePayloadSizeBytesMax, "one logical block fits a write");
 
 // ---- client role (src/roles/client/) -----------------------------------------------------------

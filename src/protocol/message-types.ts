@@ -39,11 +39,57 @@ export const shipNackCodes = [
 ] as const;
 export type ShipNackCode = (typeof shipNackCodes)[number];
 
-/** Bits of ShipRecord.flags. Unknown bits are carried as given. */
+/**
+ * Bits of ShipRecord.flags (and of the WRL record's flags for markers). Unknown bits are carried
+ * as given. At most one of zero / resync / resyncEnd / verify is set.
+ */
 export const recordFlags = {
   /** The record's range reads as zeros (TRIM / WRITE_ZEROES); it carries no payload bytes. */
   zero: 1,
+  /**
+   * Resync data: the current content of a dirty range, read by the client after a disconnect or
+   * a crash. Carries no write order of its own: it opens (or extends) the device's resync set,
+   * which the replica keeps in its RS-WRL and applies only as a whole, when the set ends.
+   */
+  resync: 2,
+  /** Ends the device's resync set (length 0, no payload): the device is in sync at this LSN. */
+  resyncEnd: 4,
+  /**
+   * Verify probe: `length` bytes at `offset` are covered by the payload, one sha256 digest
+   * (verifyDigestBytes) per block of verifyBlockBytes(flags) bytes, taken by the client of its
+   * own device at this point of the write order. The replica compares at the same point and
+   * reports the differing blocks in shipAck.verified; it writes nothing.
+   */
+  verify: 8,
 } as const;
+
+/** Bytes of one verify digest (sha256). */
+export const verifyDigestBytes = 32;
+/** Bits 16..23 of a verify record's flags hold log2 of its block size. */
+const verifyBlockShift = 16;
+
+/** The flags of a verify record over blocks of `blockBytes` (a power of two). */
+export function verifyFlags(blockBytes: number): number {
+  return recordFlags.verify | (Math.log2(blockBytes) << verifyBlockShift);
+}
+
+/** The block size a verify record's flags name. */
+export function verifyBlockBytesOf(flags: number): number {
+  return 2 ** ((flags >>> verifyBlockShift) & 0xff);
+}
+
+/** Payload bytes a ship record carries: none for zero and resyncEnd, digests for verify. */
+export function shipRecordPayloadBytes(record: { flags: number; length: number }): number {
+  if ((record.flags & (recordFlags.zero | recordFlags.resyncEnd)) !== 0) return 0;
+  if ((record.flags & recordFlags.verify) !== 0) return (record.length / verifyBlockBytesOf(record.flags)) * verifyDigestBytes;
+  return record.length;
+}
+
+/** A byte range of a device. */
+export interface ByteRange {
+  offset: number;
+  length: number;
+}
 
 export interface ErrorInfo {
   code: string;
@@ -144,6 +190,15 @@ export interface AttachAckMessage {
  */
 export interface WriteMessage {
   type: "write";
+  /**
+   * Absent: an ordered application write. `resync`: resync data (recordFlags.resync).
+   * `resyncEnd`: the device's resync set is complete (offset 0, length 0, no payload).
+   * `verify`: a verify probe over offset/length whose payload is one sha256 digest per block of
+   * `verifyBlockBytes` (recordFlags.verify).
+   */
+  kind?: WriteKind;
+  /** Verify probes only: the block size of the digests, a power of two in [512, 1 MiB]. */
+  verifyBlockBytes?: number;
   reqId: number;
   device: string;
   wrl: string;
@@ -153,6 +208,9 @@ export interface WriteMessage {
   fua?: boolean;
   zero?: boolean;
 }
+
+export const writeKinds = ["resync", "resyncEnd", "verify"] as const;
+export type WriteKind = (typeof writeKinds)[number];
 
 /** Staging -> client: the write is durable in the WRL at `lsn`. */
 export interface WriteAckMessage {
@@ -218,11 +276,40 @@ export interface ShipMessage {
   devices?: DeviceSize[];
 }
 
-/** Replica -> staging: everything up to `appliedLsn` is durable on the replica side. */
+/**
+ * What the replica found for one verify probe (the record at `lsn`), once it reached that point
+ * of the write order: the blocks whose digest differs, as ranges (empty: equal). A probe with
+ * more differing ranges than verifyRangesMax reports its whole range.
+ */
+export interface VerifyOutcome {
+  device: string;
+  lsn: number;
+  offset: number;
+  length: number;
+  differing: ByteRange[];
+}
+
+/**
+ * Replica -> staging: everything up to `appliedLsn` is durable on the replica side (applied, or
+ * logged in its RS-WRL while a resync set is open). `verified`: outcomes of verify probes the
+ * replica evaluated since its previous ack (they may belong to earlier shipments).
+ */
 export interface ShipAckMessage {
   type: "shipAck";
   wrl: string;
   appliedLsn: number;
+  verified?: VerifyOutcome[];
+}
+
+/** Staging -> client: the outcome of one of its verify probes (forwarded from shipAck.verified). */
+export interface VerifyReportMessage {
+  type: "verifyReport";
+  wrl: string;
+  device: string;
+  lsn: number;
+  offset: number;
+  length: number;
+  differing: ByteRange[];
 }
 
 export interface ShipNackMessage {
@@ -270,7 +357,7 @@ export interface RestoreEndMessage {
 
 export type Message =
   | HelloMessage | HelloAckMessage | StatusRequestMessage | StatusReplyMessage | ErrorMessage | PingMessage | PongMessage
-  | AttachMessage | AttachAckMessage | WriteMessage | WriteAckMessage | WriteNackMessage
+  | AttachMessage | AttachAckMessage | WriteMessage | WriteAckMessage | WriteNackMessage | VerifyReportMessage
   | ResumeMessage | ResumeAckMessage | ShipMessage | ShipAckMessage | ShipNackMessage
   | RestoreRequestMessage | RestoreBeginMessage | RestoreDataMessage | RestoreEndMessage;
 

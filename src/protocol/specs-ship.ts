@@ -3,9 +3,36 @@
  * then a window of ship / shipAck / shipNack.
  */
 import { assert } from "../assert.ts";
-import { protocolDevicesMax, shipRecordsMax, writePayloadSizeBytesMax, zeroRecordBytesMax } from "../constants.ts";
-import { badField, checkExtent, isMap, noPayload, readArray, readDeviceSizes, readEnum, readName, readText, readUint, readUuid } from "./fields.ts";
-import { recordFlags, shipNackCodes, type ShipMessage, type ShipRecord, type SpecTable } from "./message-types.ts";
+import { protocolDevicesMax, shipRecordsMax, verifyBlockBytesMax, verifyBlockBytesMin, verifyOutcomesPerAckMax, verifyRangeBytesMax, verifyRangesMax, writePayloadSizeBytesMax, zeroRecordBytesMax } from "../constants.ts";
+import { badField, checkExtent, isMap, noPayload, readArray, readDeviceSizes, readEnum, readName, readText, readUint, readUuid, type Fields } from "./fields.ts";
+import { recordFlags, shipNackCodes, shipRecordPayloadBytes, verifyBlockBytesOf, type ByteRange, type ShipAckMessage, type ShipMessage, type ShipRecord, type SpecTable, type VerifyOutcome } from "./message-types.ts";
+
+const kindFlags = recordFlags.zero | recordFlags.resync | recordFlags.resyncEnd | recordFlags.verify;
+
+/** `differing`: byte ranges of a verify outcome, at most verifyRangesMax. */
+export function readByteRanges(fields: Fields, where: string): ByteRange[] {
+  return readArray(fields, where, "differing", verifyRangesMax).map((value, index) => {
+    const at = `${where}.differing[${index}]`;
+    if (!isMap(value)) throw badField(at, "a map with offset and length", value);
+    const range = { offset: readUint(value, at, "offset"), length: readUint(value, at, "length", verifyRangeBytesMax) };
+    checkExtent(at, range.offset, range.length);
+    return range;
+  });
+}
+
+/** A verify outcome's fields (shipAck.verified[i], and verifyReport which adds `wrl`). */
+export function readVerifyOutcome(value: unknown, where: string): VerifyOutcome {
+  if (!isMap(value)) throw badField(where, "a verify outcome map", value);
+  const outcome = {
+    device: readName(value, where, "device"),
+    lsn: readUint(value, where, "lsn"),
+    offset: readUint(value, where, "offset"),
+    length: readUint(value, where, "length", verifyRangeBytesMax),
+    differing: readByteRanges(value, where),
+  };
+  checkExtent(where, outcome.offset, outcome.length);
+  return outcome;
+}
 
 function readShipRecord(value: unknown, where: string): ShipRecord {
   if (!isMap(value)) throw badField(where, "a record map", value);
@@ -15,8 +42,17 @@ function readShipRecord(value: unknown, where: string): ShipRecord {
   const offset = readUint(value, where, "offset");
   // Read flags before length: a ZERO record carries no data, so its length has the larger bound.
   const flags = readUint(value, where, "flags", 0xffff_ffff);
-  const length = readUint(value, where, "length", (flags & recordFlags.zero) !== 0 ? zeroRecordBytesMax : writePayloadSizeBytesMax);
+  const kind = flags & kindFlags;
+  if ((kind & (kind - 1)) !== 0) throw badField(`${where}.flags`, "at most one of zero, resync, resyncEnd, verify", flags);
+  const lengthMax = kind === recordFlags.zero ? zeroRecordBytesMax : kind === recordFlags.verify ? verifyRangeBytesMax : writePayloadSizeBytesMax;
+  const length = readUint(value, where, "length", lengthMax);
   checkExtent(where, offset, length);
+  if (kind === recordFlags.resyncEnd && length !== 0) throw badField(`${where}.length`, "0 for a resyncEnd record", length);
+  if (kind === recordFlags.verify) {
+    const blockBytes = verifyBlockBytesOf(flags);
+    if (blockBytes < verifyBlockBytesMin || blockBytes > verifyBlockBytesMax) throw badField(`${where}.flags`, `a verify block size in [${verifyBlockBytesMin}, ${verifyBlockBytesMax}]`, flags);
+    if (length === 0 || length % blockBytes !== 0) throw badField(`${where}.length`, `a positive multiple of the verify block size ${blockBytes}`, length);
+  }
   return { lsn, epoch, device, offset, length, flags };
 }
 
@@ -68,10 +104,16 @@ export const shipSpecs: SpecTable<"resume" | "resumeAck" | "ship" | "shipAck" | 
     },
     // The data of the non-ZERO records: at most shipRecordsMax * writePayloadSizeBytesMax, a safe
     // integer; the frame bound decides what actually fits.
-    payloadBytes: (ship) => ship.records.reduce((sum, record) => ((record.flags & recordFlags.zero) !== 0 ? sum : sum + record.length), 0),
+    payloadBytes: (ship) => ship.records.reduce((sum, record) => sum + shipRecordPayloadBytes(record), 0),
   },
   shipAck: {
-    validate: (fields) => ({ type: "shipAck", wrl: readName(fields, "shipAck", "wrl"), appliedLsn: readUint(fields, "shipAck", "appliedLsn") }),
+    validate: (fields) => {
+      const ack: ShipAckMessage = { type: "shipAck", wrl: readName(fields, "shipAck", "wrl"), appliedLsn: readUint(fields, "shipAck", "appliedLsn") };
+      if (fields.verified !== undefined) {
+        ack.verified = readArray(fields, "shipAck", "verified", verifyOutcomesPerAckMax).map((value, index) => readVerifyOutcome(value, `shipAck.verified[${index}]`));
+      }
+      return ack;
+    },
     payloadBytes: noPayload,
   },
   shipNack: {
@@ -89,15 +131,16 @@ const noData = new Uint8Array(0);
 
 /**
  * Splits a validated shipment's payload into each record's data, in record order: views into
- * `payload` (no copy), empty for a ZERO record. The frame decoder has already checked that the
+ * `payload` (no copy), empty for a ZERO or resyncEnd record, the digests for a verify record. The frame decoder has already checked that the
  * payload is exactly as long as the records say, so the split cannot run short.
  */
 export function shipRecordData(ship: ShipMessage, payload: Uint8Array): Uint8Array[] {
   let position = 0;
   const data = ship.records.map((record) => {
-    if ((record.flags & recordFlags.zero) !== 0) return noData;
-    const view = payload.subarray(position, position + record.length);
-    position += record.length;
+    const bytes = shipRecordPayloadBytes(record);
+    if (bytes === 0) return noData;
+    const view = payload.subarray(position, position + bytes);
+    position += bytes;
     return view;
   });
   assert(position === payload.length, "ship payload is exactly its records' data");

@@ -2,13 +2,14 @@
  * Validators of the client -> staging flow: attach / attachAck (one per device, after the
  * handshake), then write / writeAck / writeNack for every write of the NBD client.
  */
-import { protocolLogicalBlockSizeBytesMax, sectorSizeBytes, writePayloadSizeBytesMax, zeroRecordBytesMax } from "../constants.ts";
+import { protocolLogicalBlockSizeBytesMax, sectorSizeBytes, verifyBlockBytesMax, verifyBlockBytesMin, verifyRangeBytesMax, writePayloadSizeBytesMax, zeroRecordBytesMax } from "../constants.ts";
 import {
   badField, checkExtent, noPayload, readBoolean, readEnum, readErrorInfo, readName, readOptionalBoolean, readText, readUint, readUuid,
 } from "./fields.ts";
-import { writeNackCodes, type AttachAckMessage, type AttachMessage, type SpecTable, type WriteMessage } from "./message-types.ts";
+import { readVerifyOutcome } from "./specs-ship.ts";
+import { verifyDigestBytes, writeKinds, writeNackCodes, type AttachAckMessage, type AttachMessage, type SpecTable, type WriteMessage } from "./message-types.ts";
 
-export const writeSpecs: SpecTable<"attach" | "attachAck" | "write" | "writeAck" | "writeNack"> = {
+export const writeSpecs: SpecTable<"attach" | "attachAck" | "write" | "writeAck" | "writeNack" | "verifyReport"> = {
   attach: {
     validate: (fields) => {
       const where = "attach";
@@ -47,6 +48,9 @@ export const writeSpecs: SpecTable<"attach" | "attachAck" | "write" | "writeAck"
     validate: (fields) => {
       const where = "write";
       const zero = readOptionalBoolean(fields, where, "zero");
+      const kind = fields.kind === undefined ? undefined : readEnum(fields, where, "kind", writeKinds);
+      if (kind !== undefined && zero === true) throw badField("write.zero", "absent or false for a resync, resyncEnd or verify write", zero);
+      const lengthMax = zero === true ? zeroRecordBytesMax : kind === "verify" ? verifyRangeBytesMax : writePayloadSizeBytesMax;
       const write: WriteMessage = {
         type: "write",
         reqId: readUint(fields, where, "reqId"),
@@ -55,15 +59,31 @@ export const writeSpecs: SpecTable<"attach" | "attachAck" | "write" | "writeAck"
         epoch: readUint(fields, where, "epoch"),
         offset: readUint(fields, where, "offset"),
         // A zero write carries no data, so it may cover far more than a data write.
-        length: readUint(fields, where, "length", zero === true ? zeroRecordBytesMax : writePayloadSizeBytesMax),
+        length: readUint(fields, where, "length", lengthMax),
       };
       checkExtent(where, write.offset, write.length);
+      if (kind !== undefined) write.kind = kind;
+      if (kind === "resyncEnd" && (write.offset !== 0 || write.length !== 0)) throw badField("write.length", "0 (with offset 0) for a resyncEnd write", write.length);
+      if (kind === "verify") {
+        const blockBytes = readUint(fields, where, "verifyBlockBytes", verifyBlockBytesMax);
+        if (blockBytes < verifyBlockBytesMin || (blockBytes & (blockBytes - 1)) !== 0) {
+          throw badField("write.verifyBlockBytes", `a power of two in [${verifyBlockBytesMin}, ${verifyBlockBytesMax}]`, blockBytes);
+        }
+        if (write.length === 0 || write.length % blockBytes !== 0) throw badField("write.length", `a positive multiple of verifyBlockBytes ${blockBytes}`, write.length);
+        write.verifyBlockBytes = blockBytes;
+      } else if (fields.verifyBlockBytes !== undefined) {
+        throw badField("write.verifyBlockBytes", "absent unless kind is verify", fields.verifyBlockBytes);
+      }
       const fua = readOptionalBoolean(fields, where, "fua");
       if (fua !== undefined) write.fua = fua;
       if (zero !== undefined) write.zero = zero;
       return write;
     },
-    payloadBytes: (write) => (write.zero === true ? 0 : write.length),
+    payloadBytes: (write) => {
+      if (write.zero === true || write.kind === "resyncEnd") return 0;
+      if (write.kind === "verify") return (write.length / write.verifyBlockBytes!) * verifyDigestBytes;
+      return write.length;
+    },
   },
   writeAck: {
     validate: (fields) => ({ type: "writeAck", reqId: readUint(fields, "writeAck", "reqId"), lsn: readUint(fields, "writeAck", "lsn") }),
@@ -76,6 +96,10 @@ export const writeSpecs: SpecTable<"attach" | "attachAck" | "write" | "writeAck"
       code: readEnum(fields, "writeNack", "code", writeNackCodes),
       message: readText(fields, "writeNack", "message"),
     }),
+    payloadBytes: noPayload,
+  },
+  verifyReport: {
+    validate: (fields) => ({ type: "verifyReport", wrl: readName(fields, "verifyReport", "wrl"), ...readVerifyOutcome(fields, "verifyReport") }),
     payloadBytes: noPayload,
   },
 };

@@ -3,7 +3,7 @@ import fc from "fast-check";
 import { protocolMagic, protocolVersion, zeroRecordBytesMax } from "../../src/constants.ts";
 import { cbor } from "../../src/protocol/cbor.ts";
 import { encodeFrameBytes } from "../../src/protocol/frame.ts";
-import { recordFlags, roles, shipNackCodes, writeNackCodes, type DeviceSize, type Message, type MessageType, type ShipRecord } from "../../src/protocol/messages.ts";
+import { recordFlags, roles, shipNackCodes, shipRecordPayloadBytes, verifyDigestBytes, verifyFlags, writeNackCodes, type DeviceSize, type Message, type MessageType, type ShipRecord } from "../../src/protocol/messages.ts";
 
 export interface MessageWithPayload {
   message: Message;
@@ -30,6 +30,10 @@ const deviceSizes = (names: fc.Arbitrary<string>, maxLength: number): fc.Arbitra
   fc.uniqueArray(fc.record({ name: names, sizeBytes: uint }), { selector: (device) => device.name, maxLength });
 /** Zero-range lengths: mostly small, sometimes up to the 1 GiB bound (nothing is allocated for them). */
 const zeroLength = fc.oneof(fc.nat({ max: 1 << 20 }), fc.constant(zeroRecordBytesMax), fc.nat({ max: zeroRecordBytesMax }));
+/** Verify probes: a block size and a few blocks (their digests are the payload). */
+const verifyShape = fc.record({ blockShift: fc.integer({ min: 9, max: 20 }), blocks: fc.integer({ min: 1, max: 4 }) });
+const byteRanges = fc.array(fc.record({ offset: fc.nat({ max: 2 ** 50 }), length: fc.nat({ max: 1 << 26 }) }), { maxLength: 5 });
+const verifyOutcome = fc.record({ device: name, lsn: uint, offset: fc.nat({ max: 2 ** 50 }), length: fc.nat({ max: 1 << 26 }), differing: byteRanges });
 
 const helloFields = {
   magic: fc.constant(protocolMagic),
@@ -80,7 +84,20 @@ export const messageArbitraries: { [T in MessageType]: fc.Arbitrary<MessageWithP
     fc
       .record({ reqId: uint, device: name, wrl: name, epoch: uint, offset: fc.nat({ max: 2 ** 50 }), fua: fc.boolean(), length: zeroLength }, { requiredKeys: ["reqId", "device", "wrl", "epoch", "offset", "length"] })
       .map((fields) => ({ message: { type: "write" as const, ...fields, zero: true }, payload: new Uint8Array(0) })),
+    fc
+      .record({ reqId: uint, device: name, wrl: name, epoch: uint, offset: fc.nat({ max: 2 ** 50 }), payload: payloadBytes(3000) })
+      .map(({ payload, ...fields }) => ({ message: { type: "write" as const, ...fields, kind: "resync" as const, length: payload.length }, payload })),
+    fc
+      .record({ reqId: uint, device: name, wrl: name, epoch: uint })
+      .map((fields) => ({ message: { type: "write" as const, ...fields, kind: "resyncEnd" as const, offset: 0, length: 0 }, payload: new Uint8Array(0) })),
+    fc
+      .record({ reqId: uint, device: name, wrl: name, epoch: uint, offset: fc.nat({ max: 2 ** 50 }), shape: verifyShape, seed: fc.nat({ max: 255 }) })
+      .map(({ shape, seed, ...fields }) => ({
+        message: { type: "write" as const, ...fields, kind: "verify" as const, length: shape.blocks * 2 ** shape.blockShift, verifyBlockBytes: 2 ** shape.blockShift },
+        payload: new Uint8Array(shape.blocks * verifyDigestBytes).fill(seed),
+      })),
   ),
+  verifyReport: withoutPayload(fc.record({ type: fc.constant("verifyReport" as const), wrl: name, device: name, lsn: uint, offset: fc.nat({ max: 2 ** 50 }), length: fc.nat({ max: 1 << 26 }), differing: byteRanges })),
   writeAck: withoutPayload(fc.record({ type: fc.constant("writeAck" as const), reqId: uint, lsn: uint })),
   writeNack: withoutPayload(fc.record({ type: fc.constant("writeNack" as const), reqId: uint, code: fc.constantFrom(...writeNackCodes), message: text })),
   resume: withoutPayload(fc.record({ type: fc.constant("resume" as const), wrl: name, wrlUuid: uuid })),
@@ -98,7 +115,10 @@ export const messageArbitraries: { [T in MessageType]: fc.Arbitrary<MessageWithP
           epoch: uint,
           deviceIndex: fc.nat(),
           offset: fc.nat({ max: 2 ** 40 }),
-          flags: fc.nat({ max: 0xffff_ffff }),
+          // One kind (plain, zero, resync, resyncEnd, verify) and unknown high bits, carried as given.
+          kind: fc.constantFrom(0, recordFlags.zero, recordFlags.resync, recordFlags.resyncEnd, recordFlags.verify),
+          highBits: fc.nat({ max: 0xff }),
+          verify: verifyShape,
           zeroLength,
           data: payloadBytes(700),
         }),
@@ -115,17 +135,24 @@ export const messageArbitraries: { [T in MessageType]: fc.Arbitrary<MessageWithP
       for (const record of records) {
         lsn += record.lsnStep;
         const device = deviceNames[record.deviceIndex % deviceNames.length]!;
-        // A ZERO record (flag bit 0) has a length but no bytes in the payload.
-        const zero = (record.flags & recordFlags.zero) !== 0;
-        shipRecords.push({ lsn, epoch: record.epoch, device, offset: record.offset, length: zero ? record.zeroLength : record.data.length, flags: record.flags });
-        if (!zero) data.push(record.data);
+        // A ZERO record has a length but no bytes in the payload; resyncEnd neither; verify its digests.
+        const high = (record.highBits << 24) >>> 0;
+        let shipRecord: ShipRecord;
+        if (record.kind === recordFlags.zero) shipRecord = { lsn, epoch: record.epoch, device, offset: record.offset, length: record.zeroLength, flags: (high | recordFlags.zero) >>> 0 };
+        else if (record.kind === recordFlags.resyncEnd) shipRecord = { lsn, epoch: record.epoch, device, offset: record.offset, length: 0, flags: (high | recordFlags.resyncEnd) >>> 0 };
+        else if (record.kind === recordFlags.verify) {
+          shipRecord = { lsn, epoch: record.epoch, device, offset: record.offset, length: record.verify.blocks * 2 ** record.verify.blockShift, flags: (high | verifyFlags(2 ** record.verify.blockShift)) >>> 0 };
+        } else shipRecord = { lsn, epoch: record.epoch, device, offset: record.offset, length: record.data.length, flags: (high | record.kind) >>> 0 };
+        shipRecords.push(shipRecord);
+        const bytes = shipRecordPayloadBytes(shipRecord);
+        if (bytes > 0) data.push(shipRecord.length === bytes ? record.data : new Uint8Array(bytes).fill(7));
       }
       const lastLsn = Math.max(firstLsn, lsn) + tailLsns;
       const message: Message = { type: "ship", wrl, wrlUuid, firstLsn, lastLsn, records: shipRecords };
       if (declare) message.devices = deviceNames.map((deviceName, index) => ({ name: deviceName, sizeBytes: sizes[index]! }));
       return { message, payload: concatBytes(data) };
     }),
-  shipAck: withoutPayload(fc.record({ type: fc.constant("shipAck" as const), wrl: name, appliedLsn: uint })),
+  shipAck: withoutPayload(fc.record({ type: fc.constant("shipAck" as const), wrl: name, appliedLsn: uint, verified: fc.array(verifyOutcome, { maxLength: 3 }) }, { requiredKeys: ["type", "wrl", "appliedLsn"] })),
   shipNack: withoutPayload(fc.record({ type: fc.constant("shipNack" as const), wrl: name, code: fc.constantFrom(...shipNackCodes), message: text })),
   statusRequest: withoutPayload(fc.constant({ type: "statusRequest" as const })),
   statusReply: withoutPayload(

@@ -8,7 +8,7 @@ import fc from "fast-check";
 import { frameSizeBytesMax, protocolDevicesMax, writePayloadSizeBytesMax, zeroRecordBytesMax } from "../../src/constants.ts";
 import { ProtocolError } from "../../src/protocol/errors.ts";
 import { decodeFrame, encodeFrame, encodeFrameBytes } from "../../src/protocol/frame.ts";
-import { recordFlags, shipRecordData, type Message, type ShipMessage } from "../../src/protocol/messages.ts";
+import { recordFlags, shipRecordData, shipRecordPayloadBytes, type Message, type ShipMessage } from "../../src/protocol/messages.ts";
 import { messageArbitraries, propertySeed } from "./arbitraries.ts";
 
 const seed = propertySeed();
@@ -74,12 +74,39 @@ describe("zero writes and ZERO records", () => {
         const data = shipRecordData(ship, payload);
         expect(data.length).toBe(ship.records.length);
         for (const [index, record] of ship.records.entries()) {
-          expect(data[index]!.length).toBe((record.flags & recordFlags.zero) !== 0 ? 0 : record.length);
+          expect(data[index]!.length).toBe(shipRecordPayloadBytes(record));
         }
         expect(Buffer.concat(data.map((bytes) => Buffer.from(bytes))).equals(Buffer.from(payload))).toBe(true);
       }),
       { seed, numRuns: 300 },
     );
+  });
+});
+
+describe("resync and verify writes and records", () => {
+  const write = { type: "write" as const, reqId: 1, device: "sda", wrl: "w0", epoch: 3, offset: 8192 };
+
+  test("a verify probe carries one digest per block; wrong block sizes and lengths are refused", () => {
+    const probe = { ...write, kind: "verify" as const, length: 16384, verifyBlockBytes: 4096 };
+    expect(codeOf(() => encodeFrame(probe, new Uint8Array(4 * 32)))).toBe("none");
+    expect(codeOf(() => encodeFrame(probe, new Uint8Array(16384)))).toBe("PROTO_PAYLOAD_LENGTH");
+    expect(codeOf(() => encodeFrame({ ...probe, verifyBlockBytes: 3000 }, new Uint8Array(4 * 32)))).toBe("PROTO_BAD_FIELD");
+    expect(codeOf(() => encodeFrame({ ...probe, length: 5000 }, new Uint8Array(32)))).toBe("PROTO_BAD_FIELD");
+    expect(codeOf(() => encodeFrame({ ...write, length: 4, verifyBlockBytes: 4096 }, new Uint8Array(4)))).toBe("PROTO_BAD_FIELD");
+  });
+
+  test("resyncEnd is empty; a kind never comes with zero", () => {
+    expect(codeOf(() => encodeFrame({ ...write, offset: 0, length: 0, kind: "resyncEnd" }))).toBe("none");
+    expect(codeOf(() => encodeFrame({ ...write, length: 512, kind: "resyncEnd" }))).toBe("PROTO_BAD_FIELD");
+    expect(codeOf(() => encodeFrame({ ...write, length: 512, kind: "resync", zero: true }))).toBe("PROTO_BAD_FIELD");
+  });
+
+  test("a ship record with two kinds, or a verify record with an impossible block size, is refused", () => {
+    const ship = { type: "ship" as const, wrl: "w0", wrlUuid: "5a1f0c3e-7b2d-4e8f-9a6b-1c0d2e3f4a5b", firstLsn: 1, lastLsn: 1 };
+    const record = { lsn: 1, epoch: 1, device: "sda", offset: 0, length: 4096 };
+    expect(codeOf(() => encodeFrame({ ...ship, records: [{ ...record, flags: recordFlags.zero | recordFlags.resync }] }))).toBe("PROTO_BAD_FIELD");
+    expect(codeOf(() => encodeFrame({ ...ship, records: [{ ...record, flags: recordFlags.verify }] }, new Uint8Array(4096 * 32)))).toBe("PROTO_BAD_FIELD");
+    expect(codeOf(() => encodeFrame({ ...ship, records: [{ ...record, flags: recordFlags.resyncEnd }] }))).toBe("PROTO_BAD_FIELD");
   });
 });
 

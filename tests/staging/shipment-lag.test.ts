@@ -3,7 +3,8 @@ import { describe, expect, test } from "bun:test";
 import fc from "fast-check";
 import { frameHeaderSizeBytesMax, shipRecordsMax } from "../../src/constants.ts";
 import { encodeFrameBytes } from "../../src/protocol/frame.ts";
-import { recordFlags, shipRecordData } from "../../src/protocol/messages.ts";
+import { recordFlags, shipRecordData, verifyFlags } from "../../src/protocol/messages.ts";
+import { wrlAppendOf } from "../../src/roles/staging/records.ts";
 import { LagTracker } from "../../src/roles/staging/lag.ts";
 import { buildShipment } from "../../src/roles/staging/shipment.ts";
 import type { WrlRecord, WrlRecordType } from "../../src/wrl/types.ts";
@@ -26,7 +27,7 @@ describe("buildShipment", () => {
       [5, "d0", 4 * KiB, 0],
       [6, "d0", 1 * MiB, recordFlags.zero],
       [8, "d1", 8 * KiB, recordFlags.zero],
-      [9, "d1", 2 * KiB, 0],
+      [9, "d1", 2 * KiB, recordFlags.resync],
     ]);
     expect(shipment.message.devices).toEqual([{ name: "d0", sizeBytes: 1 * MiB }, { name: "d1", sizeBytes: 2 * MiB }]);
     // The payload is exactly the data records' bytes, in order: what the replica will split.
@@ -34,6 +35,26 @@ describe("buildShipment", () => {
     expect(Buffer.from(pieces[0]!).equals(Buffer.from(records[0]!.data))).toBe(true);
     expect(pieces[1]!.length + pieces[2]!.length).toBe(0);
     expect(Buffer.from(pieces[3]!).equals(Buffer.from(records[4]!.data))).toBe(true);
+  });
+
+  test("resyncEnd and verify markers travel with their flags (a probe with its digests); a write kind maps to its record", () => {
+    const digests = bytes(2 * 32, 3);
+    const end: WrlRecord = { ...record(2, "marker", "d0", 0), flags: recordFlags.resyncEnd };
+    const probe: WrlRecord = { ...record(3, "marker", "d0", 8 * KiB), flags: verifyFlags(4 * KiB), data: digests };
+    const shipment = buildShipment([record(1, "resync", "d0", 4 * KiB), end, probe, record(4, "marker", "d1", 0)], target);
+    expect(shipment.message.records.map((r) => [r.lsn, r.length, r.flags])).toEqual([
+      [1, 4 * KiB, recordFlags.resync],
+      [2, 0, recordFlags.resyncEnd],
+      [3, 8 * KiB, verifyFlags(4 * KiB)],
+    ]);
+    const pieces = shipRecordData(shipment.message, shipment.payload);
+    expect(pieces.map((piece) => piece.length)).toEqual([4 * KiB, 0, 64]);
+    expect(Buffer.from(pieces[2]!).equals(Buffer.from(digests))).toBe(true);
+    const base = { type: "write" as const, reqId: 7, device: "d0", wrl: "w0", epoch: 1, offset: 0, length: 0 };
+    expect(wrlAppendOf({ ...base, kind: "resyncEnd" }, new Uint8Array(0))).toMatchObject({ type: "marker", flags: recordFlags.resyncEnd, lengthBytes: 0 });
+    expect(wrlAppendOf({ ...base, kind: "verify", length: 8 * KiB, verifyBlockBytes: 4 * KiB }, digests)).toMatchObject({ type: "marker", flags: verifyFlags(4 * KiB), lengthBytes: 8 * KiB, data: digests });
+    expect(wrlAppendOf({ ...base, kind: "resync", length: 4 }, bytes(4, 1)).type).toBe("resync");
+    expect(wrlAppendOf({ ...base, length: 4 }, bytes(4, 1)).type).toBe("write");
   });
 
   test("devices are left out when one the records name has no known size", () => {

@@ -36,6 +36,7 @@ import { logger } from "../../log.ts";
 import type { AttachMessage, Message, WriteMessage, WriteNackCode } from "../../protocol/messages.ts";
 import type { WrlAppend, WrlAppendResult } from "../../wrl/types.ts";
 import { LagTracker } from "./lag.ts";
+import { wrlAppendOf } from "./records.ts";
 import { Relay, realClock, type Clock, type RelayLink, type RelayStatus, type RelayWrl } from "./relay.ts";
 import { ClientSession, sessionDeviceKey, type SessionPeer } from "./session.ts";
 import type { ShipmentLimits } from "./shipment.ts";
@@ -166,6 +167,9 @@ export class StagingCore {
         deviceSizes: () => new Map([...entry.devices.values()].map((device) => [device.name, device.sizeBytes])),
         lag,
         clock,
+        // Verify outcomes go back to the client holding the device (dropped if it is gone: its
+        // verify pass times out and probes again).
+        onVerified: (outcome) => entry.holders.get(outcome.device)?.reply({ type: "verifyReport", wrl: spec.name, ...outcome }),
         ...(options.shipmentLimits === undefined ? {} : { limits: options.shipmentLimits }),
         ...(options.relayWindowMax === undefined ? {} : { windowMax: options.relayWindowMax }),
       });
@@ -284,10 +288,8 @@ export class StagingCore {
     if (end > device.sizeBytes || message.offset % device.logicalBlockSizeBytes !== 0 || message.length % device.logicalBlockSizeBytes !== 0) {
       return nack("OUT_OF_RANGE", `write of ${message.length} bytes at ${message.offset} is outside device ${message.device} (${device.sizeBytes} bytes) or not aligned to its ${device.logicalBlockSizeBytes}-byte blocks`);
     }
-    const zero = message.zero === true;
-    const data = zero ? new Uint8Array(0) : ownedPayload(payload, this.#receivedBytesStay);
-    const input: WrlAppend = { type: zero ? "zero" : "write", epoch: message.epoch, device: message.device, seq: message.reqId, offset: message.offset, data };
-    if (zero) input.lengthBytes = message.length;
+    const input = wrlAppendOf(message, payload.length === 0 ? new Uint8Array(0) : ownedPayload(payload, this.#receivedBytesStay));
+    const data = input.data;
     session.started(data.length);
     entry.spec.wrl.append(input).then(
       (result) => {
@@ -378,3 +380,4 @@ export class StagingCore {
     return save;
   }
 }
+

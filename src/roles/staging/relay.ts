@@ -38,7 +38,7 @@ import { stagingRelayDelayMsMax, stagingRelayDelayMsMin, stagingRelayIdlePollMs,
 import { DruvaaError, exitCodes } from "../../errors.ts";
 import { logger } from "../../log.ts";
 import type { Frame } from "../../protocol/frame.ts";
-import type { Message } from "../../protocol/messages.ts";
+import type { Message, VerifyOutcome } from "../../protocol/messages.ts";
 import type { WrlInfo, WrlRecord } from "../../wrl/types.ts";
 import type { LagTracker } from "./lag.ts";
 import { realClock, Signal, type Clock } from "./relay-clock.ts";
@@ -98,6 +98,8 @@ export interface RelayOptions {
   limits?: ShipmentLimits;
   windowMax?: number;
   log?: ConsolaInstance;
+  /** Called with each verify outcome the replica reports in its acks. */
+  onVerified?: (outcome: VerifyOutcome) => void;
 }
 
 interface InflightShipment {
@@ -323,6 +325,7 @@ export class Relay {
             throw new DruvaaError("PROTO_UNEXPECTED", `the replica acknowledged LSN ${shipped.firstLsn}..${shipped.lastLsn} with appliedLsn ${reply.appliedLsn}`, "Run the same druvaa release on staging and replica");
           }
           this.#sessionAcked = true;
+          for (const outcome of reply.verified ?? []) this.#o.onVerified?.(outcome);
           if (shipped.pooled !== undefined && this.#spareBuffers.length < this.#windowMax) this.#spareBuffers.push(shipped.pooled);
           this.#work.wake(); // a window slot is free
           // Never past what this session shipped: the replica cannot have applied more of it.

@@ -7,14 +7,16 @@
  * header of at most stagingShipmentHeaderBytesMax (the estimate is an upper bound of what cbor-x
  * writes for the fields below, so the real header stays under frameHeaderSizeBytesMax).
  *
- * Record types: write and resync carry their data; zero and trim travel with the ZERO flag and
- * no payload (the range reads as zeros at the replica); markers (nothing to apply) are left out
- * of `records` but stay inside firstLsn..lastLsn, which the protocol allows (gaps, never
+ * Record types (records.ts): write and resync carry their data; zero and trim travel with the
+ * ZERO flag and no payload (the range reads as zeros at the replica); resyncEnd and verify markers
+ * travel with their flags (a probe with its digests); other markers (nothing to apply) are left
+ * out of `records` but stay inside firstLsn..lastLsn, which the protocol allows (gaps, never
  * reordering).
  */
 import { assert } from "../../assert.ts";
 import { shipRecordsMax, stagingShipmentBytesMax, stagingShipmentHeaderBytesMax } from "../../constants.ts";
-import { recordFlags, type DeviceSize, type ShipMessage, type ShipRecord } from "../../protocol/messages.ts";
+import { shipRecordPayloadBytes, type DeviceSize, type ShipMessage, type ShipRecord } from "../../protocol/messages.ts";
+import { shipRecordOf } from "./records.ts";
 import type { WrlRecord } from "../../wrl/types.ts";
 
 export interface ShipmentLimits {
@@ -41,7 +43,6 @@ const fixedHeaderBytes = 256;
 const recordHeaderBytes = 96;
 const deviceHeaderBytes = 40;
 
-export const isZeroType = (record: WrlRecord): boolean => record.type === "zero" || record.type === "trim";
 
 export function deviceName(record: WrlRecord): string {
   // Staging always logs names; a numbered device (a log written by something else) keeps its
@@ -70,21 +71,21 @@ export function buildShipment(
   let used = 0;
   for (const record of records) {
     if (used > 0) assert(record.lsn === records[used - 1]!.lsn + 1, "records come in consecutive LSN order");
-    if (record.type === "marker") {
+    const name = deviceName(record);
+    const shipRecord = shipRecordOf(record, name);
+    if (shipRecord === undefined) {
       used += 1;
       continue;
     }
-    const zero = isZeroType(record);
-    const name = deviceName(record);
-    const recordBytes = zero ? 0 : record.data.length;
+    const recordBytes = shipRecordPayloadBytes(shipRecord);
     const addedHeaderBytes = recordHeaderBytes + utf8Bytes(name) + (devices.has(name) ? 0 : deviceHeaderBytes + utf8Bytes(name));
     if (shipRecords.length > 0) {
       if (payloadBytes + recordBytes > limits.payloadBytesMax) break;
       if (shipRecords.length + 1 > limits.recordsMax) break;
       if (headerBytes + addedHeaderBytes > limits.headerBytesMax) break;
     }
-    shipRecords.push({ lsn: record.lsn, epoch: record.epoch, device: name, offset: record.offset, length: zero ? record.lengthBytes : record.data.length, flags: zero ? recordFlags.zero : 0 });
-    if (!zero && recordBytes > 0) data.push(record.data);
+    shipRecords.push(shipRecord);
+    if (recordBytes > 0) data.push(record.data);
     devices.add(name);
     payloadBytes += recordBytes;
     headerBytes += addedHeaderBytes;

@@ -1,0 +1,46 @@
+/**
+ * How client writes become WRL records, and WRL records ship records. Ordered writes are `write`
+ * (or `zero`) records, resync data `resync` records; the end of a resync set and verify probes are
+ * markers whose flags say which (recordFlags; a probe's data are its digests, its extent the range
+ * it covers). Other markers (nothing to apply) are not shipped.
+ */
+import { recordFlags, verifyFlags, type ShipRecord, type WriteMessage } from "../../protocol/messages.ts";
+import type { WrlAppend, WrlRecord } from "../../wrl/types.ts";
+
+/**
+ * The WRL record of a client write: ordered writes as `write` (or `zero`), resync data as
+ * `resync`, the end of a resync set and verify probes as markers whose flags say which
+ * (recordFlags; a probe's data are its digests and its extent the range it covers).
+ */
+export function wrlAppendOf(message: WriteMessage, data: Uint8Array): WrlAppend {
+  const base = { epoch: message.epoch, device: message.device, seq: message.reqId, offset: message.offset };
+  if (message.zero === true) return { ...base, type: "zero", data: new Uint8Array(0), lengthBytes: message.length };
+  switch (message.kind) {
+    case "resync":
+      return { ...base, type: "resync", data };
+    case "resyncEnd":
+      return { ...base, type: "marker", data: new Uint8Array(0), lengthBytes: 0, flags: recordFlags.resyncEnd };
+    case "verify":
+      return { ...base, type: "marker", data, lengthBytes: message.length, flags: verifyFlags(message.verifyBlockBytes!) };
+    default:
+      return { ...base, type: "write", data };
+  }
+}
+
+const shippedMarkerFlags = recordFlags.resyncEnd | recordFlags.verify;
+
+/** The ship record of a WRL record (without its data), or undefined for a marker not shipped. */
+export function shipRecordOf(record: WrlRecord, device: string): ShipRecord | undefined {
+  const base = { lsn: record.lsn, epoch: record.epoch, device, offset: record.offset };
+  switch (record.type) {
+    case "zero":
+    case "trim":
+      return { ...base, length: record.lengthBytes, flags: recordFlags.zero };
+    case "resync":
+      return { ...base, length: record.data.length, flags: recordFlags.resync };
+    case "marker":
+      return (record.flags & shippedMarkerFlags) === 0 ? undefined : { ...base, length: record.lengthBytes, flags: record.flags };
+    default:
+      return { ...base, length: record.data.length, flags: 0 };
+  }
+}
