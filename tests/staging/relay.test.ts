@@ -129,7 +129,7 @@ describe("relay", () => {
     expectImage(f.replica, model);
   });
 
-  test("a replica that lost its state gets no records past the gap: LSN_GAP is shown and retried, nothing is freed", async () => {
+  test("a replica that lost its state, or another replica, gets nothing: REPLICA_MISSING_RECORDS is shown and retried, nothing is freed", async () => {
     const f = await trackedFixture();
     f.core.start();
     const a = new CoreClient(f.core);
@@ -140,9 +140,13 @@ describe("relay", () => {
     const amnesiac = await FakeReplica.create({ d0: 1 * MiB, d1: 256 * KiB }, new MemoryStateStore());
     f.replica.core = amnesiac.core;
     f.replica.disconnectAll();
+    const shippedBefore = f.replica.shipments.length;
     await writeSome(a, 3, 7);
-    await waitFor(() => f.core.status().wrls[0]!.replica.lastError?.code === "LSN_GAP", "LSN_GAP in the status");
+    await waitFor(() => f.core.status().wrls[0]!.replica.lastError?.code === "REPLICA_MISSING_RECORDS", "REPLICA_MISSING_RECORDS in the status");
     const status = f.core.status().wrls[0]!;
+    expect(status.replica.lastError?.message).toContain("not the replica this WRL replicates to");
+    expect(status.replica.lastError?.hint).toContain("--replica");
+    expect(f.replica.shipments.length).toBe(shippedBefore);
     expect(status.tailLsn).toBe(5);
     expect(status.headLsn).toBe(8);
     expect(amnesiac.core.appliedLsn(f.wrl.info().uuid)).toBe(0);

@@ -19,6 +19,9 @@
  *   resumeAck for another uuid / not an answer    lastError PROTO_UNEXPECTED; end
  *   resumeAck.appliedLsn > WRL head               lastError REPLICA_AHEAD; end (the replica holds
  *                                                   records this WRL lost: an operator decides)
+ *   resumeAck.appliedLsn < WRL tail               lastError REPLICA_MISSING_RECORDS; end (another
+ *                                                   replica, or one that lost its state: records it
+ *                                                   lacks were freed; nothing is sent)
  *   shipAck                                       window slot freed; tail advanced to
  *                                                   min(appliedLsn, last LSN shipped)
  *   shipAck with appliedLsn < that shipment's end lastError PROTO_UNEXPECTED; end
@@ -284,6 +287,15 @@ export class Relay {
         "REPLICA_AHEAD",
         `the replica applied WRL ${this.#o.name} up to LSN ${reply.appliedLsn}, but this WRL ends at LSN ${info.headLsn}: it lost records the replica has, so shipping would skip new ones`,
         "The WRL was damaged or restored from an old copy; re-create it (druvaa wrl create --force) and start the replica afresh (initial sync)",
+        exitCodes.refused,
+      );
+    }
+    if (reply.appliedLsn < info.tailLsn) {
+      // Records 1..tailLsn were freed after a replica acknowledged them: this one never got them.
+      throw new DruvaaError(
+        "REPLICA_MISSING_RECORDS",
+        `the replica at ${this.#o.address} applied WRL ${this.#o.name} only up to LSN ${reply.appliedLsn}, but this WRL freed records up to LSN ${info.tailLsn} after a replica acknowledged them: it is not the replica this WRL replicates to, or it lost its state; nothing was sent`,
+        "Point --replica at the replica server this WRL replicates to; for a new replica, re-create the WRL (druvaa wrl create --force) and start the pair with an initial sync (druvaa client attach --initial-sync checksum|network)",
         exitCodes.refused,
       );
     }
