@@ -198,9 +198,9 @@ export const verifyRangeBytesMax = 64 * MiB;
 export const verifyBlockBytesMin = 512;
 export const verifyBlockBytesMax = 1 * MiB;
 /** Most differing ranges one verify outcome lists (more: the whole probe range is reported). */
-export const verifyRangesMax = 4096;
+export const verifyRangesMax = 1024;
 /** Most verify outcomes one shipAck carries. */
-export const verifyOutcomesPerAckMax = 1024;
+export const verifyOutcomesPerAckMax = 256;
 
 assert(zeroRecordBytesMax >= writePayloadSizeBytesMax, "a zero record covers at least what a data record does");
 assert(Number.isSafeInteger(shipRecordsMax * zeroRecordBytesMax), "a shipment's extents stay safe integers");
@@ -214,7 +214,7 @@ export const clientInflightWritesMax = 1024;
 export const clientInflightBytesMax = 256 * MiB;
 /** Reconnect backoff towards staging: first delay, doubled each failure up to the maximum. */
 export const clientReconnectDelayMsMin = 100;
-export const clientReconnectDelayMsMax = 5_000;
+export const clientReconnectDelayMsMax = 1_000;
 /** How long staging has to answer all attach requests of a connection. */
 export const clientAttachTimeoutMs = 10_000;
 /** On SIGTERM/SIGINT: how long in-flight writes may take to finish before they are failed. */
@@ -246,6 +246,27 @@ export const clientResyncChunksInflight = 8;
 export const clientResyncChunkBytesMin = 64 * 1024;
 /** Clears of the change map (lazily durable) are made durable at least this often. */
 export const clientChangeMapSyncIntervalMs = 5_000;
+/**
+ * Activity log (with --changemap): volume bytes one extent covers. Before a write to an extent
+ * not already active, the extent is recorded durably; after a crash the active extents are
+ * resynced. Bigger extents: fewer log writes, more to resync after a crash (DRBD's al-extents).
+ */
+export const clientActivityExtentBytes = 4 * MiB;
+/** Extent ranges (slots) the activity log holds at most; the least recently used idle one goes first. */
+export const clientActivitySlotsMax = 256;
+/** An extent with no write in flight and none for this long is dropped at the next log write. */
+export const clientActivityColdMs = 10_000;
+/**
+ * A write entering the extent right after an active one (a sequential stream) activates this
+ * many extents at once, so a sequential workload writes the log once per this many extents.
+ */
+export const clientActivitySequentialExtents = 4;
+/** One copy of the activity log (two, written alternately): header, slot table, CRC. */
+export const clientActivityCopyBytes = 8 * KiB;
+
+assert(clientActivityExtentBytes % directIoAlignmentBytes === 0 && clientActivityExtentBytes >= nbdRequestSizeBytesMax / 8, "activity extents are whole blocks and not tiny");
+assert(64 + clientActivitySlotsMax * 16 + 4 <= clientActivityCopyBytes && clientActivityCopyBytes % directIoAlignmentBytes === 0, "the slot table fits one aligned activity-log copy");
+assert(clientActivitySequentialExtents >= 1 && clientActivitySequentialExtents * 4 <= clientActivitySlotsMax, "sequential read-ahead leaves room in the log");
 
 // ---- replica (src/roles/replica/, src/commands/restore.ts) ---------------------------------------
 /** Default ports of `druvaa replica apply` (the original product's install guide). */
@@ -270,6 +291,24 @@ export const replicaApplyGroupShipmentsMax = 4;
 export const replicaApplyGroupBytesMax = 8 * MiB;
 /** Piece size of the zeros written for a ZERO record where a discard might not read back zeros. */
 export const replicaZeroPieceBytes = 1 * MiB;
+/** Bytes of a verify probe's range read (and digested) at once; whole verify blocks of any size. */
+export const replicaVerifyReadBytes = 4 * MiB;
+/**
+ * Differing ranges one verify outcome lists at most; past it the whole probe range is reported.
+ * Below verifyRangesMax: a range costs up to ~29 bytes of CBOR, so 4096 of them do not fit the
+ * header of a shipAck (or of staging's verifyReport), which is bounded by frameHeaderSizeBytesMax.
+ */
+export const replicaVerifyRangesMax = 1024;
+/** Estimated CBOR bytes of the verify outcomes one shipAck carries (the rest go with the next acks). */
+export const replicaVerifyAckBytesMax = 48 * KiB;
+/** Upper bounds of the CBOR bytes of one outcome: fixed fields (+ the device name) and each range. */
+export const replicaVerifyOutcomeFixedBytes = 96;
+export const replicaVerifyRangeBytes = 29;
+/**
+ * Payload bytes of a resync set read back from the replica WRL (RS-WRL) and applied at once when
+ * the set is complete; the next piece is applied after it (LSN order across pieces).
+ */
+export const replicaSetApplyReadBytes = 32 * MiB;
 /** Bytes per restoreData message: read, hashed and sent as one chunk. */
 export const restoreChunkBytes = 4 * MiB;
 /** How long a restore may wait for its receiver to take a chunk (apply is paused meanwhile). */
@@ -279,6 +318,11 @@ export const restoreRequestTimeoutMs = 10_000;
 
 assert(restoreChunkBytes <= writePayloadSizeBytesMax && restoreChunkBytes % directIoAlignmentBytes === 0, "a restore chunk fits one message and stays block aligned");
 assert(replicaZeroPieceBytes % directIoAlignmentBytes === 0, "zero pieces are whole blocks");
+assert(replicaVerifyReadBytes % verifyBlockBytesMax === 0, "a verify read piece holds whole verify blocks of every size");
+assert(replicaVerifyRangesMax <= verifyRangesMax, "the replica lists no more ranges than the protocol allows");
+assert(replicaVerifyOutcomeFixedBytes + 3 * protocolNameLengthMax + replicaVerifyRangesMax * replicaVerifyRangeBytes <= replicaVerifyAckBytesMax, "one largest outcome fits an ack");
+assert(replicaVerifyAckBytesMax + 4 * KiB <= frameHeaderSizeBytesMax, "an ack with its outcomes fits a frame header");
+assert(replicaSetApplyReadBytes >= writePayloadSizeBytesMax, "a set apply piece holds the largest record");
 assert(replicaApplyGroupShipmentsMax >= 1 && replicaApplyGroupShipmentsMax <= replicaConnectionShipWindowMax, "an apply group fits what one relay connection sends");
 assert(replicaShipQueueBytesMax >= replicaConnectionShipWindowMax * writePayloadSizeBytesMax, "one relay's full window fits the apply queue");
 /** Chunks `druvaa restore` writes to its target at once (sequential, non-overlapping). */

@@ -58,13 +58,32 @@ export function formatStatus(status: RoleStatus): string {
     for (const device of (status.devices as Record<string, unknown>[] | undefined) ?? []) {
       lines.push(`  device ${device.name} (${device.path}, ${formatBytes(Number(device.sizeBytes ?? 0))}) → WRL ${device.wrl}: ${device.writes ?? 0} writes, ${formatBytes(Number(device.bytesWritten ?? 0))}, acked LSN ${lsn(device.ackedLsn)}, ${device.inflightWrites ?? 0} in flight`);
     }
+    const initial = status.initialSync as { mode?: string; state?: string; progress?: { doneBytes: number; totalBytes: number } | null; note?: string | null } | undefined;
+    if (initial !== undefined && initial.mode !== "none") {
+      const progress = initial.progress ? `, ${formatBytes(initial.progress.doneBytes)} of ${formatBytes(initial.progress.totalBytes)}` : "";
+      lines.push(`  initial sync ${initial.mode}: ${initial.state}${progress}${initial.note ? ` (${initial.note})` : ""}`);
+    }
+    for (const run of (status.verify as { id: number; device: string; state: string; checkedBytes: number; totalBytes: number }[] | undefined) ?? []) {
+      lines.push(`  verify ${run.id} of ${run.device}: ${run.state}, ${formatBytes(run.checkedBytes)} of ${formatBytes(run.totalBytes)} checked`);
+    }
   } else if (status.role === "replica") {
     for (const device of (status.devices as Record<string, unknown>[] | undefined) ?? []) lines.push(`  device ${device.name}: ${device.path} (${formatBytes(Number(device.sizeBytes ?? 0))})`);
+    const rsWrl = status.rsWrl as { path?: string; sizeBytes?: number; usedBytes?: number } | null | undefined;
+    if (rsWrl) lines.push(`  replica WRL ${rsWrl.path}: ${formatBytes(Number(rsWrl.usedBytes ?? 0))} of ${formatBytes(Number(rsWrl.sizeBytes ?? 0))} used`);
     for (const wrl of (status.wrls as Record<string, unknown>[] | undefined) ?? []) {
-      lines.push(`  WRL ${wrl.name} (${wrl.uuid}): applied LSN ${lsn(wrl.appliedLsn)}${wrl.lastAppliedAt ? ` at ${wrl.lastAppliedAt}` : ""}, staging ${wrl.stagingConnected ? "connected" : "not connected"}`);
+      lines.push(`  WRL ${wrl.name} (${wrl.uuid}): applied LSN ${lsn(wrl.appliedLsn)}${wrl.lastAppliedAt ? ` at ${wrl.lastAppliedAt}` : ""}, staging ${wrl.stagingConnected ? "connected" : "not connected"}${resyncText(wrl.resync)}`);
     }
   } else {
     lines.push(JSON.stringify(status, null, 2));
   }
   return lines.join("\n");
+}
+
+/** A replica WRL's resync, for the human status line. */
+function resyncText(resync: unknown): string {
+  if (typeof resync !== "object" || resync === null) return "";
+  const r = resync as { state?: string; firstLsn?: number; loggedLsn?: number; openDevices?: string[]; devices?: string[]; bytes?: number };
+  if (r.state === "unbuffered") return `; resync WITHOUT a replica WRL (devices ${(r.devices ?? []).join(", ")}): not at a consistent point until it ends`;
+  const open = (r.openDevices ?? []).length > 0 ? `, waiting for the end of ${(r.openDevices ?? []).join(", ")}` : "";
+  return `; resync set ${r.state === "applying" ? "being applied" : "open"} since LSN ${lsn(r.firstLsn)}, logged through LSN ${lsn(r.loggedLsn)} (${formatBytes(Number(r.bytes ?? 0))})${open}`;
 }

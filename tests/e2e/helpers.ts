@@ -120,6 +120,8 @@ export interface SystemOptions {
   changeMap?: boolean;
   /** More `druvaa client attach` flags (e.g. ["--ack-timeout", "1s"]). */
   clientFlags?: string[];
+  /** More `druvaa replica apply` flags (e.g. ["--await-seed", "disk0"]). */
+  replicaFlags?: string[];
 }
 
 export interface System {
@@ -215,10 +217,10 @@ export async function startSystem(options: SystemOptions): Promise<System> {
     const wrlSizeBytes = options.wrlSizeBytes ?? Math.max(64 * MiB, 2 * options.sizeBytes * devices.length);
     await druvaaOk(["wrl", "create", "--primary", wrlPath, "--size", String(wrlSizeBytes)]);
 
-    argsOf.set("replica", ["replica", "apply", "--listen", "127.0.0.1:0", "--control", "127.0.0.1:0", "--restore", "127.0.0.1:0", ...replicaNames.flatMap((name) => ["--device", `${name}=${replicaPath(name)}`]), "--state-dir", join(dir, "replica-state")]);
+    argsOf.set("replica", ["replica", "apply", "--listen", "127.0.0.1:0", "--control", "127.0.0.1:0", "--restore", "127.0.0.1:0", ...replicaNames.flatMap((name) => ["--device", `${name}=${replicaPath(name)}`]), "--state-dir", join(dir, "replica-state"), ...(options.replicaFlags ?? [])]);
     const replica = await start("replica");
     // Restarts must come back on the same ports: peers and tests hold these addresses.
-    argsOf.set("replica", ["replica", "apply", "--listen", String(replica.ready.listen), "--control", String(replica.ready.control), "--restore", String(replica.ready.restore), ...replicaNames.flatMap((name) => ["--device", `${name}=${replicaPath(name)}`]), "--state-dir", join(dir, "replica-state")]);
+    argsOf.set("replica", ["replica", "apply", "--listen", String(replica.ready.listen), "--control", String(replica.ready.control), "--restore", String(replica.ready.restore), ...replicaNames.flatMap((name) => ["--device", `${name}=${replicaPath(name)}`]), "--state-dir", join(dir, "replica-state"), ...(options.replicaFlags ?? [])]);
 
     argsOf.set("staging", ["staging", "serve", "--listen", "127.0.0.1:0", "--control", "127.0.0.1:0", "--wrl", `${wrlName}=${wrlPath}`, "--replica", `${wrlName}=${replica.ready.listen}`, "--state-dir", join(dir, "staging-state")]);
     const staging = await start("staging");

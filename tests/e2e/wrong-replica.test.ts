@@ -9,11 +9,10 @@
 import { afterEach, expect, test } from "bun:test";
 import { join } from "node:path";
 import { createImage, druvaa, expectReplicaEqualsPrimary, MiB, qemuIo, sha256File, startSystem, startTracked, type System } from "./helpers.ts";
-import type { RoleProcess } from "../helpers/role-process.ts";
 
 const sizeBytes = 16 * MiB;
 let system: System | undefined;
-const extra: RoleProcess[] = [];
+const extra: Awaited<ReturnType<typeof startTracked>>[] = [];
 
 afterEach(async () => {
   for (const role of extra.splice(0)) {
@@ -47,10 +46,11 @@ test("staging pointed at another replica: REPLICA_MISSING_RECORDS, that replica 
   extra.push(wrong);
   expect((await qemuIo(sys.exportUri("disk0"), ["write -P 0x33 8M 1M"])).exitCode).toBe(0);
 
-  let lastError: { code: string; message: string; hint?: string } | null = null;
+  type LastError = { code: string; message: string; hint?: string } | null;
+  let lastError: LastError = null;
   for (let tries = 0; tries < 100 && lastError?.code !== "REPLICA_MISSING_RECORDS"; tries += 1) {
     await Bun.sleep(100);
-    const status = (await (await fetch(`http://${stagingControl}/status`)).json()) as { wrls: { replica: { lastError: typeof lastError } }[] };
+    const status = (await (await fetch(`http://${stagingControl}/status`)).json()) as { wrls: { replica: { lastError: LastError } }[] };
     lastError = status.wrls[0]!.replica.lastError;
   }
   expect(lastError?.code).toBe("REPLICA_MISSING_RECORDS");

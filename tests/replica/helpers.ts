@@ -10,13 +10,20 @@ import { bytes } from "../helpers/bytes.ts";
 export const wrlUuid = "6f1c2a4e-0b5d-4c1e-9a7b-3d2e1f0a9b8c";
 export const otherWrlUuid = "0a0b0c0d-1111-4222-8333-444455556666";
 
-/** A record as a test writes it: data records carry bytes, zero records only a length. */
+/**
+ * A record as a test writes it: data records carry bytes, zero records only a length. `flags`
+ * (default: 0 with data, ZERO without) marks resync data, a resyncEnd (no data) or a verify probe
+ * (`digests` are its payload, `length` its range).
+ */
 export interface TestRecord {
   lsn: number;
   device: string;
   offset: number;
   data?: Uint8Array;
   zeroLength?: number;
+  flags?: number;
+  digests?: Uint8Array;
+  length?: number;
 }
 
 export function dataRecord(lsn: number, device: string, offset: number, length: number): TestRecord {
@@ -34,10 +41,10 @@ export function shipment(records: TestRecord[], opts: { firstLsn?: number; lastL
     epoch: record.lsn,
     device: record.device,
     offset: record.offset,
-    length: record.data?.length ?? record.zeroLength ?? 0,
-    flags: record.data === undefined ? recordFlags.zero : 0,
+    length: record.data?.length ?? record.zeroLength ?? record.length ?? 0,
+    flags: record.flags ?? (record.data === undefined ? recordFlags.zero : 0),
   }));
-  const payload = Buffer.concat(records.flatMap((record) => (record.data === undefined ? [] : [record.data])));
+  const payload = Buffer.concat(records.flatMap((record) => (record.data !== undefined ? [record.data] : record.digests !== undefined ? [record.digests] : [])));
   const message: ShipMessage = {
     type: "ship",
     wrl: opts.wrl ?? "wrl0",

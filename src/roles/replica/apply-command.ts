@@ -1,9 +1,10 @@
 /**
- * `druvaa replica apply`: opens the replica devices, loads the applied LSNs from the state
- * directory, serves staging relays (data port), restores (restore port) and status (control
- * port) until SIGTERM/SIGINT, then lets the shipment being applied finish and exits 0.
+ * `druvaa replica apply`: opens the replica devices (and, with --wrl, the replica WRL that keeps
+ * resync sets until they are complete), loads the applied LSNs from the state directory, serves
+ * staging relays (data port), restores (restore port) and status (control port) until
+ * SIGTERM/SIGINT, then lets the shipment being applied finish and exits 0.
  */
-import { realpath } from "node:fs/promises";
+import { mkdir, realpath } from "node:fs/promises";
 import { command, jsonFlag, repeatedFlag } from "../../cli-support.ts";
 import { replicaControlPortDefault, replicaDataPortDefault, replicaRestorePortDefault } from "../../constants.ts";
 import { DruvaaError, usageError } from "../../errors.ts";
@@ -11,8 +12,12 @@ import type { BlockDevice } from "../../io/block-device.ts";
 import { FileDevice } from "../../io/file-device.ts";
 import { isBlockDevicePath, openBlockDevice } from "../../io/open-device.ts";
 import { logger } from "../../log.ts";
+import { formatBytes } from "../../units.ts";
 import { announceReady, nodeIdFlag, parseNamedValues, parseServeAddress, resolveStateDir, untilSignalled } from "../common.ts";
 import { ReplicaCore, type ReplicaDevice } from "./core.ts";
+import { SeedTracker } from "./media-seed.ts";
+import { checkRsWrlDeviceName, ResyncLog } from "./resync-log.ts";
+import { SeedRuns } from "./seed-runs.ts";
 import { ReplicaServer } from "./server.ts";
 import { fileStateStore } from "./state.ts";
 
@@ -57,6 +62,25 @@ export async function openReplicaDevices(specs: ReadonlyMap<string, string>): Pr
   return opened;
 }
 
+/** Opens the written-since-media-point bitmap of every --await-seed device; returns those seeded already. */
+async function openSeedTrackers(devices: ReplicaDevice[], names: string[], stateDir: string): Promise<Set<string>> {
+  const seeded = new Set<string>();
+  if (names.length > 0) await mkdir(stateDir, { recursive: true });
+  for (const name of names) {
+    const entry = devices.find((device) => device.name === name);
+    if (entry === undefined) throw usageError(`--await-seed ${name}: no --device ${name}=PATH was given`, `Devices: ${devices.map((device) => device.name).join(", ")}`);
+    const tracker = await SeedTracker.open(stateDir, name, entry.device.sizeBytes);
+    if (tracker === undefined) {
+      log.info(`--await-seed ${name}: the device was seeded already; nothing to track`);
+      seeded.add(name);
+      continue;
+    }
+    entry.seed = tracker;
+    log.info(`device ${name} awaits its seed: ${formatBytes(tracker.writtenBytes)} written by replication since the media point`);
+  }
+  return seeded;
+}
+
 export default command({
   meta: { name: "apply", description: "Serve staging relays: apply shipments in LSN order to the replica devices" },
   args: {
@@ -64,6 +88,8 @@ export default command({
     device: { type: "string", valueHint: "NAME=PATH", required: true, description: "a replica device (block device or image file); repeat for several" },
     control: { type: "string", valueHint: "HOST:PORT", default: `127.0.0.1:${replicaControlPortDefault}`, description: "control port (HTTP GET /status)" },
     restore: { type: "string", valueHint: "HOST:PORT", default: `127.0.0.1:${replicaRestorePortDefault}`, description: "restore port (druvaa restore)" },
+    "await-seed": { type: "string", valueHint: "NAME", description: "device NAME is seeded later from a backup (druvaa replica seed): record every block replication writes to it from now on; repeat for several" },
+    wrl: { type: "string", valueHint: "PATH", description: "replica WRL (RS-WRL, made with druvaa wrl create): resync sets wait there until complete, so the replica stays at its last consistent point during a resync" },
     "state-dir": { type: "string", valueHint: "DIR", description: "where the applied LSNs are kept (default: $DRUVAA_STATE_DIR/replica, /var/lib/druvaa/replica as root)" },
     "node-id": { type: "string", valueHint: "ID", description: "this node's name in handshakes and status (default: the host name)" },
     json: jsonFlag,
@@ -71,6 +97,7 @@ export default command({
   examples: [
     "druvaa replica apply --listen 10.0.0.9:6003 --device disk0=/dev/sdc",
     "druvaa replica apply --device disk0=/srv/replica/disk0.img --state-dir /srv/replica/state --json",
+    "druvaa wrl create --primary /srv/replica/rswrl.img --size 20G && druvaa replica apply --device disk0=/dev/sdc --wrl /srv/replica/rswrl.img",
     "druvaa replica apply --listen :0 --control :0 --restore :0 --device d0=d0.img --json   # ports chosen by the system, printed in the ready line",
   ],
   async run({ args, rawArgs }) {
@@ -81,17 +108,25 @@ export default command({
     const restoreAddress = parseServeAddress(args.restore, replicaRestorePortDefault);
     const nodeId = nodeIdFlag(args["node-id"]);
     const stateDir = resolveStateDir(args["state-dir"], "replica");
-    const devices = await openReplicaDevices(specs);
+    if (args.wrl !== undefined) for (const name of specs.keys()) checkRsWrlDeviceName(name);
+    const rsWrl = args.wrl === undefined ? undefined : await ResyncLog.open(args.wrl);
+    const devices = await openReplicaDevices(specs).catch(async (error: unknown) => {
+      await rsWrl?.close().catch(() => undefined); // already failing with the better error
+      throw error;
+    });
     try {
-      const core = await ReplicaCore.open({ devices, store: fileStateStore(stateDir) });
-      const running = await ReplicaServer.start({ core, nodeId, listen: listenAddress, restore: restoreAddress, control: controlAddress });
+      const awaitSeed = repeatedFlag(rawArgs, "await-seed");
+      const seededAlready = await openSeedTrackers(devices, awaitSeed, stateDir);
+      const core = await ReplicaCore.open({ devices, store: fileStateStore(stateDir), rsWrl });
+      const declared = (name: string) => core.status().devices.find((device) => device.name === name)?.declaredSizeBytes ?? undefined;
+      const running = await ReplicaServer.start({ core, nodeId, listen: listenAddress, restore: restoreAddress, control: controlAddress, ...(awaitSeed.length > 0 ? { seeds: new SeedRuns({ devices, exclusive: core.exclusive, declaredSizeBytes: declared, seededAlready }) } : {}) });
       const applied = core.status().wrls.map((wrl) => `${wrl.name} at LSN ${wrl.appliedLsn}`).join(", ");
       if (applied) log.info(`resuming: ${applied}`);
-      announceReady(args.json, "replica", { ...running.addresses, nodeId, stateDir, devices: devices.map((entry) => ({ name: entry.name, path: entry.path, sizeBytes: entry.device.sizeBytes })) });
+      announceReady(args.json, "replica", { ...running.addresses, nodeId, stateDir, rsWrl: rsWrl?.path ?? null, devices: devices.map((entry) => ({ name: entry.name, path: entry.path, sizeBytes: entry.device.sizeBytes })) });
       await untilSignalled("replica", () => running.stop());
       log.info("stopped");
     } finally {
-      await Promise.allSettled(devices.flatMap((entry) => [entry.device.close(), entry.smallWrites?.close()]));
+      await Promise.allSettled([...devices.flatMap((entry) => [entry.device.close(), entry.smallWrites?.close()]), rsWrl?.close()]);
     }
   },
 });

@@ -3,11 +3,11 @@
  * private fields: a queued shipment and a group member, the state a shipment leads to, how a
  * failed group is answered, and the shipNack every refusal is sent as.
  */
-import { protocolTextLengthMax } from "../../constants.ts";
+import { protocolTextLengthMax, replicaShipQueueBytesMax, replicaShipQueueMax } from "../../constants.ts";
 import { DruvaaError } from "../../errors.ts";
 import { logger } from "../../log.ts";
 import type { ShipAckMessage, ShipMessage, ShipNackCode, ShipNackMessage } from "../../protocol/messages.ts";
-import type { DeviceState, ReplicaState, WrlState } from "./state.ts";
+import type { DeviceState, ReplicaState, ResyncSetState, WrlState } from "./state.ts";
 
 const log = logger("replica:apply");
 
@@ -18,6 +18,43 @@ export interface QueuedShipment {
   payload: Uint8Array;
   resolve: (reply: ShipReply) => void;
   reject: (error: unknown) => void;
+}
+
+/** Shipments waiting for the apply lock, in arrival order, bounded by replicaShipQueueMax / replicaShipQueueBytesMax. */
+export class ShipQueue {
+  readonly #entries: QueuedShipment[] = [];
+  #bytes = 0;
+
+  get count(): number {
+    return this.#entries.length;
+  }
+
+  /** Payload bytes waiting. */
+  get bytes(): number {
+    return this.#bytes;
+  }
+
+  /** Whether one more shipment of `payloadBytes` may wait (otherwise it is refused BUSY). */
+  fits(payloadBytes: number): boolean {
+    return this.#entries.length < replicaShipQueueMax && this.#bytes + payloadBytes <= replicaShipQueueBytesMax;
+  }
+
+  push(entry: QueuedShipment): void {
+    this.#entries.push(entry);
+    this.#bytes += entry.payload.length;
+  }
+
+  take(): QueuedShipment | undefined {
+    const entry = this.#entries.shift();
+    if (entry !== undefined) this.#bytes -= entry.payload.length;
+    return entry;
+  }
+
+  /** Shipments taken for a group that ended early wait again, at the front, in their order. */
+  putBack(entries: readonly QueuedShipment[]): void {
+    for (const entry of entries) this.#bytes += entry.payload.length;
+    this.#entries.unshift(...entries);
+  }
 }
 
 /** A shipment taken into an apply group, with the answer it gets once the group is durable. */
@@ -47,10 +84,17 @@ export function failGroup(members: readonly GroupMember[], why: string, inconsis
 
 /**
  * The state after `ship` is applied to `base` at `nowMs` (lastAppliedAt): a new object, so a
- * failed save leaves the core's committed state as it was.
+ * failed save leaves the core's committed state as it was. `changes` (default: the shipment's
+ * lastLsn, the WRL's resync marks kept) sets the applied LSN, the devices left in an unbuffered
+ * resync (an empty list clears them), and the open resync set (null: none).
  */
-export function nextState(base: ReplicaState, ship: ShipMessage, written: ReadonlySet<string>, nowMs: number): ReplicaState {
-  const wrl: WrlState = { name: ship.wrl, uuid: ship.wrlUuid, appliedLsn: ship.lastLsn, lastAppliedAt: new Date(nowMs).toISOString() };
+export function nextState(base: ReplicaState, ship: ShipMessage, written: ReadonlySet<string>, nowMs: number, changes: { appliedLsn?: number; resyncUnbuffered?: string[]; resyncSet?: ResyncSetState | null } = {}): ReplicaState {
+  const before = base.wrls.find((other) => other.uuid === ship.wrlUuid);
+  const wrl: WrlState = { name: ship.wrl, uuid: ship.wrlUuid, appliedLsn: changes.appliedLsn ?? ship.lastLsn, lastAppliedAt: new Date(nowMs).toISOString() };
+  const resyncSet = changes.resyncSet === undefined ? before?.resyncSet : changes.resyncSet ?? undefined;
+  if (resyncSet !== undefined) wrl.resyncSet = resyncSet;
+  const unbuffered = changes.resyncUnbuffered ?? before?.resyncUnbuffered;
+  if (unbuffered !== undefined && unbuffered.length > 0) wrl.resyncUnbuffered = unbuffered;
   // A re-created WRL only gets here when the old one never applied anything: drop that entry.
   const wrls = [...base.wrls.filter((other) => other.uuid !== ship.wrlUuid && other.name !== ship.wrl), wrl];
   const devices = new Map<string, DeviceState>(base.devices.map((device) => [device.name, { ...device }]));
@@ -61,6 +105,25 @@ export function nextState(base: ReplicaState, ship: ShipMessage, written: Readon
   }
   for (const name of written) entry(name).wrlUuid = ship.wrlUuid;
   return { version: base.version, wrls, devices: [...devices.values()] };
+}
+
+/**
+ * WRL_MISMATCH when the WRL `name` was applied (or has a resync set open) under another uuid in
+ * `state`: the WRL was re-created, and its records cannot be applied over the old history. A WRL
+ * only `seen` (never applied) under another uuid is simply forgotten.
+ */
+export function checkWrlIdentity(state: ReplicaState, seen: Map<string, WrlState>, name: string, uuid: string, stateWhere: string): ShipNackMessage | undefined {
+  const other = state.wrls.find((wrl) => wrl.name === name && wrl.uuid !== uuid && (wrl.appliedLsn > 0 || wrl.resyncSet !== undefined));
+  if (other !== undefined) {
+    return nack(
+      { wrl: name },
+      "WRL_MISMATCH",
+      `WRL ${name} now has uuid ${uuid}, but this replica applied WRL ${name} (uuid ${other.uuid}) up to LSN ${other.appliedLsn}${other.resyncSet === undefined ? "" : ` and keeps its resync set open since LSN ${other.resyncSet.firstLsn}`}: ` +
+        `the WRL was re-created, and its records cannot be applied over the old history. The replica needs an initial sync; to start it afresh, stop it and remove ${stateWhere}`,
+    );
+  }
+  for (const [seenUuid, entry] of seen) if (entry.name === name && seenUuid !== uuid) seen.delete(seenUuid);
+  return undefined;
 }
 
 export function nack(ship: { wrl: string }, code: ShipNackCode, message: string): ShipNackMessage {

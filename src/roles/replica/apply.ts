@@ -10,11 +10,18 @@
  * replicaApplyWritesInflightMax at once). The result after applyWrites() equals applying the
  * records one by one in LSN order. What it does NOT guarantee: any order of the device's own
  * writeback before flush() — the caller flushes before it declares the shipment applied.
+ *
+ * Record kinds (ShipRecord.flags): data and resync records are written, ZERO records zeroed, a
+ * resyncEnd record writes nothing, and a verify probe writes nothing either: it is evaluated
+ * (verify.ts) at its place in that order, after the overlapping records before it and before the
+ * overlapping records after it.
  */
 import { assert } from "../../assert.ts";
 import { directIoAlignmentBytes, pageCacheSyncWriteBytesMax, replicaApplyWritesInflightMax, replicaZeroPieceBytes } from "../../constants.ts";
 import type { BlockDevice } from "../../io/block-device.ts";
-import { recordFlags, type ShipMessage, type ShipNackCode, type ShipRecord } from "../../protocol/messages.ts";
+import { recordFlags, shipRecordPayloadBytes, type ShipMessage, type ShipNackCode, type ShipRecord, type VerifyOutcome } from "../../protocol/messages.ts";
+import type { SeedTracker } from "./media-seed.ts";
+import { evaluateProbe } from "./verify.ts";
 
 /** A replica device as the apply code sees it. */
 export interface ReplicaDevice {
@@ -38,13 +45,35 @@ export interface ReplicaDevice {
    * inode) makes the writes of both durable.
    */
   smallWrites?: BlockDevice;
+  /**
+   * Media seeding (media-seed.ts): while the device awaits its seed, every range apply writes is
+   * marked in this durable bitmap before it is written, so the import never overwrites it.
+   */
+  seed?: SeedTracker;
 }
 
 export interface PlannedWrite {
   readonly record: ShipRecord;
   readonly target: ReplicaDevice;
-  /** The record's bytes (a view into the shipment's payload); undefined for a ZERO record. */
+  /**
+   * The record's bytes (a view into the shipment's payload); undefined for a ZERO, resyncEnd or
+   * verify record.
+   */
   readonly data: Uint8Array | undefined;
+  /** A verify probe: its digests, and its outcome once applyWrites() reached it. */
+  readonly probe: ProbeCheck | undefined;
+}
+
+export interface ProbeCheck {
+  /** One sha256 digest per block of verifyBlockBytesOf(record.flags) (a view into the payload). */
+  readonly digests: Uint8Array;
+  outcome: VerifyOutcome | undefined;
+}
+
+/** The records of a shipment to apply, and the OR of their flags (which kinds it holds). */
+export interface ShipmentPlan {
+  readonly writes: PlannedWrite[];
+  readonly flags: number;
 }
 
 export interface ShipRefusal {
@@ -52,18 +81,17 @@ export interface ShipRefusal {
   readonly message: string;
 }
 
-export const isZeroRecord = (record: ShipRecord): boolean => (record.flags & recordFlags.zero) !== 0;
-
 /**
  * Checks a shipment against the replica's devices and picks the records to apply: those above
  * `appliedLsn` (the ones at or below it were applied before: re-delivery is skipped). Refuses,
  * before anything is written: a declared device the replica lacks (DEVICE_UNKNOWN) or that is
  * bigger than the replica's (DEVICE_TOO_SMALL); a record for an unknown device (DEVICE_UNKNOWN);
  * a record outside the device or the declared size, or not aligned to the device's logical block
- * size (OUT_OF_RANGE). The payload must be what the frame codec checked: the data of the
- * non-ZERO records in record order.
+ * size (OUT_OF_RANGE). A verify probe and a resyncEnd record are checked like a write of their
+ * range. The payload must be what the frame codec checked: shipRecordPayloadBytes() of each
+ * record, in record order.
  */
-export function planShipment(ship: ShipMessage, payload: Uint8Array, appliedLsn: number, devices: ReadonlyMap<string, ReplicaDevice>): PlannedWrite[] | ShipRefusal {
+export function planShipment(ship: ShipMessage, payload: Uint8Array, appliedLsn: number, devices: ReadonlyMap<string, ReplicaDevice>): ShipmentPlan | ShipRefusal {
   const declared = new Map<string, number>();
   for (const { name, sizeBytes } of ship.devices ?? []) {
     const target = devices.get(name);
@@ -77,12 +105,25 @@ export function planShipment(ship: ShipMessage, payload: Uint8Array, appliedLsn:
     declared.set(name, sizeBytes);
   }
   const writes: PlannedWrite[] = [];
+  let flags = 0;
   let payloadOffset = 0;
   for (const record of ship.records) {
-    const zero = isZeroRecord(record);
-    const data = zero ? undefined : payload.subarray(payloadOffset, payloadOffset + record.length);
-    if (!zero) payloadOffset += record.length;
+    let data: Uint8Array | undefined;
+    let probe: ProbeCheck | undefined;
+    if (record.flags === 0 || record.flags === recordFlags.resync) {
+      data = payload.subarray(payloadOffset, payloadOffset + record.length);
+      payloadOffset += record.length;
+    } else if ((record.flags & recordFlags.verify) !== 0) {
+      const digestBytes = shipRecordPayloadBytes(record);
+      probe = { digests: payload.subarray(payloadOffset, payloadOffset + digestBytes), outcome: undefined };
+      payloadOffset += digestBytes;
+    } else if ((record.flags & (recordFlags.zero | recordFlags.resyncEnd)) === 0) {
+      // Unknown bits only (carried as given): a data record.
+      data = payload.subarray(payloadOffset, payloadOffset + record.length);
+      payloadOffset += record.length;
+    }
     if (record.lsn <= appliedLsn) continue;
+    flags |= record.flags;
     const target = devices.get(record.device);
     if (target === undefined) return unknownDevice(ship, record.device, devices);
     const limit = Math.min(target.device.sizeBytes, declared.get(record.device) ?? Number.MAX_SAFE_INTEGER);
@@ -90,20 +131,20 @@ export function planShipment(ship: ShipMessage, payload: Uint8Array, appliedLsn:
     if (end > limit) {
       return {
         code: "OUT_OF_RANGE",
-        message: `record LSN ${record.lsn} writes ${record.device} at ${record.offset}+${record.length}, past the end of the device (${limit} bytes); nothing of this shipment was applied`,
+        message: `record LSN ${record.lsn} ${(record.flags & recordFlags.verify) !== 0 ? "probes" : "writes"} ${record.device} at ${record.offset}+${record.length}, past the end of the device (${limit} bytes); nothing of this shipment was applied`,
       };
     }
     const block = target.device.logicalBlockSizeBytes;
     if (record.offset % block !== 0 || record.length % block !== 0) {
       return {
         code: "OUT_OF_RANGE",
-        message: `record LSN ${record.lsn} writes ${record.device} at ${record.offset}+${record.length}, not aligned to the replica device's ${block}-byte logical block size; nothing of this shipment was applied`,
+        message: `record LSN ${record.lsn} ${(record.flags & recordFlags.verify) !== 0 ? "probes" : "writes"} ${record.device} at ${record.offset}+${record.length}, not aligned to the replica device's ${block}-byte logical block size; nothing of this shipment was applied`,
       };
     }
-    writes.push({ record, target, data });
+    writes.push({ record, target, data, probe });
   }
   assert(payloadOffset === payload.length, "the frame codec checked the shipment's payload length");
-  return writes;
+  return { writes, flags };
 }
 
 function unknownDevice(ship: ShipMessage, name: string, devices: ReadonlyMap<string, ReplicaDevice>): ShipRefusal {
@@ -117,8 +158,20 @@ function unknownDevice(ship: ShipMessage, name: string, devices: ReadonlyMap<str
 /** Shared zeros for ZERO records on devices without zeroing discard; never written into. */
 let zeroPiece: Uint8Array | undefined;
 
+/** Marks, durably and before any of them is written, the ranges that devices awaiting a seed will get. */
+async function markSeeded(writes: readonly PlannedWrite[]): Promise<void> {
+  const marks: Promise<void>[] = [];
+  for (const write of writes) {
+    const seed = write.target.seed;
+    if (seed === undefined || seed.completed || write.probe !== undefined || write.record.length === 0) continue;
+    marks.push(seed.markWritten(write.record.offset, write.record.length));
+  }
+  if (marks.length > 0) await Promise.all(marks);
+}
+
 async function writeOne(write: PlannedWrite): Promise<void> {
   const { record, target, data } = write;
+  if (write.probe !== undefined) return evaluateProbe(write.record, write.target, write.probe);
   if (data !== undefined) {
     const via = target.smallWrites !== undefined && data.length <= pageCacheSyncWriteBytesMax ? target.smallWrites : target.device;
     return via.write(record.offset, data);
@@ -155,11 +208,13 @@ class Slots {
 
 /**
  * Writes the planned records: overlapping ones (same device, ranges sharing a 4 KiB page) strictly in
- * LSN order, the others concurrently. Waits for every write to settle; throws the first error
+ * LSN order, the others concurrently; a verify probe takes its place in that order like a write
+ * (its outcome is left in write.probe). Waits for every write to settle; throws the first error
  * (a record whose predecessor failed is not written). Returns the devices written, for the
  * caller to flush.
  */
 export async function applyWrites(writes: readonly PlannedWrite[], inflightMax = replicaApplyWritesInflightMax): Promise<Set<ReplicaDevice>> {
+  await markSeeded(writes);
   const slots = new Slots(inflightMax);
   const started: { target: ReplicaDevice; start: number; end: number; done: Promise<void> }[] = [];
   for (const write of writes) {

@@ -15,7 +15,11 @@
  *   condition                                              answer
  *   replica stopping                                       shipNack SHUTTING_DOWN
  *   queue full                                             shipNack BUSY
- *   WRL name applied before under another uuid             shipNack WRL_MISMATCH (re-created WRL)
+ *   WRL name applied (or with a set open) under another    shipNack WRL_MISMATCH (re-created WRL)
+ *     uuid
+ *   with --wrl: a resync set of the WRL open, or a         handled alone, in a turn of its own:
+ *     record with the resync flag in the shipment            ResyncSets.ship (resync-sets.ts, its
+ *                                                            own table: logged, not applied)
  *   firstLsn > appliedLsn + 1                              shipNack LSN_GAP
  *   lastLsn <= appliedLsn                                  shipAck appliedLsn (re-delivery)
  *   device unknown / declared bigger / record outside      shipNack DEVICE_UNKNOWN /
@@ -23,25 +27,39 @@
  *   write or flush fails                                   shipNack IO_ERROR (device marked
  *                                                            inconsistent until re-delivered)
  *   state file cannot be saved                             shipNack IO_ERROR
- *   otherwise: records > appliedLsn written, devices       shipAck lastLsn
+ *   otherwise: records > appliedLsn written, devices       shipAck lastLsn (+ verify outcomes)
  *     flushed, appliedLsn = lastLsn persisted
  *
+ * Records by kind: data is written, a ZERO record zeroes, a resyncEnd writes nothing, a verify
+ * probe writes nothing and is compared at its place in the order (verify.ts); its outcome rides
+ * on the next ack of its WRL (VerifyOutbox). Without --wrl, resync data is applied as it comes:
+ * the WRL's devices are then marked inconsistent (state resyncUnbuffered, status, one warning;
+ * a restore is refused) until their resyncEnd. A set apply is one turn of the lock, so a restore
+ * asked for meanwhile waits for it and gets the set's end.
+ *
  * Not guaranteed: consistency of the device while a shipment is being applied, or after a crash
- * in the middle of one (no replica WRL yet, issue 4): the state file still says the previous
- * appliedLsn, and staging re-delivers from there, which restores consistency.
+ * in the middle of one: the state file still says the previous appliedLsn, and staging
+ * re-delivers from there, which restores consistency (a resync set is redone from the RS-WRL).
  */
 import { assert } from "../../assert.ts";
-import { protocolTextLengthMax, replicaApplyGroupBytesMax, replicaApplyGroupShipmentsMax, replicaShipQueueBytesMax, replicaShipQueueMax } from "../../constants.ts";
+import { replicaApplyGroupBytesMax, replicaApplyGroupShipmentsMax } from "../../constants.ts";
 import { DruvaaError, exitCodes } from "../../errors.ts";
 import { logger } from "../../log.ts";
-import type { ResumeAckMessage, ResumeMessage, ShipMessage, ShipNackMessage } from "../../protocol/messages.ts";
-import { applyWrites, planShipment, type PlannedWrite, type ReplicaDevice } from "./apply.ts";
-import { describe, failGroup, nack, nextState, type GroupMember, type InconsistentDevices, type QueuedShipment, type ShipReply } from "./apply-group.ts";
-import { shuttingDown, streamRestore, type RestoreResult, type RestoreSend } from "./restore-stream.ts";
+import { recordFlags, type ResumeAckMessage, type ResumeMessage, type ShipMessage, type ShipNackMessage } from "../../protocol/messages.ts";
+import { assertSeeded } from "./media-seed.ts";
+import { applyWrites, planShipment, type PlannedWrite, type ReplicaDevice, type ShipmentPlan } from "./apply.ts";
+import { checkWrlIdentity, describe, failGroup, nack, nextState, ShipQueue, type GroupMember, type InconsistentDevices, type QueuedShipment, type ShipReply } from "./apply-group.ts";
+import { restorePoint, shuttingDown, streamRestore, type RestoreResult, type RestoreSend } from "./restore-stream.ts";
+import { unbufferedChange } from "./resync-apply.ts";
+import type { ResyncLog } from "./resync-log.ts";
+import { ResyncSets, type SetHost } from "./resync-sets.ts";
 import { emptyReplicaState, type ReplicaState, type ReplicaStateStore, type WrlState } from "./state.ts";
+import { probeOutcomes, VerifyOutbox } from "./verify.ts";
+import { replicaStatus, type ReplicaCoreStatus } from "./core-status.ts";
 
 export type { ReplicaDevice } from "./apply.ts";
 export type { ShipReply } from "./apply-group.ts";
+export type { ReplicaCoreStatus } from "./core-status.ts";
 export type { RestoreMessage, RestoreResult, RestoreSend } from "./restore-stream.ts";
 
 const log = logger("replica:apply");
@@ -51,14 +69,8 @@ export interface ReplicaCoreOptions {
   store: ReplicaStateStore;
   /** Milliseconds since the epoch (for lastAppliedAt); Date.now unless a simulation gives one. */
   now?: () => number;
-}
-
-export interface ReplicaCoreStatus {
-  devices: { name: string; path: string; sizeBytes: number; declaredSizeBytes: number | null; consistent: boolean }[];
-  wrls: { name: string; uuid: string; appliedLsn: number; lastAppliedAt: string | null }[];
-  applying: boolean;
-  restores: number;
-  queuedShipments: number;
+  /** The replica WRL (`--wrl`): resync sets are kept there and applied whole. The caller closes it. */
+  rsWrl?: ResyncLog;
 }
 
 export class ReplicaCore {
@@ -73,12 +85,16 @@ export class ReplicaCore {
   readonly #inconsistent: InconsistentDevices = new Map();
   #lockTail: Promise<void> = Promise.resolve();
   /** Shipments waiting for the lock, in arrival order. */
-  readonly #shipQueue: QueuedShipment[] = [];
-  #queuedShipments = 0;
-  #queuedBytes = 0;
+  readonly #queue = new ShipQueue();
   #applying = false;
   #restores = 0;
   #stopping = false;
+  /** With --wrl: the open resync sets. */
+  #resync: ResyncSets | undefined;
+  readonly #outbox = new VerifyOutbox();
+  /** WRLs warned about an unbuffered resync (once per resync). */
+  readonly #warnedUnbuffered = new Set<string>();
+  #restoresWaitingForSet = 0;
 
   private constructor(options: ReplicaCoreOptions, state: ReplicaState) {
     const devices = new Map<string, ReplicaDevice>();
@@ -92,10 +108,17 @@ export class ReplicaCore {
     this.#state = state;
   }
 
-  /** Loads the persisted state (none yet: every WRL at appliedLsn 0). */
+  /**
+   * Loads the persisted state (none yet: every WRL at appliedLsn 0); with an RS-WRL, recovers its
+   * resync sets (a complete one is applied before this resolves). Refuses (RS_WRL_NEEDED) to
+   * start without an RS-WRL while the state says a set is open in one.
+   */
   static async open(options: ReplicaCoreOptions): Promise<ReplicaCore> {
     const state = (await options.store.load()) ?? emptyReplicaState();
-    return new ReplicaCore(options, state);
+    const core = new ReplicaCore(options, state);
+    if (options.rsWrl === undefined) ResyncSets.refuseWithout(state);
+    else core.#resync = await ResyncSets.recover(options.rsWrl, core.#host());
+    return core;
   }
 
   get applying(): boolean {
@@ -103,7 +126,7 @@ export class ReplicaCore {
   }
 
   get queuedShipments(): number {
-    return this.#queuedShipments;
+    return this.#queue.count;
   }
 
   /** The last LSN applied and persisted for the WRL with this uuid (0: none). */
@@ -122,7 +145,7 @@ export class ReplicaCore {
       type: "resumeAck",
       wrl: message.wrl,
       wrlUuid: message.wrlUuid,
-      appliedLsn: this.appliedLsn(message.wrlUuid),
+      appliedLsn: Math.max(this.appliedLsn(message.wrlUuid), this.#resync?.loggedLsn(message.wrlUuid) ?? 0),
       devices: [...this.#devices.values()].map((entry) => ({ name: entry.name, sizeBytes: entry.device.sizeBytes })),
     };
   }
@@ -130,13 +153,11 @@ export class ReplicaCore {
   /** Applies a shipment (see the decision table above); resolves with the answer for the relay. */
   ship(message: ShipMessage, payload: Uint8Array): Promise<ShipReply> {
     if (this.#stopping) return Promise.resolve(nack(message, "SHUTTING_DOWN", "the replica is shutting down; send it again after the restart"));
-    if (this.#queuedShipments >= replicaShipQueueMax || this.#queuedBytes + payload.length > replicaShipQueueBytesMax) {
-      return Promise.resolve(nack(message, "BUSY", `the replica has ${this.#queuedShipments} shipments (${this.#queuedBytes} bytes) waiting; send it again later`));
+    if (!this.#queue.fits(payload.length)) {
+      return Promise.resolve(nack(message, "BUSY", `the replica has ${this.#queue.count} shipments (${this.#queue.bytes} bytes) waiting; send it again later`));
     }
-    this.#queuedShipments += 1;
-    this.#queuedBytes += payload.length;
     return new Promise<ShipReply>((resolve, reject) => {
-      this.#shipQueue.push({ message, payload, resolve, reject });
+      this.#queue.push({ message, payload, resolve, reject });
       // One turn of the lock per shipment, so a restore asked for in between keeps its place; a
       // turn finds its shipment already applied when an earlier group took it along.
       void this.#exclusive(() => this.#applyQueued());
@@ -156,29 +177,39 @@ export class ReplicaCore {
       throw new DruvaaError("DEVICE_UNKNOWN", `the replica has no device ${deviceName}`, `Devices on this replica: ${[...this.#devices.keys()].join(", ") || "none"}`, exitCodes.notFound);
     }
     if (this.#stopping) throw shuttingDown();
+    assertSeeded(target);
     this.#restores += 1;
+    const setApply = this.#resync?.applying;
+    const askedMs = this.#now();
+    if (setApply !== undefined) {
+      this.#restoresWaitingForSet += 1;
+      log.info(`restore of ${deviceName} waits for the resync set of WRL ${setApply.wrl} (LSN ${setApply.firstLsn}..${setApply.lastLsn}) being applied; it then gets the device at LSN ${setApply.lastLsn}`);
+    }
     try {
-      return await this.#exclusive(() => this.#stream(target, send));
+      return await this.#exclusive(() => {
+        if (setApply !== undefined) {
+          this.#restoresWaitingForSet -= 1;
+          log.info(`restore of ${deviceName}: waited ${this.#now() - askedMs} ms for the resync set of WRL ${setApply.wrl} to be applied`);
+        }
+        return this.#stream(target, send);
+      });
     } finally {
       this.#restores -= 1;
     }
   }
 
+  /** Runs `task` alone under the apply lock, between two apply groups (media seeding). */
+  exclusive = <T>(task: () => Promise<T>): Promise<T> => this.#exclusive(task);
+
   status(): ReplicaCoreStatus {
-    const declared = new Map(this.#state.devices.map((device) => [device.name, device.declaredSizeBytes]));
-    return {
-      devices: [...this.#devices.values()].map((entry) => ({
-        name: entry.name,
-        path: entry.path ?? entry.device.name,
-        sizeBytes: entry.device.sizeBytes,
-        declaredSizeBytes: declared.get(entry.name) ?? null,
-        consistent: !this.#inconsistent.has(entry.name),
-      })),
-      wrls: [...this.#state.wrls, ...this.#seen.values()].map((wrl) => ({ ...wrl })),
-      applying: this.#applying,
-      restores: this.#restores,
-      queuedShipments: this.#queuedShipments,
-    };
+    return replicaStatus({
+      devices: this.#devices,
+      state: this.#state,
+      seen: this.#seen,
+      inconsistent: this.#inconsistent,
+      resync: this.#resync,
+      counts: { applying: this.#applying, restores: this.#restores, queuedShipments: this.#queue.count, restoresWaitingForSet: this.#restoresWaitingForSet },
+    });
   }
 
   /** Lets the shipment being applied finish, refuses the queued ones (SHUTTING_DOWN), ends restores. */
@@ -188,6 +219,22 @@ export class ReplicaCore {
   }
 
   // ---- internals ----
+
+  /** What ResyncSets needs of this core. */
+  #host(): SetHost {
+    return {
+      devices: this.#devices,
+      outbox: this.#outbox,
+      inconsistent: this.#inconsistent,
+      state: () => this.#state,
+      save: async (state) => {
+        await this.#store.save(state);
+        this.#state = state;
+      },
+      now: this.#now,
+      checkWrl: (name, uuid, state) => this.#checkWrl(name, uuid, state),
+    };
+  }
 
   /** Runs `task` alone, after everything that asked before it (FIFO). */
   async #exclusive<T>(task: () => Promise<T>): Promise<T> {
@@ -203,30 +250,7 @@ export class ReplicaCore {
   }
 
   #checkWrl(name: string, uuid: string, state: ReplicaState = this.#state): ShipNackMessage | undefined {
-    const other = state.wrls.find((wrl) => wrl.name === name && wrl.uuid !== uuid && wrl.appliedLsn > 0);
-    if (other !== undefined) {
-      return {
-        type: "shipNack",
-        wrl: name,
-        code: "WRL_MISMATCH",
-        message: (
-          `WRL ${name} now has uuid ${uuid}, but this replica applied WRL ${name} (uuid ${other.uuid}) up to LSN ${other.appliedLsn}: ` +
-          `the WRL was re-created, and its records cannot be applied over the old history. The replica needs an initial sync; to start it afresh, stop it and remove ${this.#store.where}`
-        ).slice(0, protocolTextLengthMax),
-      };
-    }
-    // A WRL only seen (never applied) under another uuid is simply forgotten.
-    for (const [seenUuid, seen] of this.#seen) if (seen.name === name && seenUuid !== uuid) this.#seen.delete(seenUuid);
-    return undefined;
-  }
-
-  #take(): QueuedShipment | undefined {
-    const entry = this.#shipQueue.shift();
-    if (entry !== undefined) {
-      this.#queuedShipments -= 1;
-      this.#queuedBytes -= entry.payload.length;
-    }
-    return entry;
+    return checkWrlIdentity(state, this.#seen, name, uuid, this.#store.where);
   }
 
   /**
@@ -243,7 +267,7 @@ export class ReplicaCore {
    * of the group IO_ERROR (nothing of it is acknowledged; staging re-delivers from the saved LSN).
    */
   async #applyQueued(): Promise<void> {
-    const first = this.#take();
+    const first = this.#queue.take();
     if (first === undefined) return;
     if (this.#stopping) return first.resolve(nack(first.message, "SHUTTING_DOWN", "the replica is shutting down; send it again after the restart"));
     this.#applying = true;
@@ -254,23 +278,36 @@ export class ReplicaCore {
     let groupBytes = 0;
     let ended = false;
     const touched = new Set<ReplicaDevice>();
+    /** The probes of the group, to report once it is durable. */
+    const probed: { wrlUuid: string; writes: readonly PlannedWrite[] }[] = [];
     try {
       for (let batch: QueuedShipment[] = [first]; batch.length > 0 && !ended; ) {
         const plans: PlannedWrite[] = [];
         for (const [index, entry] of batch.entries()) {
-          const outcome = this.#prepare(entry.message, entry.payload, state);
-          if (Array.isArray(outcome)) {
-            const planned = new Set(outcome.map((write) => write.target.name));
-            members.push({ entry, planned, applied: true, reply: { type: "shipAck", wrl: entry.message.wrl, appliedLsn: entry.message.lastLsn } });
-            for (const write of outcome) plans.push(write);
-            state = nextState(state, entry.message, planned, this.#now());
+          const ship = entry.message;
+          const outcome = this.#resync?.isOpen(ship.wrlUuid) ? undefined : this.#prepare(ship, entry.payload, state);
+          if (outcome === undefined || ("writes" in outcome && this.#resync !== undefined && (outcome.flags & recordFlags.resync) !== 0)) {
+            // Records of a resync set: logged by ResyncSets, in a turn of their own.
+            if (members.length === 0) return await this.#shipAlone(entry);
+            const rest = batch.slice(index);
+            for (const other of rest) taken.delete(other);
+            this.#queue.putBack(rest);
+            ended = true;
+            break;
+          }
+          if ("writes" in outcome) {
+            const planned = new Set(outcome.writes.map((write) => write.target.name));
+            members.push({ entry, planned, applied: true, reply: { type: "shipAck", wrl: ship.wrl, appliedLsn: ship.lastLsn } });
+            for (const write of outcome.writes) plans.push(write);
+            if ((outcome.flags & recordFlags.verify) !== 0) probed.push({ wrlUuid: ship.wrlUuid, writes: outcome.writes });
+            state = nextState(state, ship, planned, this.#now(), unbufferedChange(state, ship, outcome, this.#warnedUnbuffered));
           } else {
             members.push({ entry, planned: new Set(), applied: false, reply: outcome });
             if (outcome.type === "shipNack") {
               log.warn(`WRL ${entry.message.wrl}: refused LSN ${entry.message.firstLsn}..${entry.message.lastLsn}: ${outcome.code}: ${outcome.message}`);
               const rest = batch.slice(index + 1);
               for (const other of rest) taken.delete(other);
-              this.#putBack(rest);
+              this.#queue.putBack(rest);
               ended = true;
               break;
             }
@@ -286,7 +323,7 @@ export class ReplicaCore {
         }
         batch = [];
         while (!ended && !this.#stopping && this.#restores === 0 && groupBytes < replicaApplyGroupBytesMax && members.length + batch.length < replicaApplyGroupShipmentsMax) {
-          const next = this.#take();
+          const next = this.#queue.take();
           if (next === undefined) break;
           batch.push(next);
           taken.add(next);
@@ -305,13 +342,14 @@ export class ReplicaCore {
         }
         this.#state = state;
       }
+      for (const { wrlUuid, writes } of probed) this.#outbox.add(wrlUuid, probeOutcomes(writes));
       for (const { entry, applied } of members) {
         if (!applied) continue;
         const ship = entry.message;
         this.#seen.delete(ship.wrlUuid);
         for (const [name, mark] of this.#inconsistent) if (mark.wrlUuid === ship.wrlUuid && ship.lastLsn >= mark.untilLsn) this.#inconsistent.delete(name);
       }
-      for (const { entry, reply } of members) entry.resolve(reply);
+      for (const { entry, reply } of members) entry.resolve(this.#withOutcomes(entry.message.wrlUuid, reply));
     } catch (error) {
       // A bug: every shipment taken learns it (the server then closes the relay's connection).
       log.error(`applying shipments failed unexpectedly: ${describe(error)}`);
@@ -321,17 +359,27 @@ export class ReplicaCore {
     }
   }
 
-  /** Shipments taken for a group that ended early wait again, at the front, in their order. */
-  #putBack(entries: readonly QueuedShipment[]): void {
-    for (const entry of entries) {
-      this.#queuedShipments += 1;
-      this.#queuedBytes += entry.payload.length;
+  /** A shipment whose records go to a resync set: ResyncSets answers it, alone (holding the lock). */
+  async #shipAlone(entry: QueuedShipment): Promise<void> {
+    const ship = entry.message;
+    try {
+      const reply = await this.#resync!.ship(ship, entry.payload);
+      if (reply.type === "shipNack") log.warn(`WRL ${ship.wrl}: refused LSN ${ship.firstLsn}..${ship.lastLsn}: ${reply.code}: ${reply.message}`);
+      else this.#seen.delete(ship.wrlUuid);
+      entry.resolve(this.#withOutcomes(ship.wrlUuid, reply));
+    } catch (error) {
+      log.error(`applying a resync shipment failed unexpectedly: ${describe(error)}`);
+      entry.reject(error);
     }
-    this.#shipQueue.unshift(...entries);
+  }
+
+  /** An ack with the verify outcomes waiting for its WRL. */
+  #withOutcomes(wrlUuid: string, reply: ShipReply): ShipReply {
+    return reply.type === "shipAck" ? this.#outbox.attach(wrlUuid, reply) : reply;
   }
 
   /** One shipment against the state reached so far: its writes, or the answer it gets without any. */
-  #prepare(ship: ShipMessage, payload: Uint8Array, state: ReplicaState): PlannedWrite[] | ShipReply {
+  #prepare(ship: ShipMessage, payload: Uint8Array, state: ReplicaState): ShipmentPlan | ShipReply {
     const mismatch = this.#checkWrl(ship.wrl, ship.wrlUuid, state);
     if (mismatch !== undefined) return mismatch;
     const appliedLsn = state.wrls.find((wrl) => wrl.uuid === ship.wrlUuid)?.appliedLsn ?? 0;
@@ -340,20 +388,12 @@ export class ReplicaCore {
     }
     if (ship.lastLsn <= appliedLsn) return { type: "shipAck", wrl: ship.wrl, appliedLsn };
     const plan = planShipment(ship, payload, appliedLsn, this.#devices);
-    if (!Array.isArray(plan)) return nack(ship, plan.code, plan.message);
-    return plan;
+    return "writes" in plan ? plan : nack(ship, plan.code, plan.message);
   }
 
   async #stream(target: ReplicaDevice, send: RestoreSend): Promise<RestoreResult> {
     if (this.#stopping) throw shuttingDown();
-    const mark = this.#inconsistent.get(target.name);
-    if (mark !== undefined) {
-      throw new DruvaaError("REPLICA_INCONSISTENT", `device ${target.name} is not at a consistent point: applying a shipment to it failed, and LSN ${mark.untilLsn} has not been re-applied yet`, "Check the replica's log and status (druvaa status --connect REPLICA:6004); try again once staging has re-delivered", exitCodes.refused);
-    }
-    const deviceState = this.#state.devices.find((device) => device.name === target.name);
-    const sizeBytes = deviceState?.declaredSizeBytes ?? target.device.sizeBytes;
-    const appliedLsn = deviceState?.wrlUuid === undefined ? 0 : this.appliedLsn(deviceState.wrlUuid);
-    assert(sizeBytes <= target.device.sizeBytes, "declared sizes above the device are refused before they are saved");
+    const { sizeBytes, appliedLsn } = restorePoint(target, this.#state, this.#inconsistent);
     return streamRestore(target, sizeBytes, appliedLsn, send, () => this.#stopping);
   }
 }

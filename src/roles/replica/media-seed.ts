@@ -117,6 +117,12 @@ export class SeedTracker {
   }
 }
 
+/** Restores and snapshots of a device that awaits its seed are refused: its unseeded blocks are not there. */
+export function assertSeeded(target: { name: string; seed?: SeedTracker }): void {
+  if (target.seed === undefined || target.seed.completed) return;
+  throw new DruvaaError("REPLICA_NOT_SEEDED", `device ${target.name} awaits its seed from media: blocks replication has not written are not there yet`, `Seed it first: druvaa replica seed --device ${target.name} --from IMAGE`, exitCodes.refused);
+}
+
 export interface SeedOptions {
   tracker: SeedTracker;
   /** The replica device being seeded. */

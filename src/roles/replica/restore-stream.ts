@@ -4,10 +4,13 @@
  * when it may run (a consistent point, apply held) and what size and LSN it announces.
  */
 import { createHash } from "node:crypto";
+import { assert } from "../../assert.ts";
 import { restoreChunkBytes } from "../../constants.ts";
 import { DruvaaError, exitCodes } from "../../errors.ts";
 import type { RestoreBeginMessage, RestoreDataMessage, RestoreEndMessage } from "../../protocol/messages.ts";
 import type { ReplicaDevice } from "./apply.ts";
+import type { InconsistentDevices } from "./apply-group.ts";
+import type { ReplicaState } from "./state.ts";
 
 export type RestoreMessage = RestoreBeginMessage | RestoreDataMessage | RestoreEndMessage;
 /** Delivers a restore message to the restorer; resolves when it may send more. */
@@ -18,6 +21,28 @@ export interface RestoreResult {
   sizeBytes: number;
   appliedLsn: number;
   sha256: string;
+}
+
+/**
+ * What a restore of `target` exports now: the size its client declared (else the device's), and
+ * the applied LSN of the WRL that last wrote it. Refuses (REPLICA_INCONSISTENT) a device not at a
+ * consistent point: a failed apply left it half-written, or an unbuffered resync (no RS-WRL) is
+ * going on.
+ */
+export function restorePoint(target: ReplicaDevice, state: ReplicaState, inconsistent: InconsistentDevices): { sizeBytes: number; appliedLsn: number } {
+  const mark = inconsistent.get(target.name);
+  if (mark !== undefined) {
+    throw new DruvaaError("REPLICA_INCONSISTENT", `device ${target.name} is not at a consistent point: applying a shipment to it failed, and LSN ${mark.untilLsn} has not been re-applied yet`, "Check the replica's log and status (druvaa status --connect REPLICA:6004); try again once staging has re-delivered", exitCodes.refused);
+  }
+  const resyncing = state.wrls.find((wrl) => wrl.resyncUnbuffered?.includes(target.name));
+  if (resyncing !== undefined) {
+    throw new DruvaaError("REPLICA_INCONSISTENT", `device ${target.name} is not at a consistent point: WRL ${resyncing.name} is resyncing it without a replica WRL, and its resync has not ended`, "Try again once the resync has ended (druvaa status --connect REPLICA:6004); a replica started with --wrl PATH keeps its last consistent point during a resync", exitCodes.refused);
+  }
+  const deviceState = state.devices.find((device) => device.name === target.name);
+  const sizeBytes = deviceState?.declaredSizeBytes ?? target.device.sizeBytes;
+  const appliedLsn = deviceState?.wrlUuid === undefined ? 0 : (state.wrls.find((wrl) => wrl.uuid === deviceState.wrlUuid)?.appliedLsn ?? 0);
+  assert(sizeBytes <= target.device.sizeBytes, "declared sizes above the device are refused before they are saved");
+  return { sizeBytes, appliedLsn };
 }
 
 /**

@@ -20,6 +20,7 @@ import { serverHandshake, type Identity } from "../../protocol/handshake.ts";
 import type { Message } from "../../protocol/messages.ts";
 import { guardConnection, nextFrame, statusHeader } from "../server-support.ts";
 import type { ReplicaCore, RestoreSend } from "./core.ts";
+import type { SeedRuns } from "./seed-runs.ts";
 
 const log = logger("replica:net");
 
@@ -34,6 +35,8 @@ export interface ReplicaServerOptions {
   control: Address;
   /** Milliseconds since the epoch; Date.now unless a test gives a clock. */
   now?: () => number;
+  /** Media seeding (POST /seed; status `seeds`), when any device awaits a seed. */
+  seeds?: SeedRuns;
 }
 
 export interface ReplicaAddresses {
@@ -44,6 +47,7 @@ export interface ReplicaAddresses {
 
 export class ReplicaServer {
   readonly #core: ReplicaCore;
+  readonly #seeds: SeedRuns | undefined;
   readonly #identity: Identity;
   readonly #now: () => number;
   readonly #startedAtMs: number;
@@ -55,6 +59,7 @@ export class ReplicaServer {
 
   private constructor(options: ReplicaServerOptions) {
     this.#core = options.core;
+    this.#seeds = options.seeds;
     this.#identity = { role: "replica", nodeId: options.nodeId };
     this.#now = options.now ?? Date.now;
     this.#startedAtMs = this.#now();
@@ -68,7 +73,14 @@ export class ReplicaServer {
       // with the payload aligned so O_DIRECT devices take the records without a bounce copy.
       server.#data = await listen(options.listen, (connection) => void guardConnection(connection, () => server.#serveRelay(connection), log), { allocateFrame: (bytes, payloadAt) => sharedBufferPool.take(bytes, payloadAt) });
       server.#restore = await listen(options.restore, (connection) => void guardConnection(connection, () => server.#serveRestore(connection), log));
-      server.#control = startControlServer(options.control, { "/status": () => server.status() }, "replica");
+      const seeds = options.seeds;
+      server.#control = startControlServer(options.control, {
+        "/status": () => server.status(),
+        "POST /seed": async (request) => {
+          if (seeds === undefined) throw new DruvaaError("SEED_NOT_AWAITED", "no device of this replica awaits a seed; nothing was written", "Start the replica with --await-seed NAME before replication of that device begins", exitCodes.refused);
+          return seeds.start(await request.json().catch(() => undefined));
+        },
+      }, "replica");
     } catch (error) {
       await server.#stopListening();
       throw error;
@@ -91,6 +103,9 @@ export class ReplicaServer {
       applying: core.applying,
       restores: core.restores,
       queuedShipments: core.queuedShipments,
+      rsWrl: core.rsWrl,
+      setApply: core.setApply,
+      seeds: this.#seeds?.status() ?? [],
     };
   }
 

@@ -23,6 +23,24 @@ export interface WrlState {
   appliedLsn: number;
   /** ISO time of the last shipment applied, null before the first. */
   lastAppliedAt: string | null;
+  /**
+   * A resync set is open (resync-sets.ts): the WRL's records from `firstLsn` on wait in the
+   * replica WRL whose uuid is `rsWrlUuid`; `applyingLastLsn` once the complete set (through that
+   * LSN) is being applied. Saved before the set's first record is logged, so a restart knows
+   * which RS-WRL it needs.
+   */
+  resyncSet?: ResyncSetState;
+  /**
+   * Without an RS-WRL: devices of this WRL that got resync data, applied as it came, and no
+   * resyncEnd yet. They are not at a consistent point until it comes.
+   */
+  resyncUnbuffered?: string[];
+}
+
+export interface ResyncSetState {
+  rsWrlUuid: string;
+  firstLsn: number;
+  applyingLastLsn?: number;
 }
 
 export interface DeviceState {
@@ -96,7 +114,20 @@ export function checkReplicaState(raw: unknown, where: string): ReplicaState {
     }
     if (uuids.has(wrl.uuid)) throw corrupt(`WRL uuid ${wrl.uuid} is listed twice`);
     uuids.add(wrl.uuid);
-    return { name: wrl.name, uuid: wrl.uuid, appliedLsn: wrl.appliedLsn as number, lastAppliedAt: wrl.lastAppliedAt as string | null };
+    const result: WrlState = { name: wrl.name, uuid: wrl.uuid, appliedLsn: wrl.appliedLsn as number, lastAppliedAt: wrl.lastAppliedAt as string | null };
+    if (wrl.resyncSet !== undefined) {
+      const set = wrl.resyncSet as Record<string, unknown> | null;
+      if (typeof set !== "object" || set === null || typeof set.rsWrlUuid !== "string" || !isLsn(set.firstLsn) || !(set.applyingLastLsn === undefined || isLsn(set.applyingLastLsn))) {
+        throw corrupt(`wrls[${index}].resyncSet is not {rsWrlUuid, firstLsn, applyingLastLsn?}`);
+      }
+      result.resyncSet = { rsWrlUuid: set.rsWrlUuid, firstLsn: set.firstLsn as number };
+      if (set.applyingLastLsn !== undefined) result.resyncSet.applyingLastLsn = set.applyingLastLsn as number;
+    }
+    if (wrl.resyncUnbuffered !== undefined) {
+      if (!Array.isArray(wrl.resyncUnbuffered) || !wrl.resyncUnbuffered.every((name) => typeof name === "string")) throw corrupt(`wrls[${index}].resyncUnbuffered is not a list of device names`);
+      result.resyncUnbuffered = [...(wrl.resyncUnbuffered as string[])];
+    }
+    return result;
   });
   const devices = state.devices.map((value: unknown, index): DeviceState => {
     const device = value as Record<string, unknown> | null;
