@@ -81,3 +81,21 @@ export function output(json: boolean | undefined, result: unknown, human: () => 
   if (json) process.stdout.write(`${JSON.stringify(result)}\n`);
   else process.stdout.write(`${human()}\n`);
 }
+
+/**
+ * The exit code of a command that ends without an error but must not exit 0 (`druvaa verify`
+ * found differences: its result is printed normally, then exit 1). citty drops what a
+ * sub-command's run() returns, so the command leaves it here and cli.ts takes it.
+ */
+let pendingExitCode: number | undefined;
+
+export function setExitCode(code: number): void {
+  pendingExitCode = code;
+}
+
+/** The code set by setExitCode() since the last call (cli.ts, once per command run). */
+export function takeExitCode(): number | undefined {
+  const code = pendingExitCode;
+  pendingExitCode = undefined;
+  return code;
+}

@@ -6,7 +6,7 @@
  */
 import "./protocol/cbor-pure.ts"; // first: disables cbor-x's native addon before anything loads cbor-x
 import { runCommand, type ArgsDef, type CommandDef } from "citty";
-import { checkFlags, command, renderHelp } from "./cli-support.ts";
+import { checkFlags, command, renderHelp, takeExitCode } from "./cli-support.ts";
 import { DruvaaError, exitCodes } from "./errors.ts";
 import { druvaaVersion } from "./version.ts";
 
@@ -26,6 +26,7 @@ export const main = command({
     replica: () => import("./roles/replica/command.ts").then((m) => m.default),
     restore: () => import("./commands/restore.ts").then((m) => m.default),
     resync: () => import("./commands/resync.ts").then((m) => m.default),
+    verify: () => import("./commands/verify.ts").then((m) => m.default),
     client: () => import("./roles/client/command.ts").then((m) => m.default),
     staging: () => import("./roles/staging/command.ts").then((m) => m.default),
   },
@@ -105,8 +106,9 @@ export async function run(rawArgs: string[]): Promise<number> {
     }
     const args = (typeof leaf.cmd.args === "function" ? await leaf.cmd.args() : await leaf.cmd.args) as ArgsDef | undefined;
     checkFlags(args ?? {}, leaf.rest, leaf.path.join(" "));
+    takeExitCode();
     const { result } = await runCommand(main, { rawArgs });
-    return typeof result === "number" ? result : exitCodes.ok;
+    return typeof result === "number" ? result : (takeExitCode() ?? exitCodes.ok);
   } catch (error) {
     // citty's own argument errors (missing required flag, bad enum value) are usage errors.
     if (error instanceof Error && (error as { code?: string }).code === "EARG") {

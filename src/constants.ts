@@ -246,24 +246,15 @@ export const clientResyncChunksInflight = 8;
 export const clientResyncChunkBytesMin = 64 * 1024;
 /** Clears of the change map (lazily durable) are made durable at least this often. */
 export const clientChangeMapSyncIntervalMs = 5_000;
-/**
- * Activity log (with --changemap): volume bytes one extent covers. Before a write to an extent
- * not already active, the extent is recorded durably; after a crash the active extents are
- * resynced. Bigger extents: fewer log writes, more to resync after a crash (DRBD's al-extents).
- */
+/** Activity log (--changemap): bytes one extent covers (bigger: fewer log writes, more to resync after a crash). */
 export const clientActivityExtentBytes = 4 * MiB;
-/** Extent ranges (slots) the activity log holds at most; the least recently used idle one goes first. */
+/** Extent ranges (slots) it holds at most (LRU); an idle one is dropped after clientActivityColdMs. */
 export const clientActivitySlotsMax = 256;
-/** An extent with no write in flight and none for this long is dropped at the next log write. */
 export const clientActivityColdMs = 10_000;
-/**
- * A write entering the extent right after an active one (a sequential stream) activates this
- * many extents at once, so a sequential workload writes the log once per this many extents.
- */
+/** A sequential stream entering a new extent activates this many at once (one log write each). */
 export const clientActivitySequentialExtents = 4;
 /** One copy of the activity log (two, written alternately): header, slot table, CRC. */
 export const clientActivityCopyBytes = 8 * KiB;
-
 assert(clientActivityExtentBytes % directIoAlignmentBytes === 0 && clientActivityExtentBytes >= nbdRequestSizeBytesMax / 8, "activity extents are whole blocks and not tiny");
 assert(64 + clientActivitySlotsMax * 16 + 4 <= clientActivityCopyBytes && clientActivityCopyBytes % directIoAlignmentBytes === 0, "the slot table fits one aligned activity-log copy");
 assert(clientActivitySequentialExtents >= 1 && clientActivitySequentialExtents * 4 <= clientActivitySlotsMax, "sequential read-ahead leaves room in the log");

@@ -58,6 +58,8 @@ export function formatStatus(status: RoleStatus): string {
     for (const device of (status.devices as Record<string, unknown>[] | undefined) ?? []) {
       lines.push(`  device ${device.name} (${device.path}, ${formatBytes(Number(device.sizeBytes ?? 0))}) → WRL ${device.wrl}: ${device.writes ?? 0} writes, ${formatBytes(Number(device.bytesWritten ?? 0))}, acked LSN ${lsn(device.ackedLsn)}, ${device.inflightWrites ?? 0} in flight`);
     }
+    const activity = status.activityLog as { path?: string; activeExtents?: number; extentBytes?: number; writes?: number; recoveredExtents?: number } | null | undefined;
+    if (activity) lines.push(`  activity log ${activity.path}: ${activity.activeExtents ?? 0} active extent(s) of ${formatBytes(Number(activity.extentBytes ?? 0))}, ${activity.writes ?? 0} log write(s)${activity.recoveredExtents ? `, ${activity.recoveredExtents} extent(s) recovered after a crash` : ""}`);
     const initial = status.initialSync as { mode?: string; state?: string; progress?: { doneBytes: number; totalBytes: number } | null; note?: string | null } | undefined;
     if (initial !== undefined && initial.mode !== "none") {
       const progress = initial.progress ? `, ${formatBytes(initial.progress.doneBytes)} of ${formatBytes(initial.progress.totalBytes)}` : "";

@@ -33,6 +33,14 @@ export interface BlockDevice {
   read(offsetBytes: number, lengthBytes: number): Promise<Uint8Array>;
 
   /**
+   * Optional: read() into the caller's buffer (`into.length` bytes at `offsetBytes`), so a long
+   * sequential reader (online verify) reuses a few buffers instead of page-faulting a fresh one
+   * per read. Same range checks and errors as read(). A buffer misaligned for an O_DIRECT device
+   * costs a copy (alignedBuffer() gives aligned ones). `into` is not to be touched until it resolves.
+   */
+  readInto?(offsetBytes: number, into: Uint8Array): Promise<void>;
+
+  /**
    * Writes `data` at `offsetBytes`. Resolves when the data has been handed to the device (it is
    * readable back), NOT when it is durable: only `flush()` makes it durable. Concurrent writes to
    * overlapping ranges have no defined order; callers serialise overlaps themselves. The caller

@@ -74,6 +74,20 @@ export abstract class HandleDevice implements BlockDevice {
     });
   }
 
+  readInto(offsetBytes: number, into: Uint8Array): Promise<void> {
+    return this.track(async (handle) => {
+      checkRange(this, offsetBytes, into.length);
+      if (into.length === 0) return;
+      if (this.bufferAlignmentBytes === 1 || addressOf(into) % this.bufferAlignmentBytes === 0) {
+        await this.transfer(handle, "read", into, offsetBytes);
+        return;
+      }
+      const buffer = this.allocate(into.length);
+      await this.transfer(handle, "read", buffer, offsetBytes);
+      into.set(buffer);
+    });
+  }
+
   write(offsetBytes: number, data: Uint8Array): Promise<void> {
     return this.track(async (handle) => {
       if (this.readOnly) throw readOnlyError(this.name);

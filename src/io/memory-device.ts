@@ -30,6 +30,12 @@ export class MemoryDevice implements BlockDevice {
     return bytes.slice(offsetBytes, offsetBytes + lengthBytes);
   }
 
+  async readInto(offsetBytes: number, into: Uint8Array): Promise<void> {
+    const bytes = this.open();
+    checkRange(this, offsetBytes, into.length);
+    into.set(bytes.subarray(offsetBytes, offsetBytes + into.length));
+  }
+
   async write(offsetBytes: number, data: Uint8Array): Promise<void> {
     const bytes = this.open();
     checkRange(this, offsetBytes, data.length);

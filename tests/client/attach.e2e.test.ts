@@ -231,6 +231,9 @@ describe("client attach refusals", () => {
     const result = await runClientToEnd(["--device", `disk0=${join(dir, "disk0.img")}`, "--staging", address, "--wrl", "w1", "--export", `unix:${join(dir, "x.sock")}`, "--control", "127.0.0.1:0", "--state-dir", join(dir, "state3")]);
     expect(result.exitCode).toBe(exitCodes.refused);
     expect(result.stderr).toContain(`cannot reach staging ${address}`);
+    expect(result.stderr).toContain("without --changemap the client cannot serve writes until staging takes them");
     expect(result.stderr).toContain("hint:");
+    expect(result.stderr).toContain("--changemap PATH");
+    expect(existsSync(join(dir, "x.sock"))).toBe(false);
   });
 });

@@ -87,3 +87,29 @@ export function track<T>(promise: Promise<T>): { readonly done: boolean; readonl
   );
   return state;
 }
+
+/** Timers with a clock the test moves; due callbacks run when the clock passes them. */
+export class Clock implements ClientTimers {
+  nowMs = 0;
+  readonly due: { at: number; fn: () => void; cancelled: boolean }[] = [];
+  now(): number {
+    return this.nowMs;
+  }
+  schedule(delayMs: number, fn: () => void): () => void {
+    const entry = { at: this.nowMs + delayMs, fn, cancelled: false };
+    this.due.push(entry);
+    return () => (entry.cancelled = true);
+  }
+  async advance(ms: number): Promise<void> {
+    this.nowMs += ms;
+    for (;;) {
+      const ready = this.due.filter((entry) => !entry.cancelled && entry.at <= this.nowMs);
+      if (ready.length === 0) break;
+      for (const entry of ready) {
+        this.due.splice(this.due.indexOf(entry), 1);
+        entry.fn();
+      }
+      await settle();
+    }
+  }
+}

@@ -8,37 +8,11 @@ import { describe, expect, test } from "bun:test";
 import { ChangeMap, changeMapLayoutBytes } from "../../src/changemap/index.ts";
 import { MemoryDevice } from "../../src/io/memory-device.ts";
 import type { NbdExport } from "../../src/nbd/backend.ts";
-import { ClientCore, type ClientTimers } from "../../src/roles/client/core.ts";
-import { FakeSender, filled, settle, track } from "./core-helpers.ts";
+import { ClientCore } from "../../src/roles/client/core.ts";
+import { Clock, FakeSender, filled, settle, track } from "./core-helpers.ts";
 
 const KiB = 1024;
 const volumeBytes = 1024 * KiB;
-
-/** Timers with a clock the test moves; due callbacks run when the clock passes them. */
-class Clock implements ClientTimers {
-  nowMs = 0;
-  readonly due: { at: number; fn: () => void; cancelled: boolean }[] = [];
-  now(): number {
-    return this.nowMs;
-  }
-  schedule(delayMs: number, fn: () => void): () => void {
-    const entry = { at: this.nowMs + delayMs, fn, cancelled: false };
-    this.due.push(entry);
-    return () => (entry.cancelled = true);
-  }
-  async advance(ms: number): Promise<void> {
-    this.nowMs += ms;
-    for (;;) {
-      const ready = this.due.filter((entry) => !entry.cancelled && entry.at <= this.nowMs);
-      if (ready.length === 0) break;
-      for (const entry of ready) {
-        this.due.splice(this.due.indexOf(entry), 1);
-        entry.fn();
-      }
-      await settle();
-    }
-  }
-}
 
 async function setup(ackTimeoutMs = 1000) {
   const map = await ChangeMap.create(new MemoryDevice(changeMapLayoutBytes([{ name: "disk0", volumeSizeBytes: volumeBytes }], 4096)), { regions: [{ name: "disk0", volumeSizeBytes: volumeBytes }] });
@@ -73,6 +47,11 @@ describe("disconnected mode", () => {
     ack(link.sent[0]!.message.reqId);
     await settle();
     expect(region.dirtyBytes).toBe(0);
+    // The device is clean and its last chunk acked: the resync set ends, and only its ack ends the pass.
+    expect(link.sent[1]!.message).toMatchObject({ kind: "resyncEnd", device: "disk0", offset: 0, length: 0 });
+    expect(core.mode).toBe("resyncing");
+    ack(link.sent[1]!.message.reqId);
+    await settle();
     expect(core.mode).toBe("connected");
     expect(core.modeStatus()).toMatchObject({ mode: "connected", dirtyBytes: 0, lastResync: { outcome: "done", sentBytes: 8 * KiB } });
     await clock.advance(0);
@@ -118,6 +97,9 @@ describe("disconnected mode", () => {
     ack(resent.message.reqId);
     await settle();
     expect(region.dirtyBytes).toBe(0);
+    expect(link.sent[2]!.message).toMatchObject({ kind: "resyncEnd", offset: 0, length: 0 });
+    ack(link.sent[2]!.message.reqId);
+    await settle();
     expect(core.mode).toBe("connected");
   });
 
@@ -135,10 +117,11 @@ describe("disconnected mode", () => {
     expect(link.sent.length).toBe(1); // waits in the overlap gate
     ack(link.sent[0]!.message.reqId);
     await settle();
-    expect(link.sent.length).toBe(2);
-    expect(link.sent[1]!.payload).toEqual(filled(4 * KiB, 0x02));
-    expect(link.sent[1]!.message.epoch).toBeGreaterThan(link.sent[0]!.message.epoch);
-    ack(link.sent[1]!.message.reqId);
+    const application = link.sent.filter((s) => s.message.kind === undefined);
+    expect(application.length).toBe(1);
+    expect(application[0]!.payload).toEqual(filled(4 * KiB, 0x02));
+    expect(application[0]!.message.epoch).toBeGreaterThan(link.sent[0]!.message.epoch);
+    for (const sent of link.sent.slice(1)) ack(sent.message.reqId);
     await newer.promise;
     await clock.advance(0);
   });

@@ -6,7 +6,8 @@
 import { DruvaaError } from "../../src/errors.ts";
 import { listen, parseAddress, type Connection, type Listener } from "../../src/io/transport.ts";
 import { serverHandshake } from "../../src/protocol/handshake.ts";
-import type { AttachMessage, ErrorInfo, Role, WriteMessage } from "../../src/protocol/messages.ts";
+import type { AttachMessage, ErrorInfo, Role, VerifyReportMessage, WriteKind, WriteMessage } from "../../src/protocol/messages.ts";
+import { compareDigests } from "./verify-fakes.ts";
 
 export interface FakeStagingOptions {
   /** Refuse every attach with this reason. */
@@ -17,6 +18,11 @@ export interface FakeStagingOptions {
   role?: Role;
   /** Record writes but hold their acks until releaseAcks(). */
   holdAcks?: boolean;
+  /**
+   * Answer verify probes like a replica that applied everything before them: a verifyReport
+   * from the replay of the records so far (plus corruptReplica() damage), after the ack.
+   */
+  answerProbes?: boolean;
 }
 
 export interface StagingRecord {
@@ -28,6 +34,8 @@ export interface StagingRecord {
   length: number;
   zero: boolean;
   data: Uint8Array | undefined;
+  /** The write's kind (resync, resyncEnd, verify); absent for an ordered write. */
+  kind?: WriteKind;
 }
 
 export const fakeWrlUuid = "0f0e0d0c-0b0a-4908-8706-050403020100";
@@ -42,12 +50,14 @@ export class FakeStaging {
   #lsn = 0;
   #dropDone = false;
   #heldAcks: (() => void)[] = [];
+  readonly #damage: { device: string; offset: number; bytes: Uint8Array }[] = [];
 
   private constructor(readonly listener: Listener, readonly options: FakeStagingOptions) {}
 
-  static async start(options: FakeStagingOptions = {}): Promise<FakeStaging> {
+  /** Listens on `listenAddress` (default: a free loopback port). */
+  static async start(options: FakeStagingOptions = {}, listenAddress = "127.0.0.1:0"): Promise<FakeStaging> {
     let staging: FakeStaging | undefined;
-    const listener = await listen(parseAddress("127.0.0.1:0", 0), (connection) => void staging!.serve(connection));
+    const listener = await listen(parseAddress(listenAddress, 0), (connection) => void staging!.serve(connection));
     staging = new FakeStaging(listener, options);
     return staging;
   }
@@ -77,15 +87,29 @@ export class FakeStaging {
     for (const send of this.#heldAcks.splice(0)) send();
   }
 
+  /** With answerProbes: the replica's copy of `device` holds `bytes` at `offset` whatever was written. */
+  corruptReplica(device: string, offset: number, bytes: Uint8Array): void {
+    this.#damage.push({ device, offset, bytes });
+  }
+
   /** The device image staging's log produces, replayed in LSN order onto zeros. */
   replay(device: string, sizeBytes: number): Uint8Array {
     const image = new Uint8Array(sizeBytes);
     for (const record of this.records) {
-      if (record.device !== device) continue;
+      if (record.device !== device || record.kind === "verify" || record.kind === "resyncEnd") continue;
       if (record.zero) image.fill(0, record.offset, record.offset + record.length);
       else image.set(record.data!, record.offset);
     }
     return image;
+  }
+
+  /** The outcome a replica at this point of the log would report for the probe. */
+  #probeReport(message: WriteMessage, lsn: number, digests: Uint8Array): VerifyReportMessage {
+    const sizeBytes = this.attaches.find((attach) => attach.device === message.device)!.sizeBytes;
+    const image = this.replay(message.device, sizeBytes);
+    for (const damage of this.#damage) if (damage.device === message.device) image.set(damage.bytes, damage.offset);
+    const differing = compareDigests(image, message.offset, message.length, message.verifyBlockBytes!, digests);
+    return { type: "verifyReport", wrl: message.wrl, device: message.device, lsn, offset: message.offset, length: message.length, differing };
   }
 
   private async serve(connection: Connection): Promise<void> {
@@ -124,9 +148,14 @@ export class FakeStaging {
           length: message.length,
           zero: message.zero === true,
           data: message.zero === true ? undefined : frame.payload.slice(),
+          ...(message.kind === undefined ? {} : { kind: message.kind }),
         });
         const lsn = this.#lsn;
-        const ack = () => void connection.send({ type: "writeAck", reqId: message.reqId, lsn }).catch(() => undefined);
+        const report = message.kind === "verify" && this.options.answerProbes === true ? this.#probeReport(message, lsn, frame.payload) : undefined;
+        const ack = () => {
+          void connection.send({ type: "writeAck", reqId: message.reqId, lsn }).catch(() => undefined);
+          if (report !== undefined) void connection.send(report).catch(() => undefined);
+        };
         if (this.options.holdAcks === true) this.#heldAcks.push(ack);
         else ack();
       }

@@ -1,6 +1,7 @@
 /**
  * StagingLink + ClientCore over real loopback sockets against the fake staging server: attach,
- * refusals, an unreachable or wrong peer, and a connection drop in the middle of writes.
+ * refusals, an unreachable or wrong peer (and retrying in the background after an unreachable
+ * start), and a connection drop in the middle of writes.
  */
 import { afterEach, describe, expect, test } from "bun:test";
 import { DruvaaError } from "../../src/errors.ts";
@@ -31,8 +32,8 @@ function setup(address: string, sizes = [256 * KiB, 128 * KiB]) {
   return { devices, core, link, exports: new Map(core.exports().map((e) => [e.name, e])) };
 }
 
-async function fakeStaging(options: FakeStagingOptions = {}): Promise<FakeStaging> {
-  const staging = await FakeStaging.start(options);
+async function fakeStaging(options: FakeStagingOptions = {}, listenAddress?: string): Promise<FakeStaging> {
+  const staging = await FakeStaging.start(options, listenAddress);
   cleanups.push(() => staging.stop());
   return staging;
 }
@@ -115,5 +116,26 @@ describe("staging link", () => {
     expect(await devices[0]!.read(0, 4096)).toEqual(filled(4096, 7));
     expect(staging.records.length).toBe(1);
     expect(staging.sessions).toBe(2);
+  });
+
+  test("start failed (staging unreachable), then retryInBackground: the link comes up once staging listens, and writes flow", async () => {
+    const probe = await listen(parseAddress("127.0.0.1:0", 0), () => undefined);
+    const port = probe.address.kind === "tcp" ? probe.address.port : 0;
+    await probe.stop();
+    const address = `127.0.0.1:${port}`;
+    const { link, exports, devices } = setup(address);
+    const error = await startError(link);
+    expect(error.code).toBe("STAGING_UNREACHABLE");
+    link.retryInBackground(error);
+    expect(link.status()).toMatchObject({ connected: false, lastError: { code: "STAGING_UNREACHABLE" } });
+    await Bun.sleep(300);
+    expect(link.connected).toBe(false);
+    const staging = await fakeStaging({}, address);
+    for (let waited = 0; !link.connected && waited < 10_000; waited += 20) await Bun.sleep(20);
+    expect(link.connected).toBe(true);
+    expect(staging.attaches.map((a) => a.device)).toEqual(["disk0", "disk1"]);
+    await exports.get("disk0")!.write(0, filled(4096, 9), false);
+    expect(staging.records.length).toBe(1);
+    expect(await devices[0]!.read(0, 4096)).toEqual(filled(4096, 9));
   });
 });

@@ -7,7 +7,7 @@
  */
 import { afterEach, describe, expect, test } from "bun:test";
 import { join } from "node:path";
-import { clientWrites, druvaa, druvaaOk, expectFioOk, expectReplicaEqualsPrimary, fio, MiB, startSystem, type System } from "./helpers.ts";
+import { clientWrites, druvaa, expectResynced, druvaaOk, expectFioOk, expectReplicaEqualsPrimary, fio, MiB, startSystem, type System } from "./helpers.ts";
 
 const sizeBytes = 32 * MiB;
 let system: System | undefined;
@@ -18,14 +18,6 @@ afterEach(async () => {
 });
 
 
-/** `druvaa resync` against the client: must end in sync (exit 0) with nothing dirty. */
-async function expectResynced(sys: System): Promise<Record<string, unknown>> {
-  const result = await druvaa(["resync", "--connect", sys.clientControl, "--timeout", "60s", "--json"], 75_000);
-  if (result.exitCode !== 0) throw new Error(`druvaa resync exited ${result.exitCode}: ${result.stderr}${result.stdout}`);
-  const report = JSON.parse(result.stdout) as Record<string, unknown>;
-  expect(report).toMatchObject({ ok: true, inSync: true, mode: "connected", dirtyBytes: 0 });
-  return report;
-}
 
 
 describe("disconnected mode: the application keeps writing, the change map resyncs", () => {

@@ -13,7 +13,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { hashTree, runFileWorkload, sh, Teardown, type WorkloadResult } from "./ext4-helpers.ts";
 import { expectRestoredExt4, mountExt4OnExport, withTeardown } from "./ext4-flow.ts";
-import { druvaa, MiB, startSystem, type System } from "./helpers.ts";
+import { expectResynced, MiB, startSystem } from "./helpers.ts";
 
 const teardown = new Teardown();
 afterAll(async () => {
@@ -36,13 +36,6 @@ function phase(fsDir: string, dir: string, seed: number, into: { files: Map<stri
   return result;
 }
 
-async function expectResynced(system: System): Promise<{ sentBytes: number }> {
-  const result = await druvaa(["resync", "--connect", system.clientControl, "--timeout", "90s", "--json"], 110_000);
-  if (result.exitCode !== 0) throw new Error(`druvaa resync exited ${result.exitCode}: ${result.stderr}${result.stdout}`);
-  const report = JSON.parse(result.stdout) as { inSync: boolean; dirtyBytes: number; lastResync: { sentBytes: number } | null };
-  expect(report).toMatchObject({ inSync: true, dirtyBytes: 0 });
-  return { sentBytes: report.lastResync?.sentBytes ?? 0 };
-}
 
 test("ext4: staging SIGKILLed for 10 s mid-workload; the filesystem never notices, the resynced replica passes e2fsck", async () => {
   const seed = seedOf();
@@ -68,20 +61,23 @@ test("ext4: staging SIGKILLed for 10 s mid-workload; the filesystem never notice
     expect(Object.fromEntries(hashTree(fs.fsDir))).toEqual(Object.fromEntries(expected.files));
     await fs.unmount();
 
-    const { sentBytes } = await expectResynced(system);
+    const sentBytes = (await expectResynced(system, 90)).lastResync?.sentBytes ?? 0;
     expect(sentBytes).toBeGreaterThan(1 * MiB);
     await system.waitDrained(60);
     await expectRestoredExt4(system, teardown, fs, expected);
   });
 }, 150_000);
 
-test("ext4: a WRL far too small for the workload fills; writes go on locally and the resynced replica passes e2fsck", async () => {
+test("ext4: a WRL far too small for the workload fills (replica paused); writes go on locally and the resynced replica passes e2fsck", async () => {
   const seed = seedOf();
   await withTeardown(teardown, async () => {
     const system = await startSystem({ sizeBytes: 128 * MiB, changeMap: true, wrlSizeBytes: 4 * MiB });
     teardown.add("stop the druvaa processes", () => system.stop());
     const fs = await mountExt4OnExport(system, teardown);
     const expected = { files: new Map<string, string>(), deleted: [] as string[] };
+    // The replica is paused, so the 4 MiB WRL surely fills (it only drains as the replica applies).
+    process.kill(system.replica.pid, "SIGSTOP");
+    teardown.add("resume the replica", async () => void process.kill(system.replica.pid, "SIGCONT"));
     phase(fs.fsDir, "work", seed, expected);
     // One large file written at once: far more than the WRL holds while the replica applies.
     const big = new Uint8Array(48 * MiB);
@@ -91,8 +87,10 @@ test("ext4: a WRL far too small for the workload fills; writes go on locally and
     expected.files.set("big.bin", createHash("sha256").update(big).digest("hex"));
     expect(Object.fromEntries(hashTree(fs.fsDir))).toEqual(Object.fromEntries(expected.files));
     await fs.unmount();
+    expect((await system.status("client")).mode).not.toBe("connected");
+    process.kill(system.replica.pid, "SIGCONT");
 
-    const { sentBytes } = await expectResynced(system);
+    const sentBytes = (await expectResynced(system, 90)).lastResync?.sentBytes ?? 0;
     // The WRL did fill (the client went disconnected and resynced), or this test proved nothing.
     expect(sentBytes).toBeGreaterThan(0);
     await system.waitDrained(60);

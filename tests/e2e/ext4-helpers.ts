@@ -7,6 +7,7 @@
 import { createHash } from "node:crypto";
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, truncateSync, unlinkSync, writeSync } from "node:fs";
 import { join, relative } from "node:path";
+import { Random } from "../../src/io/random.ts";
 
 export interface ShResult {
   code: number;
@@ -148,16 +149,10 @@ export async function startNbdfuse(teardown: Teardown, mountDir: string, name: s
 const KiB = 1024;
 const MiB = 1024 * KiB;
 
-/** mulberry32: small, fast, and the same sequence for the same seed everywhere. */
+/** mulberry32 (src/io/random.ts): small, fast, and the same sequence for the same seed everywhere. */
 function prng(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (t ^ (t >>> 14)) >>> 0;
-  };
+  const random = new Random(seed);
+  return () => random.nextUint32();
 }
 
 export interface WorkloadResult {

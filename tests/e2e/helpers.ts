@@ -358,3 +358,12 @@ export async function clientWrites(sys: System): Promise<number> {
   const status = await sys.status("client");
   return (status.devices as { writes: number }[]).reduce((sum, d) => sum + d.writes, 0);
 }
+
+/** `druvaa resync` against the client: must exit 0 (connected, nothing dirty or unacked); returns its report. */
+export async function expectResynced(sys: System, timeoutSeconds = 60): Promise<{ inSync: boolean; mode: string; dirtyBytes: number; lastResync: { sentBytes: number } | null } & Record<string, unknown>> {
+  const result = await druvaa(["resync", "--connect", sys.clientControl, "--timeout", `${timeoutSeconds}s`, "--json"], (timeoutSeconds + 15) * 1000);
+  if (result.exitCode !== 0) throw new Error(`druvaa resync exited ${result.exitCode}: ${result.stderr}${result.stdout}`);
+  const report = JSON.parse(result.stdout);
+  expect(report).toMatchObject({ ok: true, inSync: true, mode: "connected", dirtyBytes: 0 });
+  return report;
+}

@@ -6,6 +6,7 @@
 import { expect, test } from "bun:test";
 import fc from "fast-check";
 import type { BlockDevice } from "../../src/io/block-device.ts";
+import { alignedBuffer } from "../../src/io/handle-device.ts";
 import { Random } from "../../src/io/random.ts";
 
 export interface DeviceFixture {
@@ -113,6 +114,20 @@ export function deviceContract(caps: DeviceCapabilities, create: () => Promise<D
       await device.write(2 * block, data);
       data.fill(0xab);
       expect(await device.read(2 * block, 2 * block)).toEqual(expected);
+    }));
+
+  test("readInto, where implemented, reads what read() does, into an aligned or a misaligned buffer, with the same range checks", () =>
+    withFixture(async ({ device }) => {
+      if (device.readInto === undefined) return;
+      await device.write(block, pattern(9, 3 * block));
+      const expected = await device.read(block, 3 * block);
+      for (const shift of [0, 1]) {
+        const into = alignedBuffer(3 * block + shift, 4096).subarray(shift); // aligned for O_DIRECT, or not
+        await device.readInto(block, into);
+        expect(Buffer.compare(into, expected)).toBe(0);
+      }
+      expect(await codeOf(device.readInto(device.sizeBytes, new Uint8Array(block)))).toBe("IO_OUT_OF_RANGE");
+      expect(await codeOf(device.readInto(block / 2, new Uint8Array(block)))).toBe("IO_MISALIGNED");
     }));
 
   test("out-of-range I/O is refused with IO_OUT_OF_RANGE and writes nothing", () =>

@@ -21,7 +21,7 @@
  *       completed; the overlap gate serialises overlapping writes, so that is the order the
  *       primary wrote them) gives exactly the replica's devices.
  */
-import type { WriteMessage } from "../../src/protocol/messages.ts";
+import { recordFlags, type WriteMessage } from "../../src/protocol/messages.ts";
 import type { WrlRecord } from "../../src/wrl/types.ts";
 
 export interface SimWrite {
@@ -53,8 +53,10 @@ export class History {
   readonly writes: SimWrite[] = [];
   /** device -> reqId -> write. */
   readonly #byRequest = new Map<string, Map<number, SimWrite>>();
-  /** LSN -> the record's (device, seq), as the relay read it. */
-  readonly #records = new Map<number, { device: string; seq: number }>();
+  /** LSN -> the record's (device, seq, kind), as the relay read it. */
+  readonly #records = new Map<number, { device: string; seq: number; kind: RecordKind }>();
+  /** "device#reqId" of every resyncEnd sent -> when it was sent. */
+  readonly #resyncEnds = new Map<string, { device: string; sentAt: number }>();
   #time = 0;
   /** Problems found while recording (a record that changed identity, an unknown request). */
   readonly anomalies: string[] = [];
@@ -75,6 +77,12 @@ export class History {
 
   /** A client sends a write message (first send or a resend). */
   noteSend(client: number, message: WriteMessage, payload: Uint8Array | undefined): void {
+    if (message.kind !== undefined) {
+      // Resync data and verify probes carry no write of their own; the end of a resync set
+      // stands for every write of its device completed before it was sent (noteResyncEnd).
+      if (message.kind === "resyncEnd") this.#resyncEnds.set(`${message.device}#${message.reqId}`, { device: message.device, sentAt: this.tick() });
+      return;
+    }
     let requests = this.#byRequest.get(message.device);
     if (requests === undefined) this.#byRequest.set(message.device, (requests = new Map()));
     if (requests.has(message.reqId)) return;
@@ -99,7 +107,7 @@ export class History {
     if (known !== undefined && (known.device !== device || known.seq !== record.seq)) {
       this.anomalies.push(`LSN ${record.lsn} was ${known.device}#${known.seq}, now reads as ${device}#${record.seq}: a durable record changed`);
     }
-    this.#records.set(record.lsn, { device, seq: record.seq });
+    this.#records.set(record.lsn, { device, seq: record.seq, kind: recordKind(record) });
   }
 
   /** The write logged at `lsn`, if known. */
@@ -114,6 +122,15 @@ export class History {
     for (let lsn = 1; lsn <= appliedLsn; lsn += 1) {
       const record = this.#records.get(lsn);
       if (record === undefined) return `LSN ${lsn} is applied at the replica but was never read from the WRL`;
+      if (record.kind === "resync" || record.kind === "other") continue;
+      if (record.kind === "resyncEnd") {
+        // The set this ends brought every write of the device completed before it was sent
+        // (logged, or completed locally and marked in the change map), as resync data.
+        const end = this.#resyncEnds.get(`${record.device}#${record.seq}`);
+        if (end === undefined) return `LSN ${lsn} ends a resync set of ${record.device} (#${record.seq}) that no client sent`;
+        for (const write of this.writes) if (write.device === end.device && write.failed === undefined && write.completedAt !== undefined && write.completedAt < end.sentAt) set.add(write);
+        continue;
+      }
       const write = this.#byRequest.get(record.device)?.get(record.seq);
       if (write === undefined) return `LSN ${lsn} (${record.device}#${record.seq}) matches no write the clients sent`;
       set.add(write);
@@ -147,6 +164,14 @@ export class History {
     }
     return undefined;
   }
+}
+
+type RecordKind = "write" | "resync" | "resyncEnd" | "other";
+
+function recordKind(record: WrlRecord): RecordKind {
+  if (record.type === "resync") return "resync";
+  if (record.type === "marker") return (record.flags & recordFlags.resyncEnd) !== 0 ? "resyncEnd" : "other";
+  return "write";
 }
 
 /** Primary order for overlapping writes: completion order; writes still in flight last, by issue. */

@@ -19,6 +19,7 @@ import type { Message, ShipMessage, WriteMessage } from "../../src/protocol/mess
 import { recordFlags } from "../../src/protocol/messages.ts";
 import { ClientCore, type StagingSender } from "../../src/roles/client/core.ts";
 import { ReplicaCore } from "../../src/roles/replica/core.ts";
+import { ResyncLog } from "../../src/roles/replica/resync-log.ts";
 import type { ReplicaState, ReplicaStateStore } from "../../src/roles/replica/state.ts";
 import { nextFrame } from "../../src/roles/server-support.ts";
 import { StagingCore, type StagingLog } from "../../src/roles/staging/core.ts";
@@ -31,6 +32,7 @@ import type { World } from "./world.ts";
 
 export const wrlName = "w0";
 export const wrlUuid = "0d5e7a91-3c2b-4f6e-8a1d-9b8c7d6e5f40";
+export const rsWrlUuid = "7c1f2a93-5d4e-4b6a-9e8f-1a2b3c4d5e6f";
 
 const never = <T>(): Promise<T> => new Promise<T>(() => undefined);
 
@@ -245,7 +247,17 @@ export class ReplicaProcess {
   static async start(world: World): Promise<ReplicaProcess> {
     const process = new ReplicaProcess(world);
     const devices = [...world.replicaDisks].map(([name, disk]) => ({ name, device: disk.handle(), path: `sim:replica-${name}`, discardReadsZeros: true }));
-    process.core = await ReplicaCore.open({ devices, store: new ReplicaStore(world, process), now: () => world.clock.now() });
+    // With a replica WRL (resync sets), on its own simulated disk: made once, recovered after crashes.
+    let rsWrl: ResyncLog | undefined;
+    if (world.rsWrlDisk !== undefined) {
+      const handle = world.rsWrlDisk.handle();
+      const fresh = !world.rsWrlMade;
+      world.rsWrlMade = true;
+      let uuids = 0;
+      const uuidSource = () => `00000000-0000-4000-9000-${String(++uuids).padStart(12, "0")}`;
+      rsWrl = ResyncLog.over(fresh ? await WriteLog.create([handle], { uuid: rsWrlUuid, uuidSource }) : await WriteLog.open([handle], { uuidSource }));
+    }
+    process.core = await ReplicaCore.open({ devices, store: new ReplicaStore(world, process), now: () => world.clock.now(), ...(rsWrl === undefined ? {} : { rsWrl }) });
     return process;
   }
 

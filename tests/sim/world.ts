@@ -38,6 +38,8 @@ export interface WorldOptions {
   shipmentLimits?: ShipmentLimits;
   relayWindowMax?: number;
   broken?: Broken;
+  /** Give the replica a replica WRL (RS-WRL) of this size: resync sets are applied as a whole. */
+  rsWrlSizeBytes?: number;
 }
 
 const KiB = 1024;
@@ -70,13 +72,16 @@ export class World {
   readonly history: History;
   readonly wrlDisk: FencedDisk;
   readonly replicaDisks = new Map<string, FencedDisk>();
+  /** The replica WRL's disk (with options.rsWrlSizeBytes), and whether it was made yet. */
+  readonly rsWrlDisk: FencedDisk | undefined;
+  rsWrlMade = false;
   readonly stagingDevices = new MemoryDeviceStateStore();
   readonly clients: SimClient[] = [];
   readonly violations: string[] = [];
   /** Every consistent point checked: the applied LSN and the ids of the writes applied, in id order. */
   readonly consistentPoints: { appliedLsn: number; writeIds: number[] }[] = [];
   readonly stats: WorldStats = { checks: 0, deferredChecks: 0, inconsistentUntilRedelivery: 0, stagingCrashes: 0, stagingRestarts: 0, injectedIoErrors: 0, recoveryCrashes: 0, replicaCrashes: 0, droppedLinks: 0, appendedBytes: 0, failedWrites: 0, appliedLsnMax: 0 };
-  readonly options: Required<Omit<WorldOptions, "broken">> & { broken?: Broken };
+  readonly options: Required<Omit<WorldOptions, "broken" | "rsWrlSizeBytes">> & { broken?: Broken; rsWrlSizeBytes?: number };
   readonly #data: Random;
   /** Persisted replica state (survives replica crashes). */
   replicaState: ReplicaState | undefined;
@@ -92,6 +97,7 @@ export class World {
     this.history = new History(devices);
     this.#data = new Random(options.seed);
     this.wrlDisk = new FencedDisk("wrl", this.options.wrlSizeBytes, options.seed + 1, this.activity);
+    this.rsWrlDisk = options.rsWrlSizeBytes === undefined ? undefined : new FencedDisk("rs-wrl", options.rsWrlSizeBytes, options.seed + 97, this.activity);
     for (const [index, spec] of devices.entries()) this.replicaDisks.set(spec.name, new FencedDisk(`replica-${spec.name}`, spec.sizeBytes, options.seed + 2 + index, this.activity));
   }
 
@@ -247,6 +253,7 @@ export class World {
     this.replica.kill();
     this.#replicaHorizonLsn = Math.max(this.#replicaHorizonLsn, this.replica.startedLsnMax);
     for (const disk of this.replicaDisks.values()) disk.crash();
+    this.rsWrlDisk?.crash();
     this.replica = await ReplicaProcess.start(this);
     const appliedLsn = this.replica.core.appliedLsn(wrlUuid);
     if (appliedLsn >= this.#replicaHorizonLsn) {

@@ -20,7 +20,12 @@ import { statusHeader } from "../server-support.ts";
 import { announceReady, checkName, defaultNodeId, parseNamedValues, resolveStateDir, untilSignalled } from "../common.ts";
 import { ClientCore, type ClientDevice } from "./core.ts";
 import { StagingLink } from "./staging-link.ts";
+import { activityLogPath, openActivityLog, recoverAndStart, resyncSetsOpenAtStart } from "./activity-setup.ts";
+import { withActivityLog } from "./activity-export.ts";
+import type { ActivityLog } from "../../changemap/activity-log.ts";
 import { ClientStateFile, type ClientState } from "./state.ts";
+import { parseInitialSyncMode } from "./initial-sync.ts";
+import { setUpVerify, type ClientVerify } from "./verify-setup.ts";
 
 const log = logger("client");
 
@@ -37,6 +42,7 @@ export default command({
     changemap: { type: "string", valueHint: "PATH", description: "change map (druvaa changemap create) with a region per --device NAME: enables disconnected mode and resync" },
     "ack-timeout": { type: "string", valueHint: "DURATION", default: "5s", description: "with --changemap: a write staging has not acknowledged by then completes locally, marked in the change map" },
     "rate-limit": { type: "string", valueHint: "RATE", description: "with --changemap: resync bandwidth, e.g. 20MiB/s (default: unlimited)" },
+    "initial-sync": { type: "string", valueHint: "none|network|checksum|media", default: "none", description: "once per device and WRL: none (replica already equal), network (send it all; needs --changemap), checksum (send what differs; needs --changemap), media (replica seeded from a backup)" },
     json: jsonFlag,
   },
   examples: [
@@ -44,6 +50,7 @@ export default command({
     "druvaa client attach --device db=/srv/db.img --device logs=/srv/logs.img --staging staging:6001 --wrl app --export 127.0.0.1:10809",
     "qemu-io -f raw 'nbd+unix:///disk0?socket=/run/druvaa/disk0.sock' -c 'write 0 1M'   # write through it",
     "druvaa changemap create /var/lib/druvaa/disk0.map --region disk0=100GiB && druvaa client attach --device disk0=/dev/sdb --changemap /var/lib/druvaa/disk0.map --staging 10.0.0.5:6001 --wrl fast --export unix:/run/druvaa/disk0.sock",
+    "druvaa client attach --device disk0=/dev/sdb --changemap /var/lib/druvaa/disk0.map --initial-sync checksum --rate-limit 50MiB/s --staging 10.0.0.5:6001 --wrl fast --export unix:/run/druvaa/disk0.sock",
   ],
   async run({ args, rawArgs }) {
     const deviceFlags = parseNamedValues(repeatedFlag(rawArgs, "device"), "--device", "disk0=/dev/sdb");
@@ -59,6 +66,7 @@ export default command({
     const ackTimeoutMs = parseDurationMs(args["ack-timeout"], "--ack-timeout");
     if (args.changemap === undefined && args["rate-limit"] !== undefined) throw usageError("--rate-limit needs --changemap (it limits resync)", "Add --changemap PATH, or drop --rate-limit");
     const resyncRate = args["rate-limit"] === undefined ? 0 : parseRateBytesPerSecond(args["rate-limit"], "--rate-limit");
+    const initialSyncMode = parseInitialSyncMode(args["initial-sync"], args.changemap !== undefined);
 
     const opened = await openDevices(deviceFlags, wrl);
     let changeMap: ChangeMap | undefined;
@@ -81,6 +89,8 @@ export default command({
     let control: ControlServer | undefined;
     let saveTimer: ReturnType<typeof setInterval> | undefined;
     let mapSyncTimer: ReturnType<typeof setInterval> | undefined;
+    let activity: ActivityLog | undefined;
+    let verify: ClientVerify | undefined;
     const syncMap = () => changeMap?.sync().catch((error: unknown) => log.error(`change map ${args.changemap}: ${error instanceof Error ? error.message : String(error)}`));
     try {
       let core: ClientCore | undefined;
@@ -94,19 +104,28 @@ export default command({
         }),
       });
       const stateFile = await ClientStateFile.open(stateDir, describe);
-      const liveCore = (core = new ClientCore({ devices, startEpoch: stateFile.startEpoch, ackTimeoutMs, resyncRateBytesPerSecond: resyncRate, onResynced: () => void syncMap() }));
+      const activityPath = changeMap === undefined ? undefined : await activityLogPath(args.changemap!, stateDir);
+      if (changeMap !== undefined) activity = await openActivityLog(activityPath!, changeMap);
+      const resyncSetsOpen = activity === undefined ? [] : resyncSetsOpenAtStart(activity, devices);
+      const liveCore = (core = new ClientCore({ devices, startEpoch: stateFile.startEpoch, ackTimeoutMs, resyncRateBytesPerSecond: resyncRate, onResynced: () => void syncMap(), resyncSetsOpen }));
+      // After a crash the active extents are repaired (marked dirty) before anything is exported.
+      if (activity !== undefined) await recoverAndStart(activity, liveCore, changeMap!, devices, log, activityPath!);
       if (changeMap !== undefined) mapSyncTimer = setInterval(syncMap, clientChangeMapSyncIntervalMs);
+      const verifying = (verify = setUpVerify({ core: liveCore, devices, initialSyncMode, records: stateFile, wrlUuidOf: (name) => link?.wrlUuids.get(name) }));
       link = new StagingLink({
         address: staging,
         dial: () => connect(stagingAddress),
         nodeId,
         attachments: devices.map((d) => ({ device: d.name, wrl: d.wrl, sizeBytes: d.device.sizeBytes, logicalBlockSizeBytes: d.device.logicalBlockSizeBytes })),
-        peer: liveCore,
+        peer: verifying.probes,
       });
-      await link.start();
-      log.info(`attached ${devices.map((d) => d.name).join(", ")} to WRL ${wrl} at staging ${staging}`);
+      await startLink(link, changeMap !== undefined);
+      if (!link.connected) liveCore.linkDown(); // disconnected mode from the start
+      if (link.connected) log.info(`attached ${devices.map((d) => d.name).join(", ")} to WRL ${wrl} at staging ${staging}`);
 
-      nbd = await startNbdServer({ listen: args.export, exports: liveCore.exports() });
+      const activeLog = activity;
+      const exports = liveCore.exports().map((exp, index) => (activeLog === undefined ? exp : withActivityLog(exp, activeLog, devices[index]!.changeMap!.name)));
+      nbd = await startNbdServer({ listen: args.export, exports });
       const server = nbd;
       const started = Date.now();
       const activeLink = link;
@@ -118,16 +137,20 @@ export default command({
           inflightWrites: liveCore.inflightWrites,
           unackedWrites: liveCore.unackedWrites,
           ...liveCore.modeStatus(),
+          activityLog: activity === undefined ? null : { path: activityPath, ...activity.status() },
+          ...verifying.status(),
         }),
         "POST /resync": () => {
           if (changeMap === undefined) throw new DruvaaError("NO_CHANGEMAP", "this client has no change map: every write is logged at staging, there is nothing to resync", "Start the client with --changemap PATH for disconnected mode and resync", exitCodes.refused);
           return liveCore.requestResync();
         },
+        ...verifying.routes(),
       }, "client");
 
       let saving = Promise.resolve();
       const save = () => (saving = saving.then(() => stateFile.save(liveCore.epochHigh, describe())).catch((error) => log.error(`saving ${stateFile.path}: ${error instanceof Error ? error.message : String(error)}`)));
       saveTimer = setInterval(save, clientStateSaveIntervalMs);
+      verifying.startInitialSync(save);
 
       announceReady(args.json, "client", {
         nodeId,
@@ -139,24 +162,50 @@ export default command({
       });
 
       await untilSignalled("client", async () => {
+        verifying.stop();
         const failedWrites = await shutdown(liveCore, server);
         clearInterval(saveTimer);
         await save();
+        // Clean only when no write was cut short: those may be in the WRL and not on the primary.
+        if (activity !== undefined && !(failedWrites === 0 && (await activity.closeClean(liveCore.modeStatus().resyncSetsOpen)))) {
+          log.warn(`activity log ${activityPath} left as after a crash: the next start resyncs its extents`);
+        }
         if (failedWrites > 0) {
           throw new DruvaaError("SHUTDOWN_WRITES_FAILED", `stopped with ${failedWrites} write(s) that staging never acknowledged; their NBD clients got EIO and nothing was written locally for them`, `Staging ${staging} was unreachable or stuck; check it with: druvaa status --connect STAGING:6002`, exitCodes.failure);
         }
       });
     } finally {
+      verify?.stop();
       clearInterval(saveTimer);
       clearInterval(mapSyncTimer);
       await nbd?.close();
       await control?.stop();
       await link?.stop();
       await Promise.allSettled(devices.map((d) => d.device.close()));
+      await activity?.close().catch((error: unknown) => log.error(`closing the activity log: ${error instanceof Error ? error.message : String(error)}`));
       await changeMap?.close().catch((error: unknown) => log.error(`closing change map ${args.changemap}: ${error instanceof Error ? error.message : String(error)}`));
     }
   },
 });
+
+/**
+ * The first staging session. Unreachable (or not answering the attach) with a change map: the
+ * client serves anyway, in disconnected mode, and keeps trying; without one it cannot (every
+ * write needs staging's ack), so it exits with the reason. Refusals always end the command.
+ */
+async function startLink(link: StagingLink, hasChangeMap: boolean): Promise<void> {
+  try {
+    await link.start();
+  } catch (error) {
+    const transient = error instanceof DruvaaError && (error.code === "STAGING_UNREACHABLE" || error.code === "ATTACH_TIMEOUT");
+    if (!transient) throw error;
+    if (!hasChangeMap) {
+      throw new DruvaaError(error.code, `${error.message}; without --changemap the client cannot serve writes until staging takes them`, `${error.hint ?? "Check the staging server"}; or start the client with --changemap PATH (druvaa changemap create PATH --region NAME=SIZE): it then serves in disconnected mode and resyncs once staging is up`, error.exitCode, { cause: error });
+    }
+    log.warn(`${error.message}: serving in disconnected mode (writes complete locally, marked in the change map) and connecting in the background`);
+    link.retryInBackground(error);
+  }
+}
 
 /**
  * Stops the NBD server (new requests get ESHUTDOWN, in-flight ones finish), waits at most

@@ -53,7 +53,9 @@ import type { WriteMessage } from "../../protocol/messages.ts";
 import { InflightLimit } from "./inflight-limit.ts";
 import { diverted, ModeController } from "./modes.ts";
 import { realTimers, type ClientCoreOptions, type ClientDevice, type ClientDeviceStatus, type ClientMode, type ClientModeStatus, type ClientTimers, type DeviceState, type PendingWrite, type StagingSender, type WriteReply } from "./types.ts";
-import { nackError, split, zeroLocal } from "./write-helpers.ts";
+import { deviceStatusOf, nackError, split, zeroLocal } from "./write-helpers.ts";
+import { markActiveExtentsDirty } from "./crash-recovery.ts";
+import type { ActiveRange } from "../../changemap/activity-log.ts";
 
 export { realTimers, type ClientCoreOptions, type ClientDevice, type ClientDeviceStatus, type ClientMode, type ClientModeStatus, type ClientTimers, type StagingSender, type WriteReply } from "./types.ts";
 
@@ -74,6 +76,7 @@ export class ClientCore {
   readonly #fullWrls = new Set<string>();
   /** With a change map on every device: disconnected mode instead of waiting or failing. */
   readonly #modes: ModeController | undefined;
+  readonly #recoverActiveExtents: NonNullable<ClientCoreOptions["recoverActiveExtents"]>;
 
   constructor(options: ClientCoreOptions) {
     assert(options.devices.length > 0, "a client serves at least one device");
@@ -85,6 +88,7 @@ export class ClientCore {
     this.#timers = options.timers ?? realTimers;
     this.#log = options.log ?? logger("client");
     this.#limit = new InflightLimit(options.inflightWritesMax ?? clientInflightWritesMax, options.inflightBytesMax ?? clientInflightBytesMax);
+    this.#recoverActiveExtents = options.recoverActiveExtents ?? markActiveExtentsDirty;
     const tracked = options.devices.filter((spec) => spec.changeMap !== undefined).length;
     assert(tracked === 0 || tracked === options.devices.length, "a change map covers every device or none");
     if (tracked > 0) {
@@ -108,9 +112,9 @@ export class ClientCore {
     }
   }
 
-  #now(): number {
-    return this.#timers.now?.() ?? Date.now();
-  }
+  readonly #now = (): number => this.#timers.now?.() ?? Date.now();
+  /** Verify probes (verify.ts): the overlap gate, and request ids from the writes' own sequence. */
+  readonly verifyAccess = { lockRange: (device: string, offset: number, length: number) => this.#gate.acquire(device, offset, length), takeReqId: () => this.#nextReqId++ };
 
   // ---- NBD side -------------------------------------------------------------------------------
 
@@ -223,7 +227,7 @@ export class ClientCore {
     return this.#sendToStaging(state, fields, payload);
   }
 
-  #sendToStaging(state: DeviceState, fields: Pick<WriteMessage, "epoch" | "offset" | "length" | "fua" | "zero">, payload: Uint8Array | undefined): Promise<number> {
+  #sendToStaging(state: DeviceState, fields: Pick<WriteMessage, "epoch" | "offset" | "length" | "fua" | "zero" | "kind">, payload: Uint8Array | undefined): Promise<number> {
     const message: WriteMessage = { type: "write", reqId: this.#nextReqId, device: state.spec.name, wrl: state.spec.wrl, ...fields };
     this.#nextReqId += 1;
     return new Promise<number>((resolve, reject) => {
@@ -331,7 +335,7 @@ export class ClientCore {
     return this.modeStatus();
   }
   modeStatus(): ClientModeStatus {
-    return this.#modes?.status() ?? { mode: "connected", changeMap: false, disconnectedSeconds: 0, disconnectReason: null, dirtyBytes: null, resync: null, lastResync: null };
+    return this.#modes?.status() ?? { mode: "connected", changeMap: false, disconnectedSeconds: 0, disconnectReason: null, dirtyBytes: null, resync: null, lastResync: null, resyncSetsOpen: [] };
   }
   // ---- lifecycle and status -------------------------------------------------------------------
 
@@ -383,18 +387,14 @@ export class ClientCore {
   }
 
   deviceStatus(): ClientDeviceStatus[] {
-    return [...this.#devices.values()].map((state) => ({
-      name: state.spec.name,
-      path: state.spec.path,
-      sizeBytes: state.spec.device.sizeBytes,
-      wrl: state.spec.wrl,
-      ackedLsn: state.ackedLsn,
-      writes: state.writes,
-      bytesWritten: state.bytesWritten,
-      zeroedBytes: state.zeroedBytes,
-      inflightWrites: state.inflightWrites,
-      failedWrites: state.failedWrites,
-      dirtyBytes: state.spec.changeMap?.dirtyBytes ?? null,
-    }));
+    return [...this.#devices.values()].map(deviceStatusOf);
+  }
+
+  /**
+   * After a crash, before the devices are exported: repairs the extents the activity log names
+   * (crash-recovery.ts; default: marks them dirty, durably, so the resync sends them).
+   */
+  recoverActiveExtents(ranges: readonly ActiveRange[]): Promise<void> {
+    return this.#recoverActiveExtents(ranges, [...this.#devices.values()].map((state) => state.spec));
   }
 }

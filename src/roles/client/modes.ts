@@ -14,6 +14,13 @@
  *
  * A diverted write may still be logged at staging (its ack came too late): harmless, its blocks
  * are dirty, and the resync sends their current contents after it.
+ *
+ * Resync sets: chunks travel as `kind: "resync"` records, which carry no write order; the replica
+ * holds a device's records from its first resync record to its `resyncEnd` and applies them as a
+ * whole. A device's set is open from the first chunk sent for it (or, at start, when the last
+ * run may have left it open: options.resyncSetsOpen) until a `resyncEnd` for it was acked, which
+ * is sent only when the device has no dirty bit left and every chunk of it was acked. A pass
+ * interrupted by a disconnect leaves the set open; the next pass continues it and ends it.
  */
 import { clientAckTimeoutMsDefault, clientResyncChunkBytes, clientResyncChunkBytesMin, clientResyncChunksInflight, clientResyncRetryMs } from "../../constants.ts";
 import { DruvaaError } from "../../errors.ts";
@@ -40,7 +47,7 @@ export interface ModeHost {
   /** Holds a range in the core's overlap gate; resolves with its release. */
   lockRange(device: string, offsetBytes: number, lengthBytes: number): Promise<() => void>;
   /** Sends a write to staging (never diverted on the way in); resolves with its LSN or `diverted`. */
-  send(state: DeviceState, fields: Pick<WriteMessage, "epoch" | "offset" | "length">, payload: Uint8Array): Promise<number>;
+  send(state: DeviceState, fields: Pick<WriteMessage, "epoch" | "offset" | "length" | "kind">, payload: Uint8Array | undefined): Promise<number>;
   readonly epochs: EpochAssigner;
 }
 
@@ -59,6 +66,8 @@ export class ModeController {
   #resyncConcurrency = clientResyncChunksInflight;
   #resyncChunkBytes = clientResyncChunkBytes;
   #wrlFullDuringResync = false;
+  /** Devices whose resync set may be open at the replica (a resyncEnd is due once they are clean). */
+  readonly #openSets: Set<string>;
   readonly #ackTimeoutMs: number;
   readonly #resyncRate: number;
   readonly #onResynced: (() => void) | undefined;
@@ -67,6 +76,7 @@ export class ModeController {
     this.#ackTimeoutMs = options.ackTimeoutMs ?? clientAckTimeoutMsDefault;
     this.#resyncRate = options.resyncRateBytesPerSecond ?? 0;
     this.#onResynced = options.onResynced;
+    this.#openSets = new Set(options.resyncSetsOpen ?? []);
   }
 
   get mode(): ClientMode {
@@ -126,12 +136,13 @@ export class ModeController {
   maybeResync(): void {
     if (this.#resync !== undefined || !this.host.linkUp() || this.host.closed()) return;
     const states = this.host.devices();
-    if (this.#mode === "connected" && states.every((state) => state.spec.changeMap!.dirtyBytes === 0)) return;
+    if (this.#mode === "connected" && this.#openSets.size === 0 && states.every((state) => state.spec.changeMap!.dirtyBytes === 0)) return;
     this.#mode = "resyncing";
     const byName = new Map(states.map((state) => [state.spec.name, state]));
     const pass = (this.#resync = new ResyncPass({
       targets: states.map((state) => ({ device: state.spec.name, region: state.spec.changeMap! })),
       chunk: (device, offset, length) => this.#resyncChunk(byName.get(device)!, offset, length),
+      endSet: (device) => this.#endResyncSet(byName.get(device)!),
       timers: this.host.timers,
       now: () => this.host.now(),
       rateLimitBytesPerSecond: this.#resyncRate,
@@ -186,8 +197,9 @@ export class ModeController {
       if (this.#mode !== "resyncing" || !this.host.linkUp()) return false;
       const data = await state.spec.device.read(offset, length);
       const epoch = this.host.epochs.issue();
+      this.#openSets.add(state.spec.name);
       try {
-        const lsn = await this.host.send(state, { epoch, offset, length }, data);
+        const lsn = await this.host.send(state, { kind: "resync", epoch, offset, length }, data);
         if (lsn === diverted) return false;
         state.ackedLsn = Math.max(state.ackedLsn, lsn);
         state.spec.changeMap!.clearClean(offset, length);
@@ -201,6 +213,36 @@ export class ModeController {
     } finally {
       release();
     }
+  }
+
+  /**
+   * Ends the device's resync set, if one is open: a `resyncEnd` write, acked like any write. The
+   * pass calls it only once the device is clean and every chunk of it was acked. False (the pass
+   * is not done; a later one retries) when it could not be sent or was diverted.
+   */
+  async #endResyncSet(state: DeviceState): Promise<boolean> {
+    const name = state.spec.name;
+    if (!this.#openSets.has(name)) return true;
+    if (this.#mode !== "resyncing" || !this.host.linkUp()) return false;
+    const epoch = this.host.epochs.issue();
+    try {
+      const lsn = await this.host.send(state, { kind: "resyncEnd", epoch, offset: 0, length: 0 }, undefined);
+      if (lsn === diverted) return false;
+      state.ackedLsn = Math.max(state.ackedLsn, lsn);
+      this.#openSets.delete(name);
+      this.host.log.info(`resync set of ${name} complete at LSN ${lsn}`);
+      return true;
+    } catch (error) {
+      this.host.log.warn(`ending the resync set of ${name} failed: ${error instanceof Error ? error.message : String(error)}`);
+      return false;
+    } finally {
+      this.host.epochs.complete();
+    }
+  }
+
+  /** Devices whose resync set may be open at the replica (for status, and saved at shutdown). */
+  get openResyncSets(): string[] {
+    return [...this.#openSets];
   }
 
   /** Shutdown: no more passes or retries. */
@@ -222,6 +264,7 @@ export class ModeController {
       disconnectedSeconds: this.#disconnectedSince === undefined ? 0 : (now - this.#disconnectedSince) / 1000,
       disconnectReason: this.#disconnectReason ?? null,
       dirtyBytes: this.host.devices().reduce((sum, state) => sum + state.spec.changeMap!.dirtyBytes, 0),
+      resyncSetsOpen: this.openResyncSets,
       resync: progress === undefined ? null : { sentBytes: progress.sentBytes, remainingBytes: progress.remainingBytes, seconds: (now - progress.startedAt) / 1000 },
       lastResync: last === undefined ? null : { outcome: last.outcome, sentBytes: last.sentBytes, seconds: (last.endedAt - last.startedAt) / 1000 },
     };

@@ -1,7 +1,9 @@
 /**
  * The resync pass of the client: after disconnected mode (or a restart with dirty bits), every
  * dirty range of every device's change-map region is read from the local device and sent to
- * staging as ordinary write records, a few chunks at a time, optionally rate-limited. The core
+ * staging as resync records (`kind: "resync"`), a few chunks at a time, optionally rate-limited;
+ * once a device has no dirty bit left and every chunk of it was acked, `endSet` ends the device's
+ * resync set (a `resyncEnd` write): only then may the replica apply the set. The core
  * does one chunk (`ResyncChunk`): it holds the range in the overlap gate while it reads, sends and
  * waits for the durable ack, so a newer application write to the same blocks is logged after the
  * chunk; and it clears the bits only once staging acked. Ranges are re-scanned until no bit is
@@ -17,6 +19,9 @@ import type { ClientTimers } from "./core.ts";
 
 /** Sends one dirty range; resolves true once staging holds it durably and the bits are cleared. */
 export type ResyncChunk = (device: string, offsetBytes: number, lengthBytes: number) => Promise<boolean>;
+
+/** Ends a clean device's resync set (if one is open); resolves true once staging holds the end. */
+export type ResyncSetEnd = (device: string) => Promise<boolean>;
 
 export interface ResyncTarget {
   device: string;
@@ -36,6 +41,8 @@ export type ResyncOutcome = "done" | "interrupted";
 export interface ResyncOptions {
   targets: readonly ResyncTarget[];
   chunk: ResyncChunk;
+  /** Called after a device's scan left it clean, every chunk of it acked; false interrupts the pass. */
+  endSet?: ResyncSetEnd;
   timers: ClientTimers;
   now: () => number;
   /** Bytes per second (0 or undefined: unlimited). */
@@ -70,6 +77,10 @@ export class ResyncPass {
         const outcome = await this.#scan(target);
         if (outcome === "interrupted") return outcome;
         sentThisScan += outcome;
+        // Every chunk of this device was acked (the scan waited for them) and no bit is left.
+        if (target.region.dirtyBytes === 0 && this.#options.endSet !== undefined && !this.#stopped) {
+          if (!(await this.#options.endSet(target.device))) return "interrupted";
+        }
       }
       this.progress.remainingBytes = remainingBytes(targets);
       if (this.progress.remainingBytes === 0) return "done";

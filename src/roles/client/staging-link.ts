@@ -17,7 +17,7 @@ import type { Connection } from "../../io/transport.ts";
 import { logger } from "../../log.ts";
 import { clientHandshake, type Identity } from "../../protocol/handshake.ts";
 import type { Frame } from "../../protocol/frame.ts";
-import type { AttachAckMessage, ErrorInfo } from "../../protocol/messages.ts";
+import type { AttachAckMessage, ErrorInfo, VerifyReportMessage } from "../../protocol/messages.ts";
 import { realTimers, type ClientTimers, type StagingSender, type WriteReply } from "./core.ts";
 
 /** One `--device` as staging is told about it. */
@@ -33,6 +33,8 @@ export interface LinkPeer {
   linkUp(sender: StagingSender): void;
   linkDown(): void;
   handleReply(reply: WriteReply): void;
+  /** A verify outcome staging forwarded (verify-link.ts); without it, outcomes are ignored. */
+  handleVerifyReport?(report: VerifyReportMessage): void;
 }
 
 export interface LinkClock extends ClientTimers {
@@ -113,6 +115,16 @@ export class StagingLink {
     this.#loop = this.#run(connection);
   }
 
+  /**
+   * Instead of start(), after it failed with `firstError` (a client with a change map starts
+   * anyway, in disconnected mode): keeps trying to connect in the background, with backoff, until
+   * stop(); the first session that succeeds brings the link up.
+   */
+  retryInBackground(firstError: DruvaaError): void {
+    this.#setError(firstError);
+    this.#loop = this.#run(undefined);
+  }
+
   /** Stops reconnecting and closes the connection gracefully (queued frames are flushed). */
   async stop(): Promise<void> {
     this.#stopping = true;
@@ -189,6 +201,10 @@ export class StagingLink {
         case "writeNack":
           peer.handleReply(message);
           break;
+        case "verifyReport":
+          if (peer.handleVerifyReport !== undefined) peer.handleVerifyReport(message);
+          else this.#log.debug(`staging sent a verify outcome for ${message.device} at LSN ${message.lsn}; nothing here waits for it`);
+          break;
         case "ping":
           void connection.send({ type: "pong", nonce: message.nonce }).catch(() => undefined);
           break;
@@ -210,7 +226,7 @@ export class StagingLink {
     return reason;
   }
 
-  async #run(first: Connection): Promise<void> {
+  async #run(first: Connection | undefined): Promise<void> {
     let connection: Connection | undefined = first;
     let delayMs = clientReconnectDelayMsMin;
     let failuresLogged = 0;

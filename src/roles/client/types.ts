@@ -2,6 +2,7 @@
  * The types of the client's write path (core.ts): devices, options, status shapes, and the
  * per-device and per-write bookkeeping the core keeps.
  */
+import type { ActiveRange } from "../../changemap/activity-log.ts";
 import type { ChangeMapRegion } from "../../changemap/index.ts";
 import type { DruvaaError } from "../../errors.ts";
 import type { BlockDevice } from "../../io/block-device.ts";
@@ -46,6 +47,8 @@ export interface ClientModeStatus {
   dirtyBytes: number | null;
   resync: { sentBytes: number; remainingBytes: number; seconds: number } | null;
   lastResync: { outcome: string; sentBytes: number; seconds: number } | null;
+  /** Devices whose resync set may still be open at the replica (a resyncEnd is due). */
+  resyncSetsOpen: string[];
 }
 
 /** Timers, passed in so a simulation can drive them. */
@@ -78,6 +81,10 @@ export interface ClientCoreOptions {
   resyncRateBytesPerSecond?: number;
   /** Called after a resync pass left every region clean (the caller makes the clears durable). */
   onResynced?: () => void;
+  /** Devices whose resync set the last run may have left open: the first pass ends them. */
+  resyncSetsOpen?: readonly string[];
+  /** After a crash: what recoverActiveExtents() does (default: mark the ranges dirty; crash-recovery.ts). */
+  recoverActiveExtents?: (ranges: readonly ActiveRange[], devices: readonly ClientDevice[]) => Promise<void>;
 }
 
 /** Per-device counters, kept by the core and shown in status. */

@@ -6,6 +6,7 @@ import { nbdZeroPieceBytesMax } from "../../constants.ts";
 import { DruvaaError } from "../../errors.ts";
 import type { WriteMessage, WriteNackMessage } from "../../protocol/messages.ts";
 import type { ClientDevice } from "./core.ts";
+import type { ClientDeviceStatus, DeviceState } from "./types.ts";
 
 /** [offset, length] pieces of at most `pieceMax` bytes covering the range, in order. */
 export function split(offset: number, length: number, pieceMax: number): [number, number][] {
@@ -46,4 +47,21 @@ export function nackError(reply: WriteNackMessage, message: WriteMessage): Druva
     default:
       return new DruvaaError(`STAGING_${reply.code}`, `${what}: staging refused it: ${reply.code}: ${reply.message}`, "See the staging server's log and status (druvaa status --connect STAGING:6002)");
   }
+}
+
+/** A device's status line (GET /status): its counters and the change map's dirty bytes. */
+export function deviceStatusOf(state: DeviceState): ClientDeviceStatus {
+  return {
+    name: state.spec.name,
+    path: state.spec.path,
+    sizeBytes: state.spec.device.sizeBytes,
+    wrl: state.spec.wrl,
+    ackedLsn: state.ackedLsn,
+    writes: state.writes,
+    bytesWritten: state.bytesWritten,
+    zeroedBytes: state.zeroedBytes,
+    inflightWrites: state.inflightWrites,
+    failedWrites: state.failedWrites,
+    dirtyBytes: state.spec.changeMap?.dirtyBytes ?? null,
+  };
 }

@@ -13,7 +13,6 @@
  * probe's shipment is applied and acknowledged, so it is not evaluated again): the client must
  * treat a probe without an answer after a while as unanswered and probe again.
  */
-import { createHash } from "node:crypto";
 import { assert } from "../../assert.ts";
 import { replicaVerifyAckBytesMax, replicaVerifyOutcomeFixedBytes, replicaVerifyRangeBytes, replicaVerifyRangesMax, replicaVerifyReadBytes, verifyOutcomesPerAckMax } from "../../constants.ts";
 import { verifyBlockBytesOf, verifyDigestBytes, type ByteRange, type ShipAckMessage, type ShipRecord, type VerifyOutcome } from "../../protocol/messages.ts";
@@ -29,15 +28,15 @@ export async function evaluateProbe(record: ShipRecord, target: ReplicaDevice, p
   const blockCount = record.length / blockBytes;
   assert(Number.isInteger(blockCount) && probe.digests.length === blockCount * verifyDigestBytes, "the protocol checked the probe's length and digests");
   const differing: ByteRange[] = [];
+  const actual = new Uint8Array(verifyDigestBytes);
   let tooMany = false;
   const end = record.offset + record.length;
   for (let pieceOffset = record.offset; pieceOffset < end && !tooMany; pieceOffset += replicaVerifyReadBytes) {
     const piece = await target.device.read(pieceOffset, Math.min(replicaVerifyReadBytes, end - pieceOffset));
     for (let at = 0; at < piece.length; at += blockBytes) {
       const blockIndex = (pieceOffset - record.offset + at) / blockBytes;
-      const actual = createHash("sha256").update(piece.subarray(at, at + blockBytes)).digest();
-      const expected = probe.digests.subarray(blockIndex * verifyDigestBytes, (blockIndex + 1) * verifyDigestBytes);
-      if (actual.equals(expected)) continue;
+      Bun.SHA256.hash(piece.subarray(at, at + blockBytes), actual);
+      if (sameDigest(actual, probe.digests, blockIndex * verifyDigestBytes)) continue;
       const offset = pieceOffset + at;
       const last = differing[differing.length - 1];
       if (last !== undefined && last.offset + last.length === offset) {
@@ -57,6 +56,11 @@ export async function evaluateProbe(record: ShipRecord, target: ReplicaDevice, p
     length: record.length,
     differing: tooMany ? [{ offset: record.offset, length: record.length }] : differing,
   };
+}
+
+function sameDigest(actual: Uint8Array, digests: Uint8Array, at: number): boolean {
+  for (let index = 0; index < verifyDigestBytes; index += 1) if (actual[index] !== digests[at + index]) return false;
+  return true;
 }
 
 /** The outcomes of the probes among `writes`, in LSN order (those evaluated). */

@@ -1,0 +1,63 @@
+/**
+ * The activity log of `druvaa client attach --changemap PATH`: where it lives, and the start and
+ * shutdown steps around it (crash-recovery.ts has the decision table).
+ *
+ * Where: next to the change map, as `PATH.activity`, when the change map is an image file; in the
+ * state directory, as `STATE_DIR/NAME.activity`, when it is a block device (a partition has no
+ * room beside it). One client process uses it at a time, like the change map.
+ */
+import { basename, join } from "node:path";
+import type { ConsolaInstance } from "consola/basic";
+import { ActivityLog, type ActiveRange } from "../../changemap/activity-log.ts";
+import type { ChangeMap } from "../../changemap/index.ts";
+import { formatBytes } from "../../units.ts";
+import { isBlockDevicePath, openBlockDevice } from "../../io/open-device.ts";
+import { markRanges, rangeBytes } from "./crash-recovery.ts";
+import type { ClientCore } from "./core.ts";
+import type { ClientDevice } from "./types.ts";
+
+/** Where the activity log of the change map at `changeMapPath` lives. */
+export async function activityLogPath(changeMapPath: string, stateDir: string): Promise<string> {
+  return (await isBlockDevicePath(changeMapPath)) ? join(stateDir, `${basename(changeMapPath)}.activity`) : `${changeMapPath}.activity`;
+}
+
+/** Opens (or creates) the activity log of `map`; reads what the last run left, writes nothing yet. */
+export async function openActivityLog(path: string, map: ChangeMap): Promise<ActivityLog> {
+  const device = await openBlockDevice(path, { createSizeBytes: ActivityLog.sizeBytes() });
+  try {
+    return await ActivityLog.open(device, { changeMapUuid: map.uuid, regions: map.regionNames.map((name) => ({ name, volumeSizeBytes: map.region(name).volumeSizeBytes })) });
+  } catch (error) {
+    await device.close().catch(() => undefined); // already failing with the better error
+    throw error;
+  }
+}
+
+/** The devices whose resync set the last run may have left open (the core ends them first). */
+export function resyncSetsOpenAtStart(log: ActivityLog, devices: readonly ClientDevice[]): string[] {
+  const open = new Set(log.recovery.openResyncRegions);
+  return devices.filter((device) => device.changeMap !== undefined && open.has(device.changeMap.name)).map((device) => device.name);
+}
+
+/**
+ * Before exporting: after an unclean shutdown, repairs the active extents (the core's
+ * recoverActiveExtents for the devices it serves, dirty marks for regions of devices it does
+ * not), then records durably that this run has begun, and lets the recovered extents go cold.
+ */
+export async function recoverAndStart(log: ActivityLog, core: ClientCore, map: ChangeMap, devices: readonly ClientDevice[], logger: ConsolaInstance, path: string): Promise<void> {
+  const { recovery } = log;
+  if (!recovery.clean) {
+    const served = new Set(devices.map((device) => device.changeMap?.name));
+    const ours: ActiveRange[] = recovery.ranges.filter((range) => served.has(range.region));
+    const others = recovery.ranges.filter((range) => !served.has(range.region));
+    logger.warn(`the last run did not shut down cleanly: ${recovery.ranges.length} active extent range(s) (${formatBytes(rangeBytes(recovery.ranges))}) in ${path} may differ between primary and replica; resyncing them`);
+    await core.recoverActiveExtents(ours);
+    if (others.length > 0) {
+      await markRanges(others, (name) => map.region(name));
+      logger.warn(`marked ${others.length} active range(s) of region(s) no --device of this run serves (${[...new Set(others.map((r) => r.region))].join(", ")}) dirty: they resync when those devices are attached`);
+    }
+  } else if (recovery.isNew) {
+    logger.info(`activity log ${path}: new`);
+  }
+  await log.start();
+  log.releaseRecovered();
+}
