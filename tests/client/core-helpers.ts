@@ -13,8 +13,14 @@ export interface SentWrite {
 /** One "connection" to staging: records every frame the core sends over it. */
 export class FakeSender implements StagingSender {
   readonly sent: SentWrite[] = [];
+  /** Empty resync records that open a device's resync set (untracked: never answered here). */
+  readonly opened: SentWrite[] = [];
+  /** Everything in send order, openers included. */
+  readonly all: SentWrite[] = [];
   send(message: WriteMessage, payload: Uint8Array | undefined): void {
-    this.sent.push({ message, payload: payload?.slice() });
+    const sent = { message, payload: payload?.slice() };
+    this.all.push(sent);
+    (message.kind === "resync" && message.length === 0 ? this.opened : this.sent).push(sent);
   }
 }
 

@@ -48,6 +48,26 @@ const ends = (sent: SentWrite[], device?: string) => sent.filter((s) => s.messag
 const chunks = (sent: SentWrite[], device?: string) => sent.filter((s) => s.message.kind === "resync" && (device === undefined || s.message.device === device));
 
 describe("resync sets", () => {
+  test("on reconnect, every dirty device's set is opened (an empty resync record) before any new write reaches staging", async () => {
+    const { core, exports, dirty } = await setup();
+    await dirty([["disk0", 64 * KiB, 4 * KiB, 0x31]]);
+    const link = new FakeSender();
+    core.linkUp(link);
+    // The application writes to the clean device at once: its write depends on the dirty block.
+    const write = exports.get("disk1")!.write(0, filled(4 * KiB, 0x32), false);
+    await settle();
+    const order = link.all.map((s) => [s.message.device, s.message.kind ?? "write", s.message.length]);
+    const opener = order.findIndex(([device, kind, length]) => device === "disk0" && kind === "resync" && length === 0);
+    const appWrite = order.findIndex(([device, kind]) => device === "disk1" && kind === "write");
+    expect(opener).toBeGreaterThanOrEqual(0);
+    expect(appWrite).toBeGreaterThan(opener);
+    // Only the dirty device gets one.
+    expect(link.opened.map((s) => s.message.device)).toEqual(["disk0"]);
+    expect(core.modeStatus().resyncSetsOpen).toContain("disk0");
+    core.abort();
+    await write.catch(() => undefined);
+  });
+
   test("chunks are kind resync; exactly one resyncEnd per device, sent only after every chunk of that device was acked (acks in reverse order)", async () => {
     const { devices, core, ack, acked, dirty } = await setup();
     await dirty([["disk0", 0, 3 * MiB, 0x10], ["disk1", 512 * KiB, 64 * KiB, 0x21], ["disk1", 2 * MiB, 4 * KiB, 0x22]]);

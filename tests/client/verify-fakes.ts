@@ -166,7 +166,7 @@ export class FakeSystem {
       return;
     }
     if (message.zero === true) this.replica.fill(0, message.offset, message.offset + message.length);
-    else this.replica.set(payload!, message.offset);
+    else if (message.length > 0) this.replica.set(payload!, message.offset); // an empty resync record only opens a set
   }
 
   /** Waits until the replica processed everything staging logged so far. */
@@ -181,7 +181,8 @@ export class FakeSystem {
 
   /** Records carrying data (ordered writes and resync). */
   dataRecords(): LoggedRecord[] {
-    return this.log.filter((record) => record.message.kind === undefined || record.message.kind === "resync");
+    // Empty resync records only open a set: no data travels with them.
+    return this.log.filter((record) => record.message.kind === undefined || (record.message.kind === "resync" && record.message.length > 0));
   }
 
   async stop(): Promise<void> {

@@ -99,14 +99,11 @@ export class ClientCore {
         linkUp: () => this.#sender !== undefined,
         closed: () => this.#closedReason !== undefined,
         pendingWrites: () => [...this.#pending.values()],
-        forget: (entry) => {
-          this.#pending.delete(entry.message.reqId);
-          entry.cancelRetry?.();
-          delete entry.cancelRetry;
-        },
+        forget: (entry) => void (this.#pending.delete(entry.message.reqId), entry.cancelRetry?.(), delete entry.cancelRetry),
         devices: () => [...this.#devices.values()],
         lockRange: (name, offset, length) => this.#gate.acquire(name, offset, length),
         send: (state, fields, payload) => this.#sendToStaging(state, fields, payload),
+        sendUntracked: (state, fields) => this.#sender?.send({ type: "write", reqId: this.#nextReqId++, device: state.spec.name, wrl: state.spec.wrl, ...fields }, undefined),
         epochs: this.epochs,
       });
     }

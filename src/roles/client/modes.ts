@@ -48,6 +48,8 @@ export interface ModeHost {
   lockRange(device: string, offsetBytes: number, lengthBytes: number): Promise<() => void>;
   /** Sends a write to staging (never diverted on the way in); resolves with its LSN or `diverted`. */
   send(state: DeviceState, fields: Pick<WriteMessage, "epoch" | "offset" | "length" | "kind">, payload: Uint8Array | undefined): Promise<number>;
+  /** Queues a write without payload on the link now, not tracked (its answer is ignored, it is not resent). */
+  sendUntracked(state: DeviceState, fields: Pick<WriteMessage, "epoch" | "offset" | "length" | "kind">): void;
   readonly epochs: EpochAssigner;
 }
 
@@ -137,6 +139,10 @@ export class ModeController {
     if (this.#resync !== undefined || !this.host.linkUp() || this.host.closed()) return;
     const states = this.host.devices();
     if (this.#mode === "connected" && this.#openSets.size === 0 && states.every((state) => state.spec.changeMap!.dirtyBytes === 0)) return;
+    // Open each dirty device's resync set before any new write can reach staging (new writes
+    // flow once the mode is "resyncing"): the replica holds back everything logged after an open
+    // set until it ends, so no write that depends on a block still dirty here is applied alone.
+    for (const state of states) if (state.spec.changeMap!.dirtyBytes > 0) this.#openResyncSet(state);
     this.#mode = "resyncing";
     const byName = new Map(states.map((state) => [state.spec.name, state]));
     const pass = (this.#resync = new ResyncPass({
@@ -213,6 +219,16 @@ export class ModeController {
     } finally {
       release();
     }
+  }
+
+  /**
+   * Queues an empty resync record for the device on the link, ahead of anything sent after it.
+   * Not tracked: if it is lost with the link, the next pass sends another; if staging refuses it
+   * (WRL full), the pass's chunks are refused too and the pass retries.
+   */
+  #openResyncSet(state: DeviceState): void {
+    this.#openSets.add(state.spec.name);
+    this.host.sendUntracked(state, { kind: "resync", epoch: this.host.epochs.current, offset: 0, length: 0 });
   }
 
   /**

@@ -173,6 +173,7 @@ async function writeOne(write: PlannedWrite): Promise<void> {
   const { record, target, data } = write;
   if (write.probe !== undefined) return evaluateProbe(write.record, write.target, write.probe);
   if (data !== undefined) {
+    if (data.length === 0) return; // an empty resync record only opens its device's set
     const via = target.smallWrites !== undefined && data.length <= pageCacheSyncWriteBytesMax ? target.smallWrites : target.device;
     return via.write(record.offset, data);
   }
