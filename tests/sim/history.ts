@@ -63,6 +63,11 @@ export class History {
 
   constructor(readonly devices: readonly DeviceSpec[]) {}
 
+  /** resyncEnd messages the clients sent (a resync set each, or a resend). */
+  get resyncEndsSent(): number {
+    return this.#resyncEnds.size;
+  }
+
   /** Advances the logical clock; returns the new time. */
   tick(): number {
     this.#time += 1;

@@ -17,6 +17,7 @@ import { MemoryDevice } from "../../src/io/memory-device.ts";
 import type { NbdExport } from "../../src/nbd/backend.ts";
 import type { Message, ShipMessage, WriteMessage } from "../../src/protocol/messages.ts";
 import { recordFlags } from "../../src/protocol/messages.ts";
+import type { ChangeMap } from "../../src/changemap/index.ts";
 import { ClientCore, type StagingSender } from "../../src/roles/client/core.ts";
 import { ReplicaCore } from "../../src/roles/replica/core.ts";
 import { ResyncLog } from "../../src/roles/replica/resync-log.ts";
@@ -38,24 +39,56 @@ const never = <T>(): Promise<T> => new Promise<T>(() => undefined);
 
 // ---- client -------------------------------------------------------------------------------------
 
+/** What outlives a client process: its primary devices and its change map (if it has one). */
+export interface ClientDisks {
+  primaries: Map<string, MemoryDevice>;
+  changeMap?: ChangeMap;
+}
+
+/** The client's ack timeout in the simulation (with a change map: then it diverts to the map). */
+export const simAckTimeoutMs = 2_000;
+
 export class SimClient {
   readonly core: ClientCore;
   readonly clock: ProcessClock;
-  readonly primaries = new Map<string, MemoryDevice>();
+  readonly primaries: Map<string, MemoryDevice>;
+  readonly changeMap: ChangeMap | undefined;
   readonly exports: Map<string, NbdExport>;
   readonly nodeId: string;
   #connection: SimConnection | undefined;
+  #alive = true;
   readonly #fakeAcked = new Set<number>();
 
-  constructor(private readonly world: World, readonly index: number, deviceSizes: ReadonlyMap<string, number>) {
+  /**
+   * A client process. `disks` carries the devices of a process that died (a restart); with a
+   * change map, disconnected mode and resync are on, and `startEpoch` continues the old epochs.
+   */
+  constructor(private readonly world: World, readonly index: number, deviceSizes: ReadonlyMap<string, number>, disks?: ClientDisks, startEpoch?: number) {
     this.nodeId = `client-${index}`;
     this.clock = new ProcessClock(world.clock);
-    for (const [name, sizeBytes] of deviceSizes) this.primaries.set(name, new MemoryDevice(sizeBytes, `primary-${name}`, 512));
+    this.primaries = disks?.primaries ?? new Map([...deviceSizes].map(([name, sizeBytes]) => [name, new MemoryDevice(sizeBytes, `primary-${name}`, 512)]));
+    this.changeMap = disks?.changeMap;
+    const map = this.changeMap;
     this.core = new ClientCore({
-      devices: [...this.primaries].map(([name, device]) => ({ name, path: `sim:${name}`, wrl: wrlName, device, discardReadsZeros: true })),
+      devices: [...this.primaries].map(([name, device]) => ({ name, path: `sim:${name}`, wrl: wrlName, device, discardReadsZeros: true, ...(map === undefined ? {} : { changeMap: map.region(name) }) })),
       timers: this.clock,
+      ...(map === undefined ? {} : { ackTimeoutMs: simAckTimeoutMs }),
+      ...(startEpoch === undefined ? {} : { startEpoch }),
     });
     this.exports = new Map(this.core.exports().map((exp) => [exp.name, exp]));
+  }
+
+  get alive(): boolean {
+    return this.#alive;
+  }
+
+  /** SIGKILL: the process is gone (its devices and change map stay, with what was written to them). */
+  kill(): void {
+    this.#alive = false;
+    this.clock.kill();
+    const connection = this.#connection;
+    this.#connection = undefined;
+    connection?.abort();
   }
 
   /** Connects to `staging`: attach every device; once all are accepted, linkUp resends what is unacked. */
@@ -66,6 +99,7 @@ export class SimClient {
     const waiting = new Set(this.primaries.keys());
     end.onFrame((frame) => {
       const message = frame.message;
+      if (!this.#alive) return;
       if (message.type === "attachAck") {
         if (!message.accepted) this.world.violation(`staging refused to attach ${message.device} of ${this.nodeId}: ${message.error?.code}: ${message.error?.message}`);
         waiting.delete(message.device);
@@ -93,12 +127,12 @@ export class SimClient {
    * does); after a staging crash the world reconnects it once staging is back.
    */
   lost(connection = this.#connection): void {
-    if (connection === undefined || connection !== this.#connection) return;
+    if (connection === undefined || connection !== this.#connection || !this.#alive) return;
     this.#connection = undefined;
     connection.abort();
     this.core.linkDown();
     this.clock.schedule(clientReconnectDelayMsMin, () => {
-      if (this.#connection === undefined && this.world.staging.alive) this.connect(this.world.staging);
+      if (this.#connection === undefined && this.#alive && this.world.staging.alive) this.connect(this.world.staging);
     });
   }
 
@@ -284,7 +318,9 @@ export class ReplicaProcess {
       if (frame === undefined || !this.alive) return;
       const message = frame.message;
       if (message.type === "resume") {
-        void answer(this.core.resume(message)).catch(() => undefined);
+        // As server.ts does: a resync set whose apply failed is applied again first.
+        const reply = this.core.retryFailedSets().then((failing) => failing === undefined ? this.core.resume(message) : ({ type: "shipNack", wrl: message.wrl, code: "IO_ERROR", message: failing } as const));
+        void answer(reply).catch(() => undefined);
       } else if (message.type === "ship") {
         const [ship, payload] = this.world.broken === "reverse-apply" ? reversed(message, frame.payload) : [message, frame.payload];
         this.startedLsnMax = Math.max(this.startedLsnMax, message.lastLsn);

@@ -11,6 +11,7 @@
 import fc from "fast-check";
 import { Random } from "../../src/io/random.ts";
 import { turn } from "./clock.ts";
+import { crashClient } from "./final-check.ts";
 import { World, type Broken, type WorldStats } from "./world.ts";
 
 const KiB = 1024;
@@ -41,7 +42,9 @@ export type Step =
   /** An I/O error at the next write or flush of one replica device. */
   | { kind: "replica-io-error"; device: number; flush: boolean }
   /** With midApply, shipments are delivered until the replica is applying one, then it crashes. */
-  | { kind: "crash-replica"; turnsBefore: number; midApply: boolean; pick: number };
+  | { kind: "crash-replica"; turnsBefore: number; midApply: boolean; pick: number }
+  /** SIGKILL of a client and its restart on the same devices and change map (resync traces only). */
+  | { kind: "crash-client"; which: number; turnsBefore: number };
 
 export interface Trace {
   seed: number;
@@ -52,6 +55,8 @@ export interface Trace {
   shipmentBytesMax: number;
   relayWindowMax: number;
   steps: Step[];
+  /** Resync traces: clients with change maps (disconnected mode) and a replica WRL of this size. */
+  resync?: { rsWrlSizeBytes: number };
 }
 
 const issueArbitrary: fc.Arbitrary<IssueSpec> = fc.record({
@@ -75,16 +80,26 @@ const stepArbitrary: fc.Arbitrary<Step> = fc.oneof(
   { weight: 1, arbitrary: fc.record({ kind: fc.constant("crash-replica" as const), turnsBefore: fc.nat(3), midApply: fc.boolean(), pick: fc.nat() }) },
 );
 
-export function traceArbitrary(stepsMax = 60): fc.Arbitrary<Trace> {
+const crashClientArbitrary: fc.Arbitrary<Step> = fc.record({ kind: fc.constant("crash-client" as const), which: fc.nat(1), turnsBefore: fc.nat(3) });
+
+/**
+ * Traces of the replay property, or (resync) of the disconnected-mode property: one client (a
+ * consistency group of one host) with a change map, client crashes, and a replica WRL.
+ */
+export function traceArbitrary(stepsMax = 60, resync = false): fc.Arbitrary<Trace> {
+  // Half the resync traces have client crashes (after which the model checks only the end state).
+  const crashy = fc.oneof({ weight: 30, arbitrary: stepArbitrary }, { weight: 1, arbitrary: crashClientArbitrary });
+  const steps = resync ? fc.oneof(fc.array(stepArbitrary, { minLength: 10, maxLength: stepsMax, size: "max" }), fc.array(crashy, { minLength: 10, maxLength: stepsMax, size: "max" })) : fc.array(stepArbitrary, { minLength: 10, maxLength: stepsMax, size: "max" });
   return fc.integer({ min: 1, max: 3 }).chain((devices) =>
     fc.record({
       seed: fc.integer({ min: 1, max: 2 ** 30 }),
-      clients: fc.integer({ min: 1, max: Math.min(2, devices) }),
+      clients: resync ? fc.constant(1) : fc.integer({ min: 1, max: Math.min(2, devices) }),
       deviceSizesBytes: fc.array(fc.constantFrom(64 * KiB, 128 * KiB, 256 * KiB), { minLength: devices, maxLength: devices }),
       shipmentRecordsMax: fc.constantFrom(1, 4, 16),
       shipmentBytesMax: fc.constantFrom(16 * KiB, 64 * KiB, 1024 * KiB),
       relayWindowMax: fc.integer({ min: 1, max: 4 }),
-      steps: fc.array(stepArbitrary, { minLength: 10, maxLength: stepsMax, size: "max" }),
+      steps,
+      ...(resync ? { resync: fc.record({ rsWrlSizeBytes: fc.constant(4 * 1024 * KiB) }) } : {}),
     }),
   );
 }
@@ -96,6 +111,8 @@ export interface TraceResult {
   writes: number;
   /** What happened, in enough detail to tell two runs apart (they must not differ: replay). */
   fingerprint: string;
+  /** resyncEnd messages sent (resync sets completed, or resent). */
+  resyncEnds: number;
 }
 
 /** Runs one trace on a fresh world, then drains with faults off and checks the end state. */
@@ -107,8 +124,9 @@ export async function runTrace(trace: Trace, broken?: Broken): Promise<TraceResu
     shipmentLimits: { payloadBytesMax: trace.shipmentBytesMax, recordsMax: trace.shipmentRecordsMax, headerBytesMax: 60 * KiB },
     relayWindowMax: trace.relayWindowMax,
     ...(broken === undefined ? {} : { broken }),
+    ...(trace.resync === undefined ? {} : { changeMap: true, ...(broken === "no-rs-wrl" ? {} : { rsWrlSizeBytes: trace.resync.rsWrlSizeBytes }) }),
   });
-  const result = (problem: string | undefined): TraceResult => ({ problem, stats: world.stats, wrlSizeBytes: world.options.wrlSizeBytes, writes: world.history.writes.length, fingerprint: world.fingerprint() });
+  const result = (problem: string | undefined): TraceResult => ({ problem, stats: world.stats, wrlSizeBytes: world.options.wrlSizeBytes, writes: world.history.writes.length, fingerprint: world.fingerprint(), resyncEnds: world.history.resyncEndsSent });
   try {
     for (const [index, step] of trace.steps.entries()) {
       await runStep(world, step);
@@ -166,6 +184,10 @@ async function runStep(world: World, step: Step): Promise<void> {
       }
       for (let index = 0; index < step.turnsBefore; index += 1) await turn();
       await world.crashReplica();
+      return;
+    case "crash-client":
+      for (let index = 0; index < step.turnsBefore; index += 1) await turn();
+      await crashClient(world, step.which % world.clients.length);
       return;
   }
 }

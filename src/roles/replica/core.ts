@@ -121,13 +121,11 @@ export class ReplicaCore {
     return core;
   }
 
-  get applying(): boolean {
-    return this.#applying;
-  }
+  get applying(): boolean { return this.#applying; } // prettier-ignore
+  get queuedShipments(): number { return this.#queue.count; } // prettier-ignore
 
-  get queuedShipments(): number {
-    return this.#queue.count;
-  }
+  /** Before answering a resume: applies again a resync set whose apply failed; why it still fails, if it does. */
+  retryFailedSets = (): Promise<string | undefined> => (this.#resync?.failedSetWaiting === true ? this.#exclusive(() => this.#resync!.retryFailed()) : Promise.resolve(undefined));
 
   /** The last LSN applied and persisted for the WRL with this uuid (0: none). */
   appliedLsn(wrlUuid: string): number {

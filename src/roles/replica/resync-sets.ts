@@ -18,6 +18,7 @@
  *   device unknown / declared bigger / record outside      shipNack DEVICE_UNKNOWN / DEVICE_TOO_SMALL /
  *                                                            OUT_OF_RANGE (nothing logged or applied)
  *   a complete set not applied yet (its apply failed)      applied first; failing again: IO_ERROR
+ *                                                            (also retried when a relay resumes)
  *   lastLsn <= logged or applied LSN                       shipAck that LSN (re-delivery)
  *   records before the first resync record (no set open)   applied, flushed, appliedLsn saved with
  *                                                            the set marked open (state resyncSet)
@@ -234,13 +235,38 @@ export class ResyncSets {
     return ack(ship, durable());
   }
 
+  /** A complete set waits to be applied again (its apply failed). */
+  get failedSetWaiting(): boolean {
+    return [...this.#sets.values()].some((set) => set.completeLsn !== undefined && !set.applying);
+  }
+
+  /**
+   * Applies again the complete sets whose apply failed (under the apply lock): the relay has
+   * nothing left to send for them (they were logged and acked), so the core calls this when a
+   * relay resumes, i.e. after the refusal ended its session; still failing, the resume is refused
+   * IO_ERROR, so the relay tries again after its backoff.
+   */
+  async retryFailed(): Promise<string | undefined> {
+    for (const set of [...this.#sets.values()]) {
+      if (set.completeLsn === undefined || set.applying) continue;
+      try {
+        await this.#apply(set);
+      } catch (error) {
+        const why = `applying the resync set ${set.firstLsn}..${set.completeLsn} of WRL ${set.wrl} failed again: ${describe(error)}`;
+        log.error(`${why}; it stays in the replica WRL and is tried again at the next resume`);
+        return why;
+      }
+    }
+    return undefined;
+  }
+
   /** Applies a complete set; the shipNack IO_ERROR to answer when that fails. */
   async #applyOrRefuse(ship: ShipMessage, set: OpenSet): Promise<ShipNackMessage | undefined> {
     try {
       await this.#apply(set);
       return undefined;
     } catch (error) {
-      log.error(`WRL ${set.wrl}: applying the resync set ${set.firstLsn}..${set.completeLsn} failed: ${describe(error)}; it stays in the replica WRL and is applied again with the next shipment`);
+      log.error(`WRL ${set.wrl}: applying the resync set ${set.firstLsn}..${set.completeLsn} failed: ${describe(error)}; it stays in the replica WRL and is applied again with the next shipment or resume`);
       return nack(ship, "IO_ERROR", `LSN ${ship.firstLsn}..${ship.lastLsn}: applying the resync set ${set.firstLsn}..${set.completeLsn} failed: ${describe(error)}`);
     }
   }

@@ -9,7 +9,7 @@
  * past that the server stops reading it (the connection's inbox bound then stops the socket).
  * Answers go out in the order the shipments came in.
  */
-import { restoreRequestTimeoutMs, restoreStallTimeoutMs, replicaConnectionShipWindowMax } from "../../constants.ts";
+import { protocolTextLengthMax, restoreRequestTimeoutMs, restoreStallTimeoutMs, replicaConnectionShipWindowMax } from "../../constants.ts";
 import { DruvaaError, exitCodes } from "../../errors.ts";
 import { sharedBufferPool } from "../../io/buffer-pool.ts";
 import { startControlServer, type ControlServer } from "../../io/control-server.ts";
@@ -154,7 +154,8 @@ export class ReplicaServer {
       const message = frame.message;
       switch (message.type) {
         case "resume": {
-          const reply = this.#core.resume(message);
+          const failing = await this.#core.retryFailedSets();
+          const reply = failing === undefined ? this.#core.resume(message) : ({ type: "shipNack", wrl: message.wrl, code: "IO_ERROR", message: failing.slice(0, protocolTextLengthMax) } as const);
           if (reply.type === "resumeAck") track(message.wrlUuid);
           void answer(reply);
           break;
