@@ -239,11 +239,14 @@ export const clientStateSaveIntervalMs = 1_000;
 export const clientAckTimeoutMsDefault = 5_000;
 /** While disconnected with the link up (e.g. after "WRL full"), a resync is tried this often. */
 export const clientResyncRetryMs = 2_000;
-/** Resync: bytes of one chunk (a read, a write record, one ack) and chunks in flight. */
-export const clientResyncChunkBytes = 1024 * 1024;
-export const clientResyncChunksInflight = 8;
-/** Smallest resync chunk (after repeated "WRL full" during resync passes). */
-export const clientResyncChunkBytesMin = 64 * 1024;
+/** Resync: longest chunk (one read, record, ack); bytes and chunks in flight (after a disconnect
+ *  mostly 4 KiB blocks, hundreds per group commit at staging; each holds a range in the overlap
+ *  gate, scanned linearly); the smallest chunk and in-flight bytes after repeated "WRL full". */
+export const clientResyncChunkBytes = 4 * MiB;
+export const clientResyncInflightBytesMax = 16 * MiB;
+export const clientResyncChunksInflightMax = 512;
+export const clientResyncChunkBytesMin = 64 * KiB;
+assert(clientResyncChunkBytesMin <= clientResyncChunkBytes && clientResyncChunkBytes <= Math.min(writePayloadSizeBytesMax, clientResyncInflightBytesMax) && clientResyncInflightBytesMax <= connectionSendQueueBytesMax, "resync chunk and in-flight bounds are ordered");
 /** Clears of the change map (lazily durable) are made durable at least this often. */
 export const clientChangeMapSyncIntervalMs = 5_000;
 /** Activity log (--changemap): bytes one extent covers (bigger: fewer log writes, more to resync after a crash). */
@@ -258,6 +261,9 @@ export const clientActivityCopyBytes = 8 * KiB;
 assert(clientActivityExtentBytes % directIoAlignmentBytes === 0 && clientActivityExtentBytes >= nbdRequestSizeBytesMax / 8, "activity extents are whole blocks and not tiny");
 assert(64 + clientActivitySlotsMax * 16 + 4 <= clientActivityCopyBytes && clientActivityCopyBytes % directIoAlignmentBytes === 0, "the slot table fits one aligned activity-log copy");
 assert(clientActivitySequentialExtents >= 1 && clientActivitySequentialExtents * 4 <= clientActivitySlotsMax, "sequential read-ahead leaves room in the log");
+/** Crash recovery (crash-recovery.ts): verify passes over recovered extents at once; after this long unverified, they are marked dirty instead. */
+export const clientCrashRecoveryPassesMax = 4;
+export const clientCrashRecoveryVerifyTimeoutMs = 300_000;
 
 // ---- replica (src/roles/replica/, src/commands/restore.ts) ---------------------------------------
 /** Default ports of `druvaa replica apply` (the original product's install guide). */

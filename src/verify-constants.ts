@@ -1,10 +1,11 @@
 /**
- * The bounds of the client's online verify (src/roles/client/verify*.ts), kept beside
- * src/constants.ts (same conventions: units last, related limits asserted when the module loads)
- * because that file is at its size limit. The protocol's verify bounds stay there.
+ * The bounds of the online verify (src/roles/client/verify*.ts, src/roles/replica/verify.ts), kept
+ * beside src/constants.ts (same conventions: units last, related limits asserted when the module
+ * loads) because that file is at its size limit. The protocol's verify bounds stay there, and so
+ * does replicaVerifyReadBytes.
  */
 import { assert } from "./assert.ts";
-import { deviceIoSizeBytesMax, verifyBlockBytesMax, verifyBlockBytesMin, verifyRangeBytesMax } from "./constants.ts";
+import { bufferPoolIdleBytesMax, deviceIoSizeBytesMax, replicaVerifyReadBytes, verifyBlockBytesMax, verifyBlockBytesMin, verifyRangeBytesMax } from "./constants.ts";
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -14,8 +15,13 @@ const MiB = 1024 * KiB;
  * an outcome could otherwise list more ranges than the replica does: planProbes).
  */
 export const clientVerifyChunkBytes = 8 * MiB;
-/** Probes being read, hashed or sent at once; probes waiting for their outcome. */
-export const clientVerifyProbesInflight = 4;
+/**
+ * Probes being read, hashed or sent at once (each holds a chunk buffer: 64 MiB in all); probes
+ * waiting for their outcome. Reads are O_DIRECT where they can be (direct-reader.ts): no kernel
+ * read-ahead, so it is the probes in flight that keep the disk busy while one hashes (4 took a
+ * fifth longer than 8 for 2 GiB here).
+ */
+export const clientVerifyProbesInflight = 8;
 export const clientVerifyWindowChunks = 32;
 /** Digest block of a verify pass when the device has no change map (with one: its block size). */
 export const clientVerifyBlockBytesDefault = 64 * KiB;
@@ -35,3 +41,10 @@ export const clientVerifyRangesKeptMax = 65_536;
 assert(clientVerifyChunkBytes <= verifyRangeBytesMax && clientVerifyChunkBytes <= deviceIoSizeBytesMax, "a verify chunk is one probe and one device read");
 assert(clientVerifyBlockBytesDefault >= verifyBlockBytesMin && clientVerifyBlockBytesDefault <= verifyBlockBytesMax, "the default verify block is a valid probe block");
 assert(clientVerifyReportTimeoutMs <= clientVerifyReportTimeoutMsMax && clientVerifyProbesInflight <= clientVerifyWindowChunks, "verify bounds are ordered");
+
+/**
+ * Replica: pieces of replicaVerifyReadBytes being read or hashed at once, over every probe of the
+ * process (two keep the disk busy while one hashes; their buffers are reused through the pool).
+ */
+export const replicaVerifyPiecesInflightMax = 4;
+assert(replicaVerifyPiecesInflightMax >= 2 && replicaVerifyPiecesInflightMax * replicaVerifyReadBytes <= bufferPoolIdleBytesMax, "replica verify read buffers stay reusable in the pool");

@@ -56,7 +56,8 @@ export class ActivityLog {
   readonly #byExtent: Map<number, Slot>[];
   readonly #slots = new Set<Slot>();
   readonly #waiting: Slot[] = [];
-  readonly #pinned: Slot[] = [];
+  /** Recovered slots, pinned until released, each with the range recovery.ranges gives for it. */
+  readonly #pinned: { range: ActiveRange; slot: Slot }[] = [];
   readonly #buffer: Uint8Array;
   #durableSequence: number;
   #writing: Promise<void> | undefined;
@@ -125,14 +126,15 @@ export class ActivityLog {
       const offsetBytes = record.firstExtent * previous.extentBytes;
       const endBytes = Math.min(region.volumeSizeBytes, (record.firstExtent + record.extentCount) * previous.extentBytes);
       if (endBytes <= offsetBytes) continue;
-      ranges.push({ region: region.name, offsetBytes, lengthBytes: endBytes - offsetBytes });
+      const range: ActiveRange = { region: region.name, offsetBytes, lengthBytes: endBytes - offsetBytes };
+      ranges.push(range);
       // Kept in the table, pinned, in this log's extent size (a superset if the size changed).
       const first = Math.floor(offsetBytes / this.extentBytes);
       const count = Math.floor((endBytes - 1) / this.extentBytes) + 1 - first;
       const slot = new Slot(record.regionIndex, first, count, now);
       slot.state = "durable";
       slot.inflight = 1;
-      this.#pinned.push(slot);
+      this.#pinned.push({ range, slot });
       this.#add(slot);
       this.#recoveredExtents += count;
     }
@@ -144,9 +146,16 @@ export class ActivityLog {
     return this.#write({ clean: false, slots: this.#tableSlots(), openResyncRegions: [] });
   }
 
-  /** The recovered extents were dealt with (marked dirty, or verified): they may go cold now. */
-  releaseRecovered(): void {
-    for (const slot of this.#pinned.splice(0)) this.#leaveSlot(slot);
+  /**
+   * The recovered extents were dealt with (marked dirty, or verified and repaired): they may go
+   * cold now. With `range` (one of recovery.ranges, by value), only that one; false if it is not
+   * (or no longer) pinned.
+   */
+  releaseRecovered(range?: ActiveRange): boolean {
+    const index = range === undefined ? 0 : this.#pinned.findIndex((p) => p.range.region === range.region && p.range.offsetBytes === range.offsetBytes && p.range.lengthBytes === range.lengthBytes);
+    if (index < 0) return false;
+    for (const { slot } of this.#pinned.splice(index, range === undefined ? this.#pinned.length : 1)) this.#leaveSlot(slot);
+    return true;
   }
 
   /**

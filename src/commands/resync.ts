@@ -1,7 +1,7 @@
 /**
  * `druvaa resync` (also installed as `drresync`): asks a client (its control port) to resync now
  * and waits until every device is in sync again: connected, no dirty block left in the change
- * map, every write acknowledged by staging. Exit 0 only then; 5 (timeout) if it is not in sync by
+ * map, every write acknowledged by staging, no extent left to verify after a crash. Exit 0 only then; 5 (timeout) if it is not in sync by
  * --timeout (e.g. staging still unreachable), 4 if the client has no change map. Progress on a
  * TTY; --json for scripts and cron.
  */
@@ -23,6 +23,8 @@ interface ClientModeView {
   resync?: { sentBytes: number; remainingBytes: number } | null;
   lastResync?: { outcome: string; sentBytes: number; seconds: number } | null;
   devices?: { name: string; dirtyBytes: number | null }[];
+  /** After a crash: extents being verified are not known to be in sync (crash-recovery.ts). */
+  crashRecovery?: { inProgress: boolean; totalBytes: number; checkedBytes: number } | null;
 }
 
 async function postResync(connect: string): Promise<void> {
@@ -35,7 +37,7 @@ async function postResync(connect: string): Promise<void> {
 }
 
 function inSync(status: ClientModeView): boolean {
-  return status.mode === "connected" && (status.dirtyBytes ?? 0) === 0 && (status.unackedWrites ?? 0) === 0;
+  return status.mode === "connected" && (status.dirtyBytes ?? 0) === 0 && (status.unackedWrites ?? 0) === 0 && status.crashRecovery?.inProgress !== true;
 }
 
 export default command({
@@ -62,7 +64,8 @@ export default command({
       if (inSync(status)) break;
       const elapsedMs = performance.now() - started;
       if (elapsedMs > timeoutMs) {
-        const why = status.mode === "disconnected" ? `still disconnected (${status.disconnectReason ?? "staging unreachable"})` : `${status.mode}, ${formatBytes(status.dirtyBytes ?? 0)} dirty, ${status.unackedWrites ?? 0} write(s) unacknowledged`;
+        const recovering = status.crashRecovery?.inProgress === true ? `, crash recovery verifying (${formatBytes(status.crashRecovery.checkedBytes)} of ${formatBytes(status.crashRecovery.totalBytes)})` : "";
+        const why = status.mode === "disconnected" ? `still disconnected (${status.disconnectReason ?? "staging unreachable"})` : `${status.mode}, ${formatBytes(status.dirtyBytes ?? 0)} dirty, ${status.unackedWrites ?? 0} write(s) unacknowledged${recovering}`;
         if (tty) process.stderr.write("\n");
         throw new DruvaaError("TIMEOUT", `not in sync after ${args.timeout}: ${why}`, "Check staging (druvaa status --connect STAGING:6002) and the client's log; run again later", exitCodes.timeout);
       }
@@ -73,7 +76,7 @@ export default command({
     const seconds = (performance.now() - started) / 1000;
     output(
       args.json,
-      { ok: true, inSync: true, mode: status.mode, dirtyBytes: status.dirtyBytes ?? 0, lastResync: status.lastResync ?? null, seconds, devices: (status.devices ?? []).map((d) => ({ name: d.name, dirtyBytes: d.dirtyBytes })) },
+      { ok: true, inSync: true, mode: status.mode, dirtyBytes: status.dirtyBytes ?? 0, lastResync: status.lastResync ?? null, crashRecovery: status.crashRecovery ?? null, seconds, devices: (status.devices ?? []).map((d) => ({ name: d.name, dirtyBytes: d.dirtyBytes })) },
       () => `in sync: ${status.lastResync ? `${formatBytes(status.lastResync.sentBytes)} resynced` : "nothing was dirty"} (${seconds.toFixed(1)} s)`,
     );
   },

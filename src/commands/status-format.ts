@@ -60,6 +60,10 @@ export function formatStatus(status: RoleStatus): string {
     }
     const activity = status.activityLog as { path?: string; activeExtents?: number; extentBytes?: number; writes?: number; recoveredExtents?: number } | null | undefined;
     if (activity) lines.push(`  activity log ${activity.path}: ${activity.activeExtents ?? 0} active extent(s) of ${formatBytes(Number(activity.extentBytes ?? 0))}, ${activity.writes ?? 0} log write(s)${activity.recoveredExtents ? `, ${activity.recoveredExtents} extent(s) recovered after a crash` : ""}`);
+    const recovery = status.crashRecovery as { state?: string; extents?: number; verifiedExtents?: number; checkedBytes?: number; totalBytes?: number; differingBlocks?: number; differingBytes?: number; markedBytes?: number } | null | undefined;
+    if (recovery && recovery.state !== "none") {
+      lines.push(`  crash recovery: ${recovery.state}, ${recovery.verifiedExtents ?? 0} of ${recovery.extents ?? 0} extent(s) verified (${formatBytes(Number(recovery.checkedBytes ?? 0))} of ${formatBytes(Number(recovery.totalBytes ?? 0))} checked), ${recovery.differingBlocks ?? 0} block(s) (${formatBytes(Number(recovery.differingBytes ?? 0))}) differed${recovery.markedBytes ? `, ${formatBytes(recovery.markedBytes)} marked dirty whole` : ""}`);
+    }
     const initial = status.initialSync as { mode?: string; state?: string; progress?: { doneBytes: number; totalBytes: number } | null; note?: string | null } | undefined;
     if (initial !== undefined && initial.mode !== "none") {
       const progress = initial.progress ? `, ${formatBytes(initial.progress.doneBytes)} of ${formatBytes(initial.progress.totalBytes)}` : "";

@@ -7,6 +7,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import { ChangeMap, changeMapLayoutBytes } from "../../src/changemap/index.ts";
+import { clientResyncChunkBytes, clientResyncInflightBytesMax } from "../../src/constants.ts";
 import { MemoryDevice } from "../../src/io/memory-device.ts";
 import type { NbdExport } from "../../src/nbd/backend.ts";
 import { ClientCore, type ClientCoreOptions } from "../../src/roles/client/core.ts";
@@ -14,7 +15,10 @@ import { Clock, FakeSender, filled, settle, type SentWrite } from "./core-helper
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
-const volumeBytes = 4 * MiB;
+/** Resync chunks are at most this long; the tests below count on four chunks' worth in flight. */
+const chunkBytes = clientResyncChunkBytes;
+if (clientResyncInflightBytesMax !== 4 * chunkBytes) throw new Error("resync-sets.test.ts assumes clientResyncInflightBytesMax = 4 × clientResyncChunkBytes");
+const volumeBytes = 4 * chunkBytes;
 const names = ["disk0", "disk1"];
 
 async function setup(extra: Partial<ClientCoreOptions> = {}) {
@@ -70,7 +74,7 @@ describe("resync sets", () => {
 
   test("chunks are kind resync; exactly one resyncEnd per device, sent only after every chunk of that device was acked (acks in reverse order)", async () => {
     const { devices, core, ack, acked, dirty } = await setup();
-    await dirty([["disk0", 0, 3 * MiB, 0x10], ["disk1", 512 * KiB, 64 * KiB, 0x21], ["disk1", 2 * MiB, 4 * KiB, 0x22]]);
+    await dirty([["disk0", 0, 3 * chunkBytes, 0x10], ["disk1", 512 * KiB, 64 * KiB, 0x21], ["disk1", 2 * MiB, 4 * KiB, 0x22]]);
     const link = new FakeSender();
     core.linkUp(link);
     await settle();
@@ -98,7 +102,7 @@ describe("resync sets", () => {
       expect(ends(link.sent, name)[0]!.message).toMatchObject({ offset: 0, length: 0 });
       expect(ends(link.sent, name)[0]!.payload).toBeUndefined();
     }
-    expect(chunks(link.sent, "disk0").length).toBe(3); // 3 MiB in 1 MiB chunks
+    expect(chunks(link.sent, "disk0").length).toBe(3); // three chunks' worth
     // The chunks carry the devices' current bytes.
     for (const chunk of chunks(link.sent)) {
       const device = devices[names.indexOf(chunk.message.device)]!;
@@ -109,7 +113,7 @@ describe("resync sets", () => {
 
   test("a pass interrupted by a disconnect sends no resyncEnd; the next pass sends the rest and ends the set once", async () => {
     const { core, ack, dirty } = await setup();
-    await dirty([["disk0", 0, 3 * MiB, 0x31]]);
+    await dirty([["disk0", 0, 3 * chunkBytes, 0x31]]);
     const first = new FakeSender();
     core.linkUp(first);
     await settle();
@@ -119,12 +123,12 @@ describe("resync sets", () => {
     core.linkDown();
     await settle();
     expect(ends(first.sent)).toEqual([]);
-    expect(core.modeStatus()).toMatchObject({ mode: "disconnected", dirtyBytes: 2 * MiB, resyncSetsOpen: ["disk0"] });
+    expect(core.modeStatus()).toMatchObject({ mode: "disconnected", dirtyBytes: 2 * chunkBytes, resyncSetsOpen: ["disk0"] });
 
     const second = new FakeSender();
     core.linkUp(second);
     await settle();
-    expect(chunks(second.sent).map((s) => s.message.offset)).toEqual([0, 2 * MiB]);
+    expect(chunks(second.sent).map((s) => s.message.offset)).toEqual([0, 2 * chunkBytes]);
     expect(ends(second.sent)).toEqual([]);
     ack(second.sent[0]!);
     await settle();
@@ -176,6 +180,70 @@ describe("resync sets", () => {
     ack(ends(link.sent)[1]!);
     await settle();
     expect(core.modeStatus()).toMatchObject({ mode: "connected", resyncSetsOpen: [] });
+  });
+
+  test("WRL full during a pass: each retry has half as many bytes in flight, down to smaller chunks; the pass still completes", async () => {
+    const { clock, core, ack, dirty } = await setup();
+    await dirty([["disk0", 0, 3 * chunkBytes, 0x61]]);
+    const link = new FakeSender();
+    core.linkUp(link);
+    await settle();
+    /** Answered (acked, or diverted by a WRL full), by reqId. */
+    const answered = new Set<number>();
+    const acked = (s: SentWrite) => answered.has(s.message.reqId);
+    const inFlight = () => chunks(link.sent).filter((s) => !acked(s)).map((s) => s.message.length);
+    const wrlFull = async () => {
+      const victim = chunks(link.sent).find((s) => !acked(s))!;
+      for (const s of chunks(link.sent)) answered.add(s.message.reqId); // diverted with the link's other writes
+      core.handleReply({ type: "writeNack", reqId: victim.message.reqId, code: "WRL_FULL", message: "full" });
+      await settle();
+      expect(core.mode).toBe("disconnected");
+      await clock.advance(2_000);
+    };
+    expect(inFlight()).toEqual([chunkBytes, chunkBytes, chunkBytes]); // 3 chunks within the in-flight bytes
+    await wrlFull();
+    expect(inFlight()).toEqual([chunkBytes, chunkBytes]); // half the bytes in flight
+    await wrlFull();
+    expect(inFlight()).toEqual([chunkBytes]);
+    await wrlFull();
+    expect(inFlight()).toEqual([chunkBytes / 2]); // below one chunk: smaller chunks
+    for (let steps = 0; steps < 100 && core.mode !== "connected"; steps += 1) {
+      const next = link.sent.find((s) => !acked(s));
+      if (next === undefined) break;
+      answered.add(next.message.reqId);
+      ack(next);
+      await settle();
+      expect(inFlight().every((length) => length <= chunkBytes / 2)).toBe(true);
+    }
+    expect(core.modeStatus()).toMatchObject({ mode: "connected", dirtyBytes: 0, resyncSetsOpen: [] });
+  });
+
+  test("a chunk staging refuses as larger than its WRL holds in one record (OUT_OF_RANGE): the retry sends halves, and so do later passes", async () => {
+    const { clock, core, ack, exports, dirty } = await setup();
+    await dirty([["disk0", 0, chunkBytes, 0x71]]);
+    const link = new FakeSender();
+    core.linkUp(link);
+    await settle();
+    expect(chunks(link.sent).map((s) => s.message.length)).toEqual([chunkBytes]);
+    core.handleReply({ type: "writeNack", reqId: chunks(link.sent)[0]!.message.reqId, code: "OUT_OF_RANGE", message: `a write of ${chunkBytes} bytes is larger than WRL wrl0 can hold in one record` });
+    await settle();
+    expect(core.mode).toBe("disconnected");
+    await clock.advance(2_000);
+    const retried = chunks(link.sent).slice(1);
+    expect(retried.map((s) => [s.message.offset, s.message.length])).toEqual([[0, chunkBytes / 2], [chunkBytes / 2, chunkBytes / 2]]);
+    for (const s of retried) ack(s);
+    await settle();
+    ack(ends(link.sent)[0]!);
+    await settle();
+    expect(core.modeStatus()).toMatchObject({ mode: "connected", dirtyBytes: 0 });
+    // The WRL did not grow: the next disconnect's pass starts with the smaller chunks at once.
+    core.linkDown();
+    await exports.get("disk0")!.write(0, filled(chunkBytes, 0x72), false);
+    const again = new FakeSender();
+    core.linkUp(again);
+    await settle();
+    expect(chunks(again.sent).map((s) => s.message.length)).toEqual([chunkBytes / 2, chunkBytes / 2]);
+    core.abort();
   });
 
   test("a restart with sets the last run may have left open ends exactly those, even with nothing dirty; without any, nothing is sent", async () => {

@@ -142,14 +142,7 @@ export class FakeSystem {
     for (let count = 0; count < batch && this.appliedUpTo < this.log.length; count += 1) {
       const record = this.log[this.appliedUpTo]!;
       this.appliedUpTo += 1;
-      const device = record.message.device;
-      const held = this.#held.get(device);
-      if (record.message.kind === "resync" && held === undefined) this.#held.set(device, [record]);
-      else if (record.message.kind === "resyncEnd" && held !== undefined) {
-        this.#held.delete(device);
-        for (const each of held) this.#process(each);
-      } else if (held !== undefined) held.push(record);
-      else this.#process(record);
+      holdForSets(record, this.#held, (each) => this.#process(each));
     }
   }
 
@@ -209,3 +202,17 @@ export function compareDigests(image: Uint8Array, offset: number, length: number
   return differing;
 }
 
+/**
+ * A fake replica's resync sets: a device's records from its first resync record to its
+ * resyncEnd are held, then processed together, in order (as the replica WRL does).
+ */
+export function holdForSets<R extends { message: WriteMessage }>(record: R, held: Map<string, R[]>, process: (record: R) => void): void {
+  const { device, kind } = record.message;
+  const waiting = held.get(device);
+  if (kind === "resync" && waiting === undefined) held.set(device, [record]);
+  else if (kind === "resyncEnd" && waiting !== undefined) {
+    held.delete(device);
+    for (const each of waiting) process(each);
+  } else if (waiting !== undefined) waiting.push(record);
+  else process(record);
+}

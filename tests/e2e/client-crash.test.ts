@@ -2,8 +2,10 @@
  * Client crashes and a client started while staging is down, with real processes: the client is
  * SIGKILLed in the middle of a fio (nbd engine, crc32c verify) workload, so writes are in flight
  * (logged at staging and not written locally, or the reverse); restarted on the same change map,
- * it finds the activity log not clean, resyncs the active extents as resync sets, and once
- * `druvaa resync` exits 0 and staging drained, the restored replica equals the primary. A client
+ * it finds the activity log not clean and recovers the active extents checksum-first: a verify
+ * pass compares them with the replica and only the blocks that differ are resent (far fewer
+ * bytes than the extents); once `druvaa resync` exits 0 and staging drained, the restored
+ * replica equals the primary. A client
  * started while staging is dead serves fio at once (disconnected mode) and resyncs when staging
  * comes up; a clean stop (SIGTERM) leaves nothing to recover.
  */
@@ -20,7 +22,7 @@ afterEach(async () => {
 
 
 describe("client crash and start without staging", () => {
-  test("client SIGKILLed mid-workload: the restart resyncs the activity-log extents, replica == primary", async () => {
+  test("client SIGKILLed mid-workload: the restart verifies the activity-log extents and resends only what differs, replica == primary", async () => {
     const sys = (system = await startSystem({ sizeBytes, changeMap: true }));
     const status = await sys.status("client");
     expect(status.activityLog).toMatchObject({ recoveredExtents: 0, slotsMax: 256 });
@@ -39,8 +41,17 @@ describe("client crash and start without staging", () => {
     await sys.restart("client");
     const after = await sys.status("client");
     expect(after.activityLog.recoveredExtents).toBeGreaterThan(1);
+    expect(after.crashRecovery.extents).toBeGreaterThan(1);
     const report = await expectResynced(sys, 40);
-    expect((report.lastResync as { sentBytes: number }).sentBytes).toBeGreaterThanOrEqual(4 * MiB);
+    // `druvaa resync` reports in sync only once every recovered extent was verified.
+    const recovery = report.crashRecovery as { inProgress: boolean; extents: number; totalBytes: number; verifiedBytes: number; differingBlocks: number; differingBytes: number; markedBytes: number };
+    const sentBytes = (report.lastResync as { sentBytes: number } | null)?.sentBytes ?? 0;
+    console.log(`client crash: ${recovery.extents} active extents (${recovery.totalBytes / MiB} MiB) verified; ${recovery.differingBlocks} block(s) (${recovery.differingBytes} bytes) differed; the resync sent ${sentBytes} bytes`);
+    expect(recovery).toMatchObject({ inProgress: false, markedBytes: 0, verifiedBytes: recovery.totalBytes });
+    expect(recovery.totalBytes).toBeGreaterThanOrEqual(8 * MiB);
+    // Only what differs travels: fio had at most 16 requests of 4 KiB in flight.
+    expect(sentBytes).toBeLessThanOrEqual(recovery.differingBytes);
+    expect(recovery.differingBytes).toBeLessThan(recovery.totalBytes / 64);
     const synced = await sys.status("client");
     expect(synced.resyncSetsOpen).toEqual([]);
     await expectReplicaEqualsPrimary(sys);

@@ -7,24 +7,18 @@
  * Needs root, /dev/fuse, fuse3 and libnbd-bin (scripts/setup.sh installs them in CI). Replay a
  * workload with the seed the test prints: DRUVAA_EXT4_SEED=N bun test tests/e2e/ext4-disconnected.test.ts
  */
-import { afterAll, expect, test } from "bun:test";
+import { expect, test } from "bun:test";
 import { createHash } from "node:crypto";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { hashTree, runFileWorkload, sh, Teardown, type WorkloadResult } from "./ext4-helpers.ts";
-import { expectRestoredExt4, mountExt4OnExport, withTeardown } from "./ext4-flow.ts";
+import { hashTree, runFileWorkload, sh, type WorkloadResult } from "./ext4-helpers.ts";
+import { expectRestoredExt4, fileTeardown, mountExt4OnExport, withTeardown, workloadSeed } from "./ext4-flow.ts";
 import { expectResynced, MiB, startSystem } from "./helpers.ts";
 
-const teardown = new Teardown();
-afterAll(async () => {
-  const failures = await teardown.run();
-  if (failures.length > 0) throw new Error(`cleanup failed:\n${failures.join("\n")}`);
-});
+const teardown = fileTeardown();
 
 function seedOf(): number {
-  const seed = Number(process.env.DRUVAA_EXT4_SEED ?? Math.floor(Math.random() * 2 ** 31));
-  console.log(`ext4 workload seed ${seed} (replay: DRUVAA_EXT4_SEED=${seed} bun test tests/e2e/ext4-disconnected.test.ts)`);
-  return seed;
+  return workloadSeed("tests/e2e/ext4-disconnected.test.ts");
 }
 
 /** One workload in its own directory; the model's paths are made relative to the fs root. */

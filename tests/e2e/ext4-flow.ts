@@ -4,11 +4,11 @@
  * restored replica (`e2fsck -fn`, the files the workload model expects, none of the deleted ones,
  * byte-identical to the primary), with nothing left mounted or attached.
  */
-import { expect } from "bun:test";
+import { afterAll, expect } from "bun:test";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { attachLoop, hashTree, mountFs, sh, startNbdfuse, type Teardown } from "./ext4-helpers.ts";
+import { attachLoop, hashTree, mountFs, sh, startNbdfuse, Teardown } from "./ext4-helpers.ts";
 import { sha256File, type System } from "./helpers.ts";
 
 export interface Ext4OnExport {
@@ -100,4 +100,21 @@ export async function withTeardown(teardown: Teardown, body: () => Promise<void>
       console.error(`cleanup after the failure also failed:\n${failures.join("\n")}`);
     }
   }
+}
+
+/** A teardown stack for a test file, run again after all tests as a backstop (a test that timed out). */
+export function fileTeardown(): Teardown {
+  const teardown = new Teardown();
+  afterAll(async () => {
+    const failures = await teardown.run();
+    if (failures.length > 0) throw new Error(`cleanup failed:\n${failures.join("\n")}`);
+  });
+  return teardown;
+}
+
+/** The file workload's seed (DRUVAA_EXT4_SEED replays one), printed with the command that replays it. */
+export function workloadSeed(testFile: string): number {
+  const seed = Number(process.env.DRUVAA_EXT4_SEED ?? Math.floor(Math.random() * 2 ** 31));
+  console.log(`ext4 workload seed ${seed} (replay: DRUVAA_EXT4_SEED=${seed} bun test ${testFile})`);
+  return seed;
 }

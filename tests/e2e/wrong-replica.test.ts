@@ -8,7 +8,7 @@
  */
 import { afterEach, expect, test } from "bun:test";
 import { join } from "node:path";
-import { createImage, druvaa, expectReplicaEqualsPrimary, MiB, qemuIo, sha256File, startSystem, startTracked, type System } from "./helpers.ts";
+import { createImage, druvaa, expectReplicaEqualsPrimary, expectResynced, MiB, qemuIo, sha256File, startSystem, startTracked, type System } from "./helpers.ts";
 
 const sizeBytes = 16 * MiB;
 let system: System | undefined;
@@ -71,5 +71,7 @@ test("staging pointed at another replica: REPLICA_MISSING_RECORDS, that replica 
   await sys.restart("staging");
   expect(sys.stagingListen).toBeDefined();
   expect(rightReplica).toBe(sys.replicaListen);
+  // The client was disconnected while staging was down: in sync again first, then compared.
+  await expectResynced(sys);
   await expectReplicaEqualsPrimary(sys);
 }, 90_000);

@@ -71,6 +71,7 @@ export async function crashClient(world: World, index: number): Promise<void> {
   world.stats.clientCrashes += 1;
   old.kill();
   old.core.abort();
+  world.abandonWritesOf(index);
   for (const name of old.primaries.keys()) await old.changeMap.region(name).markAll();
   const fresh = new SimClient(world, index, world.clientDeviceSizes(index), { primaries: old.primaries, changeMap: old.changeMap }, old.core.epochHigh + 1);
   world.clients[index] = fresh;

@@ -97,6 +97,7 @@ export class World {
   /** Checks wait until the replica has applied past every LSN a crashed replica may have half-written. */
   #replicaHorizonLsn = 0;
   readonly #pending = new Set<Promise<void>>();
+  readonly #pendingByWrite = new Map<SimWrite, Promise<void>>();
 
   private constructor(options: WorldOptions) {
     this.options = { wrlSizeBytes: 1 * MiB, shipmentLimits: defaultShipmentLimits, relayWindowMax: 2, ...options };
@@ -160,9 +161,22 @@ export class World {
     const tracked = done.finally(() => {
       this.activity.bump();
       this.#pending.delete(tracked);
+      this.#pendingByWrite.delete(write);
     });
     this.#pending.add(tracked);
+    this.#pendingByWrite.set(write, tracked);
     return write;
+  }
+
+  /** Client `index` died: the writes it had in flight never answer (the application died with it). */
+  abandonWritesOf(index: number): void {
+    for (const [write, tracked] of this.#pendingByWrite) {
+      if (write.client !== index) continue;
+      write.completedAt = this.history.tick();
+      write.failed = "CLIENT_CRASHED";
+      this.#pending.delete(tracked);
+      this.#pendingByWrite.delete(write);
+    }
   }
 
   // ---- the scheduler --------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 /**
- * The activity log of `druvaa client attach --changemap PATH`: where it lives, and the start and
- * shutdown steps around it (crash-recovery.ts has the decision table).
+ * The activity log of `druvaa client attach --changemap PATH`: where it lives, and the start
+ * steps around it (crash-recovery.ts has the decision table).
  *
  * Where: next to the change map, as `PATH.activity`, when the change map is an image file; in the
  * state directory, as `STATE_DIR/NAME.activity`, when it is a block device (a partition has no
@@ -12,9 +12,10 @@ import { ActivityLog, type ActiveRange } from "../../changemap/activity-log.ts";
 import type { ChangeMap } from "../../changemap/index.ts";
 import { formatBytes } from "../../units.ts";
 import { isBlockDevicePath, openBlockDevice } from "../../io/open-device.ts";
-import { markRanges, rangeBytes } from "./crash-recovery.ts";
+import { CrashRecovery, markRanges, rangeBytes } from "./crash-recovery.ts";
 import type { ClientCore } from "./core.ts";
 import type { ClientDevice } from "./types.ts";
+import type { ClientVerify } from "./verify-setup.ts";
 
 /** Where the activity log of the change map at `changeMapPath` lives. */
 export async function activityLogPath(changeMapPath: string, stateDir: string): Promise<string> {
@@ -39,25 +40,39 @@ export function resyncSetsOpenAtStart(log: ActivityLog, devices: readonly Client
 }
 
 /**
- * Before exporting: after an unclean shutdown, repairs the active extents (the core's
- * recoverActiveExtents for the devices it serves, dirty marks for regions of devices it does
- * not), then records durably that this run has begun, and lets the recovered extents go cold.
+ * Before exporting: after an unclean shutdown, marks the active extents of regions no --device of
+ * this run serves dirty, then records durably that this run has begun. Returns the active
+ * extents of the devices it serves, still pinned in the log: CrashRecovery (crash-recovery.ts)
+ * verifies them, or marks them dirty, and releases each once that is durable.
  */
-export async function recoverAndStart(log: ActivityLog, core: ClientCore, map: ChangeMap, devices: readonly ClientDevice[], logger: ConsolaInstance, path: string): Promise<void> {
+export async function recoverAndStart(log: ActivityLog, map: ChangeMap, devices: readonly ClientDevice[], logger: ConsolaInstance, path: string): Promise<ActiveRange[]> {
   const { recovery } = log;
+  const served = new Set(devices.map((device) => device.changeMap?.name));
+  const ours: ActiveRange[] = recovery.ranges.filter((range) => served.has(range.region));
   if (!recovery.clean) {
-    const served = new Set(devices.map((device) => device.changeMap?.name));
-    const ours: ActiveRange[] = recovery.ranges.filter((range) => served.has(range.region));
     const others = recovery.ranges.filter((range) => !served.has(range.region));
-    logger.warn(`the last run did not shut down cleanly: ${recovery.ranges.length} active extent range(s) (${formatBytes(rangeBytes(recovery.ranges))}) in ${path} may differ between primary and replica; resyncing them`);
-    await core.recoverActiveExtents(ours);
+    logger.warn(`the last run did not shut down cleanly: ${recovery.ranges.length} active extent range(s) (${formatBytes(rangeBytes(recovery.ranges))}) in ${path} may differ between primary and replica; recovering them`);
     if (others.length > 0) {
       await markRanges(others, (name) => map.region(name));
+      for (const range of others) log.releaseRecovered(range);
       logger.warn(`marked ${others.length} active range(s) of region(s) no --device of this run serves (${[...new Set(others.map((r) => r.region))].join(", ")}) dirty: they resync when those devices are attached`);
     }
   } else if (recovery.isNew) {
     logger.info(`activity log ${path}: new`);
   }
   await log.start();
-  log.releaseRecovered();
+  return ours;
+}
+
+/** Checksum-first recovery of `ranges` (recoverAndStart's answer) for attach; start() it once the link was tried. */
+export function crashRecoveryOf(log: ActivityLog, ranges: readonly ActiveRange[], core: ClientCore, devices: readonly ClientDevice[], verify: ClientVerify): CrashRecovery {
+  return new CrashRecovery({
+    ranges,
+    devices,
+    core,
+    probes: verify.probes,
+    release: (range) => void log.releaseRecovered(range),
+    blockBytesOf: (spec) => verify.verifier.blockBytesOf(spec),
+    extentBytes: log.extentBytes,
+  });
 }

@@ -20,7 +20,8 @@ import { statusHeader } from "../server-support.ts";
 import { announceReady, checkName, defaultNodeId, parseNamedValues, resolveStateDir, untilSignalled } from "../common.ts";
 import { ClientCore, type ClientDevice } from "./core.ts";
 import { StagingLink } from "./staging-link.ts";
-import { activityLogPath, openActivityLog, recoverAndStart, resyncSetsOpenAtStart } from "./activity-setup.ts";
+import { activityLogPath, crashRecoveryOf, openActivityLog, recoverAndStart, resyncSetsOpenAtStart } from "./activity-setup.ts";
+import type { CrashRecovery } from "./crash-recovery.ts";
 import { withActivityLog } from "./activity-export.ts";
 import type { ActivityLog } from "../../changemap/activity-log.ts";
 import { ClientStateFile, type ClientState } from "./state.ts";
@@ -91,6 +92,7 @@ export default command({
     let mapSyncTimer: ReturnType<typeof setInterval> | undefined;
     let activity: ActivityLog | undefined;
     let verify: ClientVerify | undefined;
+    let recovery: CrashRecovery | undefined;
     const syncMap = () => changeMap?.sync().catch((error: unknown) => log.error(`change map ${args.changemap}: ${error instanceof Error ? error.message : String(error)}`));
     try {
       let core: ClientCore | undefined;
@@ -108,10 +110,11 @@ export default command({
       if (changeMap !== undefined) activity = await openActivityLog(activityPath!, changeMap);
       const resyncSetsOpen = activity === undefined ? [] : resyncSetsOpenAtStart(activity, devices);
       const liveCore = (core = new ClientCore({ devices, startEpoch: stateFile.startEpoch, ackTimeoutMs, resyncRateBytesPerSecond: resyncRate, onResynced: () => void syncMap(), resyncSetsOpen }));
-      // After a crash the active extents are repaired (marked dirty) before anything is exported.
-      if (activity !== undefined) await recoverAndStart(activity, liveCore, changeMap!, devices, log, activityPath!);
+      // After a crash the active extents stay pinned in the activity log until recovered (below).
+      const recovering = activity === undefined ? [] : await recoverAndStart(activity, changeMap!, devices, log, activityPath!);
       if (changeMap !== undefined) mapSyncTimer = setInterval(syncMap, clientChangeMapSyncIntervalMs);
       const verifying = (verify = setUpVerify({ core: liveCore, devices, initialSyncMode, records: stateFile, wrlUuidOf: (name) => link?.wrlUuids.get(name) }));
+      const recovered = (recovery = activity === undefined ? undefined : crashRecoveryOf(activity, recovering, liveCore, devices, verifying));
       link = new StagingLink({
         address: staging,
         dial: () => connect(stagingAddress),
@@ -121,6 +124,8 @@ export default command({
       });
       await startLink(link, changeMap !== undefined);
       if (!link.connected) liveCore.linkDown(); // disconnected mode from the start
+      // Checksum-first once staging is connected; without staging the extents are marked dirty now.
+      await recovered?.start();
       if (link.connected) log.info(`attached ${devices.map((d) => d.name).join(", ")} to WRL ${wrl} at staging ${staging}`);
 
       const activeLog = activity;
@@ -138,6 +143,7 @@ export default command({
           unackedWrites: liveCore.unackedWrites,
           ...liveCore.modeStatus(),
           activityLog: activity === undefined ? null : { path: activityPath, ...activity.status() },
+          crashRecovery: recovered?.status() ?? null,
           ...verifying.status(),
         }),
         "POST /resync": () => {
@@ -163,6 +169,7 @@ export default command({
 
       await untilSignalled("client", async () => {
         verifying.stop();
+        recovered?.stop();
         const failedWrites = await shutdown(liveCore, server);
         clearInterval(saveTimer);
         await save();
@@ -176,6 +183,7 @@ export default command({
       });
     } finally {
       verify?.stop();
+      recovery?.stop();
       clearInterval(saveTimer);
       clearInterval(mapSyncTimer);
       await nbd?.close();

@@ -388,8 +388,8 @@ export class ClientCore {
   }
 
   /**
-   * After a crash, before the devices are exported: repairs the extents the activity log names
-   * (crash-recovery.ts; default: marks them dirty, durably, so the resync sends them).
+   * After a crash, when checksum-first recovery cannot verify the active extents (crash-recovery.ts):
+   * repairs them (default: marks them dirty, durably, so the resync sends them whole).
    */
   recoverActiveExtents(ranges: readonly ActiveRange[]): Promise<void> {
     return this.#recoverActiveExtents(ranges, [...this.#devices.values()].map((state) => state.spec));

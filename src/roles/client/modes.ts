@@ -22,11 +22,14 @@
  * is sent only when the device has no dirty bit left and every chunk of it was acked. A pass
  * interrupted by a disconnect leaves the set open; the next pass continues it and ends it.
  */
-import { clientAckTimeoutMsDefault, clientResyncChunkBytes, clientResyncChunkBytesMin, clientResyncChunksInflight, clientResyncRetryMs } from "../../constants.ts";
+import { bufferPoolPooledBytesMin, clientAckTimeoutMsDefault, clientResyncChunkBytes, clientResyncChunkBytesMin, clientResyncInflightBytesMax, clientResyncRetryMs } from "../../constants.ts";
+import { sharedBufferPool } from "../../io/buffer-pool.ts";
 import { DruvaaError } from "../../errors.ts";
 import type { ConsolaInstance } from "consola/basic";
 import type { EpochAssigner } from "../../order/epochs.ts";
 import type { WriteMessage } from "../../protocol/messages.ts";
+import type { BlockDevice } from "../../io/block-device.ts";
+import { openDirectReader, pagesAligned } from "./direct-reader.ts";
 import { ResyncPass, type ResyncProgress } from "./resync.ts";
 import type { ClientCoreOptions, ClientMode, ClientModeStatus, ClientTimers, DeviceState, PendingWrite } from "./types.ts";
 
@@ -64,10 +67,21 @@ export class ModeController {
   #lastResync: (ResyncProgress & { outcome: string; endedAt: number }) | undefined;
   #cancelAckCheck: (() => void) | undefined;
   #cancelResyncRetry: (() => void) | undefined;
-  /** Chunks in flight and chunk size of the next pass: halved after a pass hit "WRL full". */
-  #resyncConcurrency = clientResyncChunksInflight;
+  /** Bytes in flight and longest chunk of the next pass: halved after a pass hit "WRL full". */
+  #resyncInflightBytes = clientResyncInflightBytesMax;
   #resyncChunkBytes = clientResyncChunkBytes;
   #wrlFullDuringResync = false;
+  /**
+   * What staging's WRL holds, as far as known, for the process's life: once it refused a chunk as
+   * too large for one record (OUT_OF_RANGE: a tiny WRL), chunks are half that and no more than
+   * that is in flight (the whole WRL holds little more), so a retry need not halve its way there.
+   */
+  #chunkBytesFit = clientResyncChunkBytes;
+  #inflightBytesFit = Number.POSITIVE_INFINITY;
+  /** The shortest chunk of the running pass refused as too large for the WRL. */
+  #refusedChunkBytes: number | undefined;
+  /** O_DIRECT readers of the devices for bulk chunks (direct-reader.ts), opened once per pass. */
+  readonly #readers = new Map<string, Promise<BlockDevice | undefined>>();
   /** Devices whose resync set may be open at the replica (a resyncEnd is due once they are clean). */
   readonly #openSets: Set<string>;
   readonly #ackTimeoutMs: number;
@@ -152,8 +166,8 @@ export class ModeController {
       timers: this.host.timers,
       now: () => this.host.now(),
       rateLimitBytesPerSecond: this.#resyncRate,
-      concurrency: this.#resyncConcurrency,
-      chunkBytes: this.#resyncChunkBytes,
+      inflightBytes: Math.min(this.#resyncInflightBytes, this.#inflightBytesFit),
+      chunkBytes: Math.min(this.#resyncChunkBytes, this.#chunkBytesFit),
     }));
     this.host.log.info(`resync: sending ${pass.progress.remainingBytes} dirty byte(s) to staging`);
     void pass.run().then(
@@ -167,15 +181,25 @@ export class ModeController {
 
   #resyncEnded(pass: ResyncPass, outcome: "done" | "interrupted"): void {
     this.#resync = undefined;
+    // Every chunk of the pass has settled (run() waits for them): nothing reads through these.
+    for (const reader of this.#readers.values()) {
+      void reader.then((device) => device?.close()).catch((error: unknown) => this.host.log.warn(`closing a resync reader failed: ${error instanceof Error ? error.message : String(error)}`));
+    }
+    this.#readers.clear();
     const now = this.host.now();
+    if (this.#refusedChunkBytes !== undefined) {
+      this.#chunkBytesFit = Math.max(clientResyncChunkBytesMin, Math.min(this.#chunkBytesFit, this.#refusedChunkBytes >> 1));
+      this.#inflightBytesFit = Math.max(this.#chunkBytesFit, Math.min(this.#inflightBytesFit, this.#refusedChunkBytes));
+      this.#refusedChunkBytes = undefined;
+    }
     if (this.#wrlFullDuringResync) {
       // The WRL could not hold what this pass had in flight (a small WRL, or a replica behind):
-      // the next pass sends less at a time, down to one small chunk.
+      // the next pass sends half as much at a time, down to one small chunk.
       this.#wrlFullDuringResync = false;
-      if (this.#resyncConcurrency > 1) this.#resyncConcurrency = Math.max(1, this.#resyncConcurrency >> 1);
-      else this.#resyncChunkBytes = Math.max(clientResyncChunkBytesMin, this.#resyncChunkBytes >> 1);
+      this.#resyncInflightBytes = Math.max(clientResyncChunkBytesMin, this.#resyncInflightBytes >> 1);
+      this.#resyncChunkBytes = Math.min(this.#resyncChunkBytes, this.#resyncInflightBytes);
     } else if (outcome === "done") {
-      this.#resyncConcurrency = clientResyncChunksInflight;
+      this.#resyncInflightBytes = clientResyncInflightBytesMax;
       this.#resyncChunkBytes = clientResyncChunkBytes;
     }
     this.#lastResync = { ...pass.progress, outcome, endedAt: now };
@@ -196,17 +220,31 @@ export class ModeController {
   /**
    * One resync chunk: the range is held in the overlap gate from the read until staging's ack,
    * so an application write to it is logged after the chunk; the bits are cleared only then.
+   * Bulk chunks (at least bufferPoolPooledBytesMin: runs of dirty blocks, the initial sync) are
+   * read O_DIRECT where the device allows it (no page-cache copy), into a buffer lent by the
+   * process's pool (a fresh one per chunk cost page faults on every 4 KiB), given back once
+   * staging acked: it then received the whole frame, so no send queue holds the bytes (a chunk is
+   * never sent twice at once: a refused one is sent again only after its refusal came back). A
+   * chunk that was not acked keeps its buffer (its frame may still be queued): the GC takes it.
+   * Small chunks (a few blocks just written while disconnected) are read through the page cache,
+   * where they likely still are.
    */
   async #resyncChunk(state: DeviceState, offset: number, length: number): Promise<boolean> {
     const release = await this.host.lockRange(state.spec.name, offset, length);
     try {
       if (this.#mode !== "resyncing" || !this.host.linkUp()) return false;
-      const data = await state.spec.device.read(offset, length);
+      const bulk = length >= bufferPoolPooledBytesMin;
+      const direct = bulk && pagesAligned(offset, length) ? await this.#readerFor(state) : undefined;
+      const device = direct ?? state.spec.device;
+      const pooled = bulk && device.readInto !== undefined;
+      const data = pooled ? sharedBufferPool.take(length, 0) : await device.read(offset, length);
+      if (pooled) await device.readInto!(offset, data);
       const epoch = this.host.epochs.issue();
       this.#openSets.add(state.spec.name);
       try {
         const lsn = await this.host.send(state, { kind: "resync", epoch, offset, length }, data);
         if (lsn === diverted) return false;
+        if (pooled) sharedBufferPool.give(data);
         state.ackedLsn = Math.max(state.ackedLsn, lsn);
         state.spec.changeMap!.clearClean(offset, length);
         return true;
@@ -215,10 +253,20 @@ export class ModeController {
       }
     } catch (error) {
       this.host.log.warn(`resync of ${state.spec.name}@${offset}+${length} failed: ${error instanceof Error ? error.message : String(error)}`);
+      if (error instanceof DruvaaError && error.code === "IO_OUT_OF_RANGE" && length > clientResyncChunkBytesMin) {
+        this.#refusedChunkBytes = Math.min(length, this.#refusedChunkBytes ?? length);
+      }
       return false;
     } finally {
       release();
     }
+  }
+
+  #readerFor(state: DeviceState): Promise<BlockDevice | undefined> {
+    const name = state.spec.name;
+    let reader = this.#readers.get(name);
+    if (reader === undefined) this.#readers.set(name, (reader = openDirectReader(state.spec, this.host.log)));
+    return reader;
   }
 
   /**

@@ -1,7 +1,7 @@
 /**
  * The resync pass of the client: after disconnected mode (or a restart with dirty bits), every
  * dirty range of every device's change-map region is read from the local device and sent to
- * staging as resync records (`kind: "resync"`), a few chunks at a time, optionally rate-limited;
+ * staging as resync records (`kind: "resync"`), many chunks at a time, optionally rate-limited;
  * once a device has no dirty bit left and every chunk of it was acked, `endSet` ends the device's
  * resync set (a `resyncEnd` write): only then may the replica apply the set. The core
  * does one chunk (`ResyncChunk`): it holds the range in the overlap gate while it reads, sends and
@@ -10,10 +10,21 @@
  * left: bits the application sets meanwhile (it cannot while the link is up, but a failed chunk
  * leaves its bits) are picked up by the next scan.
  *
+ * In flight: chunks are bounded by bytes (inflightBytes) and by count (inflightChunks), not by a
+ * fixed number of workers. After a disconnect the dirty ranges are mostly single 4 KiB blocks;
+ * each waits for staging's durable ack, so with a few in flight the pass ran at a few thousand
+ * blocks a second whatever the disk could do. Hundreds in flight let staging's group commit
+ * log many of them per fdatasync. One chunk always goes, whatever its size.
+ * Not done: merging nearby dirty ranges into one chunk (clean blocks in between sent along). At
+ * 1% of blocks dirty at random, fewer than 1 in 25 dirty blocks has another within its next 4, so
+ * it would save few round trips, and every clean byte sent counts against "bytes sent ≈ bytes
+ * changed".
+ *
  * A chunk that could not be sent (the link went down, the ack timed out, the WRL filled up)
- * answers false: the pass stops and reports "interrupted"; the core retries later.
+ * answers false: the pass stops and reports "interrupted" once the chunks in flight settled;
+ * the core retries later.
  */
-import { clientResyncChunkBytes, clientResyncChunksInflight } from "../../constants.ts";
+import { clientResyncChunkBytes, clientResyncChunksInflightMax, clientResyncInflightBytesMax } from "../../constants.ts";
 import type { ChangeMapRegion } from "../../changemap/index.ts";
 import type { ClientTimers } from "./core.ts";
 
@@ -47,8 +58,11 @@ export interface ResyncOptions {
   now: () => number;
   /** Bytes per second (0 or undefined: unlimited). */
   rateLimitBytesPerSecond?: number;
-  /** Chunks in flight (default clientResyncChunksInflight). */
-  concurrency?: number;
+  /** Bytes of the chunks in flight (default clientResyncInflightBytesMax); one chunk always goes. */
+  inflightBytes?: number;
+  /** Chunks in flight (default clientResyncChunksInflightMax). */
+  inflightChunks?: number;
+  /** Longest chunk (default clientResyncChunkBytes): a longer dirty run is cut. */
   chunkBytes?: number;
 }
 
@@ -91,33 +105,50 @@ export class ResyncPass {
     }
   }
 
-  /** One scan over a region: bytes sent, or "interrupted". */
+  /** One scan over a region: bytes sent, or "interrupted" (once every chunk in flight settled). */
   async #scan(target: ResyncTarget): Promise<number | "interrupted"> {
-    const chunkBytes = this.#options.chunkBytes ?? clientResyncChunkBytes;
-    const ranges = target.region.dirtyRanges({ maxRangeBytes: chunkBytes });
-    const concurrency = this.#options.concurrency ?? clientResyncChunksInflight;
+    const options = this.#options;
+    const ranges = target.region.dirtyRanges({ maxRangeBytes: options.chunkBytes ?? clientResyncChunkBytes });
+    const bytesMax = options.inflightBytes ?? clientResyncInflightBytesMax;
+    const chunksMax = options.inflightChunks ?? clientResyncChunksInflightMax;
     let sent = 0;
     let interrupted = false;
-    const worker = async () => {
-      for (;;) {
-        if (interrupted || this.#stopped) return;
-        const next = ranges.next();
-        if (next.done === true) return;
-        const { offsetBytes, lengthBytes } = next.value;
-        await this.#pace(lengthBytes);
-        if (interrupted || this.#stopped) return;
-        const ok = await this.#options.chunk(target.device, offsetBytes, lengthBytes);
-        if (!ok) {
-          interrupted = true;
-          return;
-        }
-        sent += lengthBytes;
-        this.progress.sentBytes += lengthBytes;
-        this.progress.remainingBytes = Math.max(0, this.progress.remainingBytes - lengthBytes);
-      }
-    };
-    await Promise.all(Array.from({ length: concurrency }, worker));
-    return interrupted || this.#stopped ? "interrupted" : sent;
+    let inflightBytes = 0;
+    let inflightChunks = 0;
+    let settled: (() => void) | undefined;
+    const stopping = () => interrupted || this.#stopped;
+    const oneSettled = () => new Promise<void>((resolve) => (settled = resolve));
+    for (;;) {
+      if (stopping()) break;
+      const next = ranges.next();
+      if (next.done === true) break;
+      const { offsetBytes, lengthBytes } = next.value;
+      while (inflightChunks > 0 && (inflightChunks >= chunksMax || inflightBytes + lengthBytes > bytesMax)) await oneSettled();
+      if (stopping()) break;
+      await this.#pace(lengthBytes);
+      if (stopping()) break;
+      inflightBytes += lengthBytes;
+      inflightChunks += 1;
+      void options.chunk(target.device, offsetBytes, lengthBytes).then(
+        (ok) => {
+          if (!ok) {
+            interrupted = true;
+            return;
+          }
+          sent += lengthBytes;
+          this.progress.sentBytes += lengthBytes;
+          this.progress.remainingBytes = Math.max(0, this.progress.remainingBytes - lengthBytes);
+        },
+        () => void (interrupted = true),
+      ).finally(() => {
+        inflightBytes -= lengthBytes;
+        inflightChunks -= 1;
+        settled?.();
+        settled = undefined;
+      });
+    }
+    while (inflightChunks > 0) await oneSettled();
+    return stopping() ? "interrupted" : sent;
   }
 
   /** Waits until sending `bytes` more keeps the pass under its rate limit. */

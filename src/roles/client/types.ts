@@ -83,7 +83,7 @@ export interface ClientCoreOptions {
   onResynced?: () => void;
   /** Devices whose resync set the last run may have left open: the first pass ends them. */
   resyncSetsOpen?: readonly string[];
-  /** After a crash: what recoverActiveExtents() does (default: mark the ranges dirty; crash-recovery.ts). */
+  /** After a crash, where the extents cannot be verified: what recoverActiveExtents() does (default: mark the ranges dirty; crash-recovery.ts). */
   recoverActiveExtents?: (ranges: readonly ActiveRange[], devices: readonly ClientDevice[]) => Promise<void>;
 }
 

@@ -1,9 +1,11 @@
 /**
  * Byte-range arithmetic of the online verify (verify.ts): cutting a device range into probes,
  * hashing a probe's blocks, taking blocks known to be dirty out of a report, and keeping the
- * differing ranges of a whole pass merged and bounded. Pure, apart from yielding while hashing.
+ * differing ranges of a whole pass merged and bounded. Pure, apart from yielding while hashing and
+ * reading the change map's bits (in memory).
  */
 import { assert } from "../../assert.ts";
+import type { ChangeMapRegion } from "../../changemap/index.ts";
 import { replicaVerifyRangesMax, verifyBlockBytesMin, verifyRangeBytesMax, verifyRangesMax } from "../../constants.ts";
 import { yieldToEventLoop } from "../../io/event-loop.ts";
 import { verifyDigestBytes, type ByteRange } from "../../protocol/messages.ts";
@@ -73,6 +75,20 @@ export function subtractRanges(ranges: readonly ByteRange[], removed: readonly B
     if (start < end) result.push({ offset: start, length: end - start });
   }
   return result;
+}
+
+/** The blocks of `range` the change map holds dirty now (clipped to the range). */
+export function dirtyWithin(region: ChangeMapRegion | undefined, range: ByteRange): ByteRange[] {
+  if (region === undefined || region.dirtyBytes === 0 || !region.isDirty(range.offset, range.length)) return [];
+  const end = range.offset + range.length;
+  const dirty: ByteRange[] = [];
+  for (const extent of region.dirtyRanges({ fromOffsetBytes: range.offset })) {
+    if (extent.offsetBytes >= end) break;
+    const start = Math.max(extent.offsetBytes, range.offset);
+    const stop = Math.min(extent.offsetBytes + extent.lengthBytes, end);
+    if (stop > start) dirty.push({ offset: start, length: stop - start });
+  }
+  return dirty;
 }
 
 /** `ranges` clipped to [offset, offset + length) (what a confused peer reports outside is dropped). */

@@ -31,21 +31,24 @@
  * the next is read and the previous waits for its ack), windowChunks may wait for their outcome,
  * so the replica's lag costs no time. Hashing runs on the event loop, one chunk at a time, in
  * slices of clientVerifyHashSliceBytes with a yield between (NBD requests keep being served).
+ * Whole-page chunks of an image file are read through an O_DIRECT handle of the pass's own
+ * (direct-reader.ts): the page cache would cost a kernel copy of every byte, as much CPU as hashing.
  */
 import type { ConsolaInstance } from "consola/basic";
-import type { ChangeMapRegion } from "../../changemap/index.ts";
 import { directIoAlignmentBytes } from "../../constants.ts";
 import {
   clientVerifyChunkBytes, clientVerifyHashSliceBytes, clientVerifyProbesInflight, clientVerifyRangesKeptMax, clientVerifyReportTimeoutMs,
   clientVerifyReportTimeoutMsMax, clientVerifyRetryMs, clientVerifyWindowChunks,
 } from "../../verify-constants.ts";
 import { DruvaaError } from "../../errors.ts";
+import type { BlockDevice } from "../../io/block-device.ts";
 import { alignedBuffer } from "../../io/handle-device.ts";
 import type { EpochAssigner } from "../../order/epochs.ts";
 import { verifyDigestBytes, type ByteRange, type VerifyReportMessage } from "../../protocol/messages.ts";
+import { openDirectReader, pagesAligned } from "./direct-reader.ts";
 import type { ClientDevice, ClientMode, ClientTimers } from "./types.ts";
 import { transientProbeCodes, type ProbeAck, type ProbeChannel } from "./verify-link.ts";
-import { clipRanges, hashBlocks, planProbes, RangeList, subtractRanges, type ProbeRange } from "./verify-ranges.ts";
+import { clipRanges, dirtyWithin, hashBlocks, planProbes, RangeList, subtractRanges, type ProbeRange } from "./verify-ranges.ts";
 
 /** What a pass needs of the client core. */
 export interface VerifyHost {
@@ -134,6 +137,8 @@ export class VerifyPass {
   readonly #wakeOnStop = new Set<() => void>();
   /** Probes being read, hashed or sent (first tries and tries again alike): probesInflight. */
   readonly #stage: Slots;
+  /** What whole 4 KiB pages are read through: an O_DIRECT handle (direct-reader.ts) or the device. */
+  #reader: BlockDevice;
 
   constructor(options: VerifyPassOptions) {
     this.#options = options;
@@ -143,6 +148,7 @@ export class VerifyPass {
     this.progress = { totalBytes: end - options.offsetBytes, probedBytes: 0, checkedBytes: 0, skippedDirtyBytes: 0, probes: 0, reprobes: 0, retries: 0 };
     this.differing = new RangeList(this.#tuning.rangesKeptMax);
     this.#stage = new Slots(this.#tuning.probesInflight, this.#wakeOnStop);
+    this.#reader = options.device.device;
   }
 
   /** Ends the pass: waits stop, run() rejects with `reason` (the first reason given wins). */
@@ -153,6 +159,16 @@ export class VerifyPass {
 
   /** Resolves once every probe of the range has its outcome; rejects if the pass failed or was stopped. */
   async run(): Promise<void> {
+    const reader = await openDirectReader(this.#options.device, this.#options.log);
+    this.#reader = reader ?? this.#options.device.device;
+    try {
+      await this.#run();
+    } finally {
+      await reader?.close();
+    }
+  }
+
+  async #run(): Promise<void> {
     let next = 0;
     const window = new Slots(this.#tuning.windowChunks, this.#wakeOnStop);
     const outcomes: Promise<void>[] = [];
@@ -222,8 +238,9 @@ export class VerifyPass {
       const buffer = this.#buffers.pop() ?? alignedBuffer(this.#probes[0]!.length, directIoAlignmentBytes);
       try {
         const data = buffer.subarray(0, probe.length);
-        if (device.device.readInto !== undefined) await device.device.readInto(probe.offset, data);
-        else data.set(await device.device.read(probe.offset, probe.length));
+        const source = pagesAligned(probe.offset, probe.length) ? this.#reader : device.device;
+        if (source.readInto !== undefined) await source.readInto(probe.offset, data);
+        else data.set(await source.read(probe.offset, probe.length));
         // One chunk hashes at a time: it is done (and sent) soonest, and the next one hashes while
         // this one waits for its ack, so the CPU never idles while every chunk waits for one.
         const hashed = this.#hashing.then(() => hashBlocks(data, probe.blockBytes, digests, this.#tuning.hashSliceBytes));
@@ -320,20 +337,6 @@ export class VerifyPass {
       this.#wakeOnStop.add(done);
     });
   }
-}
-
-/** The blocks of `range` the change map holds dirty now (clipped to the range). */
-function dirtyWithin(region: ChangeMapRegion | undefined, range: ByteRange): ByteRange[] {
-  if (region === undefined || region.dirtyBytes === 0 || !region.isDirty(range.offset, range.length)) return [];
-  const end = range.offset + range.length;
-  const dirty: ByteRange[] = [];
-  for (const extent of region.dirtyRanges({ fromOffsetBytes: range.offset })) {
-    if (extent.offsetBytes >= end) break;
-    const start = Math.max(extent.offsetBytes, range.offset);
-    const stop = Math.min(extent.offsetBytes + extent.lengthBytes, end);
-    if (stop > start) dirty.push({ offset: start, length: stop - start });
-  }
-  return dirty;
 }
 
 function asError(error: unknown): DruvaaError {

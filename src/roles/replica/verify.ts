@@ -15,8 +15,52 @@
  */
 import { assert } from "../../assert.ts";
 import { replicaVerifyAckBytesMax, replicaVerifyOutcomeFixedBytes, replicaVerifyRangeBytes, replicaVerifyRangesMax, replicaVerifyReadBytes, verifyOutcomesPerAckMax } from "../../constants.ts";
+import type { BlockDevice } from "../../io/block-device.ts";
+import { sharedBufferPool } from "../../io/buffer-pool.ts";
 import { verifyBlockBytesOf, verifyDigestBytes, type ByteRange, type ShipAckMessage, type ShipRecord, type VerifyOutcome } from "../../protocol/messages.ts";
+import { replicaVerifyPiecesInflightMax } from "../../verify-constants.ts";
 import type { ProbeCheck, ReplicaDevice } from "./apply.ts";
+
+/**
+ * Pieces being read or hashed at once, over every probe of this process. Apply runs up to
+ * replicaApplyWritesInflightMax probes of a group at once; each reads and hashes one piece at a
+ * time under a slot, so a few pieces keep the disk and the (one) hashing thread busy while the
+ * read buffers, lent by the process's pool and given back after hashing, stay few: fresh ones
+ * cost a page fault and a clear per 4 KiB, a fifth of the replica's CPU in a verify.
+ */
+class Slots {
+  #free: number;
+  readonly #waiting: (() => void)[] = [];
+  constructor(count: number) {
+    this.#free = count;
+  }
+  async take(): Promise<void> {
+    if (this.#free > 0) {
+      this.#free -= 1;
+      return;
+    }
+    await new Promise<void>((resolve) => this.#waiting.push(resolve));
+  }
+  give(): void {
+    const next = this.#waiting.shift();
+    if (next !== undefined) next();
+    else this.#free += 1;
+  }
+}
+const pieceSlots = new Slots(replicaVerifyPiecesInflightMax);
+
+/** `length` bytes at `offset` of `device`, in a buffer lent by the pool where the device reads into one. */
+async function readPiece(device: BlockDevice, offset: number, length: number): Promise<Uint8Array> {
+  if (device.readInto === undefined) return device.read(offset, length);
+  const buffer = sharedBufferPool.take(length, 0);
+  try {
+    await device.readInto(offset, buffer);
+  } catch (error) {
+    sharedBufferPool.give(buffer);
+    throw error;
+  }
+  return buffer;
+}
 
 /**
  * Reads the probe's range of `target` (in pieces of replicaVerifyReadBytes), compares each block's
@@ -32,21 +76,14 @@ export async function evaluateProbe(record: ShipRecord, target: ReplicaDevice, p
   let tooMany = false;
   const end = record.offset + record.length;
   for (let pieceOffset = record.offset; pieceOffset < end && !tooMany; pieceOffset += replicaVerifyReadBytes) {
-    const piece = await target.device.read(pieceOffset, Math.min(replicaVerifyReadBytes, end - pieceOffset));
-    for (let at = 0; at < piece.length; at += blockBytes) {
-      const blockIndex = (pieceOffset - record.offset + at) / blockBytes;
-      Bun.SHA256.hash(piece.subarray(at, at + blockBytes), actual);
-      if (sameDigest(actual, probe.digests, blockIndex * verifyDigestBytes)) continue;
-      const offset = pieceOffset + at;
-      const last = differing[differing.length - 1];
-      if (last !== undefined && last.offset + last.length === offset) {
-        last.length += blockBytes;
-      } else if (differing.length === replicaVerifyRangesMax) {
-        tooMany = true;
-        break;
-      } else {
-        differing.push({ offset, length: blockBytes });
-      }
+    await pieceSlots.take();
+    let piece: Uint8Array | undefined;
+    try {
+      piece = await readPiece(target.device, pieceOffset, Math.min(replicaVerifyReadBytes, end - pieceOffset));
+      tooMany = compareBlocks(piece, pieceOffset, record.offset, blockBytes, probe.digests, actual, differing);
+    } finally {
+      if (piece !== undefined) sharedBufferPool.give(piece);
+      pieceSlots.give();
     }
   }
   probe.outcome = {
@@ -56,6 +93,25 @@ export async function evaluateProbe(record: ShipRecord, target: ReplicaDevice, p
     length: record.length,
     differing: tooMany ? [{ offset: record.offset, length: record.length }] : differing,
   };
+}
+
+/**
+ * Hashes each block of `piece` (at `pieceOffset` of the device; the probe starts at `probeOffset`)
+ * and adds the blocks whose digest differs to `differing`, merged; true once a block would make
+ * more than replicaVerifyRangesMax ranges (the caller then reports the whole probe range).
+ */
+function compareBlocks(piece: Uint8Array, pieceOffset: number, probeOffset: number, blockBytes: number, digests: Uint8Array, actual: Uint8Array, differing: ByteRange[]): boolean {
+  for (let at = 0; at < piece.length; at += blockBytes) {
+    const blockIndex = (pieceOffset - probeOffset + at) / blockBytes;
+    Bun.SHA256.hash(piece.subarray(at, at + blockBytes), actual);
+    if (sameDigest(actual, digests, blockIndex * verifyDigestBytes)) continue;
+    const offset = pieceOffset + at;
+    const last = differing[differing.length - 1];
+    if (last !== undefined && last.offset + last.length === offset) last.length += blockBytes;
+    else if (differing.length === replicaVerifyRangesMax) return true;
+    else differing.push({ offset, length: blockBytes });
+  }
+  return false;
 }
 
 function sameDigest(actual: Uint8Array, digests: Uint8Array, at: number): boolean {
