@@ -6,6 +6,7 @@
  * refused before anything is exported; `druvaa resync` against a client without a map is refused.
  */
 import { afterEach, describe, expect, test } from "bun:test";
+import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { clientWrites, druvaa, expectResynced, druvaaOk, expectFioOk, expectReplicaEqualsPrimary, fio, MiB, startSystem, type System } from "./helpers.ts";
 
@@ -63,6 +64,22 @@ describe("disconnected mode: the application keeps writing, the change map resyn
     expect(result.exitCode).toBe(4);
     expect(result.stderr).toContain("region 'disk0' tracks a volume of 16777216 bytes (16.0 MiB), but this volume is 33554432 bytes");
     expect(result.stderr).toContain("hint:");
+  }, 60_000);
+
+  test("bad input: a change map other than the one the client tracked its devices with (another uuid) is refused, nothing exported", async () => {
+    const sys = (system = await startSystem({ sizeBytes, changeMap: true }));
+    await sys.kill("client", "SIGTERM");
+    const other = join(sys.dir, "other.map");
+    await druvaaOk(["changemap", "create", other, "--region", `disk0=${sizeBytes}`]);
+    const socket = join(sys.dir, "other.sock");
+    const result = await druvaa(["client", "attach", "--device", `disk0=${sys.primaryPath("disk0")}`, "--changemap", other, "--staging", sys.stagingListen, "--wrl", sys.wrlName, "--export", `unix:${socket}`, "--control", "127.0.0.1:0", "--state-dir", join(sys.dir, "client-state")]);
+    expect(result.exitCode).toBe(4);
+    expect(result.stderr).toContain("is not the one this client tracks its devices with");
+    expect(result.stderr).toContain("hint:");
+    expect(existsSync(socket)).toBe(false);
+    // The original map is still accepted.
+    await sys.restart("client");
+    sys.assertAlive();
   }, 60_000);
 
   test("bad input: druvaa resync against a client without a change map is refused (exit 4), not a false 'in sync'", async () => {

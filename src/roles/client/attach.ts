@@ -104,6 +104,7 @@ export default command({
           const wrlUuid = link?.wrlUuids.get(d.name);
           return { name: d.name, path: d.path, wrl: d.wrl, ackedLsn: acked, ...(wrlUuid === undefined ? {} : { wrlUuid }) };
         }),
+        ...(changeMap === undefined ? {} : { changeMapUuid: changeMap.uuid }),
       });
       const stateFile = await ClientStateFile.open(stateDir, describe);
       const activityPath = changeMap === undefined ? undefined : await activityLogPath(args.changemap!, stateDir);

@@ -19,7 +19,7 @@
  */
 import { join } from "node:path";
 import { clientEpochReserve } from "../../constants.ts";
-import { DruvaaError } from "../../errors.ts";
+import { DruvaaError, exitCodes } from "../../errors.ts";
 import { readJsonState, writeJsonState } from "../../io/state-file.ts";
 
 export const clientStateFileName = "client-state.json";
@@ -50,6 +50,8 @@ export interface ClientState {
   staging: string;
   epochReservedUpTo: number;
   devices: ClientStateDevice[];
+  /** The change map the devices are tracked with: another map's bits say nothing about them. */
+  changeMapUuid?: string;
   initialSyncs?: InitialSyncRecord[];
   savedAt: string;
 }
@@ -78,6 +80,16 @@ export class ClientStateFile {
         throw new DruvaaError("STATE_CORRUPT", `${path}: epochReservedUpTo is missing or not a usable integer`, "Outside damage: restore the file from backup, or remove it (the client then starts epochs at 1)");
       }
       startEpoch = reserved + 1;
+      const tracked = (previous as { changeMapUuid?: unknown }).changeMapUuid;
+      const given = describe().changeMapUuid;
+      if (typeof tracked === "string" && given !== undefined && tracked !== given) {
+        throw new DruvaaError(
+          "CHANGEMAP_MISMATCH",
+          `the change map given (uuid ${given}) is not the one this client tracks its devices with (uuid ${tracked}, recorded in ${path}): its bits do not say which blocks differ from the replica; nothing was exported`,
+          `Give the original change map; to start over with a new one, remove ${path} and start with --initial-sync checksum (only the blocks that differ travel)`,
+          exitCodes.refused,
+        );
+      }
     }
     const file = new ClientStateFile(path, startEpoch - 1, startEpoch, readInitialSyncs(previous, path));
     await file.save(startEpoch, describe());
