@@ -2,10 +2,12 @@
 import { createHash } from "node:crypto";
 import type { BlockDevice } from "../../src/io/block-device.ts";
 import { MemoryDevice } from "../../src/io/memory-device.ts";
-import { recordFlags, type DeviceSize, type ShipMessage, type ShipRecord } from "../../src/protocol/messages.ts";
+import { recordFlags, type DeviceSize, type Message, type ShipMessage, type ShipRecord } from "../../src/protocol/messages.ts";
 import { ReplicaCore, type ReplicaDevice } from "../../src/roles/replica/core.ts";
 import { MemoryStateStore } from "../../src/roles/replica/state.ts";
 import { bytes } from "../helpers/bytes.ts";
+import { connect, parseAddress, type Connection } from "../../src/io/transport.ts";
+import { clientHandshake } from "../../src/protocol/handshake.ts";
 
 export const wrlUuid = "6f1c2a4e-0b5d-4c1e-9a7b-3d2e1f0a9b8c";
 export const otherWrlUuid = "0a0b0c0d-1111-4222-8333-444455556666";
@@ -126,4 +128,18 @@ export class JitterDevice implements BlockDevice {
   close(): Promise<void> {
     return this.inner.close();
   }
+}
+
+/** Connects to a replica's data port as staging would (handshake done); the caller aborts it (tracked in `connections`). */
+export async function fakeStaging(address: string, connections: Connection[]): Promise<Connection> {
+  const connection = await connect(parseAddress(address, 6003));
+  connections.push(connection);
+  await clientHandshake(connection, { role: "staging", nodeId: "fake-staging" }, ["replica"]);
+  return connection;
+}
+
+/** Sends a message and returns the answer (15 s at most). */
+export async function ask(connection: Connection, message: Message, payload?: Uint8Array): Promise<Message> {
+  await connection.send(message, payload);
+  return (await connection.receive(15_000)).message;
 }

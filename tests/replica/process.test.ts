@@ -6,14 +6,13 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { connect, parseAddress, type Connection } from "../../src/io/transport.ts";
+import type { Connection } from "../../src/io/transport.ts";
 import { encodeFrameBytes } from "../../src/protocol/frame.ts";
-import { buildHello, clientHandshake } from "../../src/protocol/handshake.ts";
-import type { Message } from "../../src/protocol/messages.ts";
+import { buildHello } from "../../src/protocol/handshake.ts";
 import { druvaa } from "../helpers/cli.ts";
 import { rawExchange } from "../helpers/raw-exchange.ts";
 import { startRole, type RoleProcess } from "../helpers/role-process.ts";
-import { applyModel, dataRecord, sha256, shipment, wrlUuid, zeroRecord, type TestRecord } from "./helpers.ts";
+import { applyModel, ask, fakeStaging, dataRecord, sha256, shipment, wrlUuid, zeroRecord, type TestRecord } from "./helpers.ts";
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -57,18 +56,6 @@ async function stopReplica(replica: Replica): Promise<number> {
   return code;
 }
 
-async function fakeStaging(address: string): Promise<Connection> {
-  const connection = await connect(parseAddress(address, 6003));
-  connections.push(connection);
-  await clientHandshake(connection, { role: "staging", nodeId: "fake-staging" }, ["replica"]);
-  return connection;
-}
-
-async function ask(connection: Connection, message: Message, payload?: Uint8Array): Promise<Message> {
-  await connection.send(message, payload);
-  return (await connection.receive(15_000)).message;
-}
-
 // The replica's devices get records of two shipments; disk0 is declared smaller than its image.
 const declared = [{ name: "disk0", sizeBytes: disk0DeclaredBytes }, { name: "disk1", sizeBytes: disk1Bytes }];
 const firstRecords: TestRecord[] = [dataRecord(1, "disk0", 0, 1 * MiB), dataRecord(2, "disk1", 4 * KiB, 64 * KiB), dataRecord(3, "disk0", 4 * MiB + 512, 1 * MiB), dataRecord(4, "disk0", 512 * KiB, 8 * KiB)];
@@ -102,7 +89,7 @@ afterAll(async () => {
 
 describe("druvaa replica apply (real process)", () => {
   test("a staging relay resumes, ships, gets acks; druvaa restore pulls the image, equal to the expected bytes", async () => {
-    const staging = await fakeStaging(replica.ready.listen);
+    const staging = await fakeStaging(replica.ready.listen, connections);
     expect(await ask(staging, { type: "resume", wrl: "wrl0", wrlUuid })).toEqual({
       type: "resumeAck", wrl: "wrl0", wrlUuid, appliedLsn: 0, devices: [{ name: "disk0", sizeBytes: disk0Bytes }, { name: "disk1", sizeBytes: disk1Bytes }],
     });
@@ -184,13 +171,13 @@ describe("druvaa replica apply (real process)", () => {
     const answer = await rawExchange(replica.ready.control, new TextEncoder().encode("\x00\x01GARBAGE \xff\r\n\r\n"), true);
     expect(answer).not.toContain("200 OK");
     // A handshake done right, then garbage: that relay connection is dropped...
-    const broken = await fakeStaging(replica.ready.listen);
+    const broken = await fakeStaging(replica.ready.listen, connections);
     await broken.send({ type: "restoreRequest", device: "disk0" });
     await broken.closed;
     expect(broken.isOpen).toBe(false);
 
     // ...and every port still works.
-    const staging = await fakeStaging(replica.ready.listen);
+    const staging = await fakeStaging(replica.ready.listen, connections);
     const resumed = await ask(staging, { type: "resume", wrl: "wrl0", wrlUuid });
     expect(resumed.type === "resumeAck" && resumed.appliedLsn).toBe(7);
     const third = shipment(thirdRecords, { devices: declared });
@@ -210,7 +197,7 @@ describe("druvaa replica apply (real process)", () => {
   });
 
   test("druvaa status --connect on the control port prints role replica, its devices and applied LSNs", async () => {
-    const staging = await fakeStaging(replica.ready.listen);
+    const staging = await fakeStaging(replica.ready.listen, connections);
     expect((await ask(staging, { type: "resume", wrl: "wrl0", wrlUuid })).type).toBe("resumeAck");
     const human = await druvaa(["status", "--connect", replica.ready.control]);
     expect(human.exitCode).toBe(0);
@@ -233,7 +220,7 @@ describe("druvaa replica apply (real process)", () => {
   test("SIGTERM exits 0; a restart resumes from the persisted LSN", async () => {
     expect(await stopReplica(replica)).toBe(0);
     replica = await startReplica("second");
-    const staging = await fakeStaging(replica.ready.listen);
+    const staging = await fakeStaging(replica.ready.listen, connections);
     const resumed = await ask(staging, { type: "resume", wrl: "wrl0", wrlUuid });
     expect(resumed.type === "resumeAck" && resumed.appliedLsn).toBe(8);
     // Re-delivery of what was applied before the restart changes nothing.

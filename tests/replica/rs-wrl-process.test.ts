@@ -7,12 +7,10 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { connect, parseAddress, type Connection } from "../../src/io/transport.ts";
-import { clientHandshake } from "../../src/protocol/handshake.ts";
-import type { Message } from "../../src/protocol/messages.ts";
+import type { Connection } from "../../src/io/transport.ts";
 import { druvaa } from "../helpers/cli.ts";
 import { startRole, type RoleProcess } from "../helpers/role-process.ts";
-import { applyModel, dataRecord, sha256, shipment, wrlUuid, type TestRecord } from "./helpers.ts";
+import { applyModel, ask, fakeStaging, dataRecord, sha256, shipment, wrlUuid, type TestRecord } from "./helpers.ts";
 import { KiB, MiB, resyncEnd, resyncRecord } from "./resync-helpers.ts";
 
 const scratch = mkdtempSync(join(tmpdir(), "druvaa-rswrl-proc-"));
@@ -37,18 +35,6 @@ async function startReplica(tag: string): Promise<RoleProcess> {
   );
   running.add(replica);
   return replica;
-}
-
-async function fakeStaging(address: string): Promise<Connection> {
-  const connection = await connect(parseAddress(address, 6003));
-  connections.push(connection);
-  await clientHandshake(connection, { role: "staging", nodeId: "fake-staging" }, ["replica"]);
-  return connection;
-}
-
-async function ask(connection: Connection, message: Message, payload?: Uint8Array): Promise<Message> {
-  await connection.send(message, payload);
-  return (await connection.receive(15_000)).message;
 }
 
 async function restoredSha(replica: RoleProcess, tag: string): Promise<{ sha256: string; appliedLsn: number }> {
@@ -81,7 +67,7 @@ describe("druvaa replica apply --wrl (real process)", () => {
     expect(created.exitCode).toBe(0);
     let replica = await startReplica("first");
     expect(replica.ready.rsWrl).toBe(rsWrlPath);
-    let staging = await fakeStaging(replica.ready.listen);
+    let staging = await fakeStaging(replica.ready.listen, connections);
     expect(await ask(staging, { type: "resume", wrl: "wrl0", wrlUuid })).toMatchObject({ type: "resumeAck", appliedLsn: 0 });
     const before: TestRecord[] = [dataRecord(1, "disk0", 0, 64 * KiB)];
     const during: TestRecord[] = [resyncRecord(2, "disk0", 32 * KiB, 64 * KiB), dataRecord(3, "disk0", 512 * KiB, 16 * KiB)];
@@ -105,7 +91,7 @@ describe("druvaa replica apply --wrl (real process)", () => {
     running.delete(replica);
     staging.abort();
     replica = await startReplica("second");
-    staging = await fakeStaging(replica.ready.listen);
+    staging = await fakeStaging(replica.ready.listen, connections);
     expect(await ask(staging, { type: "resume", wrl: "wrl0", wrlUuid })).toMatchObject({ type: "resumeAck", appliedLsn: 3 });
     const end = shipment([resyncEnd(4, "disk0")]);
     expect(await ask(staging, end.message, end.payload)).toEqual({ type: "shipAck", wrl: "wrl0", appliedLsn: 4 });

@@ -49,6 +49,7 @@ import { openDirectReader, pagesAligned } from "./direct-reader.ts";
 import type { ClientDevice, ClientMode, ClientTimers } from "./types.ts";
 import { transientProbeCodes, type ProbeAck, type ProbeChannel } from "./verify-link.ts";
 import { clipRanges, dirtyWithin, hashBlocks, planProbes, RangeList, subtractRanges, type ProbeRange } from "./verify-ranges.ts";
+import { Slots } from "../../io/slots.ts";
 
 /** What a pass needs of the client core. */
 export interface VerifyHost {
@@ -341,35 +342,4 @@ export class VerifyPass {
 
 function asError(error: unknown): DruvaaError {
   return error instanceof DruvaaError ? error : new DruvaaError("VERIFY_FAILED", error instanceof Error ? error.message : String(error), undefined, 1, { cause: error });
-}
-
-/** A counting semaphore whose waiters also wake when the pass stops (they then check it). */
-class Slots {
-  #free: number;
-  readonly #waiters: (() => void)[] = [];
-
-  constructor(count: number, private readonly wakeOnStop: Set<() => void>) {
-    this.#free = count;
-  }
-
-  take(): Promise<void> {
-    if (this.#free > 0) {
-      this.#free -= 1;
-      return Promise.resolve();
-    }
-    return new Promise((resolve) => {
-      const wake = () => {
-        this.wakeOnStop.delete(wake);
-        resolve();
-      };
-      this.wakeOnStop.add(wake);
-      this.#waiters.push(wake);
-    });
-  }
-
-  give(): void {
-    const waiter = this.#waiters.shift();
-    if (waiter !== undefined) waiter();
-    else this.#free += 1;
-  }
 }

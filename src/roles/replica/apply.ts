@@ -22,6 +22,7 @@ import type { BlockDevice } from "../../io/block-device.ts";
 import { recordFlags, shipRecordPayloadBytes, type ShipMessage, type ShipNackCode, type ShipRecord, type VerifyOutcome } from "../../protocol/messages.ts";
 import type { SeedTracker } from "./media-seed.ts";
 import { evaluateProbe } from "./verify.ts";
+import { Slots } from "../../io/slots.ts";
 
 /** A replica device as the apply code sees it. */
 export interface ReplicaDevice {
@@ -186,26 +187,6 @@ async function writeOne(write: PlannedWrite): Promise<void> {
   }
 }
 
-/** A counting semaphore, FIFO. */
-class Slots {
-  #free: number;
-  #waiting: (() => void)[] = [];
-  constructor(count: number) {
-    this.#free = count;
-  }
-  async acquire(): Promise<void> {
-    if (this.#free > 0) {
-      this.#free -= 1;
-      return;
-    }
-    await new Promise<void>((resolve) => this.#waiting.push(resolve));
-  }
-  release(): void {
-    const next = this.#waiting.shift();
-    if (next !== undefined) next();
-    else this.#free += 1;
-  }
-}
 
 /**
  * Writes the planned records: overlapping ones (same device, ranges sharing a 4 KiB page) strictly in
@@ -228,11 +209,11 @@ export async function applyWrites(writes: readonly PlannedWrite[], inflightMax =
     const before = started.filter((other) => other.target === write.target && other.start < end && start < other.end).map((other) => other.done);
     const done = (async () => {
       if (before.length > 0) await Promise.all(before);
-      await slots.acquire();
+      await slots.take();
       try {
         await writeOne(write);
       } finally {
-        slots.release();
+        slots.give();
       }
     })();
     done.catch(() => undefined); // reported below, once, by allSettled

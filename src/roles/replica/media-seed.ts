@@ -135,22 +135,30 @@ export interface SeedOptions {
   onProgress?: (progress: SeedProgress) => void;
 }
 
+/**
+ * Opens the backup image read-only and checks it can seed `device` of `sizeBytes`: NOT_FOUND, or
+ * SEED_IMAGE_SIZE when it is another size (nothing written either way). The caller closes it.
+ */
+export async function openSeedImage(imagePath: string, device: string, sizeBytes: number): Promise<BlockDevice> {
+  if (!(await pathExists(imagePath))) {
+    throw new DruvaaError("NOT_FOUND", `${imagePath}: no such file or device (on the replica host)`, "Give the backup image of the primary volume (taken after replication started), as the replica host sees it", exitCodes.notFound);
+  }
+  const image = await openBlockDevice(imagePath, { readOnly: true });
+  if (image.sizeBytes === sizeBytes) return image;
+  await image.close();
+  throw new DruvaaError(
+    "SEED_IMAGE_SIZE",
+    `${imagePath} is ${image.sizeBytes} bytes (${formatBytes(image.sizeBytes)}), but volume ${device} is ${sizeBytes} bytes (${formatBytes(sizeBytes)}); nothing was written`,
+    "Seed from a backup of this very volume (same size); check --device",
+    exitCodes.refused,
+  );
+}
+
 /** Copies the unwritten blocks of the image to the device (see the file comment); returns the totals. */
 export async function seedFromImage(options: SeedOptions): Promise<SeedProgress> {
   const { tracker, target, sizeBytes, imagePath } = options;
-  if (!(await pathExists(imagePath))) {
-    throw new DruvaaError("NOT_FOUND", `${imagePath}: no such file or device`, "Give the backup image of the primary volume (taken after replication started)", exitCodes.notFound);
-  }
-  const image = await openBlockDevice(imagePath, { readOnly: true });
+  const image = await openSeedImage(imagePath, tracker.device, sizeBytes);
   try {
-    if (image.sizeBytes !== sizeBytes) {
-      throw new DruvaaError(
-        "SEED_IMAGE_SIZE",
-        `${imagePath} is ${image.sizeBytes} bytes (${formatBytes(image.sizeBytes)}), but device ${tracker.device} is ${sizeBytes} bytes (${formatBytes(sizeBytes)}); nothing was written`,
-        "Seed from a backup of this very volume (same size); check --device",
-        exitCodes.refused,
-      );
-    }
     const progress: SeedProgress = { device: tracker.device, copiedBytes: 0, skippedBytes: 0, totalBytes: sizeBytes };
     for (let offset = 0; offset < sizeBytes; offset += seedChunkBytes) {
       const length = Math.min(seedChunkBytes, sizeBytes - offset);

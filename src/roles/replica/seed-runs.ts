@@ -6,11 +6,10 @@
  * running, a missing image or one of the wrong size.
  */
 import { DruvaaError, exitCodes, usageError } from "../../errors.ts";
-import { openBlockDevice, pathExists } from "../../io/open-device.ts";
 import { logger } from "../../log.ts";
 import { formatBytes } from "../../units.ts";
 import type { ReplicaDevice } from "./apply.ts";
-import { seedFromImage, type SeedProgress } from "./media-seed.ts";
+import { openSeedImage, seedFromImage, type SeedProgress } from "./media-seed.ts";
 import type { SeedStatus } from "./seed-command.ts";
 
 const log = logger("replica:seed");
@@ -45,14 +44,8 @@ export class SeedRuns {
       throw new DruvaaError("SEED_NOT_AWAITED", `device ${deviceName} does not await a seed${tracker?.completed === true || this.host.seededAlready.has(deviceName) ? " (it was seeded already)" : ""}; nothing was written`, `Only a device started with druvaa replica apply --await-seed ${deviceName} (before replication began) can be seeded from media: it records which blocks replication wrote since`, exitCodes.refused);
     }
     if (this.#runs.get(deviceName)?.state === "seeding") throw new DruvaaError("SEED_RUNNING", `a seed of ${deviceName} is already running`, "Follow it with druvaa status --connect REPLICA:6004", exitCodes.refused);
-    if (!(await pathExists(imagePath))) throw new DruvaaError("NOT_FOUND", `${imagePath}: no such file or device (on the replica host)`, "Give the path of the backup image as the replica host sees it", exitCodes.notFound);
     const sizeBytes = this.host.declaredSizeBytes(deviceName) ?? target.device.sizeBytes;
-    const image = await openBlockDevice(imagePath, { readOnly: true });
-    const imageBytes = image.sizeBytes;
-    await image.close();
-    if (imageBytes !== sizeBytes) {
-      throw new DruvaaError("SEED_IMAGE_SIZE", `${imagePath} is ${imageBytes} bytes (${formatBytes(imageBytes)}), but volume ${deviceName} is ${sizeBytes} bytes (${formatBytes(sizeBytes)}); nothing was written`, "Seed from a backup of this very volume (same size); check --device", exitCodes.refused);
-    }
+    await (await openSeedImage(imagePath, deviceName, sizeBytes)).close(); // refusals now, before the answer
     const status: SeedStatus = { device: deviceName, state: "seeding", copiedBytes: 0, skippedBytes: 0, totalBytes: sizeBytes };
     this.#runs.set(deviceName, status);
     log.info(`seeding ${deviceName} from ${imagePath} (${formatBytes(sizeBytes)}); ${formatBytes(tracker.writtenBytes)} written by replication since the media point are kept`);

@@ -20,6 +20,7 @@ import { sharedBufferPool } from "../../io/buffer-pool.ts";
 import { verifyBlockBytesOf, verifyDigestBytes, type ByteRange, type ShipAckMessage, type ShipRecord, type VerifyOutcome } from "../../protocol/messages.ts";
 import { replicaVerifyPiecesInflightMax } from "../../verify-constants.ts";
 import type { ProbeCheck, ReplicaDevice } from "./apply.ts";
+import { Slots } from "../../io/slots.ts";
 
 /**
  * Pieces being read or hashed at once, over every probe of this process. Apply runs up to
@@ -28,25 +29,6 @@ import type { ProbeCheck, ReplicaDevice } from "./apply.ts";
  * read buffers, lent by the process's pool and given back after hashing, stay few: fresh ones
  * cost a page fault and a clear per 4 KiB, a fifth of the replica's CPU in a verify.
  */
-class Slots {
-  #free: number;
-  readonly #waiting: (() => void)[] = [];
-  constructor(count: number) {
-    this.#free = count;
-  }
-  async take(): Promise<void> {
-    if (this.#free > 0) {
-      this.#free -= 1;
-      return;
-    }
-    await new Promise<void>((resolve) => this.#waiting.push(resolve));
-  }
-  give(): void {
-    const next = this.#waiting.shift();
-    if (next !== undefined) next();
-    else this.#free += 1;
-  }
-}
 const pieceSlots = new Slots(replicaVerifyPiecesInflightMax);
 
 /** `length` bytes at `offset` of `device`, in a buffer lent by the pool where the device reads into one. */
