@@ -13,18 +13,25 @@ import type { WrlAppend, WrlRecord } from "../../wrl/types.ts";
  * (recordFlags; a probe's data are its digests and its extent the range it covers).
  */
 export function wrlAppendOf(message: WriteMessage, data: Uint8Array): WrlAppend {
-  const base = { epoch: message.epoch, device: message.device, seq: message.reqId, offset: message.offset };
-  if (message.zero === true) return { ...base, type: "zero", data: new Uint8Array(0), lengthBytes: message.length };
-  switch (message.kind) {
-    case "resync":
-      return { ...base, type: "resync", data };
-    case "resyncEnd":
-      return { ...base, type: "marker", data: new Uint8Array(0), lengthBytes: 0, flags: recordFlags.resyncEnd };
-    case "verify":
-      return { ...base, type: "marker", data, lengthBytes: message.length, flags: verifyFlags(message.verifyBlockBytes!) };
-    default:
-      return { ...base, type: "write", data };
+  // One object per write, no spreads: this runs for every client write.
+  const record: WrlAppend = { type: "write", epoch: message.epoch, device: message.device, seq: message.reqId, offset: message.offset, data };
+  if (message.zero === true) {
+    record.type = "zero";
+    record.data = new Uint8Array(0);
+    record.lengthBytes = message.length;
+  } else if (message.kind === "resync") {
+    record.type = "resync";
+  } else if (message.kind === "resyncEnd") {
+    record.type = "marker";
+    record.data = new Uint8Array(0);
+    record.lengthBytes = 0;
+    record.flags = recordFlags.resyncEnd;
+  } else if (message.kind === "verify") {
+    record.type = "marker";
+    record.lengthBytes = message.length;
+    record.flags = verifyFlags(message.verifyBlockBytes!);
   }
+  return record;
 }
 
 const shippedMarkerFlags = recordFlags.resyncEnd | recordFlags.verify;
