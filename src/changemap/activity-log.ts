@@ -7,20 +7,25 @@
  * The guarantee: when enter() has resolved for a write, every extent the write touches is in the
  * durable set, and stays there at least until the write's leave() was called. A crash at any
  * point therefore leaves every extent a completed-or-in-flight write touched in the set
- * (completed writes: until they go cold, but a completed write is logged at staging and written
- * locally, so primary and replica agree on it anyway).
+ * (completed writes: until they go cold, which needs them durable on the primary — flushData —
+ * while they are durable at staging already, so primary and replica agree on them).
  *
  * Slots: a slot is a range of extents of one change-map region. A write to extents that are all
- * in durable slots costs a map lookup, no I/O. Otherwise a new slot covering the write's extents
- * (and, for a sequential stream, clientActivitySequentialExtents ahead) waits for the next log
- * write, which writes the whole table into the other copy (activity-format.ts) and flushes. New
- * slots arriving while one log write runs share the next one (group commit).
+ * in durable slots costs a map lookup, no I/O. Otherwise it waits for one slot covering all of
+ * its extents (and, for a sequential stream, clientActivitySequentialExtents ahead; slots may
+ * overlap), holding no other slot meanwhile, so writes waiting for room never deadlock a full
+ * table. A new slot waits for the next log write, which writes the whole table into the other
+ * copy (activity-format.ts) and flushes. New slots arriving while one log write runs share the
+ * next one (group commit).
  *
  * Going cold, lazily: a slot with no write in flight and none for coldMs is dropped from the
  * table the next time the log is written for a new slot, never by a write of its own. When the
  * table is full, the least recently used idle slot is dropped; when every slot has a write in
  * flight, new slots wait until one goes idle. Dropping a slot in memory before the disk forgets
- * it is safe: the disk set is always a superset of what writes in flight rely on.
+ * it is safe: the disk set is always a superset of what writes in flight rely on. A completed
+ * write may still sit in a volatile cache of the primary (a page cache, a disk cache): with
+ * `flushData` the primaries are flushed first, and only slots whose last write ended before that
+ * flush began are dropped, so a power loss never takes a write the log already forgot.
  *
  * Shutdown: closeClean() writes a clean, empty table (with the regions whose resync set may be
  * open); a log found not clean at open gives its slots as `recovery.ranges`, kept (pinned) in the
@@ -35,7 +40,7 @@ import { DruvaaError, exitCodes } from "../errors.ts";
 import type { BlockDevice } from "../io/block-device.ts";
 import { alignedBuffer } from "../io/handle-device.ts";
 import { chooseActivityTable, decodeActivityTable, encodeActivityTable, slotCapacity, type ActivitySlotRecord, type ActivityTable } from "./activity-format.ts";
-import { Slot, type ActiveRange, type ActivityLogOptions, type ActivityRecovery, type ActivityStatus, type LeaveActivity } from "./activity-types.ts";
+import { coveringSlot, idleSlotsToDrop, Slot, type ActiveRange, type ActivityLogOptions, type ActivityRecovery, type ActivityStatus, type LeaveActivity } from "./activity-types.ts";
 
 export type { ActiveRange, ActivityLogOptions, ActivityRecovery, ActivityRegion, ActivityStatus, LeaveActivity } from "./activity-types.ts";
 
@@ -64,6 +69,9 @@ export class ActivityLog {
   #kickQueued = false;
   #closed = false;
   #writes = 0;
+  #dataFlushes = 0;
+  /** Counts leaves: a flushData begun at count N covers every slot whose lastLeave ≤ N. */
+  #leaves = 0;
   #waitsForRoom = 0;
   #recoveredExtents = 0;
 
@@ -180,39 +188,43 @@ export class ActivityLog {
       }
     }
     const used = new Set<Slot>();
-    let missing = false;
-    for (let extent = first; extent <= last; extent += 1) {
+    let durable = true;
+    for (let extent = first; extent <= last && durable; extent += 1) {
       const slot = byExtent.get(extent);
-      if (slot === undefined) missing = true;
+      if (slot === undefined || slot.state !== "durable") durable = false;
       else used.add(slot);
     }
-    if (missing) {
+    if (durable) {
+      for (const slot of used) {
+        slot.inflight += 1;
+        slot.lastUseMs = now;
+      }
+      return () => {
+        for (const slot of used) this.#leaveSlot(slot);
+      };
+    }
+    // Some extent is not durable yet: the write waits for ONE slot that covers all of its extents
+    // (a pending one that already does, or a new one), holding nothing else meanwhile — a write
+    // that held durable slots while it waited for room could deadlock a full table.
+    const pending = byExtent.get(first);
+    let slot: Slot;
+    if (pending !== undefined && pending.state !== "durable" && pending.firstExtent <= first && last < pending.firstExtent + pending.extentCount) {
+      slot = pending;
+    } else {
       // A stream (the byte before the write is in an active extent, so the write continues past
       // it into a new one) activates a few extents ahead at once. A random write lands right
       // after an active extent rarely (its first bytes would have to be an extent's first bytes).
       const stream = offsetBytes > 0 && byExtent.has(Math.floor((offsetBytes - 1) / this.extentBytes));
       const end = stream ? Math.min(this.#lastExtent[regionIndex]!, last + this.#sequentialExtents - 1) : last;
-      const slot = new Slot(regionIndex, first, end - first + 1, now);
+      slot = new Slot(regionIndex, first, end - first + 1, now);
       this.#add(slot);
-      this.#waiting.push(slot);
-      used.add(slot);
-      this.#kick();
     }
-    const waits: Promise<void>[] = [];
-    for (const slot of used) {
-      slot.inflight += 1;
-      slot.lastUseMs = now;
-      if (slot.state !== "durable") {
-        waits.push(slot.done);
-        if (slot.state === "waiting" && !this.#waiting.includes(slot)) this.#waiting.push(slot);
-      }
-    }
-    const leave = () => {
-      for (const slot of used) this.#leaveSlot(slot);
-    };
-    if (waits.length === 0) return leave;
+    slot.inflight += 1;
+    slot.lastUseMs = now;
+    if (slot.state === "waiting" && !this.#waiting.includes(slot)) this.#waiting.push(slot);
     this.#kick();
-    return Promise.all(waits).then(
+    const leave = () => this.#leaveSlot(slot);
+    return slot.done.then(
       () => leave,
       (error: unknown) => {
         leave();
@@ -255,7 +267,7 @@ export class ActivityLog {
   status(): ActivityStatus {
     let activeExtents = 0;
     for (const byExtent of this.#byExtent) activeExtents += byExtent.size;
-    return { extentBytes: this.extentBytes, slotsMax: this.slotsMax, activeSlots: this.#slots.size, activeExtents, writes: this.#writes, waitsForRoom: this.#waitsForRoom, recoveredExtents: this.#recoveredExtents };
+    return { extentBytes: this.extentBytes, slotsMax: this.slotsMax, activeSlots: this.#slots.size, activeExtents, writes: this.#writes, dataFlushes: this.#dataFlushes, waitsForRoom: this.#waitsForRoom, recoveredExtents: this.#recoveredExtents };
   }
 
   // ---- internals ------------------------------------------------------------------------------
@@ -272,7 +284,11 @@ export class ActivityLog {
     this.#slots.delete(slot);
     const byExtent = this.#byExtent[slot.regionIndex]!;
     for (let extent = slot.firstExtent; extent < slot.firstExtent + slot.extentCount; extent += 1) {
-      if (byExtent.get(extent) === slot) byExtent.delete(extent);
+      if (byExtent.get(extent) !== slot) continue;
+      // Slots may overlap (a write waits for one slot covering all its extents): another may cover it.
+      const other = coveringSlot(this.#slots, slot.regionIndex, extent);
+      if (other === undefined) byExtent.delete(extent);
+      else byExtent.set(extent, other);
     }
   }
 
@@ -280,6 +296,7 @@ export class ActivityLog {
     assert(slot.inflight > 0, "leave once per enter");
     slot.inflight -= 1;
     slot.lastUseMs = this.#now();
+    slot.lastLeave = ++this.#leaves;
     if (slot.inflight > 0) return;
     // Its log write failed and every write waiting for it gave up: nobody needs it any more.
     if (slot.state === "waiting" && !this.#waiting.includes(slot)) this.#drop(slot);
@@ -307,25 +324,22 @@ export class ActivityLog {
    * ones that fit. Never rejects; false when nothing could be written (no room, or an I/O error).
    */
   async #writeWaiting(): Promise<boolean> {
-    const now = this.#now();
-    const idle = [...this.#slots].filter((slot) => slot.inflight === 0 && slot.state === "durable");
-    for (const slot of idle) if (now - slot.lastUseMs >= this.#coldMs) this.#drop(slot);
-    const settled = () => this.#slots.size - this.#waiting.length;
-    if (settled() + this.#waiting.length > this.slotsMax) {
-      for (const slot of idle.filter((s) => this.#slots.has(s)).sort((a, b) => a.lastUseMs - b.lastUseMs)) {
-        if (settled() + this.#waiting.length <= this.slotsMax) break;
-        this.#drop(slot);
-      }
+    const dropped = await this.#dropIdle();
+    if (dropped instanceof Error) {
+      // The primaries could not be flushed: no room can be made safely; the writes waiting fail.
+      for (const slot of this.#waiting.splice(0)) slot.settle(dropped);
+      return false;
     }
     // Slots whose write gave up (waiters gone) are dropped rather than written for nobody.
     for (const slot of this.#waiting.filter((s) => s.inflight === 0)) {
       this.#waiting.splice(this.#waiting.indexOf(slot), 1);
       this.#drop(slot);
     }
-    const room = Math.max(0, this.slotsMax - settled());
+    const room = Math.max(0, this.slotsMax - (this.#slots.size - this.#waiting.length));
     if (room < this.#waiting.length) this.#waitsForRoom += this.#waiting.length - room;
     const batch = this.#waiting.splice(0, room);
-    if (batch.length === 0) return false; // every slot is busy: the next leave() kicks again
+    // Every slot is busy: the next leave() kicks again; slots that went idle during the data flush: flush again.
+    if (batch.length === 0) return dropped === "again";
     for (const slot of batch) slot.state = "writing";
     try {
       await this.#write({ clean: false, slots: this.#tableSlots(), openResyncRegions: [] });
@@ -335,6 +349,33 @@ export class ActivityLog {
     }
     for (const slot of batch) slot.settle();
     return true;
+  }
+
+  /**
+   * Drops the cold idle slots, and least recently used idle ones while the waiting slots would
+   * not fit. With flushData, only slots whose writes a data flush covers: one flush first, then
+   * the slots idle since it began; a failed flush drops nothing (the log keeps more, never less)
+   * and answers its error. "again": slots that went idle during the flush were kept.
+   */
+  async #dropIdle(): Promise<"done" | "again" | Error> {
+    let drops = idleSlotsToDrop(this.#slots, this.#waiting.length, this.slotsMax, this.#now(), this.#coldMs);
+    if (drops.length === 0) return "done";
+    let kept = false;
+    if (this.#options.flushData !== undefined) {
+      const covered = this.#leaves;
+      try {
+        await this.#options.flushData();
+      } catch (error) {
+        // The writes may not be durable: their extents stay in the log.
+        return new DruvaaError("ACTIVITY_LOG_IO", `${this.#device.name}: flushing the volumes before extents leave the activity log failed: ${error instanceof Error ? error.message : String(error)}`, "Check the primary devices; the write was not sent");
+      }
+      this.#dataFlushes += 1;
+      const safe = drops.filter((slot) => this.#slots.has(slot) && slot.inflight === 0 && slot.lastLeave <= covered);
+      kept = safe.length < drops.length;
+      drops = safe;
+    }
+    for (const slot of drops) this.#drop(slot);
+    return kept ? "again" : "done";
   }
 
   /** The table as it must be on disk: every slot durable or being written. */

@@ -17,6 +17,14 @@ export interface ActivityLogOptions {
   sequentialExtents?: number;
   /** Milliseconds, for going cold (default Date.now). */
   now?: () => number;
+  /**
+   * Makes every completed write to the volumes durable (flushes the primaries). A slot leaves the
+   * durable table only after a flush that began after its last write ended: a write that
+   * completed into a volatile cache and is lost with the power would otherwise leave the primary
+   * behind the replica in an extent the log no longer names. Without it, completed writes are
+   * taken as durable (the volumes write through).
+   */
+  flushData?: () => Promise<void>;
 }
 
 /** A byte range of one region's volume. */
@@ -45,6 +53,8 @@ export interface ActivityStatus {
   activeExtents: number;
   /** Log writes (each one flush) since open. */
   writes: number;
+  /** Flushes of the volumes (flushData) before slots left the table, since open. */
+  dataFlushes: number;
   /** New slots that had to wait because every slot had a write in flight. */
   waitsForRoom: number;
   /** Extents recovered from an unclean shutdown at open. */
@@ -61,6 +71,8 @@ export type LeaveActivity = () => void;
  */
 export class Slot {
   inflight = 0;
+  /** The log's leave counter when the slot's last write ended (flushData covers it if it began later). */
+  lastLeave = 0;
   state: "waiting" | "writing" | "durable" = "waiting";
   done!: Promise<void>;
   #resolve!: () => void;
@@ -85,4 +97,29 @@ export class Slot {
     this.#reject(error);
     this.renew();
   }
+}
+
+/**
+ * The idle durable slots to drop before a table write: the cold ones, then the least recently
+ * used while the waiting slots would not fit in `slotsMax`.
+ */
+export function idleSlotsToDrop(slots: ReadonlySet<Slot>, waiting: number, slotsMax: number, nowMs: number, coldMs: number): Slot[] {
+  const idle = [...slots].filter((slot) => slot.inflight === 0 && slot.state === "durable");
+  const drops = idle.filter((slot) => nowMs - slot.lastUseMs >= coldMs);
+  let settled = slots.size - waiting - drops.length;
+  for (const slot of idle.filter((s) => !drops.includes(s)).sort((a, b) => a.lastUseMs - b.lastUseMs)) {
+    if (settled + waiting <= slotsMax) break;
+    drops.push(slot);
+    settled -= 1;
+  }
+  return drops;
+}
+
+/** A slot of `slots` covering `extent` of region `regionIndex`, a durable one if there is one. */
+export function coveringSlot(slots: Iterable<Slot>, regionIndex: number, extent: number): Slot | undefined {
+  let found: Slot | undefined;
+  for (const slot of slots) {
+    if (slot.regionIndex === regionIndex && slot.firstExtent <= extent && extent < slot.firstExtent + slot.extentCount && (found === undefined || slot.state === "durable")) found = slot;
+  }
+  return found;
 }

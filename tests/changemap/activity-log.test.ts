@@ -97,6 +97,54 @@ describe("activity log: the write path", () => {
     expect(log.status().activeSlots).toBe(2);
   });
 
+  test("with flushData, an extent leaves the log only after a flush of the volumes that began after its last write ended", async () => {
+    const clock = new TestClock();
+    const device = new CountingDevice(memoryLog());
+    const flushes: { release: () => void; leavesBefore: number }[] = [];
+    let leaves = 0;
+    const log = await ActivityLog.open(device, options(clock, {
+      coldMs: 5_000,
+      flushData: () => new Promise<void>((resolve) => flushes.push({ release: resolve, leavesBefore: leaves })),
+    }));
+    await log.start();
+    (await enter(log, "disk0", 0, 4096))();
+    leaves += 1;
+    const late = await enter(log, "disk0", 10 * extentBytes, 4096);
+    clock.nowMs += 60_000;
+    const next = log.enter("disk0", 60 * extentBytes, 4096) as Promise<LeaveActivity>;
+    await settleTurns();
+    expect(flushes.length).toBe(1); // extent 0 is cold: the volumes are flushed before it may go
+    late(); // extent 10's write ends while that flush runs: the flush may not hold it
+    clock.nowMs += 60_000;
+    flushes[0]!.release();
+    (await next)();
+    expect(await durableExtents(device)).toEqual([10, 60]); // 0 dropped; 10 kept although cold
+    expect(log.status().dataFlushes).toBe(1);
+    clock.nowMs += 60_000;
+    const after = log.enter("disk0", 50 * extentBytes, 4096) as Promise<LeaveActivity>;
+    await settleTurns();
+    flushes[1]!.release();
+    (await after)();
+    expect(await durableExtents(device)).toEqual([50]); // a later flush covers 10 (and 60)
+  });
+
+  test("a failed flush of the volumes drops nothing and fails the writes waiting for new extents (ACTIVITY_LOG_IO); the next one retries", async () => {
+    const clock = new TestClock();
+    const device = new CountingDevice(memoryLog());
+    let failFlush = true;
+    const log = await ActivityLog.open(device, options(clock, { coldMs: 5_000, flushData: async () => { if (failFlush) throw new Error("EIO on the primary"); } }));
+    await log.start();
+    (await enter(log, "disk0", 0, 4096))();
+    clock.nowMs += 60_000;
+    const error = await enter(log, "disk0", 60 * extentBytes, 4096).then(() => undefined, (e: unknown) => e as { code?: string; message?: string });
+    expect(error?.code).toBe("ACTIVITY_LOG_IO");
+    expect(error?.message).toContain("EIO on the primary");
+    expect(await durableExtents(device)).toEqual([0]); // still named: its write may not be durable
+    failFlush = false;
+    (await enter(log, "disk0", 60 * extentBytes, 4096))();
+    expect(await durableExtents(device)).toEqual([60]);
+  });
+
   test("bounded: a full table drops the least recently used idle slot; with every slot busy a new one waits for a leave", async () => {
     const clock = new TestClock();
     const device = new CountingDevice(memoryLog());
@@ -123,6 +171,29 @@ describe("activity log: the write path", () => {
     const leave5 = await fifth;
     expect(await durableExtents(device)).toEqual([1, 10, 20]);
     for (const leave of [leave1, leave4, leave5]) leave();
+  });
+
+  test("no deadlock in a full table: writes that span an active and a new extent hold nothing while they wait for room", async () => {
+    const clock = new TestClock();
+    const device = new CountingDevice(memoryLog());
+    const log = await ActivityLog.open(device, options(clock, { slotsMax: 2 }));
+    await log.start();
+    const x = await enter(log, "disk0", 10 * extentBytes, 4096);
+    const y = await enter(log, "disk0", 30 * extentBytes, 4096);
+    // Each continues past an active extent into a new one: they need a slot each, the table is full.
+    const spanning = [log.enter("disk0", 11 * extentBytes - 4096, 8192), log.enter("disk0", 31 * extentBytes - 4096, 8192)] as Promise<LeaveActivity>[];
+    let done = 0;
+    for (const entered of spanning) void entered.then(() => (done += 1));
+    await settleTurns();
+    expect(done).toBe(0);
+    x();
+    y();
+    const leaves = await Promise.all(spanning); // before: each held its active extent and waited forever
+    const extents = await durableExtents(device);
+    expect(extents).toContain(10);
+    expect(extents).toContain(11);
+    for (const leave of leaves) leave();
+    expect(log.status().activeSlots).toBeLessThanOrEqual(2);
   });
 
   test("a failed log write fails the writes waiting for it (ACTIVITY_LOG_IO); the next write retries and succeeds", async () => {

@@ -22,11 +22,18 @@ export async function activityLogPath(changeMapPath: string, stateDir: string): 
   return (await isBlockDevicePath(changeMapPath)) ? join(stateDir, `${basename(changeMapPath)}.activity`) : `${changeMapPath}.activity`;
 }
 
-/** Opens (or creates) the activity log of `map`; reads what the last run left, writes nothing yet. */
-export async function openActivityLog(path: string, map: ChangeMap): Promise<ActivityLog> {
+/**
+ * Opens (or creates) the activity log of `map`; reads what the last run left, writes nothing yet.
+ * Extents leave it only once `devices` (the primaries) were flushed after their last write.
+ */
+export async function openActivityLog(path: string, map: ChangeMap, devices: readonly ClientDevice[]): Promise<ActivityLog> {
   const device = await openBlockDevice(path, { createSizeBytes: ActivityLog.sizeBytes() });
   try {
-    return await ActivityLog.open(device, { changeMapUuid: map.uuid, regions: map.regionNames.map((name) => ({ name, volumeSizeBytes: map.region(name).volumeSizeBytes })) });
+    return await ActivityLog.open(device, {
+      changeMapUuid: map.uuid,
+      regions: map.regionNames.map((name) => ({ name, volumeSizeBytes: map.region(name).volumeSizeBytes })),
+      flushData: async () => void (await Promise.all(devices.map((d) => d.device.flush()))),
+    });
   } catch (error) {
     await device.close().catch(() => undefined); // already failing with the better error
     throw error;

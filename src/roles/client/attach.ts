@@ -108,7 +108,7 @@ export default command({
       });
       const stateFile = await ClientStateFile.open(stateDir, describe);
       const activityPath = changeMap === undefined ? undefined : await activityLogPath(args.changemap!, stateDir);
-      if (changeMap !== undefined) activity = await openActivityLog(activityPath!, changeMap);
+      if (changeMap !== undefined) activity = await openActivityLog(activityPath!, changeMap, devices);
       const resyncSetsOpen = activity === undefined ? [] : resyncSetsOpenAtStart(activity, devices);
       const liveCore = (core = new ClientCore({ devices, startEpoch: stateFile.startEpoch, ackTimeoutMs, resyncRateBytesPerSecond: resyncRate, onResynced: () => void syncMap(), resyncSetsOpen }));
       // After a crash the active extents stay pinned in the activity log until recovered (below).
