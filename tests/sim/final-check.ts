@@ -7,22 +7,15 @@
  * disconnect); the primary equals its writes in primary order (a check of the model); and with
  * change maps, every client is connected with no dirty bit left (none was lost).
  *
- * After a client crash (SIGKILL) the model cannot tell which of the writes in flight took effect
- * (on the primary, in the WRL, both or neither): the run then checks what a user relies on — the
- * replica equals the primary and nothing is dirty — and not the model.
+ * After a client crash (SIGKILL or power loss) the model cannot tell which of the writes in flight
+ * took effect (on the primary, in the WRL, both or neither; after a power loss, which unflushed
+ * ones the primary kept): the run then checks what a user relies on — the replica equals the
+ * primary and nothing is dirty — and not the model.
  */
-import { changeMapLayoutBytes, ChangeMap } from "../../src/changemap/index.ts";
-import { MemoryDevice } from "../../src/io/memory-device.ts";
+import type { FencedDisk } from "./disk.ts";
 import { describe, firstDifference, imageOf } from "./history.ts";
-import { SimClient, wrlUuid, type ClientDisks } from "./processes.ts";
+import { SimClient, wrlUuid } from "./processes.ts";
 import type { World } from "./world.ts";
-
-/** Fresh primaries and a change map (one region per device, 4 KiB a bit) for a client. */
-export async function newClientDisks(sizes: ReadonlyMap<string, number>): Promise<ClientDisks> {
-  const regions = [...sizes].map(([name, volumeSizeBytes]) => ({ name, volumeSizeBytes }));
-  const changeMap = await ChangeMap.create(new MemoryDevice(changeMapLayoutBytes(regions, 4096), "changemap", 512), { regions, blockSizeBytes: 4096 });
-  return { primaries: new Map([...sizes].map(([name, sizeBytes]) => [name, new MemoryDevice(sizeBytes, `primary-${name}`, 512)])), changeMap };
-}
 
 /** A client with a change map is connected, clean and has nothing unacknowledged (one without: always). */
 export function clientInSync(client: SimClient): boolean {
@@ -60,20 +53,26 @@ export function finalProblem(world: World): string | undefined {
 }
 
 /**
- * SIGKILL of client `index` and its restart on the same devices and change map: what it had in
- * flight fails to the application, and the activity log's recovery is modelled by marking every
- * device of the client dirty (its extents cover these small devices whole).
+ * Client `index` dies — SIGKILL, or with `power` a power loss of its host (its disks drop, keep or
+ * tear every unsynced sector) — and a new process starts on the same disks: it recovers the
+ * extents its activity log names (client-disks.ts). What the dead process had in flight fails to
+ * the application, which died with it.
  */
-export async function crashClient(world: World, index: number): Promise<void> {
+export async function crashClient(world: World, index: number, power = false): Promise<void> {
   const old = world.clients[index]!;
-  if (old.changeMap === undefined) throw new Error("client crashes are simulated with change maps only");
+  const { disks } = old;
+  if (disks.changeMapDisk === undefined || disks.activityDisk === undefined) throw new Error("client crashes are simulated with change maps only");
   world.checksOff = true;
   world.stats.clientCrashes += 1;
+  if (power) world.stats.clientPowerLosses += 1;
   old.kill();
   old.core.abort();
   world.abandonWritesOf(index);
-  for (const name of old.primaries.keys()) await old.changeMap.region(name).markAll();
-  const fresh = new SimClient(world, index, world.clientDeviceSizes(index), { primaries: old.primaries, changeMap: old.changeMap }, old.core.epochHigh + 1);
+  for (const disk of [...disks.primaries.values(), disks.changeMapDisk, disks.activityDisk] as FencedDisk[]) {
+    if (power) disk.crash();
+    else disk.restart();
+  }
+  const fresh = await SimClient.start(world, index, disks, old.core.epochHigh + 1);
   world.clients[index] = fresh;
   if (world.staging.alive) fresh.connect(world.staging);
 }

@@ -91,15 +91,17 @@ export class History {
     let requests = this.#byRequest.get(message.device);
     if (requests === undefined) this.#byRequest.set(message.device, (requests = new Map()));
     if (requests.has(message.reqId)) return;
-    const write = this.writes.find((w) => w.client === client && w.device === message.device && w.reqId === undefined && w.completedAt === undefined && w.offset === message.offset && w.length === message.length);
+    // Concurrent writes of the same range may reach the client in either order (the activity log
+    // lets each through when its extent is durable): the request is the write whose bytes it carries.
+    const zero = message.zero === true;
+    const carries = (w: SimWrite) => zero === w.zero && (zero || (payload !== undefined && sameBytes(payload, w.data)));
+    const candidates = this.writes.filter((w) => w.client === client && w.device === message.device && w.reqId === undefined && w.completedAt === undefined && w.offset === message.offset && w.length === message.length);
+    const write = candidates.find(carries) ?? candidates[0];
     if (write === undefined) {
       this.anomalies.push(`client ${client} sent request ${message.reqId} (${message.device}@${message.offset}+${message.length}) that matches no write in flight`);
       return;
     }
-    const zero = message.zero === true;
-    if (zero !== write.zero || (!zero && (payload === undefined || !sameBytes(payload, write.data)))) {
-      this.anomalies.push(`request ${message.reqId} of ${message.device} does not carry the bytes of write ${write.id}`);
-    }
+    if (!carries(write)) this.anomalies.push(`request ${message.reqId} of ${message.device} does not carry the bytes of write ${write.id}`);
     write.reqId = message.reqId;
     write.epoch = message.epoch;
     requests.set(message.reqId, write);

@@ -1,8 +1,9 @@
 /**
  * The three roles as simulated processes, each built from the real core with its devices, clock,
  * state store and connections injected:
- *   - SimClient: a ClientCore on MemoryDevices (clients never crash here); its staging link is a
- *     SimConnection: attach every device, then linkUp (which resends everything unacked);
+ *   - SimClient: a ClientCore on the disks of client-disks.ts (with a change map: FencedDisks, an
+ *     activity log, crashes); its staging link is a SimConnection: attach every device, then
+ *     linkUp (which resends everything unacked);
  *   - StagingProcess: a real WriteLog on a FencedDisk, a StagingCore and its Relay; client
  *     connections served as src/roles/staging/server.ts does (one message at a time, through
  *     core.handle);
@@ -13,7 +14,6 @@
  * clock, disks, stores and connections all stop at once; what it had in memory is simply gone.
  */
 import { clientReconnectDelayMsMin, replicaConnectionShipWindowMax } from "../../src/constants.ts";
-import { MemoryDevice } from "../../src/io/memory-device.ts";
 import type { NbdExport } from "../../src/nbd/backend.ts";
 import type { Message, ShipMessage, WriteMessage } from "../../src/protocol/messages.ts";
 import { recordFlags } from "../../src/protocol/messages.ts";
@@ -27,6 +27,8 @@ import { StagingCore, type StagingLog } from "../../src/roles/staging/core.ts";
 import type { RelayLink } from "../../src/roles/staging/relay.ts";
 import type { DeviceStateStore, WrlDevicesState } from "../../src/roles/staging/state.ts";
 import { WriteLog } from "../../src/wrl/write-log.ts";
+import type { ClientDevice } from "../../src/roles/client/types.ts";
+import { openClientDisks, startActivity, type ClientDisks, type OpenedDisks, type PrimaryDisk } from "./client-disks.ts";
 import { ProcessClock } from "./clock.ts";
 import type { PipeEnd, SimConnection } from "./network.ts";
 import type { World } from "./world.ts";
@@ -39,43 +41,45 @@ const never = <T>(): Promise<T> => new Promise<T>(() => undefined);
 
 // ---- client -------------------------------------------------------------------------------------
 
-/** What outlives a client process: its primary devices and its change map (if it has one). */
-export interface ClientDisks {
-  primaries: Map<string, MemoryDevice>;
-  changeMap?: ChangeMap;
-}
-
 /** The client's ack timeout in the simulation (with a change map: then it diverts to the map). */
 export const simAckTimeoutMs = 2_000;
 
 export class SimClient {
   readonly core: ClientCore;
-  readonly clock: ProcessClock;
-  readonly primaries: Map<string, MemoryDevice>;
+  /** What reads of each primary return now (the checks compare these). */
+  readonly primaries: Map<string, PrimaryDisk>;
   readonly changeMap: ChangeMap | undefined;
-  readonly exports: Map<string, NbdExport>;
+  exports = new Map<string, NbdExport>();
   readonly nodeId: string;
   #connection: SimConnection | undefined;
   #alive = true;
   readonly #fakeAcked = new Set<number>();
+  readonly #devices: readonly ClientDevice[];
 
   /**
-   * A client process. `disks` carries the devices of a process that died (a restart); with a
-   * change map, disconnected mode and resync are on, and `startEpoch` continues the old epochs.
+   * A client process on `disks` (client-disks.ts): opens them as attach does, then serves. With
+   * a change map, disconnected mode, resync and the activity log are on; `startEpoch` continues
+   * the epochs of a process that died.
    */
-  constructor(private readonly world: World, readonly index: number, deviceSizes: ReadonlyMap<string, number>, disks?: ClientDisks, startEpoch?: number) {
+  static async start(world: World, index: number, disks: ClientDisks, startEpoch?: number): Promise<SimClient> {
+    const clock = new ProcessClock(world.clock);
+    const opened = await openClientDisks(disks, wrlName, () => clock.now(), world.broken !== "no-data-flush");
+    const client = new SimClient(world, index, clock, disks, opened, startEpoch);
+    client.exports = new Map((await startActivity(opened, client.core.exports())).map((exp) => [exp.name, exp]));
+    return client;
+  }
+
+  private constructor(private readonly world: World, readonly index: number, readonly clock: ProcessClock, readonly disks: ClientDisks, opened: OpenedDisks, startEpoch?: number) {
     this.nodeId = `client-${index}`;
-    this.clock = new ProcessClock(world.clock);
-    this.primaries = disks?.primaries ?? new Map([...deviceSizes].map(([name, sizeBytes]) => [name, new MemoryDevice(sizeBytes, `primary-${name}`, 512)]));
-    this.changeMap = disks?.changeMap;
-    const map = this.changeMap;
+    this.primaries = disks.primaries;
+    this.changeMap = opened.changeMap;
+    this.#devices = opened.devices;
     this.core = new ClientCore({
-      devices: [...this.primaries].map(([name, device]) => ({ name, path: `sim:${name}`, wrl: wrlName, device, discardReadsZeros: true, ...(map === undefined ? {} : { changeMap: map.region(name) }) })),
+      devices: opened.devices,
       timers: this.clock,
-      ...(map === undefined ? {} : { ackTimeoutMs: simAckTimeoutMs }),
+      ...(opened.changeMap === undefined ? {} : { ackTimeoutMs: simAckTimeoutMs, resyncSetsOpen: opened.resyncSetsOpen }),
       ...(startEpoch === undefined ? {} : { startEpoch }),
     });
-    this.exports = new Map(this.core.exports().map((exp) => [exp.name, exp]));
   }
 
   get alive(): boolean {
@@ -96,7 +100,7 @@ export class SimClient {
     const connection = this.world.net.connect(this.clock, staging.clock, `${this.nodeId}->staging`);
     this.#connection = connection;
     const end = connection.a;
-    const waiting = new Set(this.primaries.keys());
+    const waiting = new Set(this.#devices.map((d) => d.name));
     end.onFrame((frame) => {
       const message = frame.message;
       if (!this.#alive) return;
@@ -112,7 +116,7 @@ export class SimClient {
     });
     void end.closed.then(() => this.lost(connection));
     staging.accept(connection);
-    for (const [name, device] of this.primaries) {
+    for (const { name, device } of this.#devices) {
       void end.send({ type: "attach", device: name, wrl: wrlName, sizeBytes: device.sizeBytes, logicalBlockSizeBytes: device.logicalBlockSizeBytes });
     }
   }

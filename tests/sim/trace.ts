@@ -43,8 +43,8 @@ export type Step =
   | { kind: "replica-io-error"; device: number; flush: boolean }
   /** With midApply, shipments are delivered until the replica is applying one, then it crashes. */
   | { kind: "crash-replica"; turnsBefore: number; midApply: boolean; pick: number }
-  /** SIGKILL of a client and its restart on the same devices and change map (resync traces only). */
-  | { kind: "crash-client"; which: number; turnsBefore: number };
+  /** SIGKILL (or, with power, a power loss of its host) of a client and its restart on the same disks (resync traces only). */
+  | { kind: "crash-client"; which: number; turnsBefore: number; power: boolean };
 
 export interface Trace {
   seed: number;
@@ -80,7 +80,7 @@ const stepArbitrary: fc.Arbitrary<Step> = fc.oneof(
   { weight: 1, arbitrary: fc.record({ kind: fc.constant("crash-replica" as const), turnsBefore: fc.nat(3), midApply: fc.boolean(), pick: fc.nat() }) },
 );
 
-const crashClientArbitrary: fc.Arbitrary<Step> = fc.record({ kind: fc.constant("crash-client" as const), which: fc.nat(1), turnsBefore: fc.nat(3) });
+const crashClientArbitrary: fc.Arbitrary<Step> = fc.record({ kind: fc.constant("crash-client" as const), which: fc.nat(1), turnsBefore: fc.nat(3), power: fc.boolean() });
 
 /**
  * Traces of the replay property, or (resync) of the disconnected-mode property: one client (a
@@ -187,7 +187,7 @@ async function runStep(world: World, step: Step): Promise<void> {
       return;
     case "crash-client":
       for (let index = 0; index < step.turnsBefore; index += 1) await turn();
-      await crashClient(world, step.which % world.clients.length);
+      await crashClient(world, step.which % world.clients.length, step.power);
       return;
   }
 }

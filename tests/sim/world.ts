@@ -24,11 +24,12 @@ import { ManualClock, turn } from "./clock.ts";
 import { Activity, FencedDisk } from "./disk.ts";
 import { History, describe, type DeviceSpec, type SimWrite } from "./history.ts";
 import { SimNetwork, type SimConnection } from "./network.ts";
-import { clientInSync, finalProblem, newClientDisks } from "./final-check.ts";
+import { memoryClientDisks, newClientDisks } from "./client-disks.ts";
+import { clientInSync, finalProblem } from "./final-check.ts";
 import { ReplicaProcess, SimClient, StagingProcess, wrlUuid } from "./processes.ts";
 
 /** Deliberately broken variants the properties must catch; "no-rs-wrl": resync sets applied as they come. */
-export type Broken = "reverse-apply" | "early-complete" | "no-rs-wrl";
+export type Broken = "reverse-apply" | "early-complete" | "no-rs-wrl" | "no-data-flush";
 
 export interface WorldOptions {
   seed: number;
@@ -68,6 +69,7 @@ export interface WorldStats {
   failedWrites: number;
   appliedLsnMax: number;
   clientCrashes: number;
+  clientPowerLosses: number;
 }
 
 export class World {
@@ -85,7 +87,7 @@ export class World {
   readonly violations: string[] = [];
   /** Every consistent point checked: the applied LSN and the ids of the writes applied, in id order. */
   readonly consistentPoints: { appliedLsn: number; writeIds: number[] }[] = [];
-  readonly stats: WorldStats = { checks: 0, deferredChecks: 0, inconsistentUntilRedelivery: 0, stagingCrashes: 0, stagingRestarts: 0, injectedIoErrors: 0, recoveryCrashes: 0, replicaCrashes: 0, droppedLinks: 0, appendedBytes: 0, failedWrites: 0, appliedLsnMax: 0, clientCrashes: 0 };
+  readonly stats: WorldStats = { checks: 0, deferredChecks: 0, inconsistentUntilRedelivery: 0, stagingCrashes: 0, stagingRestarts: 0, injectedIoErrors: 0, recoveryCrashes: 0, replicaCrashes: 0, droppedLinks: 0, appendedBytes: 0, failedWrites: 0, appliedLsnMax: 0, clientCrashes: 0, clientPowerLosses: 0 };
   readonly options: Required<Omit<WorldOptions, "broken" | "rsWrlSizeBytes" | "changeMap">> & { broken?: Broken; rsWrlSizeBytes?: number; changeMap?: boolean };
   /** After a client crash the model no longer knows which in-flight writes took effect: save-point checks are deferred (counted). */
   checksOff = false;
@@ -116,7 +118,7 @@ export class World {
     world.staging = await StagingProcess.create(world).boot(true);
     for (let index = 0; index < options.clients; index += 1) {
       const sizes = world.clientDeviceSizes(index);
-      world.clients.push(new SimClient(world, index, sizes, options.changeMap === true ? await newClientDisks(sizes) : undefined));
+      world.clients.push(await SimClient.start(world, index, options.changeMap === true ? await newClientDisks(world, index, sizes) : memoryClientDisks(sizes)));
     }
     for (const client of world.clients) client.connect(world.staging);
     // As `druvaa client attach` does before it serves NBD: attached, and the relay has resumed.
