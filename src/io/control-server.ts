@@ -1,12 +1,20 @@
 /**
  * The control port every role serves: plain HTTP, so `druvaa status`, curl, monitoring and the
  * panel can all read it. GET /status → the role's status as JSON. Routes are functions returning
- * JSON-able values (or a Response for other formats, e.g. Prometheus text on /metrics later).
+ * JSON-able values (or a Response for other formats).
  * A route key is a path (GET) or "METHOD /path" (e.g. "POST /resync" for actions).
  * A route that throws answers 500 with the error's code and message; the server keeps serving.
+ *
+ * GET /metrics: where the routes have "/status" and no metrics route of their own, the server
+ * adds one that calls the status route and renders it as Prometheus text (0.0.4, see
+ * src/metrics/role-metrics.ts). A failure there (the status route throws, or its answer cannot be
+ * rendered) answers 500 as plain text `error CODE: message`, logged once; a scraper then records
+ * the target as down, which is what it is.
  */
 import { DruvaaError } from "../errors.ts";
 import { logger } from "../log.ts";
+import { prometheusContentType } from "../metrics/prometheus.ts";
+import { renderRoleMetrics } from "../metrics/role-metrics.ts";
 import type { Address } from "./transport.ts";
 
 export type ControlRoute = (request: Request) => unknown | Promise<unknown>;
@@ -17,8 +25,26 @@ export interface ControlServer {
   stop(): Promise<void>;
 }
 
-export function startControlServer(address: Address, routes: Record<string, ControlRoute>, tag: string): ControlServer {
+/** The GET /metrics route rendering what `statusRoute` answers (see the file comment). */
+export function metricsRoute(statusRoute: ControlRoute, log: { error(message: string): void }): ControlRoute {
+  return async (request) => {
+    try {
+      const answer = await statusRoute(request);
+      const status: unknown = answer instanceof Response ? await answer.json() : answer;
+      return new Response(renderRoleMetrics(status), { headers: { "content-type": prometheusContentType } });
+    } catch (error) {
+      const info = error instanceof DruvaaError ? error.toJSON() : { code: "INTERNAL", message: error instanceof Error ? error.message : String(error) };
+      log.error(`/metrics: ${info.message}`);
+      return new Response(`error ${info.code}: ${info.message}\n`, { status: 500, headers: { "content-type": "text/plain; charset=utf-8" } });
+    }
+  };
+}
+
+export function startControlServer(address: Address, givenRoutes: Record<string, ControlRoute>, tag: string): ControlServer {
   const log = logger(`${tag}:control`);
+  const statusRoute = givenRoutes["/status"] ?? givenRoutes["GET /status"];
+  const hasMetrics = givenRoutes["/metrics"] !== undefined || givenRoutes["GET /metrics"] !== undefined;
+  const routes = statusRoute === undefined || hasMetrics ? givenRoutes : { ...givenRoutes, "/metrics": metricsRoute(statusRoute, log) };
   const handler = async (request: Request): Promise<Response> => {
     const path = new URL(request.url).pathname;
     const route = routes[`${request.method} ${path}`] ?? (request.method === "GET" ? routes[path] : undefined);
