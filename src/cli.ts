@@ -29,6 +29,7 @@ export const main = command({
     verify: () => import("./commands/verify.ts").then((m) => m.default),
     client: () => import("./roles/client/command.ts").then((m) => m.default),
     staging: () => import("./roles/staging/command.ts").then((m) => m.default),
+    admin: () => import("./commands/admin.ts").then((m) => m.default),
   },
   examples: [
     "druvaa demo                                  # a whole client→staging→replica system on image files",

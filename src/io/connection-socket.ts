@@ -24,6 +24,7 @@ import { logger } from "../log.ts";
 import { ProtocolError } from "../protocol/errors.ts";
 import { encodeFrame, FrameDecoder, type Frame, type FrameAllocator } from "../protocol/frame.ts";
 import type { Message } from "../protocol/messages.ts";
+import type { PeerIdentity } from "../tls/identity.ts";
 import type { Connection, FrameHandler } from "./connection.ts";
 import { SendQueue } from "./send-queue.ts";
 
@@ -75,8 +76,11 @@ export class SocketConnection implements Connection {
   /** Socket writes that took less than offered (the drain path), for tests and stats. */
   partialWrites = 0;
 
-  /** `allocateFrame`: see FrameDecoder (where frames spanning several chunks are assembled). */
-  constructor(socket: SocketLike, readonly peer: string, allocateFrame?: FrameAllocator) {
+  /**
+   * `allocateFrame`: see FrameDecoder (where frames spanning several chunks are assembled).
+   * `peerIdentity`: who the peer proved to be with its certificate (TLS), undefined in plaintext.
+   */
+  constructor(socket: SocketLike, readonly peer: string, allocateFrame?: FrameAllocator, readonly peerIdentity?: PeerIdentity) {
     this.#socket = socket;
     this.#decoder = new FrameDecoder(allocateFrame);
   }

@@ -1,0 +1,18 @@
+/**
+ * `druvaa admin` (also `dradmin`): administration that is not part of replicating — for now the
+ * certificate authority that lets druvaa nodes authenticate each other over TLS.
+ */
+import { command } from "../cli-support.ts";
+
+export default command({
+  meta: { name: "admin", description: "Administer druvaa: certificate authority and node certificates" },
+  subCommands: {
+    ca: () => import("./admin-ca.ts").then((m) => m.default),
+    cert: () => import("./admin-cert.ts").then((m) => m.default),
+  },
+  examples: [
+    "druvaa admin ca init --dir /etc/druvaa/ca --name acme-dr",
+    "druvaa admin cert issue --role client --name db1 --device disk0 --out /tmp/certs",
+    "druvaa admin cert revoke --cert /tmp/certs/db1.pem",
+  ],
+});
