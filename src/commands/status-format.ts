@@ -7,9 +7,11 @@ export interface ErrorStatus { code: string; message: string; hint?: string; at?
 export interface RoleStatus { role: string; nodeId?: string; version?: string; uptimeSeconds?: number; [key: string]: unknown }
 export interface StagingWrlStatus {
   name: string; uuid?: string; sizeBytes: number; usedBytes: number; fillRatio?: number; headLsn: number; tailLsn: number;
-  lagBytes?: number; lagSeconds?: number; replica?: { address?: string; connected?: boolean; appliedLsn?: number; lastError?: ErrorStatus | null };
+  lagBytes?: number; lagSeconds?: number;
+  replica?: { address?: string; connected?: boolean; appliedLsn?: number; lastError?: ErrorStatus | null; compression?: CompressionStatus };
   devices?: { name: string; sizeBytes?: number; clientNodeId?: string; connected?: boolean }[];
 }
+export interface CompressionStatus { mode?: string; level?: number | null; rawBytes?: number; wireBytes?: number; compressionRatio?: number }
 export interface StagingStatus extends RoleStatus { role: "staging"; wrls: StagingWrlStatus[] }
 
 /**
@@ -50,6 +52,8 @@ export function formatStatus(status: RoleStatus): string {
       lines.push(`  WRL ${wrl.name}: ${formatBytes(wrl.usedBytes)} of ${formatBytes(wrl.sizeBytes)} used (${((wrl.fillRatio ?? 0) * 100).toFixed(1)} %), head LSN ${wrl.headLsn}, tail LSN ${wrl.tailLsn}`);
       const replica = wrl.replica;
       lines.push(`    replica ${replica?.address ?? "?"}: ${replica?.connected ? "connected" : "not connected"}, applied LSN ${lsn(replica?.appliedLsn)}, lag ${formatBytes(wrl.lagBytes ?? 0)} / ${(wrl.lagSeconds ?? 0).toFixed(1)} s${errorText(replica?.lastError)}`);
+      const shipped = shippedText(replica?.compression);
+      if (shipped !== "") lines.push(`    ${shipped}`);
       for (const device of wrl.devices ?? []) lines.push(`    device ${device.name} from ${device.clientNodeId ?? "?"}: ${device.connected ? "connected" : "not connected"}`);
     }
   } else if (status.role === "client") {
@@ -83,6 +87,13 @@ export function formatStatus(status: RoleStatus): string {
     lines.push(JSON.stringify(status, null, 2));
   }
   return lines.join("\n");
+}
+
+/** A relay's shipped bytes and compression, for the human status line ("" from an older staging). */
+function shippedText(compression: CompressionStatus | undefined): string {
+  if (compression === undefined || typeof compression.rawBytes !== "number" || typeof compression.wireBytes !== "number") return "";
+  const setting = compression.mode === "off" ? "compression off" : compression.level === 0 ? "zstd auto, paused: the link keeps up" : `zstd ${compression.mode === "auto" ? "auto, " : ""}level ${compression.level ?? "?"}`;
+  return `shipped ${formatBytes(compression.wireBytes)} for ${formatBytes(compression.rawBytes)} of data (${setting}, ratio ${(compression.compressionRatio ?? 1).toFixed(2)})`;
 }
 
 /** A replica WRL's resync, for the human status line. */

@@ -22,6 +22,8 @@ export type ProtocolErrorCode =
   | "PROTO_BAD_FIELD"
   /** The payload is not as long as the message says. */
   | "PROTO_PAYLOAD_LENGTH"
+  /** The payload does not decode as the message says (a compressed shipment that does not decompress, or whose CRC differs). */
+  | "PROTO_BAD_PAYLOAD"
   /** The stream ended inside a frame. */
   | "PROTO_TRUNCATED"
   /** The peer's hello carries another protocol's magic number. */

@@ -274,7 +274,20 @@ export interface ShipMessage {
   lastLsn: number;
   records: ShipRecord[];
   devices?: DeviceSize[];
+  /**
+   * How the payload is encoded (ship-codec.ts): absent, the records' data as is; "zstd", one zstd
+   * frame of it, `wireBytes` long, that decompresses to exactly `rawBytes` (the records' data
+   * bytes) whose CRC-32 is `rawCrc32`. The four come together or not at all.
+   */
+  codec?: ShipCodec;
+  rawBytes?: number;
+  rawCrc32?: number;
+  wireBytes?: number;
 }
+
+/** Payload encodings of a shipment. */
+export const shipCodecs = ["zstd"] as const;
+export type ShipCodec = (typeof shipCodecs)[number];
 
 /**
  * What the replica found for one verify probe (the record at `lsn`), once it reached that point

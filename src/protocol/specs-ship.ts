@@ -3,9 +3,9 @@
  * then a window of ship / shipAck / shipNack.
  */
 import { assert } from "../assert.ts";
-import { protocolDevicesMax, shipRecordsMax, verifyBlockBytesMax, verifyBlockBytesMin, verifyOutcomesPerAckMax, verifyRangeBytesMax, verifyRangesMax, writePayloadSizeBytesMax, zeroRecordBytesMax } from "../constants.ts";
+import { frameSizeBytesMax, protocolDevicesMax, shipRecordsMax, verifyBlockBytesMax, verifyBlockBytesMin, verifyOutcomesPerAckMax, verifyRangeBytesMax, verifyRangesMax, writePayloadSizeBytesMax, zeroRecordBytesMax } from "../constants.ts";
 import { badField, checkExtent, isMap, noPayload, readArray, readDeviceSizes, readEnum, readName, readText, readUint, readUuid, type Fields } from "./fields.ts";
-import { recordFlags, shipNackCodes, shipRecordPayloadBytes, verifyBlockBytesOf, type ByteRange, type ShipAckMessage, type ShipMessage, type ShipRecord, type SpecTable, type VerifyOutcome } from "./message-types.ts";
+import { recordFlags, shipCodecs, shipNackCodes, shipRecordPayloadBytes, verifyBlockBytesOf, type ByteRange, type ShipAckMessage, type ShipMessage, type ShipRecord, type SpecTable, type VerifyOutcome } from "./message-types.ts";
 
 const kindFlags = recordFlags.zero | recordFlags.resync | recordFlags.resyncEnd | recordFlags.verify;
 
@@ -56,6 +56,34 @@ function readShipRecord(value: unknown, where: string): ShipRecord {
   return { lsn, epoch, device, offset, length, flags };
 }
 
+/** The bytes of the records' data: the payload's size, or what a compressed payload decompresses to. */
+export function shipDataBytes(ship: ShipMessage): number {
+  return ship.records.reduce((sum, record) => sum + shipRecordPayloadBytes(record), 0);
+}
+
+const codecFields = ["rawBytes", "rawCrc32", "wireBytes"] as const;
+
+/**
+ * The payload encoding of a shipment (ship-codec.ts): codec, rawBytes, rawCrc32 and wireBytes
+ * come together or not at all. rawBytes must be the records' data bytes, and is bounded like an
+ * uncompressed payload (frameSizeBytesMax): a small frame never makes the replica allocate more
+ * than a large plain one would.
+ */
+function readShipCodec(fields: Fields, ship: ShipMessage): void {
+  if (fields.codec === undefined) {
+    const stray = codecFields.find((key) => fields[key] !== undefined);
+    if (stray !== undefined) throw badField("ship.codec", `a codec (${shipCodecs.join(", ")}) alongside ${stray}`, fields.codec);
+    return;
+  }
+  ship.codec = readEnum(fields, "ship", "codec", shipCodecs);
+  ship.rawBytes = readUint(fields, "ship", "rawBytes", frameSizeBytesMax);
+  ship.rawCrc32 = readUint(fields, "ship", "rawCrc32", 0xffff_ffff);
+  ship.wireBytes = readUint(fields, "ship", "wireBytes", frameSizeBytesMax);
+  const dataBytes = shipDataBytes(ship);
+  if (ship.rawBytes !== dataBytes) throw badField("ship.rawBytes", `the records' data bytes, ${dataBytes}`, ship.rawBytes);
+  if (ship.wireBytes === 0) throw badField("ship.wireBytes", "at least 1 byte of compressed data", ship.wireBytes);
+}
+
 export const shipSpecs: SpecTable<"resume" | "resumeAck" | "ship" | "shipAck" | "shipNack"> = {
   resume: {
     validate: (fields) => ({ type: "resume", wrl: readName(fields, "resume", "wrl"), wrlUuid: readUuid(fields, "resume", "wrlUuid") }),
@@ -100,11 +128,12 @@ export const shipSpecs: SpecTable<"resume" | "resumeAck" | "ship" | "shipAck" | 
         if (undeclared >= 0) throw badField(`ship.records[${undeclared}].device`, "a device listed in ship.devices", ship.records[undeclared]!.device);
         ship.devices = devices;
       }
+      readShipCodec(fields, ship);
       return ship;
     },
-    // The data of the non-ZERO records: at most shipRecordsMax * writePayloadSizeBytesMax, a safe
-    // integer; the frame bound decides what actually fits.
-    payloadBytes: (ship) => ship.records.reduce((sum, record) => sum + shipRecordPayloadBytes(record), 0),
+    // The data of the non-ZERO records (at most shipRecordsMax * writePayloadSizeBytesMax, a safe
+    // integer; the frame bound decides what actually fits), or its compressed form.
+    payloadBytes: (ship) => ship.wireBytes ?? shipDataBytes(ship),
   },
   shipAck: {
     validate: (fields) => {
@@ -131,10 +160,12 @@ const noData = new Uint8Array(0);
 
 /**
  * Splits a validated shipment's payload into each record's data, in record order: views into
- * `payload` (no copy), empty for a ZERO or resyncEnd record, the digests for a verify record. The frame decoder has already checked that the
- * payload is exactly as long as the records say, so the split cannot run short.
+ * `payload` (no copy), empty for a ZERO or resyncEnd record, the digests for a verify record. The
+ * frame decoder (and openShipment, for a compressed one) has already checked that the payload is
+ * exactly as long as the records say, so the split cannot run short.
  */
 export function shipRecordData(ship: ShipMessage, payload: Uint8Array): Uint8Array[] {
+  assert(ship.codec === undefined, "a compressed shipment is opened (openShipment) before its records are read");
   let position = 0;
   const data = ship.records.map((record) => {
     const bytes = shipRecordPayloadBytes(record);

@@ -5,6 +5,7 @@ import { ProtocolError } from "../../src/protocol/errors.ts";
 import { decodeFrame, encodeFrame, encodeFrameBytes, FrameDecoder, type Frame } from "../../src/protocol/frame.ts";
 import { messageTypes, type Message } from "../../src/protocol/messages.ts";
 import { anyMessage, encodeAll, messageArbitraries, propertySeed, splitAt } from "./arbitraries.ts";
+import { codeOf } from "./helpers.ts";
 
 const seed = propertySeed();
 console.log(`frame.test.ts: fast-check seed ${seed} (replay: FC_SEED=${seed} node_modules/.bin/bun test tests/protocol/frame.test.ts)`);
@@ -62,15 +63,7 @@ describe("frame encode/decode", () => {
   });
 
   test("encode refuses what the peer would refuse", () => {
-    const code = (run: () => unknown) => {
-      try {
-        run();
-      } catch (error) {
-        expect(error).toBeInstanceOf(ProtocolError);
-        return (error as ProtocolError).code;
-      }
-      return "none";
-    };
+    const code = codeOf;
     const write = { type: "write", reqId: 1, device: "d", wrl: "w", epoch: 0, offset: 0, length: 4 } as const;
     expect(code(() => encodeFrame(write, new Uint8Array(3)))).toBe("PROTO_PAYLOAD_LENGTH");
     expect(code(() => encodeFrame({ ...write, offset: -512 }, new Uint8Array(4)))).toBe("PROTO_BAD_FIELD");

@@ -7,16 +7,8 @@ import {
   buildHello, buildHelloAck, checkHelloAck, checkPeerHello, clientHandshake, commonFeatures, serverHandshake, type MessageLink,
 } from "../../src/protocol/handshake.ts";
 import type { HelloMessage, Message } from "../../src/protocol/messages.ts";
+import { codeOf } from "./helpers.ts";
 
-function codeOf(run: () => unknown): string {
-  try {
-    run();
-  } catch (error) {
-    expect(error).toBeInstanceOf(ProtocolError);
-    return (error as ProtocolError).code;
-  }
-  return "none";
-}
 
 async function codeOfAsync(run: Promise<unknown>): Promise<string> {
   try {

@@ -10,21 +10,13 @@ import { ProtocolError } from "../../src/protocol/errors.ts";
 import { decodeFrame, encodeFrame, encodeFrameBytes } from "../../src/protocol/frame.ts";
 import { recordFlags, shipRecordData, shipRecordPayloadBytes, type Message, type ShipMessage } from "../../src/protocol/messages.ts";
 import { messageArbitraries, propertySeed } from "./arbitraries.ts";
+import { codeOf } from "./helpers.ts";
 
 const seed = propertySeed();
 console.log(`messages.test.ts: fast-check seed ${seed} (replay: FC_SEED=${seed} node_modules/.bin/bun test tests/protocol/messages.test.ts)`);
 
 const uuid = "0f8fad5b-d9cb-469f-a165-70867728950e";
 
-function codeOf(run: () => unknown): string {
-  try {
-    run();
-  } catch (error) {
-    expect(error).toBeInstanceOf(ProtocolError);
-    return (error as ProtocolError).code;
-  }
-  return "none";
-}
 
 describe("zero writes and ZERO records", () => {
   test("a 1 GiB zero write is a small frame without payload, and decodes as sent", () => {

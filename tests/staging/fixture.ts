@@ -1,4 +1,5 @@
 /** A StagingCore with one WRL ("w0") on an in-memory or simulated disk and a FakeReplica behind it. */
+import type { CompressionSetting } from "../../src/roles/staging/compression.ts";
 import { StagingCore } from "../../src/roles/staging/core.ts";
 import type { ShipmentLimits } from "../../src/roles/staging/shipment.ts";
 import { MemoryDeviceStateStore } from "../../src/roles/staging/state.ts";
@@ -27,6 +28,7 @@ export interface FixtureOptions {
   store?: MemoryDeviceStateStore;
   limits?: ShipmentLimits;
   windowMax?: number;
+  compression?: CompressionSetting;
 }
 
 export async function stagingFixture(options: FixtureOptions = {}): Promise<Fixture> {
@@ -39,6 +41,7 @@ export async function stagingFixture(options: FixtureOptions = {}): Promise<Fixt
     store,
     shipmentLimits: options.limits ?? smallLimits,
     relayWindowMax: options.windowMax ?? 2,
+    ...(options.compression === undefined ? {} : { compression: options.compression }),
   });
   let closed: Promise<void> | undefined;
   return {

@@ -10,6 +10,7 @@ import { MemoryDevice } from "../../src/io/memory-device.ts";
 import { SimDisk } from "../../src/io/sim-disk.ts";
 import { decodeFrame, encodeFrameBytes, type Frame } from "../../src/protocol/frame.ts";
 import type { AttachAckMessage, Message, ShipMessage, ShipNackCode, WriteAckMessage, WriteNackMessage } from "../../src/protocol/messages.ts";
+import { openShipment } from "../../src/protocol/ship-codec.ts";
 import { ReplicaCore } from "../../src/roles/replica/core.ts";
 import { MemoryStateStore } from "../../src/roles/replica/state.ts";
 import type { StagingCore } from "../../src/roles/staging/core.ts";
@@ -159,11 +160,13 @@ export class FakeReplica {
         }
       }
       const nackCode = this.nackNext.shift();
-      const payload = frame.payload.slice();
+      // As the replica server does: a compressed shipment is opened first (its payload is fresh).
+      const opened = openShipment({ message, payload: frame.payload });
+      const payload = opened.payload === frame.payload ? frame.payload.slice() : opened.payload;
       const answer = async (): Promise<Message> => {
         if (this.holding) await new Promise<void>((resolve) => this.#held.push(resolve));
         if (nackCode !== undefined) return { type: "shipNack", wrl: message.wrl, code: nackCode, message: `fake ${nackCode}` };
-        return this.core.ship(message, payload);
+        return this.core.ship(opened.message, payload);
       };
       const reply = answer();
       replies = replies.then(() => reply).then((answerMessage) => link.deliver(answerMessage));

@@ -3,9 +3,8 @@
  * and a real `druvaa replica apply`: drain with `druvaa status --wait-drained`, compare with
  * `druvaa restore`; SIGKILL and restart mid-stream; garbage on its ports; SIGTERM.
  */
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { describe, expect, test } from "bun:test";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { encodeFrameBytes } from "../../src/protocol/frame.ts";
 import { buildHello } from "../../src/protocol/handshake.ts";
@@ -15,20 +14,17 @@ import { startRole, type RoleProcess } from "../helpers/role-process.ts";
 import { MiB } from "./helpers.ts";
 import { SlotWorkload, sha256 } from "./process.ts";
 import { TestClient } from "./test-client.ts";
+import { processFixture } from "./process-fixture.ts";
 
 const deviceBytes = 8 * MiB;
-const scratch = mkdtempSync(join(tmpdir(), "druvaa-staging-proc-"));
-const wrlPath = join(scratch, "wrl0.img");
-const replicaPath = join(scratch, "replica-d0.img");
-const running = new Set<RoleProcess>();
-const clients: TestClient[] = [];
-let replica: RoleProcess;
+const fx = processFixture("proc", deviceBytes);
+const { scratch, wrlPath, replicaPath, running, clients } = fx;
 let stagingStarts = 0;
 
 async function startStaging(): Promise<RoleProcess> {
   stagingStarts += 1;
   const staging = await startRole(
-    ["staging", "serve", "--listen", "127.0.0.1:0", "--control", "127.0.0.1:0", "--wrl", `w0=${wrlPath}`, "--replica", `w0=${replica.ready.listen}`, "--state-dir", join(scratch, "staging-state"), "--node-id", "staging-test"],
+    ["staging", "serve", "--listen", "127.0.0.1:0", "--control", "127.0.0.1:0", "--wrl", `w0=${wrlPath}`, "--replica", `w0=${fx.replica.ready.listen}`, "--state-dir", join(scratch, "staging-state"), "--node-id", "staging-test"],
     join(scratch, `staging-${stagingStarts}.log`),
   );
   running.add(staging);
@@ -49,7 +45,7 @@ async function expectReplicaEquals(staging: RoleProcess, model: Uint8Array, tag:
   expect(drained.stderr).toBe("");
   expect(drained.exitCode).toBe(0);
   const target = join(scratch, `restored-${tag}.img`);
-  const restored = await druvaa(["restore", "--replica", replica.ready.restore, "--device", "d0", "--to", target, "--json"]);
+  const restored = await druvaa(["restore", "--replica", fx.replica.ready.restore, "--device", "d0", "--to", target, "--json"]);
   expect(restored.exitCode).toBe(0);
   expect(sha256(readFileSync(target))).toBe(sha256(model));
 }
@@ -61,30 +57,13 @@ async function kill(role: RoleProcess, signal: "SIGKILL" | "SIGTERM"): Promise<n
   return code;
 }
 
-beforeAll(async () => {
-  const created = await druvaa(["wrl", "create", "--primary", wrlPath, "--size", "32M", "--json"]);
-  if (created.exitCode !== 0) throw new Error(`wrl create failed: ${created.stderr}`);
-  writeFileSync(replicaPath, new Uint8Array(deviceBytes));
-  replica = await startRole(
-    ["replica", "apply", "--listen", "127.0.0.1:0", "--control", "127.0.0.1:0", "--restore", "127.0.0.1:0", "--device", `d0=${replicaPath}`, "--state-dir", join(scratch, "replica-state"), "--node-id", "replica-test"],
-    join(scratch, "replica.log"),
-  );
-  running.add(replica);
-});
-
-afterAll(async () => {
-  for (const client of clients) client.connection.abort();
-  for (const role of running) role.proc.kill("SIGKILL");
-  await Promise.all([...running].map((role) => role.proc.exited));
-  rmSync(scratch, { recursive: true, force: true });
-});
 
 describe("druvaa staging serve (real processes)", () => {
   const workload = new SlotWorkload(deviceBytes, 64 * 1024, 3);
 
   test("client writes reach the replica: --wait-drained exits 0 and the restored device equals what was written", async () => {
     const staging = await startStaging();
-    expect(staging.ready).toMatchObject({ role: "staging", wrls: [{ name: "w0", replica: replica.ready.listen }] });
+    expect(staging.ready).toMatchObject({ role: "staging", wrls: [{ name: "w0", replica: fx.replica.ready.listen }] });
     const client = await connectClient(staging);
     const startedMs = performance.now();
     await workload.run(client, 800, 32);
@@ -103,7 +82,7 @@ describe("druvaa staging serve (real processes)", () => {
   }, 60_000);
 
   test("SIGKILL mid-stream, restart, keep writing: every acked write reaches the replica", async () => {
-    const [staging] = [...running].filter((role) => role !== replica);
+    const [staging] = [...running].filter((role) => role !== fx.replica);
     const client = clients[clients.length - 1]!;
     const ackedBefore = workload.acked;
     let killed = false;
@@ -131,7 +110,7 @@ describe("druvaa staging serve (real processes)", () => {
   }, 60_000);
 
   test("garbage on the data and control ports closes those connections only; the server keeps serving", async () => {
-    const [staging] = [...running].filter((role) => role !== replica);
+    const [staging] = [...running].filter((role) => role !== fx.replica);
     const garbage = [new Uint8Array([0xff, 0xff, 0xff, 0xff, 1, 2, 3]), encodeFrameBytes(buildHello({ role: "client", nodeId: "x" })).subarray(0, 9), encodeFrameBytes(buildHello({ role: "replica", nodeId: "intruder" }))];
     for (const bytes of garbage) await rawExchange(staging!.ready.listen, bytes, true);
     const answer = await rawExchange(staging!.ready.control, new TextEncoder().encode("\x00\x01GARBAGE \xff\r\n\r\n"), true);
@@ -151,7 +130,7 @@ describe("druvaa staging serve (real processes)", () => {
   }, 60_000);
 
   test("SIGTERM: exit 0 with a final checkpoint (nothing left for recovery to scan)", async () => {
-    const [staging] = [...running].filter((role) => role !== replica);
+    const [staging] = [...running].filter((role) => role !== fx.replica);
     expect(await kill(staging!, "SIGTERM")).toBe(0);
     const info = await druvaa(["wrl", "info", wrlPath, "--json"]);
     expect(info.exitCode).toBe(0);

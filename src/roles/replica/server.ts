@@ -18,6 +18,7 @@ import { logger } from "../../log.ts";
 import { ProtocolError } from "../../protocol/errors.ts";
 import { serverHandshake, type Identity } from "../../protocol/handshake.ts";
 import type { Message } from "../../protocol/messages.ts";
+import { openShipment } from "../../protocol/ship-codec.ts";
 import { guardConnection, nextFrame, statusHeader } from "../server-support.ts";
 import type { ReplicaCore, RestoreSend } from "./core.ts";
 import type { SeedRuns } from "./seed-runs.ts";
@@ -162,8 +163,12 @@ export class ReplicaServer {
         }
         case "ship": {
           track(message.wrlUuid);
-          const payload = frame.payload;
-          const reply = this.#core.ship(message, payload);
+          // A compressed shipment is opened before anything looks at its payload; one that does
+          // not open throws ProtocolError: the relay gets an `error` message and this connection
+          // closes (guardConnection), the relay resumes from what was applied.
+          const { message: ship, payload } = openShipment({ message, payload: frame.payload });
+          if (payload !== frame.payload) sharedBufferPool.give(frame.payload); // the compressed bytes are dead
+          const reply = this.#core.ship(ship, payload);
           // Answered: the core holds no view of the payload any more (applied and flushed, or
           // refused). A rejection is a bug; the buffer is then simply not reused.
           reply.then(() => sharedBufferPool.give(payload), () => undefined);

@@ -35,6 +35,7 @@ import { DruvaaError } from "../../errors.ts";
 import { logger } from "../../log.ts";
 import type { AttachMessage, Message, WriteMessage, WriteNackCode } from "../../protocol/messages.ts";
 import type { WrlAppend, WrlAppendResult } from "../../wrl/types.ts";
+import type { CompressionSetting } from "./compression.ts";
 import { LagTracker } from "./lag.ts";
 import { wrlAppendOf } from "./records.ts";
 import { Relay, realClock, type Clock, type RelayLink, type RelayStatus, type RelayWrl } from "./relay.ts";
@@ -68,6 +69,8 @@ export interface StagingCoreOptions {
   /** Shipment bounds and window of the relays (tests make them small). */
   shipmentLimits?: ShipmentLimits;
   relayWindowMax?: number;
+  /** zstd compression of every relay's shipments (--compression); default off. */
+  compression?: CompressionSetting;
   /**
    * True when the bytes handed to handle()/write() are never changed afterwards by whoever
    * received them (SocketConnection: Bun hands out fresh chunks and the frame decoder never
@@ -172,6 +175,7 @@ export class StagingCore {
         onVerified: (outcome) => entry.holders.get(outcome.device)?.reply({ type: "verifyReport", wrl: spec.name, ...outcome }),
         ...(options.shipmentLimits === undefined ? {} : { limits: options.shipmentLimits }),
         ...(options.relayWindowMax === undefined ? {} : { windowMax: options.relayWindowMax }),
+        ...(options.compression === undefined ? {} : { compression: options.compression }),
       });
       wrls.set(spec.name, entry);
     }

@@ -29,6 +29,10 @@
  *   connection closed by the replica              lastError NET_CLOSED (or its reason); end
  *   reading the WRL fails (WRL_CORRUPT, …)        lastError = it; end
  *
+ * Compression (compression.ts, --compression): each shipment is packed — zstd-compressed when
+ * that makes it smaller — before it is sent; up to packingMax are compressed at once, and they
+ * are sent in LSN order. A shipment being packed counts against the window like a sent one.
+ *
  * Waking: the staging core calls notify() after every append; a relay with nothing to ship also
  * looks again every stagingRelayIdlePollMs. No busy polling.
  *
@@ -41,68 +45,25 @@ import { stagingRelayDelayMsMax, stagingRelayDelayMsMin, stagingRelayIdlePollMs,
 import { DruvaaError, exitCodes } from "../../errors.ts";
 import { logger } from "../../log.ts";
 import type { Frame } from "../../protocol/frame.ts";
-import type { Message, VerifyOutcome } from "../../protocol/messages.ts";
-import type { WrlInfo, WrlRecord } from "../../wrl/types.ts";
-import type { LagTracker } from "./lag.ts";
+import type { ShipmentFrame } from "../../protocol/ship-codec.ts";
+import { ShipmentCompressor } from "./compression.ts";
 import { realClock, Signal, type Clock } from "./relay-clock.ts";
 import { asDruvaaError, nackError } from "./relay-errors.ts";
+import type { LastError, RelayLink, RelayOptions, RelayStatus } from "./relay-types.ts";
 import { buildShipment, defaultShipmentLimits, type ShipmentLimits } from "./shipment.ts";
 
 export { realClock, type Clock } from "./relay-clock.ts";
+export type { LastError, RelayLink, RelayOptions, RelayStatus, RelayWrl } from "./relay-types.ts";
 
-/** What the relay needs of a connection to the replica (a Connection is one). */
-export interface RelayLink {
-  send(message: Message, payload?: Uint8Array): Promise<void>;
-  receive(timeoutMs?: number): Promise<Frame>;
-  readonly closed: Promise<DruvaaError | undefined>;
-  close(reason?: DruvaaError): Promise<void>;
-  abort(reason?: DruvaaError): void;
-}
+/** What #prepare did instead of preparing a shipment: nothing to ship, or records waiting for a window slot. */
+type NotPrepared = "idle" | "windowFull";
 
-/** What the relay needs of the WRL (a WriteLog is one). */
-export interface RelayWrl {
-  info(): WrlInfo;
-  read(fromLsn: number, maxBytes?: number): Promise<WrlRecord[]>;
-  advanceTail(lsn: number): Promise<void>;
-}
-
-export interface LastError {
-  code: string;
-  message: string;
-  hint?: string;
-  at: string;
-}
-
-export interface RelayStatus {
-  address: string;
-  connected: boolean;
-  /** The last LSN the replica acknowledged (or, before it said, what this WRL freed). */
-  appliedLsn: number;
-  lastError: LastError | null;
-  /** Shipments sent and not answered yet. */
-  inflightShipments: number;
-  /** The replica's devices and sizes, from its last resumeAck (null before one). */
-  replicaDevices: { name: string; sizeBytes: number }[] | null;
-}
-
-export interface RelayOptions {
-  /** The WRL's name (--wrl NAME=…) and uuid. */
-  name: string;
-  uuid: string;
-  wrl: RelayWrl;
-  /** The replica's address as the user gave it (status, messages). */
-  address: string;
-  /** Opens a connection to the replica and completes the handshake. */
-  dial: () => Promise<RelayLink>;
-  /** Sizes of the devices attached to this WRL, declared in every shipment. */
-  deviceSizes: () => ReadonlyMap<string, number>;
-  lag: LagTracker;
-  clock?: Clock;
-  limits?: ShipmentLimits;
-  windowMax?: number;
-  log?: ConsolaInstance;
-  /** Called with each verify outcome the replica reports in its acks. */
-  onVerified?: (outcome: VerifyOutcome) => void;
+/** A shipment read from the WRL and being compressed (packed), not sent yet. */
+interface Packing {
+  firstLsn: number;
+  lastLsn: number;
+  /** The frame as it goes on the wire, and the pooled buffer it still uses (if any). */
+  packed: Promise<{ frame: ShipmentFrame; pooled?: Uint8Array }>;
 }
 
 interface InflightShipment {
@@ -135,6 +96,9 @@ export class Relay {
    * buffer per shipment. Buffers of a session that ended unanswered are dropped, never reused.
    */
   #spareBuffers: Uint8Array[] = [];
+  readonly #compressor: ShipmentCompressor;
+  #shipmentsShipped = 0;
+  #bytesShipped = 0;
   #stopping = false;
   /** Whether the current session got a shipment acknowledged (resets the backoff). */
   #sessionAcked = false;
@@ -146,6 +110,7 @@ export class Relay {
     this.#log = options.log ?? logger(`staging:relay:${options.name}`);
     this.#limits = options.limits ?? defaultShipmentLimits;
     this.#windowMax = options.windowMax ?? stagingRelayWindowMax;
+    this.#compressor = new ShipmentCompressor(options.compression);
     // Records at or below the tail were acknowledged by the replica before they were freed.
     this.#appliedLsn = options.wrl.info().tailLsn;
     options.lag.acked(this.#appliedLsn);
@@ -183,6 +148,9 @@ export class Relay {
       lastError: this.#lastError,
       inflightShipments: this.#inflight.length,
       replicaDevices: this.#replicaDevices === undefined ? null : [...this.#replicaDevices].map(([name, sizeBytes]) => ({ name, sizeBytes })),
+      shipmentsShipped: this.#shipmentsShipped,
+      bytesShipped: this.#bytesShipped,
+      compression: this.#compressor.status(),
     };
   }
 
@@ -237,14 +205,27 @@ export class Relay {
         this.#work.wake();
       };
       const reading = this.#readAnswers(link, end).catch(end);
+      // Shipments being compressed, in LSN order: up to packingMax at once (zstd runs on Bun's
+      // thread pool), so compressing the next ones overlaps waiting for this one.
+      const packing: Packing[] = [];
       try {
         while (over === undefined && !this.#stopping) {
-          const shipped = await this.#shipSome(link, next);
-          if (shipped === undefined) {
-            await this.#work.wait(this.#clock, stagingRelayIdlePollMs);
-            continue;
+          if (packing.length < this.#compressor.packingMax) {
+            const prepared = await this.#prepare(next, packing.length);
+            if (typeof prepared !== "string") {
+              packing.push(prepared);
+              next = prepared.lastLsn + 1;
+              continue;
+            }
+            if (packing.length === 0) {
+              const waitStartedMs = performance.now();
+              await this.#work.wait(this.#clock, stagingRelayIdlePollMs);
+              // Records waited for a slot: the link or the replica holds the relay back (compression's auto level).
+              if (prepared === "windowFull") this.#compressor.noteWait(performance.now() - waitStartedMs);
+              continue;
+            }
           }
-          next = shipped + 1;
+          await this.#send(link, packing.shift()!);
         }
       } catch (error) {
         end(error);
@@ -306,12 +287,15 @@ export class Relay {
     return next;
   }
 
-  /** Ships one shipment from `next` if there is room in the window and records to ship; returns its last LSN. */
-  async #shipSome(link: RelayLink, next: number): Promise<number | undefined> {
-    if (this.#inflight.length >= this.#windowMax) return undefined;
-    if (next > this.#o.wrl.info().headLsn) return undefined;
+  /**
+   * Reads the shipment from `next` and starts packing it, if there are records to ship and room
+   * in the window (shipments unanswered plus the `packing` ones not sent yet).
+   */
+  async #prepare(next: number, packing: number): Promise<Packing | NotPrepared> {
+    if (next > this.#o.wrl.info().headLsn) return "idle";
+    if (this.#inflight.length + packing >= this.#windowMax) return "windowFull";
     const records = await this.#o.wrl.read(next, this.#limits.payloadBytesMax);
-    if (records.length === 0 || this.#stopping) return undefined;
+    if (records.length === 0 || this.#stopping) return "idle";
     let pooled: Uint8Array | undefined;
     const allocate = (bytes: number) => {
       if (bytes > this.#limits.payloadBytesMax) return new Uint8Array(bytes);
@@ -319,10 +303,27 @@ export class Relay {
       return pooled.subarray(0, bytes);
     };
     const shipment = buildShipment(records, { wrl: this.#o.name, wrlUuid: this.#o.uuid, deviceSizes: this.#o.deviceSizes() }, this.#limits, allocate);
-    const { firstLsn, lastLsn } = shipment.message;
+    const packed = this.#compressor.pack(shipment).then((frame) => {
+      if (frame === shipment || pooled === undefined) return { frame, pooled };
+      // Compressed into a buffer of its own: the copy of the records' data is free again.
+      if (this.#spareBuffers.length < this.#windowMax) this.#spareBuffers.push(pooled);
+      return { frame };
+    });
+    packed.catch(() => undefined); // a session that ends first never awaits it
+    return { firstLsn: shipment.message.firstLsn, lastLsn: shipment.message.lastLsn, packed };
+  }
+
+  /** Sends a packed shipment (window slot taken at once, freed by its answer). */
+  async #send(link: RelayLink, shipment: Packing): Promise<void> {
+    const { frame, pooled } = await shipment.packed;
+    const { firstLsn, lastLsn } = shipment;
     this.#inflight.push(pooled === undefined ? { firstLsn, lastLsn } : { firstLsn, lastLsn, pooled });
-    await link.send(shipment.message, shipment.payload);
-    return lastLsn;
+    this.#shipmentsShipped += 1;
+    this.#bytesShipped += frame.payload.length;
+    const sendStartedMs = performance.now();
+    await link.send(frame.message, frame.payload);
+    // send() waits only while the connection's send queue is full: the link is the bottleneck.
+    this.#compressor.noteWait(performance.now() - sendStartedMs);
   }
 
   /** The replica's answers, one per shipment, in order; throws why the session must end. */

@@ -1,14 +1,16 @@
 /**
  * `druvaa staging serve`: opens the WRLs (recovery runs), loads the attached devices from the
  * state directory, serves clients (data port) and status (control port), relays every WRL to its
- * replica, until SIGTERM/SIGINT; then lets appends in flight finish, stops the relays, closes the
- * WRLs with a final checkpoint and exits 0.
+ * replica (zstd-compressed per --compression, default auto: compression.ts), until
+ * SIGTERM/SIGINT; then lets appends in flight finish, stops the relays, closes the WRLs with a
+ * final checkpoint and exits 0.
  */
 import { command, jsonFlag, repeatedFlag } from "../../cli-support.ts";
 import { stagingControlPortDefault, stagingDataPortDefault } from "../../constants.ts";
 import { sharedBufferPool } from "../../io/buffer-pool.ts";
 import { logger } from "../../log.ts";
 import { announceReady, nodeIdFlag, parseNamedValues, parseServeAddress, resolveStateDir, untilSignalled } from "../common.ts";
+import { compressionFlagDefault, parseCompression } from "./compression.ts";
 import { StagingCore } from "./core.ts";
 import { openWrls, planWrls } from "./open-wrls.ts";
 import { replicaDialer, StagingServer } from "./server.ts";
@@ -24,12 +26,19 @@ export default command({
     replica: { type: "string", valueHint: "NAME=HOST:PORT", description: "the replica server WRL NAME relays to (default port 6003); one per --wrl" },
     control: { type: "string", valueHint: "HOST:PORT", default: `127.0.0.1:${stagingControlPortDefault}`, description: "control port (HTTP GET /status)" },
     "state-dir": { type: "string", valueHint: "DIR", description: "where attached devices are kept (default: $DRUVAA_STATE_DIR/staging, /var/lib/druvaa/staging as root)" },
+    compression: {
+      type: "string",
+      valueHint: "off|1..19|auto",
+      default: compressionFlagDefault,
+      description: "zstd for shipments: auto (default: level 1, up to 6 while the link holds shipping back), a level 1 (fast) .. 19 (small), or off (a LAN faster than zstd); data zstd cannot shrink goes as is",
+    },
     "node-id": { type: "string", valueHint: "ID", description: "this node's name in handshakes and status (default: the host name)" },
     json: jsonFlag,
   },
   examples: [
     "druvaa staging serve --listen 10.0.0.5:6001 --wrl fast=/dev/sdb --replica fast=10.0.0.9:6003",
     "druvaa staging serve --wrl fast=/dev/sdb,/dev/sdc --replica fast=dr-site:6003 --wrl bulk=/dev/sdd --replica bulk=dr-site:6013",
+    "druvaa staging serve --wrl fast=/dev/sdb --replica fast=dr-site:6003 --compression 3   # a fixed zstd level for a slow WAN",
     "druvaa staging serve --listen :0 --control :0 --wrl w0=/srv/wrl0.img --replica w0=127.0.0.1:6003 --json   # ports chosen by the system, printed in the ready line",
   ],
   async run({ args, rawArgs }) {
@@ -39,6 +48,7 @@ export default command({
     const listenAddress = parseServeAddress(args.listen, stagingDataPortDefault);
     const controlAddress = parseServeAddress(args.control, stagingControlPortDefault);
     const nodeId = nodeIdFlag(args["node-id"]);
+    const compression = parseCompression(args.compression ?? compressionFlagDefault);
     const stateDir = resolveStateDir(args["state-dir"], "staging");
     const wrls = await openWrls(plans);
     try {
@@ -55,6 +65,7 @@ export default command({
         // Clients come in through SocketConnection, which never reuses bytes it delivered (its
         // pooled receive buffers come back only through onFreedData above, after the WRL is done).
         receivedBytesStay: true,
+        compression,
       });
       const server = await StagingServer.start({ core, nodeId, listen: listenAddress, control: controlAddress });
       core.start();

@@ -38,7 +38,10 @@ export interface Shipment {
 const encoder = new TextEncoder();
 const utf8Bytes = (text: string) => encoder.encode(text).length;
 
-/** Upper bounds of the CBOR bytes of the shipment's parts (keys, 9-byte integers, string headers). */
+/**
+ * Upper bounds of the CBOR bytes of the shipment's parts (keys, 9-byte integers, string headers).
+ * The fixed part (~120 bytes) leaves room for the codec fields compression adds (~65 bytes).
+ */
 const fixedHeaderBytes = 256;
 const recordHeaderBytes = 96;
 const deviceHeaderBytes = 40;

@@ -1,0 +1,76 @@
+/**
+ * What the relay (relay.ts) takes and reports: the connection and WRL it needs, its options and
+ * its status. Re-exported by relay.ts, which importers use.
+ */
+import type { ConsolaInstance } from "consola/basic";
+import type { DruvaaError } from "../../errors.ts";
+import type { Frame } from "../../protocol/frame.ts";
+import type { Message, VerifyOutcome } from "../../protocol/messages.ts";
+import type { WrlInfo, WrlRecord } from "../../wrl/types.ts";
+import type { CompressionSetting, CompressionStatus } from "./compression.ts";
+import type { LagTracker } from "./lag.ts";
+import type { Clock } from "./relay-clock.ts";
+import type { ShipmentLimits } from "./shipment.ts";
+
+/** What the relay needs of a connection to the replica (a Connection is one). */
+export interface RelayLink {
+  send(message: Message, payload?: Uint8Array): Promise<void>;
+  receive(timeoutMs?: number): Promise<Frame>;
+  readonly closed: Promise<DruvaaError | undefined>;
+  close(reason?: DruvaaError): Promise<void>;
+  abort(reason?: DruvaaError): void;
+}
+
+/** What the relay needs of the WRL (a WriteLog is one). */
+export interface RelayWrl {
+  info(): WrlInfo;
+  read(fromLsn: number, maxBytes?: number): Promise<WrlRecord[]>;
+  advanceTail(lsn: number): Promise<void>;
+}
+
+export interface LastError {
+  code: string;
+  message: string;
+  hint?: string;
+  at: string;
+}
+
+export interface RelayStatus {
+  address: string;
+  connected: boolean;
+  /** The last LSN the replica acknowledged (or, before it said, what this WRL freed). */
+  appliedLsn: number;
+  lastError: LastError | null;
+  /** Shipments sent and not answered yet. */
+  inflightShipments: number;
+  /** The replica's devices and sizes, from its last resumeAck (null before one). */
+  replicaDevices: { name: string; sizeBytes: number }[] | null;
+  /** Shipments sent since the start (resends after a reconnect included). */
+  shipmentsShipped: number;
+  /** Payload bytes those shipments put on the wire (after compression; frame headers not counted). */
+  bytesShipped: number;
+  /** The --compression setting, the level in use, and what it saved (ship-codec.ts). */
+  compression: CompressionStatus;
+}
+
+export interface RelayOptions {
+  /** The WRL's name (--wrl NAME=…) and uuid. */
+  name: string;
+  uuid: string;
+  wrl: RelayWrl;
+  /** The replica's address as the user gave it (status, messages). */
+  address: string;
+  /** Opens a connection to the replica and completes the handshake. */
+  dial: () => Promise<RelayLink>;
+  /** Sizes of the devices attached to this WRL, declared in every shipment. */
+  deviceSizes: () => ReadonlyMap<string, number>;
+  lag: LagTracker;
+  clock?: Clock;
+  limits?: ShipmentLimits;
+  windowMax?: number;
+  /** zstd compression of shipments; default off (the staging command defaults to auto). */
+  compression?: CompressionSetting;
+  log?: ConsolaInstance;
+  /** Called with each verify outcome the replica reports in its acks. */
+  onVerified?: (outcome: VerifyOutcome) => void;
+}
