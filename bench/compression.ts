@@ -166,11 +166,11 @@ async function pipelineRun(setting: string, throttled: boolean): Promise<Record<
     const deviceBytes = 64 * MiB;
     writeFileSync(join(dir, "replica.img"), new Uint8Array(deviceBytes));
     await runDruvaa(["wrl", "create", "--primary", join(dir, "wrl.img"), "--size", `${Math.max(2 * totalMiB, 256)}M`]);
-    const replica = await startRole("replica", ["replica", "apply", "--listen", "127.0.0.1:0", "--control", "127.0.0.1:0", "--restore", "127.0.0.1:0", "--device", `d0=${join(dir, "replica.img")}`, "--state-dir", join(dir, "replica-state")]);
+    const replica = await startRole("replica", ["replica", "apply", "--listen", "127.0.0.1:0", "--control", "127.0.0.1:0", "--restore", "127.0.0.1:0", "--device", `d0=${join(dir, "replica.img")}`, "--state-dir", join(dir, "replica-state"), "--insecure"]);
     roles.push(replica);
     let replicaAddress = String(replica.ready.listen);
     if (throttled) replicaAddress = (proxy = await throttlingProxy(replicaAddress, linkMBps * 1e6)).address;
-    const staging = await startRole("staging", ["staging", "serve", "--listen", "127.0.0.1:0", "--control", "127.0.0.1:0", "--wrl", `w0=${join(dir, "wrl.img")}`, "--replica", `w0=${replicaAddress}`, "--state-dir", join(dir, "staging-state"), "--compression", setting]);
+    const staging = await startRole("staging", ["staging", "serve", "--listen", "127.0.0.1:0", "--control", "127.0.0.1:0", "--wrl", `w0=${join(dir, "wrl.img")}`, "--replica", `w0=${replicaAddress}`, "--state-dir", join(dir, "staging-state"), "--compression", setting, "--insecure"]);
     roles.push(staging);
     const client = await TestClient.connect(String(staging.ready.listen), "bench");
     await client.attach("w0", "d0", deviceBytes);

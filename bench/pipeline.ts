@@ -165,9 +165,9 @@ async function main(): Promise<void> {
         cleanup.onExit(() => role.stop());
         return role;
       };
-      const replica = await start("replica", ["replica", "apply", "--listen", "127.0.0.1:0", "--control", "127.0.0.1:0", "--restore", "127.0.0.1:0", "--device", `disk0=${paths.replica}`, "--state-dir", join(workDir, "replica-state")]);
-      const staging = await start("staging", ["staging", "serve", "--listen", "127.0.0.1:0", "--control", "127.0.0.1:0", "--wrl", `wrl0=${paths.wrl}`, "--replica", `wrl0=${replica.ready.listen}`, "--state-dir", join(workDir, "staging-state")]);
-      const client = await start("client", ["client", "attach", "--device", `disk0=${paths.primary}`, "--staging", String(staging.ready.listen), "--wrl", "wrl0", "--export", `unix:${paths.socket}`, "--control", "127.0.0.1:0", "--state-dir", join(workDir, "client-state")]);
+      const replica = await start("replica", ["replica", "apply", "--listen", "127.0.0.1:0", "--control", "127.0.0.1:0", "--restore", "127.0.0.1:0", "--device", `disk0=${paths.replica}`, "--state-dir", join(workDir, "replica-state"), "--insecure"]);
+      const staging = await start("staging", ["staging", "serve", "--listen", "127.0.0.1:0", "--control", "127.0.0.1:0", "--wrl", `wrl0=${paths.wrl}`, "--replica", `wrl0=${replica.ready.listen}`, "--state-dir", join(workDir, "staging-state"), "--insecure"]);
+      const client = await start("client", ["client", "attach", "--device", `disk0=${paths.primary}`, "--staging", String(staging.ready.listen), "--wrl", "wrl0", "--export", `unix:${paths.socket}`, "--control", "127.0.0.1:0", "--state-dir", join(workDir, "client-state"), "--insecure"]);
       stagingControl = String(staging.ready.control);
       druvaaUri = String((client.ready.exports as Record<string, string>).disk0);
       say(`druvaa: replica pid ${replica.pid}, staging pid ${staging.pid}, client pid ${client.pid}; export ${druvaaUri}`);

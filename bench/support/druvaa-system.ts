@@ -59,8 +59,8 @@ export class BenchSystem {
   static async start(options: BenchSystemOptions): Promise<BenchSystem> {
     const system = new BenchSystem(options);
     const { dir, device, replica, wrl } = options;
-    system.replica = await system.#start("replica", ["replica", "apply", "--listen", "127.0.0.1:0", "--control", "127.0.0.1:0", "--restore", "127.0.0.1:0", "--device", `${device}=${replica}`, "--state-dir", join(dir, "replica-state")]);
-    const stagingArgs = (listen: string, control: string) => ["staging", "serve", "--listen", listen, "--control", control, "--wrl", `wrl0=${wrl}`, "--replica", `wrl0=${String(system.replica.ready.listen)}`, "--state-dir", join(dir, "staging-state")];
+    system.replica = await system.#start("replica", ["replica", "apply", "--listen", "127.0.0.1:0", "--control", "127.0.0.1:0", "--restore", "127.0.0.1:0", "--device", `${device}=${replica}`, "--state-dir", join(dir, "replica-state"), "--insecure"]);
+    const stagingArgs = (listen: string, control: string) => ["staging", "serve", "--listen", listen, "--control", control, "--wrl", `wrl0=${wrl}`, "--replica", `wrl0=${String(system.replica.ready.listen)}`, "--state-dir", join(dir, "staging-state"), "--insecure"];
     system.staging = await system.#start("staging", stagingArgs("127.0.0.1:0", "127.0.0.1:0"));
     system.#stagingArgs = stagingArgs(String(system.staging.ready.listen), String(system.staging.ready.control));
     if (options.viaProxy) {
@@ -95,7 +95,7 @@ export class BenchSystem {
   async startClient(extraFlags: string[] = []): Promise<RoleProcess> {
     const { dir, device, primary, changeMap } = this.options;
     const staging = this.proxy?.address ?? String(this.staging.ready.listen);
-    this.client = await this.#start("client", ["client", "attach", "--device", `${device}=${primary}`, "--staging", staging, "--wrl", "wrl0", "--export", this.exportAddress, "--control", "127.0.0.1:0", "--state-dir", join(dir, "client-state"), "--changemap", changeMap, ...extraFlags]);
+    this.client = await this.#start("client", ["client", "attach", "--device", `${device}=${primary}`, "--staging", staging, "--wrl", "wrl0", "--export", this.exportAddress, "--control", "127.0.0.1:0", "--state-dir", join(dir, "client-state"), "--changemap", changeMap, ...extraFlags, "--insecure"]);
     return this.client;
   }
 

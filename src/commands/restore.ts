@@ -7,6 +7,7 @@ import { command, jsonFlag, output } from "../cli-support.ts";
 import { replicaRestorePortDefault } from "../constants.ts";
 import { parseAddress } from "../io/transport.ts";
 import { checkName, defaultNodeId } from "../roles/common.ts";
+import { linkSecurityArgs, resolveToolSecurity } from "../roles/link-security.ts";
 import { restoreFromReplica } from "../roles/replica/restore-client.ts";
 import { formatBytes } from "../units.ts";
 
@@ -17,16 +18,19 @@ export default command({
     device: { type: "string", valueHint: "NAME", required: true, description: "the replica device to restore (its --device NAME)" },
     to: { type: "string", valueHint: "PATH", required: true, description: "target: a new image file (created at the image's size), or with --force an existing file or block device" },
     force: { type: "boolean", description: "overwrite an existing non-empty file or a block device" },
+    ...linkSecurityArgs,
     json: jsonFlag,
   },
   examples: [
     "druvaa restore --replica 10.0.0.9:6005 --device disk0 --to /srv/restore/disk0.img",
     "druvaa restore --replica 10.0.0.9 --device disk0 --to /dev/sdd --force      # failover device",
     "drrestore --replica 127.0.0.1:6005 --device disk0 --to disk0.img --json",
+    "druvaa restore --replica dr-site:6005 --device disk0 --to disk0.img --tls-cert /etc/druvaa/tls/admin.pem --tls-key /etc/druvaa/tls/admin.key --tls-ca /etc/druvaa/tls/ca.pem",
   ],
   async run({ args }) {
     const replica = parseAddress(args.replica, replicaRestorePortDefault);
     const device = checkName(args.device, "--device");
+    const tls = await resolveToolSecurity(args, replica, "replica");
     const tty = process.stderr.isTTY === true && !args.json;
     let lastDrawnMs = 0;
     const startedMs = performance.now();
@@ -36,6 +40,7 @@ export default command({
       to: args.to,
       force: args.force === true,
       nodeId: defaultNodeId(),
+      tls,
       onBegin: (begin) => {
         if (tty) process.stderr.write(`restoring ${begin.device} (${formatBytes(begin.sizeBytes)}, applied LSN ${begin.appliedLsn}) to ${args.to}\n`);
       },

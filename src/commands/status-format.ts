@@ -8,11 +8,15 @@ export interface RoleStatus { role: string; nodeId?: string; version?: string; u
 export interface StagingWrlStatus {
   name: string; uuid?: string; sizeBytes: number; usedBytes: number; fillRatio?: number; headLsn: number; tailLsn: number;
   lagBytes?: number; lagSeconds?: number;
+  rateLimit?: { bytesPerSecond?: number; scope?: string; waitedMs?: number } | null;
+  schedule?: { schedule?: string; open?: boolean; nextChangeAt?: string | null } | null;
+  rpo?: { targetSeconds?: number | null; rpoSeconds?: number; trend?: string; drainEtaSeconds?: number | null; state?: string };
   replica?: { address?: string; connected?: boolean; appliedLsn?: number; lastError?: ErrorStatus | null; compression?: CompressionStatus };
   devices?: { name: string; sizeBytes?: number; clientNodeId?: string; connected?: boolean }[];
 }
 export interface CompressionStatus { mode?: string; level?: number | null; rawBytes?: number; wireBytes?: number; compressionRatio?: number }
-export interface StagingStatus extends RoleStatus { role: "staging"; wrls: StagingWrlStatus[] }
+export interface StagingEvent { at?: string; wrl?: string; message?: string }
+export interface StagingStatus extends RoleStatus { role: "staging"; wrls: StagingWrlStatus[]; events?: StagingEvent[] }
 
 /**
  * One HTTP request to a role's control port (HOST:PORT, default port 6002 unless given, or unix:PATH);
@@ -54,8 +58,11 @@ export function formatStatus(status: RoleStatus): string {
       lines.push(`    replica ${replica?.address ?? "?"}: ${replica?.connected ? "connected" : "not connected"}, applied LSN ${lsn(replica?.appliedLsn)}, lag ${formatBytes(wrl.lagBytes ?? 0)} / ${(wrl.lagSeconds ?? 0).toFixed(1)} s${errorText(replica?.lastError)}`);
       const shipped = shippedText(replica?.compression);
       if (shipped !== "") lines.push(`    ${shipped}`);
+      for (const line of targetLines(wrl)) lines.push(`    ${line}`);
       for (const device of wrl.devices ?? []) lines.push(`    device ${device.name} from ${device.clientNodeId ?? "?"}: ${device.connected ? "connected" : "not connected"}`);
     }
+    const events = (status as StagingStatus).events ?? [];
+    if (events.length > 0) lines.push("  recent events:", ...events.slice(-stagingEventsShown).map((event) => `    ${event.at ?? "?"} ${event.message ?? ""}`));
   } else if (status.role === "client") {
     const staging = status.staging as { address?: string; connected?: boolean; lastError?: ErrorStatus | null } | undefined;
     lines.push(`  staging ${staging?.address ?? "?"}: ${staging?.connected ? "connected" : "not connected"}${errorText(staging?.lastError)}`);
@@ -94,6 +101,37 @@ function shippedText(compression: CompressionStatus | undefined): string {
   if (compression === undefined || typeof compression.rawBytes !== "number" || typeof compression.wireBytes !== "number") return "";
   const setting = compression.mode === "off" ? "compression off" : compression.level === 0 ? "zstd auto, paused: the link keeps up" : `zstd ${compression.mode === "auto" ? "auto, " : ""}level ${compression.level ?? "?"}`;
   return `shipped ${formatBytes(compression.wireBytes)} for ${formatBytes(compression.rawBytes)} of data (${setting}, ratio ${(compression.compressionRatio ?? 1).toFixed(2)})`;
+}
+
+/** Events the human status shows (the newest; --json has all the server keeps). */
+const stagingEventsShown = 5;
+
+/** A bandwidth for people: bits per second, as --rate-limit takes it. */
+function formatBitRate(bytesPerSecond: number): string {
+  const bits = bytesPerSecond * 8;
+  const [scale, unit] = bits >= 1e9 ? [1e9, "Gbit/s"] : bits >= 1e6 ? [1e6, "Mbit/s"] : [1e3, "kbit/s"];
+  return `${Number((bits / scale).toPrecision(3))} ${unit}`;
+}
+
+/** A WRL's rate limit, schedule and RPO lines (none of them from an older staging). */
+function targetLines(wrl: StagingWrlStatus): string[] {
+  const lines: string[] = [];
+  const rate = wrl.rateLimit;
+  if (rate && typeof rate.bytesPerSecond === "number") {
+    lines.push(`rate limit ${formatBitRate(rate.bytesPerSecond)}${rate.scope === "server" ? " (shared by the server's WRLs)" : " (this WRL's own)"}, ${((rate.waitedMs ?? 0) / 1000).toFixed(1)} s waited for it`);
+  }
+  const schedule = wrl.schedule;
+  if (schedule) {
+    const next = schedule.nextChangeAt ? `, ${schedule.open ? "closes" : "opens"} at ${schedule.nextChangeAt}` : "";
+    lines.push(`schedule "${schedule.schedule ?? "?"}": ${schedule.open ? "open" : "closed, the WRL buffers"}${next}`);
+  }
+  const rpo = wrl.rpo;
+  if (rpo && typeof rpo.rpoSeconds === "number") {
+    const target = typeof rpo.targetSeconds === "number" ? `, target ${rpo.targetSeconds} s: ${rpo.state ?? "?"}` : ", no target";
+    const eta = rpo.drainEtaSeconds === null ? "not draining" : typeof rpo.drainEtaSeconds === "number" ? (rpo.drainEtaSeconds === 0 ? "nothing to drain" : `drained in ~${Math.ceil(rpo.drainEtaSeconds)} s`) : "";
+    lines.push(`RPO ${rpo.rpoSeconds.toFixed(1)} s${target} (${rpo.trend ?? "?"}${eta === "" ? "" : `, ${eta}`})`);
+  }
+  return lines;
 }
 
 /** A replica WRL's resync, for the human status line. */

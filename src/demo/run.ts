@@ -86,11 +86,14 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
     await runDruvaa(["wrl", "create", "--primary", paths.wrl, "--size", String(wrlSize)]);
     say(`created primary and replica images (${formatBytes(size)} each) and a ${formatBytes(wrlSize)} write log`);
 
-    const replica = await startRole("replica", ["replica", "apply", "--listen", "127.0.0.1:0", "--control", "127.0.0.1:0", "--restore", "127.0.0.1:0", "--device", `disk0=${paths.replica}`, "--state-dir", join(workDir, "replica-state")]);
+    // Every link is TLS 1.3 with mutual authentication: a CA of the demo's own, one certificate per role.
+    const tls = await demoCertificates(workDir);
+    say(`made a CA and certificates for replica, staging, client (device disk0) and admin (restore) in ${join(workDir, "tls")}`);
+    const replica = await startRole("replica", ["replica", "apply", "--listen", "127.0.0.1:0", "--control", "127.0.0.1:0", "--restore", "127.0.0.1:0", "--device", `disk0=${paths.replica}`, "--state-dir", join(workDir, "replica-state"), ...tls("replica")]);
     roles.push(replica);
-    const staging = await startRole("staging", ["staging", "serve", "--listen", "127.0.0.1:0", "--control", "127.0.0.1:0", "--wrl", `wrl0=${paths.wrl}`, "--replica", `wrl0=${replica.ready.listen}`, "--state-dir", join(workDir, "staging-state")]);
+    const staging = await startRole("staging", ["staging", "serve", "--listen", "127.0.0.1:0", "--control", "127.0.0.1:0", "--wrl", `wrl0=${paths.wrl}`, "--replica", `wrl0=${replica.ready.listen}`, "--state-dir", join(workDir, "staging-state"), ...tls("staging")]);
     roles.push(staging);
-    const client = await startRole("client", ["client", "attach", "--device", `disk0=${paths.primary}`, "--staging", String(staging.ready.listen), "--wrl", "wrl0", "--export", `unix:${paths.socket}`, "--control", "127.0.0.1:0", "--state-dir", join(workDir, "client-state")]);
+    const client = await startRole("client", ["client", "attach", "--device", `disk0=${paths.primary}`, "--staging", String(staging.ready.listen), "--wrl", "wrl0", "--export", `unix:${paths.socket}`, "--control", "127.0.0.1:0", "--state-dir", join(workDir, "client-state"), ...tls("client")]);
     roles.push(client);
     say(`started replica (pid ${replica.pid}), staging (pid ${staging.pid}) and client (pid ${client.pid}); NBD export ${String((client.ready.exports as Record<string, string>).disk0)}`);
 
@@ -134,7 +137,7 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
     const wrl = finalStatus.wrls[0]!;
     say(`drained in ${drainSeconds.toFixed(2)} s: head LSN ${wrl.headLsn}, applied LSN ${wrl.replica?.appliedLsn}`);
 
-    await runDruvaa(["restore", "--replica", String(replica.ready.restore), "--device", "disk0", "--to", paths.restored]);
+    await runDruvaa(["restore", "--replica", String(replica.ready.restore), "--device", "disk0", "--to", paths.restored, ...tls("admin")]);
     // Compare the primary as the client sees it: stop the client first so every write is flushed.
     await client.stop();
     const [primarySha256, restoredSha256] = await Promise.all([sha256File(paths.primary, size), sha256File(paths.restored, size)]);
@@ -156,4 +159,19 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
     process.off("SIGTERM", onSignal);
     if (!interrupted) await cleanup();
   }
+}
+
+/**
+ * A CA in WORKDIR/tls/ca and a certificate per demo node in WORKDIR/tls, made with the same
+ * commands an operator runs (druvaa admin ca init, druvaa admin cert issue); returns the TLS
+ * flags of a node.
+ */
+async function demoCertificates(workDir: string): Promise<(node: "replica" | "staging" | "client" | "admin") => string[]> {
+  const caDir = join(workDir, "tls", "ca");
+  const outDir = join(workDir, "tls");
+  await runDruvaa(["admin", "ca", "init", "--dir", caDir, "--name", "druvaa-demo-ca", "--days", "2"]);
+  for (const [role, extra] of [["replica", []], ["staging", []], ["client", ["--device", "disk0"]], ["admin", []]] as const) {
+    await runDruvaa(["admin", "cert", "issue", "--role", role, "--name", `demo-${role}`, ...extra, "--dir", caDir, "--out", outDir, "--days", "1"]);
+  }
+  return (node) => ["--tls-cert", join(outDir, `demo-${node}.pem`), "--tls-key", join(outDir, `demo-${node}.key`), "--tls-ca", join(caDir, "ca.pem"), "--crl", join(caDir, "crl.pem")];
 }

@@ -1,5 +1,6 @@
 /** Runs `druvaa client attach` as a real child process and waits for its ready line. */
 import { resolve } from "node:path";
+import { withTestLinkSecurity } from "../helpers/cli.ts";
 
 export const cliPath = resolve(import.meta.dir, "../../src/cli.ts");
 
@@ -20,7 +21,7 @@ export interface Finished {
 
 function spawnClient(args: string[]) {
   return Bun.spawn({
-    cmd: [process.execPath, cliPath, "client", "attach", ...args, "--json"],
+    cmd: [process.execPath, cliPath, ...withTestLinkSecurity(["client", "attach", ...args]), "--json"],
     stdout: "pipe",
     stderr: "pipe",
     stdin: "ignore",

@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startRole, type RoleProcess } from "../../src/demo/processes.ts";
 import { sha256File } from "../../src/io/file-hash.ts";
-import { bunPath, cliPath, repoRoot } from "../helpers/cli.ts";
+import { bunPath, cliPath, repoRoot, withTestLinkSecurity } from "../helpers/cli.ts";
 
 // Under `bun test` process.argv[1] is the test file, not the CLI: tell startRole/runDruvaa.
 process.env.DRUVAA_SELF_COMMAND = JSON.stringify([bunPath, cliPath]);
@@ -83,9 +83,9 @@ export async function run(cmd: string[], opts: { timeoutMs?: number; env?: Recor
   }
 }
 
-/** `druvaa ARGS` as a subprocess; never throws on a non-zero exit. */
+/** `druvaa ARGS` as a subprocess (role commands with withTestLinkSecurity); never throws on a non-zero exit. */
 export function druvaa(args: string[], timeoutMs = 60_000): Promise<RunResult> {
-  return run([bunPath, cliPath, ...args], { timeoutMs });
+  return run([bunPath, cliPath, ...withTestLinkSecurity(args)], { timeoutMs });
 }
 
 /** Like druvaa() but throws, with its output, unless it exits 0. */
@@ -97,7 +97,7 @@ export async function druvaaOk(args: string[], timeoutMs = 60_000): Promise<stri
 
 /** Starts a druvaa role process (with --json) and tracks it for cleanup. */
 export async function startTracked(name: string, args: string[]): Promise<RoleProcess> {
-  const role = await startRole(name, args, { env: { DRUVAA_LOG_LEVEL: process.env.DRUVAA_LOG_LEVEL ?? "3" } });
+  const role = await startRole(name, withTestLinkSecurity(args), { env: { DRUVAA_LOG_LEVEL: process.env.DRUVAA_LOG_LEVEL ?? "3" } });
   live.add(role);
   void role.proc.exited.then(() => live.delete(role));
   return role;

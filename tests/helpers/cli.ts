@@ -11,9 +11,22 @@ export interface CliResult {
   stderr: string;
 }
 
-export async function druvaa(args: string[], opts: { cwd?: string; argv0?: string; env?: Record<string, string> } = {}): Promise<CliResult> {
+const roleCommands = new Set(["client attach", "staging serve", "replica apply"]);
+
+/**
+ * Tests run the roles in plaintext on loopback (`--insecure`) unless they give TLS flags or
+ * --insecure themselves: the one place that says so. Other commands are left as they are.
+ */
+export function withTestLinkSecurity(args: readonly string[]): string[] {
+  if (!roleCommands.has(`${args[0]} ${args[1]}`)) return [...args];
+  if (args.some((arg) => arg.startsWith("--tls-") || arg === "--insecure")) return [...args];
+  return [...args, "--insecure"];
+}
+
+/** Runs `druvaa ARGS` (role commands with withTestLinkSecurity unless `asIs`). */
+export async function druvaa(args: string[], opts: { cwd?: string; argv0?: string; env?: Record<string, string>; asIs?: boolean } = {}): Promise<CliResult> {
   const proc = Bun.spawn({
-    cmd: [bunPath, cliPath, ...args],
+    cmd: [bunPath, cliPath, ...(opts.asIs === true ? args : withTestLinkSecurity(args))],
     cwd: opts.cwd ?? repoRoot,
     stdout: "pipe",
     stderr: "pipe",

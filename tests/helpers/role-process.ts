@@ -1,6 +1,6 @@
 /** A druvaa role (staging serve, replica apply) as a real child process, started with --json. */
 import { readFileSync } from "node:fs";
-import { bunPath, cliPath, repoRoot } from "./cli.ts";
+import { bunPath, cliPath, repoRoot, withTestLinkSecurity } from "./cli.ts";
 
 export interface RoleProcess<Ready = Record<string, any>> {
   proc: ReturnType<typeof Bun.spawn>;
@@ -10,10 +10,10 @@ export interface RoleProcess<Ready = Record<string, any>> {
   logPath: string;
 }
 
-/** Starts `druvaa ARGS --json` and waits for its ready line; the log (stderr) goes to logPath. */
+/** Starts `druvaa ARGS --json` (withTestLinkSecurity) and waits for its ready line; the log (stderr) goes to logPath. */
 export async function startRole<Ready = Record<string, any>>(args: string[], logPath: string): Promise<RoleProcess<Ready>> {
   const proc = Bun.spawn({
-    cmd: [bunPath, cliPath, ...args, "--json"],
+    cmd: [bunPath, cliPath, ...withTestLinkSecurity(args), "--json"],
     cwd: repoRoot,
     stdout: "pipe",
     stderr: Bun.file(logPath),

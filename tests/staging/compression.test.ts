@@ -3,12 +3,14 @@
  * --compression flag, the `auto` level policy as a pure function (one test per row of its
  * table), and a StagingCore relaying through a real ReplicaCore with compression on: the replica
  * ends equal to what was written, the status shows the ratio, incompressible data goes raw.
+ * The boost (RPO target at risk): a level floor for auto.
  */
 import { afterEach, describe, expect, test } from "bun:test";
 import { DruvaaError } from "../../src/errors.ts";
 import {
   autoLevelStart,
   autoLevelStep,
+  compressionBoostLevelMin,
   compressionAutoGainMin,
   compressionAutoLevelMax,
   compressionAutoLevelMin,
@@ -149,6 +151,26 @@ describe("ShipmentCompressor", () => {
     const status = fixed.status();
     expect(status).toMatchObject({ mode: "fixed", level: 3, rawBytes: 128 * KiB + 512, wireBytes: packed.payload.length + 64 * KiB + 512, compressedShipments: 1 });
     expect(status.compressionRatio).toBeCloseTo(status.rawBytes / status.wireBytes, 10);
+  });
+
+  test("compression boost: auto at level 3 at least and never paused while on; lifted, the level comes down by the policy; no effect on a fixed level", async () => {
+    let nowMs = 0;
+    const auto = new ShipmentCompressor({ mode: "auto" }, () => (nowMs += 1)); // every compression costs 1 ms
+    const zeros = new Uint8Array(64 * KiB);
+    // No waits at all: compression holds shipping up, so auto would come down and pause.
+    for (let index = 0; index < 2 * compressionAutoPeriodShipments; index += 1) await auto.pack({ message, payload: zeros });
+    expect(auto.status().level).toBe(0);
+    auto.boost(true);
+    expect(auto.status()).toMatchObject({ level: compressionBoostLevelMin, boosted: true });
+    for (let index = 0; index < 3 * compressionAutoPeriodShipments; index += 1) await auto.pack({ message, payload: zeros });
+    // Still CPU-bound, but boosted: never below the floor, never paused.
+    expect(auto.status()).toMatchObject({ level: compressionBoostLevelMin, boosted: true });
+    auto.boost(false);
+    for (let index = 0; index < compressionAutoPeriodShipments; index += 1) await auto.pack({ message, payload: zeros });
+    expect(auto.status()).toMatchObject({ level: compressionBoostLevelMin - 1, boosted: false });
+    const fixed = new ShipmentCompressor({ mode: "fixed", level: 1 });
+    fixed.boost(true);
+    expect(fixed.status()).toMatchObject({ level: 1, boosted: false });
   });
 
   test("auto follows the policy with the times it measures (a fake clock)", async () => {

@@ -1,6 +1,7 @@
 /** A StagingCore with one WRL ("w0") on an in-memory or simulated disk and a FakeReplica behind it. */
 import type { CompressionSetting } from "../../src/roles/staging/compression.ts";
 import { StagingCore } from "../../src/roles/staging/core.ts";
+import type { Clock, RelayTargets } from "../../src/roles/staging/relay.ts";
 import type { ShipmentLimits } from "../../src/roles/staging/shipment.ts";
 import { MemoryDeviceStateStore } from "../../src/roles/staging/state.ts";
 import type { WriteLog } from "../../src/wrl/write-log.ts";
@@ -29,6 +30,10 @@ export interface FixtureOptions {
   limits?: ShipmentLimits;
   windowMax?: number;
   compression?: CompressionSetting;
+  /** The core's and relay's clock (a test's ManualClock); the real one by default. */
+  clock?: Clock;
+  /** --rate-limit, --schedule, --rpo of w0. */
+  targets?: RelayTargets;
 }
 
 export async function stagingFixture(options: FixtureOptions = {}): Promise<Fixture> {
@@ -42,6 +47,8 @@ export async function stagingFixture(options: FixtureOptions = {}): Promise<Fixt
     shipmentLimits: options.limits ?? smallLimits,
     relayWindowMax: options.windowMax ?? 2,
     ...(options.compression === undefined ? {} : { compression: options.compression }),
+    ...(options.clock === undefined ? {} : { clock: options.clock }),
+    ...(options.targets === undefined ? {} : { relayTargets: new Map([["w0", options.targets]]) }),
   });
   let closed: Promise<void> | undefined;
   return {

@@ -49,7 +49,8 @@ export class MemoryLink implements RelayLink {
   #resolveClosed!: (reason: DruvaaError | undefined) => void;
   readonly closed = new Promise<DruvaaError | undefined>((resolve) => (this.#resolveClosed = resolve));
 
-  constructor(private readonly toPeer: (frame: Frame) => void, private readonly onClose: () => void = () => undefined) {}
+  /** `toPeer` gets each frame sent and its size on the wire (preamble, header, payload). */
+  constructor(private readonly toPeer: (frame: Frame, frameBytes: number) => void, private readonly onClose: () => void = () => undefined) {}
 
   get isOpen(): boolean {
     return this.#open;
@@ -57,9 +58,10 @@ export class MemoryLink implements RelayLink {
 
   async send(message: Message, payload: Uint8Array = empty): Promise<void> {
     if (!this.#open) throw this.#reason ?? new DruvaaError("NET_CLOSED", "link closed");
-    const frame = decodeFrame(encodeFrameBytes(message, payload));
+    const encoded = encodeFrameBytes(message, payload);
+    const frame = decodeFrame(encoded);
     queueMicrotask(() => {
-      if (this.#open) this.toPeer(frame);
+      if (this.#open) this.toPeer(frame, encoded.length);
     });
   }
 
@@ -117,6 +119,10 @@ export class MemoryLink implements RelayLink {
 export class FakeReplica {
   /** Every shipment received, in order (also those nacked or dropped). */
   readonly shipments: ShipMessage[] = [];
+  /** Every frame received (resume and ship), in order: its type, size on the wire and arrival time by `clock`. */
+  readonly frames: { type: string; frameBytes: number; atMs: number; firstLsn?: number; lastLsn?: number }[] = [];
+  /** The clock arrival times are read from (a test's fake clock); Date.now by default. */
+  clock: { now(): number } = { now: () => Date.now() };
   dials = 0;
   /** Dial attempts fail with NET_CONNECT_REFUSED while set. */
   refuseDials = false;
@@ -142,8 +148,9 @@ export class FakeReplica {
     this.dials += 1;
     if (this.refuseDials) throw new DruvaaError("NET_CONNECT_REFUSED", "nobody listens (fake replica refusing)");
     let replies: Promise<unknown> = Promise.resolve();
-    const link: MemoryLink = new MemoryLink((frame) => {
+    const link: MemoryLink = new MemoryLink((frame, frameBytes) => {
       const message = frame.message;
+      this.frames.push({ type: message.type, frameBytes, atMs: this.clock.now(), ...(message.type === "ship" ? { firstLsn: message.firstLsn, lastLsn: message.lastLsn } : {}) });
       if (message.type === "resume") {
         const reply = this.core.resume(message);
         replies = replies.then(() => link.deliver(reply));

@@ -18,6 +18,7 @@ import { logger } from "../../log.ts";
 import { parseListenAddress, startNbdServer, type NbdServer } from "../../nbd/server.ts";
 import { statusHeader } from "../server-support.ts";
 import { announceReady, checkName, defaultNodeId, parseNamedValues, resolveStateDir, untilSignalled } from "../common.ts";
+import { linkSecurityArgs, resolveLinkSecurity } from "../link-security.ts";
 import { ClientCore, type ClientDevice } from "./core.ts";
 import { StagingLink } from "./staging-link.ts";
 import { activityLogPath, crashRecoveryOf, openActivityLog, recoverAndStart, resyncSetsOpenAtStart } from "./activity-setup.ts";
@@ -44,10 +45,11 @@ export default command({
     "ack-timeout": { type: "string", valueHint: "DURATION", default: "5s", description: "with --changemap: a write staging has not acknowledged by then completes locally, marked in the change map" },
     "rate-limit": { type: "string", valueHint: "RATE", description: "with --changemap: resync bandwidth, e.g. 20MiB/s (default: unlimited)" },
     "initial-sync": { type: "string", valueHint: "none|network|checksum|media", default: "none", description: "once per device and WRL: none (replica already equal), network (send it all; needs --changemap), checksum (send what differs; needs --changemap), media (replica seeded from a backup)" },
+    ...linkSecurityArgs,
     json: jsonFlag,
   },
   examples: [
-    "druvaa client attach --device disk0=/dev/sdb --staging 10.0.0.5:6001 --wrl fast --export unix:/run/druvaa/disk0.sock",
+    "druvaa client attach --device disk0=/dev/sdb --staging 10.0.0.5:6001 --wrl fast --export unix:/run/druvaa/disk0.sock --tls-cert /etc/druvaa/tls/db1.pem --tls-key /etc/druvaa/tls/db1.key --tls-ca /etc/druvaa/tls/ca.pem",
     "druvaa client attach --device db=/srv/db.img --device logs=/srv/logs.img --staging staging:6001 --wrl app --export 127.0.0.1:10809",
     "qemu-io -f raw 'nbd+unix:///disk0?socket=/run/druvaa/disk0.sock' -c 'write 0 1M'   # write through it",
     "druvaa changemap create /var/lib/druvaa/disk0.map --region disk0=100GiB && druvaa client attach --device disk0=/dev/sdb --changemap /var/lib/druvaa/disk0.map --staging 10.0.0.5:6001 --wrl fast --export unix:/run/druvaa/disk0.sock",
@@ -59,7 +61,7 @@ export default command({
     const stagingAddress = parseAddress(args.staging, 6001);
     if (stagingAddress.kind === "tcp" && stagingAddress.port === 0) throw usageError(`--staging ${args.staging}: port 0`, "Give the port staging listens on (default 6001)");
     const wrl = checkName(args.wrl, "--wrl");
-    parseListenAddress(args.export); // a bad --export is a usage error before anything is opened
+    const exportAddress = parseListenAddress(args.export); // a bad --export is a usage error before anything is opened
     const controlAddress = parseAddress(args.control, 6007);
     const stateDir = resolveStateDir(args["state-dir"], "client");
     const nodeId = args["node-id"] ?? defaultNodeId();
@@ -68,6 +70,9 @@ export default command({
     if (args.changemap === undefined && args["rate-limit"] !== undefined) throw usageError("--rate-limit needs --changemap (it limits resync)", "Add --changemap PATH, or drop --rate-limit");
     const resyncRate = args["rate-limit"] === undefined ? 0 : parseRateBytesPerSecond(args["rate-limit"], "--rate-limit");
     const initialSyncMode = parseInitialSyncMode(args["initial-sync"], args.changemap !== undefined);
+    // The NBD export carries no TLS: it is held to the control-port rule (local unless allowed).
+    const security = await resolveLinkSecurity(args, { links: [stagingAddress], controls: [controlAddress, exportAddress] });
+    const stagingTls = security.forPeer("staging");
 
     const opened = await openDevices(deviceFlags, wrl);
     let changeMap: ChangeMap | undefined;
@@ -118,7 +123,7 @@ export default command({
       const recovered = (recovery = activity === undefined ? undefined : crashRecoveryOf(activity, recovering, liveCore, devices, verifying));
       link = new StagingLink({
         address: staging,
-        dial: () => connect(stagingAddress),
+        dial: () => connect(stagingAddress, undefined, stagingTls === undefined ? {} : { tls: stagingTls }),
         nodeId,
         attachments: devices.map((d) => ({ device: d.name, wrl: d.wrl, sizeBytes: d.device.sizeBytes, logicalBlockSizeBytes: d.device.logicalBlockSizeBytes })),
         peer: verifying.probes,

@@ -72,6 +72,7 @@ const refusalHints: Record<string, string> = {
   WRL_UNKNOWN: "Check --wrl: it must name a WRL the staging server serves (see: druvaa status --connect STAGING:6002)",
   DEVICE_BUSY: "Another connected client holds a device of that name in this WRL: use another NAME in --device NAME=PATH, or stop the other client",
   DEVICE_TOO_BIG: "The replica's device of that name is smaller: grow the replica device, or attach a device no bigger than it",
+  DEVICE_NOT_ALLOWED: "This client's certificate does not name that device: issue one that does (druvaa admin cert issue --role client --name NAME --device DEVICE ...), or attach the devices it names",
 };
 
 export class StagingLink {

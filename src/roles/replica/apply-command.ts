@@ -14,6 +14,7 @@ import { isBlockDevicePath, openBlockDevice } from "../../io/open-device.ts";
 import { logger } from "../../log.ts";
 import { formatBytes } from "../../units.ts";
 import { announceReady, nodeIdFlag, parseNamedValues, parseServeAddress, resolveStateDir, untilSignalled } from "../common.ts";
+import { linkSecurityArgs, resolveLinkSecurity } from "../link-security.ts";
 import { ReplicaCore, type ReplicaDevice } from "./core.ts";
 import { SeedTracker } from "./media-seed.ts";
 import { checkRsWrlDeviceName, ResyncLog } from "./resync-log.ts";
@@ -92,10 +93,11 @@ export default command({
     wrl: { type: "string", valueHint: "PATH", description: "replica WRL (RS-WRL, made with druvaa wrl create): resync sets wait there until complete, so the replica stays at its last consistent point during a resync" },
     "state-dir": { type: "string", valueHint: "DIR", description: "where the applied LSNs are kept (default: $DRUVAA_STATE_DIR/replica, /var/lib/druvaa/replica as root)" },
     "node-id": { type: "string", valueHint: "ID", description: "this node's name in handshakes and status (default: the host name)" },
+    ...linkSecurityArgs,
     json: jsonFlag,
   },
   examples: [
-    "druvaa replica apply --listen 10.0.0.9:6003 --device disk0=/dev/sdc",
+    "druvaa replica apply --listen 10.0.0.9:6003 --device disk0=/dev/sdc --tls-cert /etc/druvaa/tls/dr1.pem --tls-key /etc/druvaa/tls/dr1.key --tls-ca /etc/druvaa/tls/ca.pem",
     "druvaa replica apply --device disk0=/srv/replica/disk0.img --state-dir /srv/replica/state --json",
     "druvaa wrl create --primary /srv/replica/rswrl.img --size 20G && druvaa replica apply --device disk0=/dev/sdc --wrl /srv/replica/rswrl.img",
     "druvaa replica apply --listen :0 --control :0 --restore :0 --device d0=d0.img --json   # ports chosen by the system, printed in the ready line",
@@ -108,6 +110,7 @@ export default command({
     const restoreAddress = parseServeAddress(args.restore, replicaRestorePortDefault);
     const nodeId = nodeIdFlag(args["node-id"]);
     const stateDir = resolveStateDir(args["state-dir"], "replica");
+    const security = await resolveLinkSecurity(args, { links: [listenAddress, restoreAddress], controls: [controlAddress] });
     if (args.wrl !== undefined) for (const name of specs.keys()) checkRsWrlDeviceName(name);
     const rsWrl = args.wrl === undefined ? undefined : await ResyncLog.open(args.wrl);
     const devices = await openReplicaDevices(specs).catch(async (error: unknown) => {
@@ -119,7 +122,8 @@ export default command({
       const seededAlready = await openSeedTrackers(devices, awaitSeed, stateDir);
       const core = await ReplicaCore.open({ devices, store: fileStateStore(stateDir), rsWrl });
       const declared = (name: string) => core.status().devices.find((device) => device.name === name)?.declaredSizeBytes ?? undefined;
-      const running = await ReplicaServer.start({ core, nodeId, listen: listenAddress, restore: restoreAddress, control: controlAddress, ...(awaitSeed.length > 0 ? { seeds: new SeedRuns({ devices, exclusive: core.exclusive, declaredSizeBytes: declared, seededAlready }) } : {}) });
+      const tls = { data: security.forPeer("staging"), restore: security.forPeer(["admin", "panel"]) };
+      const running = await ReplicaServer.start({ core, nodeId, listen: listenAddress, restore: restoreAddress, control: controlAddress, tls, ...(awaitSeed.length > 0 ? { seeds: new SeedRuns({ devices, exclusive: core.exclusive, declaredSizeBytes: declared, seededAlready }) } : {}) });
       const applied = core.status().wrls.map((wrl) => `${wrl.name} at LSN ${wrl.appliedLsn}`).join(", ");
       if (applied) log.info(`resuming: ${applied}`);
       announceReady(args.json, "replica", { ...running.addresses, nodeId, stateDir, rsWrl: rsWrl?.path ?? null, devices: devices.map((entry) => ({ name: entry.name, path: entry.path, sizeBytes: entry.device.sizeBytes })) });

@@ -18,7 +18,7 @@ import { restoreStallTimeoutMs, restoreWritesInflightMax } from "../../constants
 import { DruvaaError, exitCodes, fromSystemError } from "../../errors.ts";
 import type { BlockDevice } from "../../io/block-device.ts";
 import { openBlockDevice } from "../../io/open-device.ts";
-import { connect, formatAddress, type Address, type Connection } from "../../io/transport.ts";
+import { connect, formatAddress, type Address, type Connection , type PreparedTls } from "../../io/transport.ts";
 import type { Frame } from "../../protocol/frame.ts";
 import { clientHandshake } from "../../protocol/handshake.ts";
 import type { RestoreBeginMessage } from "../../protocol/messages.ts";
@@ -31,6 +31,8 @@ export interface RestoreOptions {
   to: string;
   force: boolean;
   nodeId: string;
+  /** TLS to the restore port (the replica must show a replica certificate); plaintext when absent. */
+  tls?: PreparedTls | undefined;
   /** Called once the replica has said what it sends. */
   onBegin?: (begin: RestoreBeginMessage) => void;
   /** Called after each chunk is written. */
@@ -95,7 +97,7 @@ export async function restoreFromReplica(options: RestoreOptions): Promise<Resto
   const now = options.now ?? (() => performance.now());
   const where = formatAddress(options.replica);
   const target = await inspectTarget(options.to, options.force);
-  const connection = await connect(options.replica);
+  const connection = await connect(options.replica, undefined, options.tls === undefined ? {} : { tls: options.tls });
   let device: BlockDevice | undefined;
   let created = false;
   let succeeded = false;

@@ -13,7 +13,7 @@ import { protocolTextLengthMax, restoreRequestTimeoutMs, restoreStallTimeoutMs, 
 import { DruvaaError, exitCodes } from "../../errors.ts";
 import { sharedBufferPool } from "../../io/buffer-pool.ts";
 import { startControlServer, type ControlServer } from "../../io/control-server.ts";
-import { formatAddress, listen, type Address, type Connection, type Listener } from "../../io/transport.ts";
+import { formatAddress, listen, type Address, type Connection, type Listener, type PreparedTls } from "../../io/transport.ts";
 import { logger } from "../../log.ts";
 import { ProtocolError } from "../../protocol/errors.ts";
 import { serverHandshake, type Identity } from "../../protocol/handshake.ts";
@@ -38,6 +38,8 @@ export interface ReplicaServerOptions {
   now?: () => number;
   /** Media seeding (POST /seed; status `seeds`), when any device awaits a seed. */
   seeds?: SeedRuns;
+  /** TLS of the data port (peers must be staging servers) and the restore port (admin or panel); plaintext when absent. */
+  tls?: { data: PreparedTls | undefined; restore: PreparedTls | undefined };
 }
 
 export interface ReplicaAddresses {
@@ -72,8 +74,8 @@ export class ReplicaServer {
     try {
       // Shipments (up to 4 MiB each) are assembled in pooled buffers, given back once answered,
       // with the payload aligned so O_DIRECT devices take the records without a bounce copy.
-      server.#data = await listen(options.listen, (connection) => void guardConnection(connection, () => server.#serveRelay(connection), log), { allocateFrame: (bytes, payloadAt) => sharedBufferPool.take(bytes, payloadAt) });
-      server.#restore = await listen(options.restore, (connection) => void guardConnection(connection, () => server.#serveRestore(connection), log));
+      server.#data = await listen(options.listen, (connection) => void guardConnection(connection, () => server.#serveRelay(connection), log), { allocateFrame: (bytes, payloadAt) => sharedBufferPool.take(bytes, payloadAt), ...(options.tls?.data === undefined ? {} : { tls: options.tls.data }) });
+      server.#restore = await listen(options.restore, (connection) => void guardConnection(connection, () => server.#serveRestore(connection), log), options.tls?.restore === undefined ? {} : { tls: options.tls.restore });
       const seeds = options.seeds;
       server.#control = startControlServer(options.control, {
         "/status": () => server.status(),

@@ -31,6 +31,12 @@
  * So on a LAN, where the replica keeps up and the relay hardly waits, auto costs no CPU, and on a
  * WAN, where the relay waits on the link, it compresses harder while the CPU has room.
  * A relay that is idle (caught up) waits on nothing, so it drifts down to paused.
+ *
+ * Boost (boost(true), from the relay while its RPO target is at risk or missed, relay-rpo.ts):
+ * `auto` compresses at compressionBoostLevelMin at least and never pauses — fewer bytes on the
+ * wire drain the backlog sooner — and still goes higher by the table above while link-bound.
+ * boost(false) lifts the floor; the level then comes down by the table. No effect on a fixed
+ * level or off.
  * Deterministic given the samples (autoLevelStep is pure); the samples themselves are wall time.
  */
 import { assert } from "../../assert.ts";
@@ -49,6 +55,8 @@ export const compressionAutoPeriodShipments = 8;
 export const compressionAutoProbePeriods = 16;
 /** `auto` raises the level while the relay waits at least this many times longer than it compresses. */
 export const compressionAutoRaiseFactor = 4;
+/** The lowest level `auto` uses while boosted (RPO target at risk). */
+export const compressionBoostLevelMin = 3;
 /** Below this raw/wire ratio over a period, `auto` goes back to its lowest level. */
 export const compressionAutoGainMin = 1.1;
 /** Payloads below this travel as they are: a zstd frame's own bytes would eat most of the gain. */
@@ -62,6 +70,7 @@ export const compressionPackingMax = 2;
 export const compressionFlagDefault = "auto";
 
 assert(compressionLevelMin <= compressionAutoLevelMin && compressionAutoLevelMin <= compressionAutoLevelMax && compressionAutoLevelMax <= compressionLevelMax, "auto levels lie within the levels --compression takes");
+assert(compressionAutoLevelMin <= compressionBoostLevelMin && compressionBoostLevelMin <= compressionAutoLevelMax, "the boost floor is a level auto uses");
 assert(compressionAutoRaiseFactor > 1 && compressionAutoGainMin >= 1 && compressionAutoPeriodShipments >= 1, "auto thresholds leave a band where the level holds");
 
 export type CompressionSetting = { mode: "off" } | { mode: "fixed"; level: number } | { mode: "auto" };
@@ -145,6 +154,8 @@ export interface CompressionStatus {
   /** Shipments sent compressed, and wall time spent compressing (those that did not pay included). */
   compressedShipments: number;
   compressMs: number;
+  /** auto with the level floor raised (RPO target at risk): at least compressionBoostLevelMin, never paused. */
+  boosted: boolean;
 }
 
 /** One relay's compression: picks the level, compresses, counts. Used by one shipping loop at a time. */
@@ -157,6 +168,7 @@ export class ShipmentCompressor {
   #wireBytes = 0;
   #compressedShipments = 0;
   #compressMs = 0;
+  #boosted = false;
 
   /** `now`: a monotonic clock in milliseconds with sub-millisecond resolution. */
   constructor(setting: CompressionSetting = compressionOff, now: () => number = () => performance.now()) {
@@ -173,6 +185,13 @@ export class ShipmentCompressor {
   get level(): number | null {
     if (this.#setting.mode === "off") return null;
     return this.#setting.mode === "fixed" ? this.#setting.level : this.#auto.level;
+  }
+
+  /** Raises (on) or lifts (off) auto's level floor: see "Boost" above. */
+  boost(on: boolean): void {
+    if (this.#setting.mode !== "auto" || on === this.#boosted) return;
+    this.#boosted = on;
+    if (on) this.#auto = { ...this.#auto, level: Math.max(this.#auto.level, compressionBoostLevelMin), pausedPeriods: 0 };
   }
 
   /** The relay had records to ship but waited `ms` (window full, or the send queue draining). */
@@ -197,6 +216,7 @@ export class ShipmentCompressor {
       if (this.#setting.mode === "auto") {
         // Shipments compressed side by side share the wall time: what the relay waited on each is a share.
         this.#auto = autoLevelStep(this.#auto, { compressMs: compressMs / this.packingMax, waitMs: this.#pendingWaitMs, rawBytes, wireBytes: packed.payload.length });
+        if (this.#boosted && this.#auto.level < compressionBoostLevelMin) this.#auto = { ...this.#auto, level: compressionBoostLevelMin, pausedPeriods: 0 };
         this.#pendingWaitMs = 0;
       }
     }
@@ -215,6 +235,7 @@ export class ShipmentCompressor {
       compressionRatio: this.#wireBytes === 0 ? 1 : this.#rawBytes / this.#wireBytes,
       compressedShipments: this.#compressedShipments,
       compressMs: Math.round(this.#compressMs * 1000) / 1000,
+      boosted: this.#boosted,
     };
   }
 }

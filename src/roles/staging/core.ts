@@ -38,10 +38,15 @@ import type { WrlAppend, WrlAppendResult } from "../../wrl/types.ts";
 import type { CompressionSetting } from "./compression.ts";
 import { LagTracker } from "./lag.ts";
 import { wrlAppendOf } from "./records.ts";
-import { Relay, realClock, type Clock, type RelayLink, type RelayStatus, type RelayWrl } from "./relay.ts";
+import type { StagingCoreStatus } from "./core-status.ts";
+import { Relay, realClock, type Clock, type RelayLink, type RelayTargets, type RelayWrl } from "./relay.ts";
+import { RecentEvents } from "./relay-rpo.ts";
+import type { RpoEvent } from "./rpo.ts";
 import { ClientSession, sessionDeviceKey, type SessionPeer } from "./session.ts";
 import type { ShipmentLimits } from "./shipment.ts";
 import type { AttachedDevice, DeviceStateStore, WrlDevicesState } from "./state.ts";
+
+export type { StagingCoreStatus, StagingWrlStatus } from "./core-status.ts";
 
 const log = logger("staging");
 
@@ -71,6 +76,8 @@ export interface StagingCoreOptions {
   relayWindowMax?: number;
   /** zstd compression of every relay's shipments (--compression); default off. */
   compression?: CompressionSetting;
+  /** Per WRL name: its --rate-limit, --schedule and --rpo (relay-flags.ts); default none. */
+  relayTargets?: ReadonlyMap<string, RelayTargets>;
   /**
    * True when the bytes handed to handle()/write() are never changed afterwards by whoever
    * received them (SocketConnection: Bun hands out fresh chunks and the frame decoder never
@@ -90,29 +97,6 @@ interface WrlEntry {
   /** Connected client holding each device name. */
   holders: Map<string, ClientSession>;
   saves: Promise<void>;
-}
-
-export interface StagingWrlStatus {
-  name: string;
-  uuid: string;
-  devicePaths: string[];
-  sizeBytes: number;
-  usedBytes: number;
-  freeBytes: number;
-  fillRatio: number;
-  headLsn: number;
-  tailLsn: number;
-  recordCount: number;
-  pendingAppends: number;
-  lagBytes: number;
-  lagSeconds: number;
-  replica: RelayStatus;
-  devices: { name: string; sizeBytes: number; clientNodeId: string; connected: boolean }[];
-}
-
-export interface StagingCoreStatus {
-  wrls: StagingWrlStatus[];
-  clients: { nodeId: string; address: string; inflightWrites: number; devices: { wrl: string; name: string }[] }[];
 }
 
 type AttachRefusal = { code: string; message: string };
@@ -136,9 +120,12 @@ export class StagingCore {
   readonly #clock: Clock;
   readonly #sessions = new Set<ClientSession>();
   readonly #receivedBytesStay: boolean;
+  /** RPO state changes of every WRL, for the status (`events`, the panel). */
+  readonly #events: RecentEvents<RpoEvent>;
   #stopping = false;
 
-  private constructor(wrls: Map<string, WrlEntry>, store: DeviceStateStore, clock: Clock, receivedBytesStay: boolean) {
+  private constructor(wrls: Map<string, WrlEntry>, store: DeviceStateStore, clock: Clock, receivedBytesStay: boolean, events: RecentEvents<RpoEvent>) {
+    this.#events = events;
     this.#wrls = wrls;
     this.#store = store;
     this.#clock = clock;
@@ -148,6 +135,7 @@ export class StagingCore {
   /** Loads each WRL's attached devices and sets up its relay (not started: see start()). */
   static async open(options: StagingCoreOptions): Promise<StagingCore> {
     const clock = options.clock ?? realClock;
+    const events = new RecentEvents<RpoEvent>();
     const wrls = new Map<string, WrlEntry>();
     for (const spec of options.wrls) {
       assert(!wrls.has(spec.name), `WRL ${spec.name} given twice (the CLI refuses that)`);
@@ -176,10 +164,12 @@ export class StagingCore {
         ...(options.shipmentLimits === undefined ? {} : { limits: options.shipmentLimits }),
         ...(options.relayWindowMax === undefined ? {} : { windowMax: options.relayWindowMax }),
         ...(options.compression === undefined ? {} : { compression: options.compression }),
+        targets: options.relayTargets?.get(spec.name) ?? {},
+        onEvent: (event) => events.push(event),
       });
       wrls.set(spec.name, entry);
     }
-    return new StagingCore(wrls, options.store, clock, options.receivedBytesStay ?? false);
+    return new StagingCore(wrls, options.store, clock, options.receivedBytesStay ?? false, events);
   }
 
   /** Starts every relay. */
@@ -340,6 +330,9 @@ export class StagingCore {
           pendingAppends: info.pendingAppendCount,
           lagBytes: drained ? 0 : entry.lag.lagBytes(),
           lagSeconds: drained ? 0 : entry.lag.lagSeconds(now),
+          appendedBytes: entry.lag.appendedBytes,
+          ackedBytes: entry.lag.ackedBytes,
+          ...entry.relay.targetStatus(),
           replica,
           devices: [...entry.devices.values()].map((device) => ({ name: device.name, sizeBytes: device.sizeBytes, clientNodeId: device.clientNodeId, connected: connected(entry, device.name) })),
         };
@@ -350,6 +343,7 @@ export class StagingCore {
         inflightWrites: session.inflightWrites,
         devices: [...session.devices.values()].map((device) => ({ wrl: device.wrl, name: device.name })),
       })),
+      events: this.#events.list(),
     };
   }
 

@@ -10,6 +10,11 @@
  * What it does not: exact bytes inside a partly acknowledged range (counted pro rata), and exact
  * ages or bytes for records recovered after a restart — those count as appended at recovery
  * time, with the log space they occupy (record headers included) as their bytes.
+ *
+ * Running totals for the RPO tracker's drain rate (rpo.ts): appendedBytes (payload bytes appended
+ * since the start; recovered records are not counted, they were appended before) and ackedBytes
+ * (bytes that left the lag since the start, recovered ones included). Only the oldest live range
+ * can be partly acknowledged (acks free a prefix), so lagBytes() and both totals are O(1).
  */
 import { assert } from "../../assert.ts";
 import { stagingLagRangesMax, stagingLagSampleIntervalMs } from "../../constants.ts";
@@ -27,6 +32,10 @@ export class LagTracker {
   /** Index of the oldest live range in #ranges (amortised O(1) removal at the front). */
   #first = 0;
   #ackedLsn = 0;
+  /** Bytes of every live range, whole (the oldest may be partly acknowledged). */
+  #liveBytes = 0;
+  #appendedBytes = 0;
+  #ackedBytes = 0;
 
   constructor(private readonly rangesMax = stagingLagRangesMax, private readonly sampleIntervalMs = stagingLagSampleIntervalMs) {
     assert(rangesMax >= 2, "at least two ranges, so merging makes room");
@@ -40,13 +49,18 @@ export class LagTracker {
 
   /** Record `lsn` (of `bytes` payload) was appended at `nowMs`. LSNs above everything noted so far. */
   appended(lsn: number, bytes: number, nowMs: number): void {
-    if (lsn <= this.#ackedLsn) return; // acknowledged before its append resolved here: nothing to wait for
+    this.#appendedBytes += bytes;
+    if (lsn <= this.#ackedLsn) {
+      this.#ackedBytes += bytes; // acknowledged before its append resolved here: nothing to wait for
+      return;
+    }
     const last = this.#ranges[this.#ranges.length - 1];
     if (last !== undefined && this.#ranges.length > this.#first) {
       assert(lsn > last.lastLsn, `appends are noted in LSN order (${lsn} after ${last.lastLsn})`);
       if (lsn === last.lastLsn + 1 && nowMs - last.atMs < this.sampleIntervalMs) {
         last.lastLsn = lsn;
         last.bytes += bytes;
+        this.#liveBytes += bytes;
         return;
       }
     }
@@ -56,8 +70,10 @@ export class LagTracker {
   /** The replica acknowledged everything up to `lsn`. */
   acked(lsn: number): void {
     if (lsn <= this.#ackedLsn) return;
+    const lagBefore = this.lagBytes();
     this.#ackedLsn = lsn;
     while (this.#first < this.#ranges.length && this.#ranges[this.#first]!.lastLsn <= lsn) {
+      this.#liveBytes -= this.#ranges[this.#first]!.bytes;
       this.#ranges[this.#first] = undefined as unknown as LagRange;
       this.#first += 1;
     }
@@ -68,6 +84,7 @@ export class LagTracker {
       this.#ranges = this.#ranges.slice(this.#first);
       this.#first = 0;
     }
+    this.#ackedBytes += lagBefore - this.lagBytes();
   }
 
   get ackedLsn(): number {
@@ -76,18 +93,21 @@ export class LagTracker {
 
   /** Bytes of records not acknowledged yet (0 when drained). */
   lagBytes(): number {
-    let total = 0;
-    for (let index = this.#first; index < this.#ranges.length; index += 1) {
-      const range = this.#ranges[index]!;
-      if (range.firstLsn > this.#ackedLsn) {
-        total += range.bytes;
-      } else {
-        // Partly acknowledged: its bytes pro rata (the range does not know each record's size).
-        const count = range.lastLsn - range.firstLsn + 1;
-        total += Math.round((range.bytes * (range.lastLsn - this.#ackedLsn)) / count);
-      }
-    }
-    return total;
+    const oldest = this.#ranges[this.#first];
+    if (oldest === undefined || oldest.firstLsn > this.#ackedLsn) return this.#liveBytes;
+    // Partly acknowledged: its bytes pro rata (the range does not know each record's size).
+    const count = oldest.lastLsn - oldest.firstLsn + 1;
+    return this.#liveBytes - oldest.bytes + Math.round((oldest.bytes * (oldest.lastLsn - this.#ackedLsn)) / count);
+  }
+
+  /** Payload bytes appended since the start (records recovered at the start not counted). */
+  get appendedBytes(): number {
+    return this.#appendedBytes;
+  }
+
+  /** Bytes that the replica acknowledged since the start (recovered records included). */
+  get ackedBytes(): number {
+    return this.#ackedBytes;
   }
 
   /** Age of the oldest record not acknowledged yet, in seconds (0 when drained). */
@@ -108,6 +128,7 @@ export class LagTracker {
       this.#first = 0;
     }
     this.#ranges.push(range);
+    this.#liveBytes += range.bytes;
     if (this.rangeCount > this.rangesMax) this.#halve();
   }
 

@@ -1,15 +1,20 @@
 /**
  * What the relay (relay.ts) takes and reports: the connection and WRL it needs, its options and
- * its status. Re-exported by relay.ts, which importers use.
+ * its status (re-exported by relay.ts, which importers use); and the shapes of its shipments on
+ * their way (relay.ts only).
  */
 import type { ConsolaInstance } from "consola/basic";
 import type { DruvaaError } from "../../errors.ts";
 import type { Frame } from "../../protocol/frame.ts";
 import type { Message, VerifyOutcome } from "../../protocol/messages.ts";
+import type { ShipmentFrame } from "../../protocol/ship-codec.ts";
+import type { Schedule } from "../../schedule.ts";
 import type { WrlInfo, WrlRecord } from "../../wrl/types.ts";
 import type { CompressionSetting, CompressionStatus } from "./compression.ts";
 import type { LagTracker } from "./lag.ts";
 import type { Clock } from "./relay-clock.ts";
+import type { RateLimiter, RateLimitStatus, ScheduleStatus } from "./relay-pacing.ts";
+import type { RpoEvent, RpoStatus } from "./rpo.ts";
 import type { ShipmentLimits } from "./shipment.ts";
 
 /** What the relay needs of a connection to the replica (a Connection is one). */
@@ -53,6 +58,23 @@ export interface RelayStatus {
   compression: CompressionStatus;
 }
 
+/** A WRL's --rate-limit, --schedule and --rpo (relay-flags.ts); each optional. */
+export interface RelayTargets {
+  /** Paces every frame the relay sends (relay-pacing.ts); may be shared with other relays. */
+  rateLimit?: RateLimiter;
+  /** Outside its windows the relay ships nothing. */
+  schedule?: Schedule;
+  /** The RPO target (relay-rpo.ts). */
+  rpoTargetSeconds?: number;
+}
+
+/** The status of those targets: null for the ones not set; rpo always (its target may be null). */
+export interface RelayTargetStatus {
+  rateLimit: RateLimitStatus | null;
+  schedule: ScheduleStatus | null;
+  rpo: RpoStatus;
+}
+
 export interface RelayOptions {
   /** The WRL's name (--wrl NAME=…) and uuid. */
   name: string;
@@ -73,4 +95,27 @@ export interface RelayOptions {
   log?: ConsolaInstance;
   /** Called with each verify outcome the replica reports in its acks. */
   onVerified?: (outcome: VerifyOutcome) => void;
+  /** Bandwidth cap, schedule and RPO target; default none of them. */
+  targets?: RelayTargets;
+  /** Called with each change of the RPO state (relay-rpo.ts). */
+  onEvent?: (event: RpoEvent) => void;
+}
+
+/** What the relay's #prepare did instead of preparing a shipment: nothing to ship, or records waiting for a window slot. */
+export type NotPrepared = "idle" | "windowFull";
+
+/** A shipment read from the WRL and being compressed (packed), not sent yet. */
+export interface Packing {
+  firstLsn: number;
+  lastLsn: number;
+  /** The frame as it goes on the wire, and the pooled buffer it still uses (if any). */
+  packed: Promise<{ frame: ShipmentFrame; pooled?: Uint8Array }>;
+}
+
+/** A shipment sent and not answered yet. */
+export interface InflightShipment {
+  firstLsn: number;
+  lastLsn: number;
+  /** The recycled buffer the payload was copied into, if any: reusable once the replica acked. */
+  pooled?: Uint8Array;
 }

@@ -33,45 +33,43 @@
  * that makes it smaller — before it is sent; up to packingMax are compressed at once, and they
  * are sent in LSN order. A shipment being packed counts against the window like a sent one.
  *
+ * Bandwidth, windows, RPO (relay-pacing.ts, relay-rpo.ts; --rate-limit, --schedule, --rpo):
+ *   a frame to send (resume, ship, pong)          paid for in the rate limit's bucket; resume and
+ *                                                   ship wait for tokens (counted as waiting on the
+ *                                                   link for auto compression), a pong does not
+ *   window closed at the top of the shipping      nothing more is read or sent in this session
+ *     loop, or after a shipment waited for tokens   (packed shipments are dropped: the next session
+ *                                                   resumes at appliedLsn + 1); once those in flight
+ *                                                   are answered, an orderly close, no error
+ *   window closed between sessions                no dial: sleep (relay Clock) until it opens
+ *   RPO state changes                             logged, event, compression boost on (at-risk,
+ *                                                   missed) or off (ok)
+ *
  * Waking: the staging core calls notify() after every append; a relay with nothing to ship also
- * looks again every stagingRelayIdlePollMs. No busy polling.
+ * looks again every stagingRelayIdlePollMs, or at the window's next change if sooner. No busy
+ * polling.
  *
  * Not guaranteed: an answer timeout. A replica that keeps the connection open but never answers
  * (its apply is paused by a long restore, or it hangs) holds the window until the connection
  * drops; the lag in the status shows it.
  */
 import type { ConsolaInstance } from "consola/basic";
+import { assert } from "../../assert.ts";
 import { stagingRelayDelayMsMax, stagingRelayDelayMsMin, stagingRelayIdlePollMs, stagingRelayWindowMax, stagingResumeTimeoutMs } from "../../constants.ts";
-import { DruvaaError, exitCodes } from "../../errors.ts";
+import { DruvaaError } from "../../errors.ts";
 import { logger } from "../../log.ts";
 import type { Frame } from "../../protocol/frame.ts";
-import type { ShipmentFrame } from "../../protocol/ship-codec.ts";
+import type { Message } from "../../protocol/messages.ts";
 import { ShipmentCompressor } from "./compression.ts";
 import { realClock, Signal, type Clock } from "./relay-clock.ts";
-import { asDruvaaError, nackError } from "./relay-errors.ts";
-import type { LastError, RelayLink, RelayOptions, RelayStatus } from "./relay-types.ts";
+import { asDruvaaError, nackError, replicaAheadError, replicaMissingRecordsError, resumeReplyError, resumeTimeoutError } from "./relay-errors.ts";
+import { RelayGate } from "./relay-pacing.ts";
+import { RpoMonitor } from "./relay-rpo.ts";
+import type { InflightShipment, LastError, NotPrepared, Packing, RelayLink, RelayOptions, RelayStatus, RelayTargetStatus } from "./relay-types.ts";
 import { buildShipment, defaultShipmentLimits, type ShipmentLimits } from "./shipment.ts";
 
 export { realClock, type Clock } from "./relay-clock.ts";
-export type { LastError, RelayLink, RelayOptions, RelayStatus, RelayWrl } from "./relay-types.ts";
-
-/** What #prepare did instead of preparing a shipment: nothing to ship, or records waiting for a window slot. */
-type NotPrepared = "idle" | "windowFull";
-
-/** A shipment read from the WRL and being compressed (packed), not sent yet. */
-interface Packing {
-  firstLsn: number;
-  lastLsn: number;
-  /** The frame as it goes on the wire, and the pooled buffer it still uses (if any). */
-  packed: Promise<{ frame: ShipmentFrame; pooled?: Uint8Array }>;
-}
-
-interface InflightShipment {
-  firstLsn: number;
-  lastLsn: number;
-  /** The recycled buffer the payload was copied into, if any: reusable once the replica acked. */
-  pooled?: Uint8Array;
-}
+export type { LastError, RelayLink, RelayOptions, RelayStatus, RelayTargets, RelayTargetStatus, RelayWrl } from "./relay-types.ts";
 
 export class Relay {
   readonly #o: RelayOptions;
@@ -97,6 +95,8 @@ export class Relay {
    */
   #spareBuffers: Uint8Array[] = [];
   readonly #compressor: ShipmentCompressor;
+  readonly #gate: RelayGate;
+  readonly #rpo: RpoMonitor;
   #shipmentsShipped = 0;
   #bytesShipped = 0;
   #stopping = false;
@@ -111,6 +111,10 @@ export class Relay {
     this.#limits = options.limits ?? defaultShipmentLimits;
     this.#windowMax = options.windowMax ?? stagingRelayWindowMax;
     this.#compressor = new ShipmentCompressor(options.compression);
+    this.#gate = new RelayGate(this.#clock, options.targets?.rateLimit, options.targets?.schedule, this.#log);
+    const onEvent = options.onEvent === undefined ? {} : { onEvent: options.onEvent };
+    const drained = () => this.#appliedLsn >= options.wrl.info().headLsn;
+    this.#rpo = new RpoMonitor({ wrl: options.name, targetSeconds: options.targets?.rpoTargetSeconds ?? null, lag: options.lag, drained, clock: this.#clock, log: this.#log, ...onEvent, boost: (on) => this.#compressor.boost(on) });
     // Records at or below the tail were acknowledged by the replica before they were freed.
     this.#appliedLsn = options.wrl.info().tailLsn;
     options.lag.acked(this.#appliedLsn);
@@ -119,6 +123,7 @@ export class Relay {
   /** Starts relaying (sessions and retries run until stop()). */
   start(): void {
     this.#loop ??= this.#run();
+    this.#rpo.start();
   }
 
   /** New records were appended: ship them now rather than at the next idle look. */
@@ -154,11 +159,18 @@ export class Relay {
     };
   }
 
+  /** Rate limit, schedule window and RPO (status per WRL). */
+  targetStatus(): RelayTargetStatus {
+    return { ...this.#gate.status(), rpo: this.#rpo.status() };
+  }
+
   /** Ends the session (unanswered shipments are shipped again by the next start) and stops retrying. */
   async stop(): Promise<void> {
     this.#stopping = true;
+    this.#rpo.stop();
     this.#stopSignal.wake();
     this.#work.wake();
+    this.#gate.interrupt();
     // Unanswered shipments need not be flushed: the next start resumes from what the replica applied.
     this.#link?.abort(new DruvaaError("SHUTTING_DOWN", "the staging server is stopping"));
     await this.#loop;
@@ -169,9 +181,13 @@ export class Relay {
   async #run(): Promise<void> {
     let delayMs = stagingRelayDelayMsMin;
     while (!this.#stopping) {
+      // Outside every window: no session at all (the WRL buffers) until the next opening.
+      await this.#gate.untilOpen(() => this.#stopping);
+      if (this.#stopping) break;
       this.#sessionAcked = false;
       try {
         await this.#session();
+        continue; // ended by stop() or by the window closing: no error, no backoff
       } catch (error) {
         if (this.#stopping) break;
         // A session that got a shipment acknowledged was healthy: the backoff starts over.
@@ -203,13 +219,21 @@ export class Relay {
         over = asDruvaaError(error);
         link.abort(over); // also ends a send() waiting for the queue to drain
         this.#work.wake();
+        this.#gate.interrupt();
       };
       const reading = this.#readAnswers(link, end).catch(end);
       // Shipments being compressed, in LSN order: up to packingMax at once (zstd runs on Bun's
       // thread pool), so compressing the next ones overlaps waiting for this one.
       const packing: Packing[] = [];
+      let closing = false; // the window closed: nothing more is read or sent in this session
       try {
         while (over === undefined && !this.#stopping) {
+          if (closing || !this.#gate.isOpen()) {
+            closing = true;
+            if (this.#inflight.length === 0) break;
+            await this.#work.wait(this.#clock, stagingRelayIdlePollMs); // an answer wakes it
+            continue;
+          }
           if (packing.length < this.#compressor.packingMax) {
             const prepared = await this.#prepare(next, packing.length);
             if (typeof prepared !== "string") {
@@ -219,20 +243,22 @@ export class Relay {
             }
             if (packing.length === 0) {
               const waitStartedMs = performance.now();
-              await this.#work.wait(this.#clock, stagingRelayIdlePollMs);
+              await this.#work.wait(this.#clock, Math.min(stagingRelayIdlePollMs, this.#gate.msUntilChange()));
               // Records waited for a slot: the link or the replica holds the relay back (compression's auto level).
               if (prepared === "windowFull") this.#compressor.noteWait(performance.now() - waitStartedMs);
               continue;
             }
           }
-          await this.#send(link, packing.shift()!);
+          if (!(await this.#send(link, packing.shift()!, () => over !== undefined))) closing = true;
         }
       } catch (error) {
         end(error);
       }
+      const windowClosed = closing && over === undefined && !this.#stopping;
+      if (windowClosed) await link.close(); // the shipments in flight were answered; untilOpen() tells the rest
       end(new DruvaaError("STOPPING", "the relay is stopping"));
       await reading;
-      if (this.#stopping) return;
+      if (this.#stopping || windowClosed) return;
       throw over;
     } finally {
       this.#connected = false;
@@ -244,42 +270,23 @@ export class Relay {
 
   /** resume → resumeAck; advances the tail to what the replica applied; returns the first LSN to ship. */
   async #resume(link: RelayLink): Promise<number> {
-    await link.send({ type: "resume", wrl: this.#o.name, wrlUuid: this.#o.uuid });
+    const resume: Message = { type: "resume", wrl: this.#o.name, wrlUuid: this.#o.uuid };
+    await this.#gate.pace(resume, undefined, () => this.#stopping);
+    await link.send(resume);
     let frame: Frame;
     try {
       frame = await link.receive(stagingResumeTimeoutMs);
     } catch (error) {
-      if ((error as { code?: unknown }).code === "NET_TIMEOUT") {
-        throw new DruvaaError("RESUME_TIMEOUT", `the replica did not answer resume within ${stagingResumeTimeoutMs} ms`, "Is the replica overloaded or stuck? Check its log and status (druvaa status --connect REPLICA:6004)", exitCodes.timeout);
-      }
-      throw error;
+      throw (error as { code?: unknown }).code === "NET_TIMEOUT" ? resumeTimeoutError() : error;
     }
     const reply = frame.message;
-    if (reply.type === "shipNack") throw nackError(reply);
-    if (reply.type === "error") throw new DruvaaError(reply.code, `the replica refused: ${reply.message}`, reply.hint);
-    if (reply.type !== "resumeAck" || reply.wrl !== this.#o.name || reply.wrlUuid !== this.#o.uuid) {
-      const what = reply.type === "resumeAck" ? `a resumeAck for WRL ${reply.wrl} (${reply.wrlUuid})` : `a ${reply.type} message`;
-      throw new DruvaaError("PROTO_UNEXPECTED", `the replica answered resume of WRL ${this.#o.name} (${this.#o.uuid}) with ${what}`, "Run the same druvaa release on staging and replica");
-    }
+    const refused = resumeReplyError(reply, this.#o.name, this.#o.uuid);
+    if (refused !== undefined) throw refused;
+    assert(reply.type === "resumeAck", "resumeReplyError refuses every other answer");
     this.#replicaDevices = new Map(reply.devices.map((device) => [device.name, device.sizeBytes]));
     const info = this.#o.wrl.info();
-    if (reply.appliedLsn > info.headLsn) {
-      throw new DruvaaError(
-        "REPLICA_AHEAD",
-        `the replica applied WRL ${this.#o.name} up to LSN ${reply.appliedLsn}, but this WRL ends at LSN ${info.headLsn}: it lost records the replica has, so shipping would skip new ones`,
-        "The WRL was damaged or restored from an old copy; re-create it (druvaa wrl create --force) and start the replica afresh (initial sync)",
-        exitCodes.refused,
-      );
-    }
-    if (reply.appliedLsn < info.tailLsn) {
-      // Records 1..tailLsn were freed after a replica acknowledged them: this one never got them.
-      throw new DruvaaError(
-        "REPLICA_MISSING_RECORDS",
-        `the replica at ${this.#o.address} applied WRL ${this.#o.name} only up to LSN ${reply.appliedLsn}, but this WRL freed records up to LSN ${info.tailLsn} after a replica acknowledged them: it is not the replica this WRL replicates to, or it lost its state; nothing was sent`,
-        "Point --replica at the replica server this WRL replicates to; for a new replica, re-create the WRL (druvaa wrl create --force) and start the pair with an initial sync (druvaa client attach --initial-sync checksum|network)",
-        exitCodes.refused,
-      );
-    }
+    if (reply.appliedLsn > info.headLsn) throw replicaAheadError(this.#o.name, reply.appliedLsn, info.headLsn);
+    if (reply.appliedLsn < info.tailLsn) throw replicaMissingRecordsError(this.#o.address, this.#o.name, reply.appliedLsn, info.tailLsn);
     this.#noteApplied(reply.appliedLsn);
     if (reply.appliedLsn > info.tailLsn) await this.#o.wrl.advanceTail(reply.appliedLsn);
     const next = Math.max(info.tailLsn, reply.appliedLsn) + 1;
@@ -313,10 +320,16 @@ export class Relay {
     return { firstLsn: shipment.message.firstLsn, lastLsn: shipment.message.lastLsn, packed };
   }
 
-  /** Sends a packed shipment (window slot taken at once, freed by its answer). */
-  async #send(link: RelayLink, shipment: Packing): Promise<void> {
+  /**
+   * Sends a packed shipment once the rate limit lets it go (window slot taken at once, freed by
+   * its answer). Not sent (false) when the session ended or the window closed meanwhile.
+   */
+  async #send(link: RelayLink, shipment: Packing, ended: () => boolean): Promise<boolean> {
     const { frame, pooled } = await shipment.packed;
     const { firstLsn, lastLsn } = shipment;
+    // Waiting for tokens is waiting on the link (compression's auto level).
+    this.#compressor.noteWait(await this.#gate.pace(frame.message, frame.payload, () => ended() || this.#stopping));
+    if (ended() || this.#stopping || !this.#gate.isOpen()) return false;
     this.#inflight.push(pooled === undefined ? { firstLsn, lastLsn } : { firstLsn, lastLsn, pooled });
     this.#shipmentsShipped += 1;
     this.#bytesShipped += frame.payload.length;
@@ -324,6 +337,7 @@ export class Relay {
     await link.send(frame.message, frame.payload);
     // send() waits only while the connection's send queue is full: the link is the bottleneck.
     this.#compressor.noteWait(performance.now() - sendStartedMs);
+    return true;
   }
 
   /** The replica's answers, one per shipment, in order; throws why the session must end. */
@@ -351,9 +365,12 @@ export class Relay {
         }
         case "shipNack":
           throw nackError(reply);
-        case "ping":
-          await link.send({ type: "pong", nonce: reply.nonce });
+        case "ping": {
+          const pong: Message = { type: "pong", nonce: reply.nonce };
+          this.#gate.charge(pong);
+          await link.send(pong);
           break;
+        }
         case "error":
           throw new DruvaaError(reply.code, `the replica closed the connection: ${reply.message}`, reply.hint);
         default:

@@ -42,6 +42,8 @@ export interface RpoStatus {
 }
 
 export interface RpoEvent {
+  /** What kind of event (the staging status' `events` may hold other kinds later). */
+  kind: "rpo";
   at: string;
   wrl: string;
   from: RpoState;
@@ -69,6 +71,7 @@ export class RpoTracker {
     this.#state = status.state;
     const what = status.state === "ok" ? "back within" : status.state === "at-risk" ? "at risk of missing" : "missed";
     return {
+      kind: "rpo",
       at: new Date(sample.nowMs).toISOString(),
       wrl: this.wrl,
       from,

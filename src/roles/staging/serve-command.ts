@@ -1,8 +1,8 @@
 /**
  * `druvaa staging serve`: opens the WRLs (recovery runs), loads the attached devices from the
  * state directory, serves clients (data port) and status (control port), relays every WRL to its
- * replica (zstd-compressed per --compression, default auto: compression.ts), until
- * SIGTERM/SIGINT; then lets appends in flight finish, stops the relays, closes the WRLs with a
+ * replica (zstd-compressed per --compression, default auto: compression.ts; paced, windowed and
+ * watched per --rate-limit, --schedule and --rpo: relay-flags.ts), until SIGTERM/SIGINT; then lets appends in flight finish, stops the relays, closes the WRLs with a
  * final checkpoint and exits 0.
  */
 import { command, jsonFlag, repeatedFlag } from "../../cli-support.ts";
@@ -10,7 +10,9 @@ import { stagingControlPortDefault, stagingDataPortDefault } from "../../constan
 import { sharedBufferPool } from "../../io/buffer-pool.ts";
 import { logger } from "../../log.ts";
 import { announceReady, nodeIdFlag, parseNamedValues, parseServeAddress, resolveStateDir, untilSignalled } from "../common.ts";
+import { linkSecurityArgs, resolveLinkSecurity } from "../link-security.ts";
 import { compressionFlagDefault, parseCompression } from "./compression.ts";
+import { relayTargetsFromFlags } from "./relay-flags.ts";
 import { StagingCore } from "./core.ts";
 import { openWrls, planWrls } from "./open-wrls.ts";
 import { replicaDialer, StagingServer } from "./server.ts";
@@ -32,13 +34,30 @@ export default command({
       default: compressionFlagDefault,
       description: "zstd for shipments: auto (default: level 1, up to 6 while the link holds shipping back), a level 1 (fast) .. 19 (small), or off (a LAN faster than zstd); data zstd cannot shrink goes as is",
     },
+    "rate-limit": {
+      type: "string",
+      valueHint: "RATE|NAME=RATE",
+      description: "cap on what the relays send to their replicas, whole frames counted (e.g. 20Mbit, 5MiB/s): RATE is one budget shared by every WRL without its own; NAME=RATE gives WRL NAME a budget of its own; repeat",
+    },
+    schedule: {
+      type: "string",
+      valueHint: "WINDOWS|NAME=WINDOWS",
+      description: 'when the relays may ship, e.g. "Mon-Fri 19:00-07:00, Sat-Sun" (local time; end with " UTC" for UTC); outside, the WRL buffers; NAME=WINDOWS for one WRL; repeat',
+    },
+    rpo: {
+      type: "string",
+      valueHint: "DURATION|NAME=DURATION",
+      description: "RPO target (e.g. 30s): status and events say when a WRL is at risk of missing it, and auto compression works harder meanwhile; NAME=DURATION for one WRL; repeat",
+    },
     "node-id": { type: "string", valueHint: "ID", description: "this node's name in handshakes and status (default: the host name)" },
+    ...linkSecurityArgs,
     json: jsonFlag,
   },
   examples: [
-    "druvaa staging serve --listen 10.0.0.5:6001 --wrl fast=/dev/sdb --replica fast=10.0.0.9:6003",
+    "druvaa staging serve --listen 10.0.0.5:6001 --wrl fast=/dev/sdb --replica fast=10.0.0.9:6003 --tls-cert /etc/druvaa/tls/staging1.pem --tls-key /etc/druvaa/tls/staging1.key --tls-ca /etc/druvaa/tls/ca.pem",
     "druvaa staging serve --wrl fast=/dev/sdb,/dev/sdc --replica fast=dr-site:6003 --wrl bulk=/dev/sdd --replica bulk=dr-site:6013",
     "druvaa staging serve --wrl fast=/dev/sdb --replica fast=dr-site:6003 --compression 3   # a fixed zstd level for a slow WAN",
+    'druvaa staging serve --wrl fast=/dev/sdb --replica fast=dr-site:6003 --wrl bulk=/dev/sdd --replica bulk=dr-site:6013 --rate-limit 20Mbit --schedule bulk="Mon-Fri 19:00-07:00, Sat-Sun" --rpo fast=30s',
     "druvaa staging serve --listen :0 --control :0 --wrl w0=/srv/wrl0.img --replica w0=127.0.0.1:6003 --json   # ports chosen by the system, printed in the ready line",
   ],
   async run({ args, rawArgs }) {
@@ -49,7 +68,10 @@ export default command({
     const controlAddress = parseServeAddress(args.control, stagingControlPortDefault);
     const nodeId = nodeIdFlag(args["node-id"]);
     const compression = parseCompression(args.compression ?? compressionFlagDefault);
+    const relayTargets = relayTargetsFromFlags({ rateLimit: repeatedFlag(rawArgs, "rate-limit"), schedule: repeatedFlag(rawArgs, "schedule"), rpo: repeatedFlag(rawArgs, "rpo") }, plans.map((plan) => plan.name));
     const stateDir = resolveStateDir(args["state-dir"], "staging");
+    const security = await resolveLinkSecurity(args, { links: [listenAddress, ...plans.map((plan) => plan.replica)], controls: [controlAddress] });
+    const replicaTls = security.forPeer("replica");
     const wrls = await openWrls(plans);
     try {
       for (const { name, wrl } of wrls) {
@@ -60,14 +82,15 @@ export default command({
         log.info(`WRL ${name} (${info.uuid}): head LSN ${info.headLsn}, tail LSN ${info.tailLsn}, ${info.recordCount} record(s) to relay${wrl.recovery ? `; recovery: ${wrl.recovery.stopReason}` : ""}`);
       }
       const core = await StagingCore.open({
-        wrls: wrls.map((entry) => ({ name: entry.name, wrl: entry.wrl, devicePaths: entry.devicePaths, replicaAddress: entry.replicaText, dialReplica: replicaDialer(entry.replica, nodeId) })),
+        wrls: wrls.map((entry) => ({ name: entry.name, wrl: entry.wrl, devicePaths: entry.devicePaths, replicaAddress: entry.replicaText, dialReplica: replicaDialer(entry.replica, nodeId, replicaTls) })),
         store: fileDeviceStateStore(stateDir),
         // Clients come in through SocketConnection, which never reuses bytes it delivered (its
         // pooled receive buffers come back only through onFreedData above, after the WRL is done).
         receivedBytesStay: true,
         compression,
+        relayTargets,
       });
-      const server = await StagingServer.start({ core, nodeId, listen: listenAddress, control: controlAddress });
+      const server = await StagingServer.start({ core, nodeId, listen: listenAddress, control: controlAddress, tls: security.forPeer("client") });
       core.start();
       announceReady(args.json, "staging", {
         ...server.addresses,

@@ -13,7 +13,9 @@
 import { DruvaaError } from "../../errors.ts";
 import { sharedBufferPool } from "../../io/buffer-pool.ts";
 import { startControlServer, type ControlServer } from "../../io/control-server.ts";
-import { connect, formatAddress, listen, type Address, type Connection, type Listener } from "../../io/transport.ts";
+import { protocolTextLengthMax } from "../../constants.ts";
+import { connect, formatAddress, listen, peerIdentityOf, type Address, type Connection, type Listener, type PreparedTls } from "../../io/transport.ts";
+import { allowsDevice } from "../../tls/identity.ts";
 import { logger } from "../../log.ts";
 import { ProtocolError } from "../../protocol/errors.ts";
 import { clientHandshake, serverHandshake, type Identity } from "../../protocol/handshake.ts";
@@ -32,6 +34,8 @@ export interface StagingServerOptions {
   control: Address;
   /** Milliseconds since the epoch; Date.now unless a test gives a clock. */
   now?: () => number;
+  /** TLS for the data port (peers must be clients); plaintext when absent (--insecure). */
+  tls?: PreparedTls | undefined;
 }
 
 export interface StagingAddresses {
@@ -40,9 +44,9 @@ export interface StagingAddresses {
 }
 
 /** The relay's way to a replica: TCP/Unix connect, then the handshake as role staging. */
-export function replicaDialer(address: Address, nodeId: string): () => Promise<RelayLink> {
+export function replicaDialer(address: Address, nodeId: string, tls?: PreparedTls): () => Promise<RelayLink> {
   return async () => {
-    const connection = await connect(address);
+    const connection = await connect(address, undefined, tls === undefined ? {} : { tls });
     try {
       await clientHandshake(connection, { role: "staging", nodeId }, ["replica"]);
     } catch (error) {
@@ -74,7 +78,7 @@ export class StagingServer {
     try {
       // Writes spanning socket chunks (every large one) are assembled in pooled buffers; the
       // WRL gives them back once their record is freed (see serve-command.ts, onFreedData).
-      server.#data = await listen(options.listen, (connection) => void guardConnection(connection, () => server.#serveClient(connection), log), { allocateFrame: (bytes) => sharedBufferPool.take(bytes) });
+      server.#data = await listen(options.listen, (connection) => void guardConnection(connection, () => server.#serveClient(connection), log), { allocateFrame: (bytes) => sharedBufferPool.take(bytes), ...(options.tls === undefined ? {} : { tls: options.tls }) });
       server.#control = startControlServer(options.control, { "/status": () => server.status() }, "staging");
     } catch (error) {
       await Promise.all([server.#data?.stop(), server.#control?.stop()]);
@@ -96,6 +100,7 @@ export class StagingServer {
       stopping: this.#core.stopping,
       wrls: core.wrls,
       clients: core.clients,
+      events: core.events,
     };
   }
 
@@ -114,7 +119,8 @@ export class StagingServer {
       await connection.close(new DruvaaError("SHUTTING_DOWN", "the staging server is shutting down", "The client reconnects once it is back"));
       return;
     }
-    log.info(`client ${hello.nodeId} connected from ${connection.peer}`);
+    const identity = peerIdentityOf(connection);
+    log.info(`client ${hello.nodeId} connected from ${connection.peer}${identity === undefined ? "" : ` (certificate ${identity.name}, serial ${identity.serial})`}`);
     const session = this.#core.openSession({
       nodeId: hello.nodeId,
       address: connection.peer,
@@ -129,6 +135,13 @@ export class StagingServer {
         if (message.type === "error") return; // the peer says why it leaves; kept as the close reason
         if (message.type === "statusRequest") {
           session.reply({ type: "statusReply", status: this.status() });
+          continue;
+        }
+        if (message.type === "attach" && identity !== undefined && !allowsDevice(identity, message.device)) {
+          // TLS: the client's certificate names the devices it may write (druvaa admin cert issue --device).
+          const text = `the certificate of ${identity.name} (serial ${identity.serial}) does not allow device ${message.device} (it allows: ${identity.devices.join(", ")})`;
+          log.warn(`refused to attach ${message.device} of ${hello.nodeId} (${connection.peer}): ${text}`);
+          session.reply({ type: "attachAck", device: message.device, wrl: message.wrl, accepted: false, error: { code: "DEVICE_NOT_ALLOWED", message: text.slice(0, protocolTextLengthMax) } });
           continue;
         }
         if (!(await this.#core.handle(session, message, frame.payload))) {

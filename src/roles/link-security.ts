@@ -1,0 +1,117 @@
+/**
+ * How a role secures its links (issue 5 part 1): TLS 1.3 with mutual authentication, or
+ * plaintext asked for explicitly.
+ *
+ *   --tls-cert FILE --tls-key FILE --tls-ca FILE [--crl FILE]
+ *        every druvaa link of the role is TLS 1.3 with mutual authentication: the peer must show a
+ *        certificate of that CA (not revoked in the CRL, not expired) for the role the link expects
+ *        (staging's data port: client; the relay: replica; the replica's data port: staging; its
+ *        restore port: admin or panel). Made with `druvaa admin ca init` and `druvaa admin cert issue`.
+ *   --insecure
+ *        plaintext, and only where nobody else can listen in: loopback addresses and Unix sockets
+ *   --insecure-allow-remote
+ *        with --insecure: plaintext on any address (a lab, or a link inside a VPN)
+ * Neither: refused with a hint (no default plaintext; a tool such as `druvaa restore` may talk
+ * plaintext to a local address, see resolveToolSecurity). Control ports (HTTP) are plaintext in this
+ * version, so they are held to the --insecure rule whatever the data links use: a control port on
+ * a non-loopback address needs --insecure-allow-remote.
+ *
+ * The credentials are read and checked once at start (TLS_BAD_OWN_CERT, TLS_BAD_CA,
+ * TLS_CRL_INVALID, a missing file): a role never half-starts on a bad certificate.
+ */
+import { readFile } from "node:fs/promises";
+import { DruvaaError, exitCodes, usageError } from "../errors.ts";
+import { formatAddress, type Address } from "../io/address.ts";
+import type { CertRole } from "../tls/identity.ts";
+import { prepareTls, type PreparedTls } from "../tls/transport-tls.ts";
+
+export const linkSecurityArgs = {
+  "tls-cert": { type: "string", valueHint: "FILE", description: "this node's certificate (druvaa admin cert issue): with --tls-key and --tls-ca every link is TLS 1.3 with mutual authentication" },
+  "tls-key": { type: "string", valueHint: "FILE", description: "the private key of --tls-cert" },
+  "tls-ca": { type: "string", valueHint: "FILE", description: "the CA certificate peers must be signed by (ca.pem of druvaa admin ca init)" },
+  crl: { type: "string", valueHint: "FILE", description: "the CA's revocation list (crl.pem): revoked peers are refused" },
+  insecure: { type: "boolean", description: "plaintext links instead of TLS; refused on non-loopback addresses unless --insecure-allow-remote" },
+  "insecure-allow-remote": { type: "boolean", description: "with --insecure: allow plaintext on non-loopback addresses (and control ports on them)" },
+} as const;
+
+export interface LinkSecurityFlags {
+  "tls-cert"?: string | undefined;
+  "tls-key"?: string | undefined;
+  "tls-ca"?: string | undefined;
+  crl?: string | undefined;
+  insecure?: boolean | undefined;
+  "insecure-allow-remote"?: boolean | undefined;
+}
+
+export interface LinkSecurity {
+  readonly mode: "tls" | "insecure";
+  /** Transport TLS (checked, parsed) for links whose peer must have one of `roles`; undefined: plaintext. */
+  forPeer(roles: CertRole | readonly CertRole[]): PreparedTls | undefined;
+  /** For status and logs: "tls" or "insecure (plaintext)". */
+  readonly describe: string;
+}
+
+const issueHint = "Make a CA once (druvaa admin ca init --dir /etc/druvaa/ca), issue this node a certificate (druvaa admin cert issue --role ROLE --name NAME --dir /etc/druvaa/ca --out /etc/druvaa/tls), then give --tls-cert, --tls-key and --tls-ca; on one machine for a test: --insecure";
+
+/** True for addresses only this host can reach: Unix sockets and loopback TCP. */
+export function isLocalAddress(address: Address): boolean {
+  if (address.kind === "unix") return true;
+  const host = (address.host ?? "127.0.0.1").replace(/^\[|\]$/g, "").toLowerCase();
+  return host === "localhost" || host === "::1" || /^127(\.\d{1,3}){3}$/.test(host) || host === "::ffff:127.0.0.1";
+}
+
+async function readPem(path: string, flag: string): Promise<string> {
+  try {
+    return await readFile(path, "utf8");
+  } catch (error) {
+    const code = (error as { code?: unknown }).code;
+    throw new DruvaaError(code === "ENOENT" ? "FILE_NOT_FOUND" : "IO_ERROR", `${flag} ${path}: ${code === "ENOENT" ? "no such file" : String(error)}`, issueHint, exitCodes.refused);
+  }
+}
+
+/**
+ * Reads the flags: TLS credentials (checked now) or plaintext under the --insecure rule.
+ * `links`: the druvaa data addresses the role listens on or dials; `controls`: its HTTP ports.
+ */
+export async function resolveLinkSecurity(flags: LinkSecurityFlags, where: { links: readonly Address[]; controls: readonly Address[] }): Promise<LinkSecurity> {
+  const given = (["tls-cert", "tls-key", "tls-ca"] as const).filter((flag) => flags[flag] !== undefined);
+  const allowRemote = flags["insecure-allow-remote"] === true;
+  if (allowRemote && flags.insecure !== true) throw usageError("--insecure-allow-remote needs --insecure", "Add --insecure (plaintext), or drop --insecure-allow-remote and use TLS");
+  const remoteControl = where.controls.find((address) => !isLocalAddress(address));
+  if (remoteControl !== undefined && !allowRemote) {
+    throw usageError(`control port ${formatAddress(remoteControl)} is not a loopback address, and control ports are plaintext HTTP`, "Keep --control on 127.0.0.1 (and reach it through SSH or a VPN), or add --insecure --insecure-allow-remote");
+  }
+  if (given.length > 0) {
+    if (flags.insecure === true) throw usageError(`${given.map((flag) => `--${flag}`).join(", ")} and --insecure contradict each other`, "Give the TLS files, or --insecure for plaintext, not both");
+    const missing = (["tls-cert", "tls-key", "tls-ca"] as const).filter((flag) => flags[flag] === undefined);
+    if (missing.length > 0) throw usageError(`TLS needs ${missing.map((flag) => `--${flag}`).join(" and ")} as well`, issueHint);
+    const base = {
+      cert: await readPem(flags["tls-cert"]!, "--tls-cert"),
+      key: await readPem(flags["tls-key"]!, "--tls-key"),
+      ca: await readPem(flags["tls-ca"]!, "--tls-ca"),
+      ...(flags.crl === undefined ? {} : { crl: await readPem(flags.crl, "--crl") }),
+    };
+    prepareTls(base, new Date()); // own certificate, key, CA and CRL checked now, not at the first peer
+    return { mode: "tls", describe: "tls", forPeer: (roles) => prepareTls({ ...base, expectRole: roles }, new Date()) };
+  }
+  if (flags.crl !== undefined) throw usageError("--crl needs --tls-cert, --tls-key and --tls-ca", issueHint);
+  if (flags.insecure !== true) throw usageError("no TLS credentials, and plaintext was not asked for", issueHint);
+  const remote = where.links.find((address) => !isLocalAddress(address));
+  if (remote !== undefined && !allowRemote) {
+    throw usageError(`plaintext to or on ${formatAddress(remote)} refused: it is not a loopback address`, `Use TLS (--tls-cert, --tls-key, --tls-ca), or add --insecure-allow-remote if this network is private (a lab, a VPN)`);
+  }
+  return { mode: "insecure", describe: "insecure (plaintext)", forPeer: () => undefined };
+}
+
+/**
+ * A command-line tool's one link (druvaa restore to the replica's restore port): TLS with the
+ * flags; without them plaintext, to a local address, or anywhere with --insecure
+ * --insecure-allow-remote. (The listening role enforces its own rule: a TLS replica refuses a
+ * plaintext tool whatever the tool says.)
+ */
+export async function resolveToolSecurity(flags: LinkSecurityFlags, peer: Address, expectRole: CertRole): Promise<PreparedTls | undefined> {
+  const tls = flags["tls-cert"] !== undefined || flags["tls-key"] !== undefined || flags["tls-ca"] !== undefined;
+  if (!tls && flags.insecure !== true && isLocalAddress(peer)) return undefined;
+  const security = await resolveLinkSecurity(flags, { links: [peer], controls: [] });
+  return security.forPeer(expectRole);
+}
