@@ -13,8 +13,14 @@
  *   wrls[].rpoSeconds, else lagSeconds     druvaa_staging_wrl_rpo_seconds (what a loss of the
  *                                            primary site now costs: the age of the oldest write
  *                                            the replica has not acknowledged)
- *   wrls[].appendedBytes|bytesAppended     druvaa_staging_wrl_appended_bytes_total   (not in the
- *   wrls[].appendedRecords|recordsAppended druvaa_staging_wrl_appended_records_total  status yet)
+ *   wrls[].appendedBytes|bytesAppended     druvaa_staging_wrl_appended_bytes_total
+ *   wrls[].ackedBytes                      druvaa_staging_wrl_acked_bytes_total
+ *   wrls[].appendedRecords|recordsAppended druvaa_staging_wrl_appended_records_total  (not yet)
+ *   wrls[].rpo {targetSeconds, state,      druvaa_staging_wrl_rpo_target_seconds, _rpo_state{state},
+ *     drainEtaSeconds}                       _rpo_drain_eta_seconds (--rpo; relay-rpo.ts)
+ *   wrls[].rateLimit {bytesPerSecond,      druvaa_staging_relay_rate_limit_bytes_per_second,
+ *     waitedMs}                              _rate_limit_wait_seconds_total (--rate-limit)
+ *   wrls[].schedule {open}                 druvaa_staging_relay_schedule_open (--schedule)
  *   wrls[].replica.connected / appliedLsn  druvaa_staging_relay_connected / _applied_lsn
  *     / inflightShipments                    / _inflight_shipments
  *   wrls[].replica.shipmentsShipped        druvaa_staging_relay_shipments_total (resends included)
@@ -49,7 +55,34 @@ const wrlFields: readonly FieldMetric[] = [
   { name: "druvaa_staging_wrl_rpo_seconds", type: "gauge", help: "Recovery point now: the writes of the last this many seconds would be lost with the primary site (age of the oldest record not at the replica)", fields: ["rpoSeconds", "lagSeconds"] },
   { name: "druvaa_staging_wrl_appended_bytes_total", type: "counter", help: "Bytes of client writes appended to the WRL since the server started", fields: ["appendedBytes", "bytesAppended"] },
   { name: "druvaa_staging_wrl_appended_records_total", type: "counter", help: "Records appended to the WRL since the server started", fields: ["appendedRecords", "recordsAppended"] },
+  { name: "druvaa_staging_wrl_acked_bytes_total", type: "counter", help: "Bytes of records the replica acknowledged since the server started", fields: ["ackedBytes"] },
 ];
+
+const rpoStates = ["ok", "at-risk", "missed"];
+
+/** --rpo, --rate-limit and --schedule of one WRL (src/roles/staging/core-status.ts). */
+function wrlTargets(metrics: MetricSet, wrlStatus: StatusObject, wrl: string): void {
+  const rpo = asObject(wrlStatus.rpo);
+  if (rpo !== undefined) {
+    const target = numberField(rpo, "targetSeconds");
+    if (target !== undefined) {
+      metrics.gauge("druvaa_staging_wrl_rpo_target_seconds", "The --rpo target of the WRL").set({ wrl }, target);
+      emitStateSet(metrics, "druvaa_staging_wrl_rpo_state", "The RPO against its target (1 for the current state)", { wrl }, "state", rpoStates, stringField(rpo, "state"));
+    }
+    const eta = numberField(rpo, "drainEtaSeconds");
+    if (eta !== undefined) metrics.gauge("druvaa_staging_wrl_rpo_drain_eta_seconds", "Seconds until the backlog is gone at the recent net drain rate (absent while it does not shrink)").set({ wrl }, eta);
+  }
+  const rate = asObject(wrlStatus.rateLimit);
+  const rateBytes = rate === undefined ? undefined : numberField(rate, "bytesPerSecond");
+  if (rate !== undefined && rateBytes !== undefined) {
+    metrics.gauge("druvaa_staging_relay_rate_limit_bytes_per_second", "The --rate-limit the relay paces its frames to").set({ wrl }, rateBytes);
+    const waited = numberField(rate, "waitedMs");
+    if (waited !== undefined) metrics.counter("druvaa_staging_relay_rate_limit_wait_seconds_total", "Time the relay waited for the rate limit").set({ wrl }, waited / 1000);
+  }
+  const schedule = asObject(wrlStatus.schedule);
+  const open = schedule === undefined ? undefined : numberField(schedule, "open");
+  if (open !== undefined) metrics.gauge("druvaa_staging_relay_schedule_open", "1 while the --schedule allows shipping").set({ wrl }, open);
+}
 
 const relayFields: readonly FieldMetric[] = [
   { name: "druvaa_staging_relay_connected", type: "gauge", help: "1 while the relay has a session with the replica", fields: ["connected"] },
@@ -78,6 +111,7 @@ export function stagingMetrics(metrics: MetricSet, status: StatusObject): void {
     const wrl = stringField(wrlStatus, "name");
     if (wrl === undefined) continue;
     emitFields(metrics, wrlStatus, { wrl }, wrlFields);
+    wrlTargets(metrics, wrlStatus, wrl);
     const relay = asObject(wrlStatus.replica);
     if (relay !== undefined) {
       const labels = { wrl, peer: stringField(relay, "address") ?? "" };

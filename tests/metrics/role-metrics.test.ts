@@ -88,6 +88,25 @@ describe("staging", () => {
     }
   });
 
+  test("--rpo, --rate-limit and --schedule: target, state, ETA, pacing and window as their own families", () => {
+    const status = stagingStatus();
+    Object.assign(status.wrls[0], {
+      ackedBytes: 1048576,
+      rpo: { targetSeconds: 30, rpoSeconds: 18, trend: "rising", drainEtaSeconds: null, state: "at-risk" },
+      rateLimit: { bytesPerSecond: 2_500_000, burstBytes: 250_000, scope: "server", frameBytes: 4_000_000, waitedMs: 1500 },
+      schedule: { schedule: "Mon-Fri 19:00-07:00 UTC", open: false, nextChangeAt: "2026-12-04T19:00:00.000Z" },
+    });
+    const metrics = metricsOf(status);
+    expect(sampleValue(metrics, "druvaa_staging_wrl_acked_bytes_total", wrl)).toBe(1048576);
+    expect(sampleValue(metrics, "druvaa_staging_wrl_rpo_target_seconds", wrl)).toBe(30);
+    expect(sampleValue(metrics, "druvaa_staging_wrl_rpo_state", { ...wrl, state: "at-risk" })).toBe(1);
+    expect(sampleValue(metrics, "druvaa_staging_wrl_rpo_state", { ...wrl, state: "ok" })).toBe(0);
+    expect(metrics.has("druvaa_staging_wrl_rpo_drain_eta_seconds")).toBe(false); // not draining: no ETA
+    expect(sampleValue(metrics, "druvaa_staging_relay_rate_limit_bytes_per_second", wrl)).toBe(2_500_000);
+    expect(sampleValue(metrics, "druvaa_staging_relay_rate_limit_wait_seconds_total", wrl)).toBe(1.5);
+    expect(sampleValue(metrics, "druvaa_staging_relay_schedule_open", wrl)).toBe(0);
+  });
+
   test("a staging from before the relay counted shipments (no counters, no compression) has none of those families", () => {
     const status = stagingStatus();
     for (const key of ["shipmentsShipped", "bytesShipped", "compression"]) delete status.wrls[0].replica[key];
