@@ -32,10 +32,11 @@ export type WriteNackCode = (typeof writeNackCodes)[number];
  * Why a replica refused a shipment (or a resume); the relay keeps the records and retries or
  * alerts. DEVICE_TOO_SMALL: the replica's device is smaller than the size the shipment declares.
  * WRL_MISMATCH: the wrlUuid is not the one this replica applied for that WRL name (the WRL was
- * re-created: applying it would mix two histories).
+ * re-created: applying it would mix two histories). RS_WRL_NEEDED: a coalesced shipment reached a
+ * replica without a replica WRL (it never said it takes them).
  */
 export const shipNackCodes = [
-  "RS_WRL_FULL", "LSN_GAP", "WRL_UNKNOWN", "WRL_MISMATCH", "DEVICE_UNKNOWN", "DEVICE_TOO_SMALL", "OUT_OF_RANGE", "IO_ERROR", "BUSY", "SHUTTING_DOWN",
+  "RS_WRL_FULL", "LSN_GAP", "WRL_UNKNOWN", "WRL_MISMATCH", "DEVICE_UNKNOWN", "DEVICE_TOO_SMALL", "OUT_OF_RANGE", "IO_ERROR", "BUSY", "SHUTTING_DOWN", "RS_WRL_NEEDED",
 ] as const;
 export type ShipNackCode = (typeof shipNackCodes)[number];
 
@@ -239,13 +240,16 @@ export interface ResumeMessage {
 }
 
 /** Replica -> relay: it applied `wrl` up to `appliedLsn` (0: nothing yet); `devices` are its own
- * devices and their sizes, so staging can refuse to attach a bigger client device. Names unique. */
+ * devices and their sizes, so staging can refuse to attach a bigger client device. Names unique.
+ * `acceptsCoalesced`: true when the replica has a replica WRL and so takes coalesced shipments
+ * (absent or false: the relay never sends one). */
 export interface ResumeAckMessage {
   type: "resumeAck";
   wrl: string;
   wrlUuid: string;
   appliedLsn: number;
   devices: DeviceSize[];
+  acceptsCoalesced?: boolean;
 }
 
 /** One WRL record in a shipment. A record with flags & recordFlags.zero carries no payload bytes
@@ -260,7 +264,7 @@ export interface ShipRecord {
 }
 
 /**
- * Relay -> replica: records firstLsn..lastLsn (possibly with gaps after coalescing, never
+ * Relay -> replica: records firstLsn..lastLsn (possibly with gaps: markers not shipped; never
  * reordered) of the WRL `wrl` whose uuid is `wrlUuid`. The payload is the data of the non-ZERO
  * records, concatenated in record order. `devices`, when present, declares every device the
  * records name (unique names) with the client's size, so the replica can refuse a device bigger
@@ -274,6 +278,15 @@ export interface ShipMessage {
   lastLsn: number;
   records: ShipRecord[];
   devices?: DeviceSize[];
+  /**
+   * A coalesced span (docs/pipeline.md "Coalesced shipments"): the records are the newest version
+   * of every block WRL records firstLsn..lastLsn wrote, as non-overlapping extents (ascending
+   * offsets per device, data or ZERO only), each carrying the LSN and epoch of the record its
+   * bytes come from (so LSNs need not rise). They do not map 1:1 to LSNs: only the whole span
+   * applied at once shows a consistent point (lastLsn), so the replica logs it in its RS-WRL
+   * first. Absent: records are WRL records in LSN order (possibly with gaps).
+   */
+  coalesced?: true;
   /**
    * How the payload is encoded (ship-codec.ts): absent, the records' data as is; "zstd", one zstd
    * frame of it, `wireBytes` long, that decompresses to exactly `rawBytes` (the records' data

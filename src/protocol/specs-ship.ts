@@ -4,8 +4,8 @@
  */
 import { assert } from "../assert.ts";
 import { frameSizeBytesMax, protocolDevicesMax, shipRecordsMax, verifyBlockBytesMax, verifyBlockBytesMin, verifyOutcomesPerAckMax, verifyRangeBytesMax, verifyRangesMax, writePayloadSizeBytesMax, zeroRecordBytesMax } from "../constants.ts";
-import { badField, checkExtent, isMap, noPayload, readArray, readDeviceSizes, readEnum, readName, readText, readUint, readUuid, type Fields } from "./fields.ts";
-import { recordFlags, shipCodecs, shipNackCodes, shipRecordPayloadBytes, verifyBlockBytesOf, type ByteRange, type ShipAckMessage, type ShipMessage, type ShipRecord, type SpecTable, type VerifyOutcome } from "./message-types.ts";
+import { badField, checkExtent, isMap, noPayload, readArray, readDeviceSizes, readEnum, readName, readOptionalBoolean, readText, readUint, readUuid, type Fields } from "./fields.ts";
+import { recordFlags, shipCodecs, shipNackCodes, shipRecordPayloadBytes, verifyBlockBytesOf, type ByteRange, type ResumeAckMessage, type ShipAckMessage, type ShipMessage, type ShipRecord, type SpecTable, type VerifyOutcome } from "./message-types.ts";
 
 const kindFlags = recordFlags.zero | recordFlags.resync | recordFlags.resyncEnd | recordFlags.verify;
 
@@ -84,19 +84,43 @@ function readShipCodec(fields: Fields, ship: ShipMessage): void {
   if (ship.wireBytes === 0) throw badField("ship.wireBytes", "at least 1 byte of compressed data", ship.wireBytes);
 }
 
+/**
+ * A coalesced shipment's records (ShipMessage.coalesced): data or ZERO records only (resync data,
+ * resyncEnd and verify probes are never coalesced), each with an LSN in [firstLsn, lastLsn], at
+ * least one byte long, and per device in ascending offset order without overlap: one version of
+ * each block, so the order they are applied in cannot matter.
+ */
+function checkCoalescedRecords(ship: ShipMessage): void {
+  const endOf = new Map<string, number>();
+  for (const [index, record] of ship.records.entries()) {
+    const where = `ship.records[${index}]`;
+    if (record.flags !== 0 && record.flags !== recordFlags.zero) throw badField(`${where}.flags`, "0 or zero in a coalesced shipment", record.flags);
+    if (record.lsn < ship.firstLsn || record.lsn > ship.lastLsn) throw badField(`${where}.lsn`, `an LSN in [${ship.firstLsn}, ${ship.lastLsn}]`, record.lsn);
+    if (record.length === 0) throw badField(`${where}.length`, "at least 1 byte in a coalesced shipment", record.length);
+    const previousEnd = endOf.get(record.device) ?? 0;
+    if (record.offset < previousEnd) throw badField(`${where}.offset`, `at or past ${previousEnd}, the end of the previous extent of device ${record.device} (coalesced extents ascend and never overlap)`, record.offset);
+    endOf.set(record.device, record.offset + record.length);
+  }
+}
+
 export const shipSpecs: SpecTable<"resume" | "resumeAck" | "ship" | "shipAck" | "shipNack"> = {
   resume: {
     validate: (fields) => ({ type: "resume", wrl: readName(fields, "resume", "wrl"), wrlUuid: readUuid(fields, "resume", "wrlUuid") }),
     payloadBytes: noPayload,
   },
   resumeAck: {
-    validate: (fields) => ({
-      type: "resumeAck",
-      wrl: readName(fields, "resumeAck", "wrl"),
-      wrlUuid: readUuid(fields, "resumeAck", "wrlUuid"),
-      appliedLsn: readUint(fields, "resumeAck", "appliedLsn"),
-      devices: readDeviceSizes(fields, "resumeAck", "devices", protocolDevicesMax),
-    }),
+    validate: (fields) => {
+      const ack: ResumeAckMessage = {
+        type: "resumeAck",
+        wrl: readName(fields, "resumeAck", "wrl"),
+        wrlUuid: readUuid(fields, "resumeAck", "wrlUuid"),
+        appliedLsn: readUint(fields, "resumeAck", "appliedLsn"),
+        devices: readDeviceSizes(fields, "resumeAck", "devices", protocolDevicesMax),
+      };
+      const accepts = readOptionalBoolean(fields, "resumeAck", "acceptsCoalesced");
+      if (accepts !== undefined) ack.acceptsCoalesced = accepts;
+      return ack;
+    },
     payloadBytes: noPayload,
   },
   ship: {
@@ -111,9 +135,15 @@ export const shipSpecs: SpecTable<"resume" | "resumeAck" | "ship" | "shipAck" | 
         records: readArray(fields, where, "records", shipRecordsMax).map((record, index) => readShipRecord(record, `ship.records[${index}]`)),
       };
       if (ship.firstLsn > ship.lastLsn) throw badField("ship.lastLsn", `an LSN >= firstLsn ${ship.firstLsn}`, ship.lastLsn);
+      if (fields.coalesced !== undefined) {
+        if (fields.coalesced !== true) throw badField("ship.coalesced", "true (or absent)", fields.coalesced);
+        ship.coalesced = true;
+        checkCoalescedRecords(ship);
+      }
       let previousLsn = -1;
       for (const [index, record] of ship.records.entries()) {
-        // Coalescing may leave gaps, but never reorders: LSNs rise strictly inside the range.
+        if (ship.coalesced === true) break; // checked above: extents, not LSN order
+        // Markers left out leave gaps, but nothing reorders: LSNs rise strictly inside the range.
         if (record.lsn <= previousLsn || record.lsn < ship.firstLsn || record.lsn > ship.lastLsn) {
           throw badField(`ship.records[${index}].lsn`, `an LSN in [${ship.firstLsn}, ${ship.lastLsn}] above the previous record's ${previousLsn}`, record.lsn);
         }

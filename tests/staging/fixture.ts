@@ -1,5 +1,6 @@
 /** A StagingCore with one WRL ("w0") on an in-memory or simulated disk and a FakeReplica behind it. */
 import type { CompressionSetting } from "../../src/roles/staging/compression.ts";
+import type { CoalesceSetting } from "../../src/roles/staging/relay-coalesce.ts";
 import { StagingCore } from "../../src/roles/staging/core.ts";
 import type { Clock, RelayTargets } from "../../src/roles/staging/relay.ts";
 import type { ShipmentLimits } from "../../src/roles/staging/shipment.ts";
@@ -30,6 +31,7 @@ export interface FixtureOptions {
   limits?: ShipmentLimits;
   windowMax?: number;
   compression?: CompressionSetting;
+  coalesce?: CoalesceSetting;
   /** The core's and relay's clock (a test's ManualClock); the real one by default. */
   clock?: Clock;
   /** --rate-limit, --schedule, --rpo of w0. */
@@ -47,6 +49,7 @@ export async function stagingFixture(options: FixtureOptions = {}): Promise<Fixt
     shipmentLimits: options.limits ?? smallLimits,
     relayWindowMax: options.windowMax ?? 2,
     ...(options.compression === undefined ? {} : { compression: options.compression }),
+    ...(options.coalesce === undefined ? {} : { coalesce: options.coalesce }),
     ...(options.clock === undefined ? {} : { clock: options.clock }),
     ...(options.targets === undefined ? {} : { relayTargets: new Map([["w0", options.targets]]) }),
   });

@@ -12,6 +12,7 @@ import { decodeFrame, encodeFrameBytes, type Frame } from "../../src/protocol/fr
 import type { AttachAckMessage, Message, ShipMessage, ShipNackCode, WriteAckMessage, WriteNackMessage } from "../../src/protocol/messages.ts";
 import { openShipment } from "../../src/protocol/ship-codec.ts";
 import { ReplicaCore } from "../../src/roles/replica/core.ts";
+import type { ResyncLog } from "../../src/roles/replica/resync-log.ts";
 import { MemoryStateStore } from "../../src/roles/replica/state.ts";
 import type { StagingCore } from "../../src/roles/staging/core.ts";
 import type { RelayLink } from "../../src/roles/staging/relay.ts";
@@ -137,9 +138,10 @@ export class FakeReplica {
 
   private constructor(public core: ReplicaCore, readonly devices: Map<string, MemoryDevice>, readonly store: MemoryStateStore) {}
 
-  static async create(sizes: Record<string, number>, store = new MemoryStateStore()): Promise<FakeReplica> {
+  /** With `rsWrl`, the replica has a replica WRL (and so takes coalesced shipments). */
+  static async create(sizes: Record<string, number>, store = new MemoryStateStore(), rsWrl?: ResyncLog): Promise<FakeReplica> {
     const devices = new Map(Object.entries(sizes).map(([name, sizeBytes]) => [name, new MemoryDevice(sizeBytes, name)]));
-    const core = await ReplicaCore.open({ devices: [...devices].map(([name, device]) => ({ name, device, path: `/replica/${name}`, discardReadsZeros: true })), store });
+    const core = await ReplicaCore.open({ devices: [...devices].map(([name, device]) => ({ name, device, path: `/replica/${name}`, discardReadsZeros: true })), store, ...(rsWrl === undefined ? {} : { rsWrl }) });
     return new FakeReplica(core, devices, store);
   }
 

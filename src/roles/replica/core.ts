@@ -17,11 +17,12 @@
  *   queue full                                             shipNack BUSY
  *   WRL name applied (or with a set open) under another    shipNack WRL_MISMATCH (re-created WRL)
  *     uuid
- *   with --wrl: a resync set of the WRL open, or a         handled alone, in a turn of its own:
- *     record with the resync flag in the shipment            ResyncSets.ship (resync-sets.ts, its
- *                                                            own table: logged, not applied)
+ *   with --wrl: a resync set of the WRL open, a record     handled alone, in a turn of its own:
+ *     with the resync flag, or a coalesced span              ResyncSets.ship (resync-sets.ts and
+ *                                                            coalesced-apply.ts: logged first)
  *   firstLsn > appliedLsn + 1                              shipNack LSN_GAP
  *   lastLsn <= appliedLsn                                  shipAck appliedLsn (re-delivery)
+ *   coalesced (without --wrl)                              shipNack RS_WRL_NEEDED
  *   device unknown / declared bigger / record outside      shipNack DEVICE_UNKNOWN /
  *                                                            DEVICE_TOO_SMALL / OUT_OF_RANGE
  *   write or flush fails                                   shipNack IO_ERROR (device marked
@@ -145,6 +146,7 @@ export class ReplicaCore {
       wrlUuid: message.wrlUuid,
       appliedLsn: Math.max(this.appliedLsn(message.wrlUuid), this.#resync?.loggedLsn(message.wrlUuid) ?? 0),
       devices: [...this.#devices.values()].map((entry) => ({ name: entry.name, sizeBytes: entry.device.sizeBytes })),
+      ...(this.#resync === undefined ? {} : { acceptsCoalesced: true }),
     };
   }
 
@@ -283,7 +285,7 @@ export class ReplicaCore {
         const plans: PlannedWrite[] = [];
         for (const [index, entry] of batch.entries()) {
           const ship = entry.message;
-          const outcome = this.#resync?.isOpen(ship.wrlUuid) ? undefined : this.#prepare(ship, entry.payload, state);
+          const outcome = this.#resync?.isOpen(ship.wrlUuid) || (ship.coalesced === true && this.#resync !== undefined) ? undefined : this.#prepare(ship, entry.payload, state);
           if (outcome === undefined || ("writes" in outcome && this.#resync !== undefined && (outcome.flags & recordFlags.resync) !== 0)) {
             // Records of a resync set: logged by ResyncSets, in a turn of their own.
             if (members.length === 0) return await this.#shipAlone(entry);
@@ -385,6 +387,7 @@ export class ReplicaCore {
       return nack(ship, "LSN_GAP", `the shipment starts at LSN ${ship.firstLsn}, but the replica applied WRL ${ship.wrl} only up to LSN ${appliedLsn}: records ${appliedLsn + 1}..${ship.firstLsn - 1} are missing (nothing was applied); resume from ${appliedLsn + 1}`);
     }
     if (ship.lastLsn <= appliedLsn) return { type: "shipAck", wrl: ship.wrl, appliedLsn };
+    if (ship.coalesced === true) return nack(ship, "RS_WRL_NEEDED", `a coalesced span (LSN ${ship.firstLsn}..${ship.lastLsn}) is applied only whole, from a replica WRL, and this replica has none (start it with --wrl PATH); nothing was applied`);
     const plan = planShipment(ship, payload, appliedLsn, this.#devices);
     return "writes" in plan ? plan : nack(ship, plan.code, plan.message);
   }

@@ -102,8 +102,8 @@ export async function applySet(host: SetHost, rsLog: ResyncLog, set: OpenSet): P
   clearInconsistent(host.inconsistent, uuid, lastLsn);
 }
 
-/** A record read back from the RS-WRL as a write to apply; its device must still be there. */
-function plannedOf(devices: ReadonlyMap<string, ReplicaDevice>, wrl: string, record: ShipRecord, payload: Uint8Array): PlannedWrite {
+/** A record read back from the RS-WRL as a write to apply (a set's, a coalesced span's); its device must still be there. */
+export function plannedOf(devices: ReadonlyMap<string, ReplicaDevice>, wrl: string, record: ShipRecord, payload: Uint8Array): PlannedWrite {
   const target = devices.get(record.device);
   if (target === undefined) {
     throw new DruvaaError("DEVICE_UNKNOWN", `the resync set of WRL ${wrl} has records for device ${record.device}, which this replica no longer has`, `Start the replica with --device ${record.device}=PATH`, exitCodes.refused);

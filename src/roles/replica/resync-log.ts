@@ -18,6 +18,12 @@
  * ignored. A group cut short (an append refused "full" after the marker's, which the free-space
  * check before appending makes all but impossible) counts up to its last record present, exactly
  * what the replica acknowledged. So reading back always yields a prefix of what was acked.
+ *
+ * A coalesced span (coalesced-apply.ts) is one group whose marker says `coalesced: true`: its
+ * records are extents (their LSNs need not rise), it is read back as one `span` event once it
+ * ends (complete or cut short, which a crash during its group commit can do), and it does not
+ * move the chain: it is applied whole before the replica acks it, so the WRL's applied LSN, not
+ * the span, is what the next group chains on.
  */
 import { assert } from "../../assert.ts";
 import { replicaSetApplyReadBytes, wrlDeviceNameBytesMax } from "../../constants.ts";
@@ -41,6 +47,14 @@ export interface GroupToLog {
   throughLsn: number;
   /** The records, in LSN order, each with its payload (data, digests, or empty). */
   records: readonly { record: ShipRecord; payload: Uint8Array }[];
+  /** A coalesced span (see the file comment); its records are in shipment order. */
+  coalesced?: true;
+}
+
+/** A logged record and its payload (data, digests, or empty). */
+export interface LoggedRecord {
+  record: ShipRecord;
+  payload: Uint8Array;
 }
 
 /** What reading the RS-WRL back yields, in RS-WRL order. */
@@ -48,7 +62,9 @@ export type LogEvent =
   | { kind: "group"; rsLsn: number; wrl: string; wrlUuid: string }
   | { kind: "record"; rsLsn: number; wrlUuid: string; record: ShipRecord; payload: Uint8Array }
   /** Every record of the WRL up to `lsn` is logged (a group fully present, or its last record present). */
-  | { kind: "through"; wrlUuid: string; lsn: number };
+  | { kind: "through"; wrlUuid: string; lsn: number }
+  /** A coalesced span chained on `prevLsn`, through `throughLsn`; complete when every record is present. */
+  | { kind: "span"; wrl: string; wrlUuid: string; prevLsn: number; throughLsn: number; complete: boolean; records: LoggedRecord[] };
 
 export interface LogOutcome {
   /** The events of what became durable (as GroupReader would read them back). */
@@ -63,6 +79,7 @@ interface GroupHeader {
   prevLsn: number;
   lsns: number[];
   throughLsn: number;
+  coalesced?: true;
 }
 
 /**
@@ -79,6 +96,7 @@ function shipKindAppend(record: ShipRecord, shipPayload: Uint8Array): WrlAppend 
 
 function groupAppend(group: GroupToLog): WrlAppend {
   const header: GroupHeader = { wrl: group.wrl, wrlUuid: group.wrlUuid, prevLsn: group.prevLsn, lsns: group.records.map((entry) => entry.record.lsn), throughLsn: group.throughLsn };
+  if (group.coalesced === true) header.coalesced = true;
   return { type: "marker", epoch: 0, device: 0, seq: group.prevLsn, offset: 0, data: encoder.encode(JSON.stringify(header)) };
 }
 
@@ -91,6 +109,7 @@ function parseGroup(record: WrlRecord): GroupHeader | undefined {
     const header = JSON.parse(decoder.decode(record.data)) as Partial<GroupHeader>;
     const lsn = (value: unknown) => Number.isSafeInteger(value) && (value as number) >= 0;
     if (typeof header.wrl !== "string" || typeof header.wrlUuid !== "string" || !lsn(header.prevLsn) || !lsn(header.throughLsn) || !Array.isArray(header.lsns) || !header.lsns.every(lsn)) return undefined;
+    if (header.coalesced !== undefined && header.coalesced !== true) return undefined;
     return header as GroupHeader;
   } catch {
     return undefined; // its CRC held, so some other writer's marker: not ours
@@ -103,7 +122,7 @@ function parseGroup(record: WrlRecord): GroupHeader | undefined {
  * list are skipped.
  */
 export class GroupReader {
-  #group: { header: GroupHeader; next: number; lastLsn: number } | undefined;
+  #group: { header: GroupHeader; next: number; lastLsn: number; span: LoggedRecord[] | undefined } | undefined;
 
   constructor(private readonly accepted: Map<string, number>) {}
 
@@ -114,16 +133,20 @@ export class GroupReader {
     if (group !== undefined && !isGroupMarker(record) && group.next < group.header.lsns.length && record.seq === group.header.lsns[group.next] && typeof record.device === "string") {
       group.next += 1;
       group.lastLsn = record.seq;
-      events.push({ kind: "record", rsLsn: record.lsn, wrlUuid: group.header.wrlUuid, record: { lsn: record.seq, epoch: record.epoch, device: record.device, offset: record.offset, length: record.lengthBytes, flags: record.flags }, payload: record.data });
+      const logged = { record: { lsn: record.seq, epoch: record.epoch, device: record.device, offset: record.offset, length: record.lengthBytes, flags: record.flags }, payload: record.data };
+      if (group.span !== undefined) group.span.push(logged);
+      else events.push({ kind: "record", rsLsn: record.lsn, wrlUuid: group.header.wrlUuid, ...logged });
       if (group.next === group.header.lsns.length) this.#end(events);
       return events;
     }
     this.#end(events);
     if (!isGroupMarker(record)) return events; // outside any accepted group
     const header = parseGroup(record);
-    if (header === undefined || this.accepted.get(header.wrlUuid) !== header.prevLsn) return events;
-    this.#group = { header, next: 0, lastLsn: header.prevLsn };
-    events.push({ kind: "group", rsLsn: record.lsn, wrl: header.wrl, wrlUuid: header.wrlUuid });
+    if (header === undefined) return events;
+    // A span may be a WRL's first: chained on 0 before the state knew the WRL.
+    if ((header.coalesced === true ? this.accepted.get(header.wrlUuid) ?? 0 : this.accepted.get(header.wrlUuid)) !== header.prevLsn) return events;
+    this.#group = { header, next: 0, lastLsn: header.prevLsn, span: header.coalesced === true ? [] : undefined };
+    if (header.coalesced !== true) events.push({ kind: "group", rsLsn: record.lsn, wrl: header.wrl, wrlUuid: header.wrlUuid });
     if (header.lsns.length === 0) this.#end(events);
     return events;
   }
@@ -140,6 +163,11 @@ export class GroupReader {
     if (group === undefined) return;
     this.#group = undefined;
     const complete = group.next === group.header.lsns.length;
+    if (group.span !== undefined) {
+      const { wrl, wrlUuid, prevLsn, throughLsn } = group.header;
+      events.push({ kind: "span", wrl, wrlUuid, prevLsn, throughLsn, complete, records: group.span });
+      return;
+    }
     const lsn = complete ? Math.max(group.header.throughLsn, group.lastLsn) : group.lastLsn;
     this.accepted.set(group.header.wrlUuid, lsn);
     events.push({ kind: "through", wrlUuid: group.header.wrlUuid, lsn });
@@ -222,6 +250,7 @@ export class ResyncLog {
     const results = await Promise.all(appends);
     const failedAt = results.findIndex((result) => !result.ok);
     const events: LogEvent[] = [];
+    if (group.coalesced === true) return failedAt < 0 ? { events } : { events, refused: refusal(results[failedAt]!, info.freeBytes, info.maxPayloadBytes) };
     const first = results[0]!;
     if (!first.ok) return { events, refused: refusal(first, info.freeBytes, info.maxPayloadBytes) };
     events.push({ kind: "group", rsLsn: first.lsn, wrl: group.wrl, wrlUuid: group.wrlUuid });

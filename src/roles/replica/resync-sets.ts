@@ -40,6 +40,9 @@
  * carry full data, so redoing is idempotent) before anything else is served. A WRL whose state
  * says a set is open in another RS-WRL refuses the start (RS_WRL_MISMATCH).
  *
+ * Coalesced spans (coalesced-apply.ts) use the same RS-WRL: one of a WRL without a set open is
+ * logged, applied and freed there in its turn; one of a WRL with a set open is logged into the set.
+ *
  * Not guaranteed: verify outcomes survive a restart (verify.ts); a set bigger than the RS-WRL
  * ever completes (it is refused RS_WRL_FULL until the RS-WRL gets more space: the records stay
  * in staging's WRL meanwhile). Throughput: a shipment of a WRL with a set open is logged alone
@@ -51,6 +54,7 @@ import { recordFlags, type ShipAckMessage, type ShipMessage, type ShipNackMessag
 import { formatBytes } from "../../units.ts";
 import { planShipment, type PlannedWrite, type ReplicaDevice } from "./apply.ts";
 import { describe, nack, type InconsistentDevices, type ShipReply } from "./apply-group.ts";
+import { redoSpans, shipCoalesced, type SpanEvent } from "./coalesced-apply.ts";
 import { applySegment, applySet, type OpenSet } from "./resync-apply.ts";
 import { GroupReader, type LogEvent, type LogOutcome, type ResyncLog, type ResyncLogInfo } from "./resync-log.ts";
 import type { ReplicaState, WrlState } from "./state.ts";
@@ -113,7 +117,9 @@ export class ResyncSets {
       }
     }
     const reader = new GroupReader(new Map(state.wrls.map((wrl) => [wrl.uuid, wrl.appliedLsn])));
-    for await (const events of rsLog.readAll(reader)) sets.#noteAll(events);
+    const spans: SpanEvent[] = [];
+    for await (const events of rsLog.readAll(reader)) sets.#noteAll(events, spans);
+    await redoSpans(host, spans); // before any set is applied (and the RS-WRL freed)
     for (const wrl of state.wrls) {
       if (wrl.resyncSet !== undefined && !sets.#sets.has(wrl.uuid)) sets.#sets.set(wrl.uuid, newSet(wrl, wrl.resyncSet.firstLsn));
     }
@@ -173,12 +179,15 @@ export class ResyncSets {
     const uuid = ship.wrlUuid;
     const mismatch = this.host.checkWrl(ship.wrl, uuid, this.host.state());
     if (mismatch !== undefined) return mismatch;
+    if (ship.coalesced === true && !this.#sets.has(uuid)) return shipCoalesced(this.host, this.log, () => this.#free(), ship, payload);
     const durable = () => Math.max(appliedLsn(this.host.state(), uuid), this.#sets.get(uuid)?.loggedLsn ?? 0);
     const startLsn = durable();
     if (ship.firstLsn > startLsn + 1) {
       return nack(ship, "LSN_GAP", `the shipment starts at LSN ${ship.firstLsn}, but the replica holds WRL ${ship.wrl} (applied, or logged in its resync set) only up to LSN ${startLsn}: records ${startLsn + 1}..${ship.firstLsn - 1} are missing (nothing was applied); resume from ${startLsn + 1}`);
     }
-    const plan = ship.lastLsn <= startLsn ? undefined : planShipment(ship, payload, startLsn, this.host.devices);
+    // A coalesced span goes into the set whole (its extents' LSNs say nothing about order).
+    if (ship.coalesced === true && ship.lastLsn > startLsn && ship.firstLsn <= appliedLsn(this.host.state(), uuid)) return nack(ship, "LSN_GAP", `the coalesced span ${ship.firstLsn}..${ship.lastLsn} reaches below the resync set of WRL ${ship.wrl}; resume from ${startLsn + 1}`);
+    const plan = ship.lastLsn <= startLsn ? undefined : planShipment(ship, payload, ship.coalesced === true ? 0 : startLsn, this.host.devices);
     if (plan !== undefined && !("writes" in plan)) return nack(ship, plan.code, plan.message);
     // A complete set whose apply failed: again now (a re-delivery of its last shipment too).
     const pending = this.#sets.get(uuid);
@@ -300,8 +309,12 @@ export class ResyncSets {
     }
   }
 
-  #noteAll(events: readonly LogEvent[]): void {
+  #noteAll(events: readonly LogEvent[], spans?: SpanEvent[]): void {
     for (const event of events) {
+      if (event.kind === "span") {
+        spans?.push(event); // a coalesced span: only recovery looks at it
+        continue;
+      }
       let set = this.#sets.get(event.wrlUuid);
       if (set === undefined) {
         const wrl = this.host.state().wrls.find((entry) => entry.uuid === event.wrlUuid);
@@ -331,7 +344,7 @@ function newSet(wrl: WrlState, firstLsn: number): OpenSet {
 }
 
 /** What one logged (or read back) event does to its WRL's set. */
-function noteEvent(set: OpenSet, event: LogEvent): void {
+function noteEvent(set: OpenSet, event: Exclude<LogEvent, { kind: "span" }>): void {
   if (event.kind === "group") {
     set.firstRsLsn ??= event.rsLsn;
   } else if (event.kind === "through") {

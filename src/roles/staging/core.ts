@@ -36,6 +36,7 @@ import { logger } from "../../log.ts";
 import type { AttachMessage, Message, WriteMessage, WriteNackCode } from "../../protocol/messages.ts";
 import type { WrlAppend, WrlAppendResult } from "../../wrl/types.ts";
 import type { CompressionSetting } from "./compression.ts";
+import type { CoalesceSetting } from "./relay-coalesce.ts";
 import { LagTracker } from "./lag.ts";
 import { wrlAppendOf } from "./records.ts";
 import type { StagingCoreStatus } from "./core-status.ts";
@@ -76,6 +77,8 @@ export interface StagingCoreOptions {
   relayWindowMax?: number;
   /** zstd compression of every relay's shipments (--compression); default off. */
   compression?: CompressionSetting;
+  /** Coalescing of every relay's shipments (--coalesce); default off. */
+  coalesce?: CoalesceSetting;
   /** Per WRL name: its --rate-limit, --schedule and --rpo (relay-flags.ts); default none. */
   relayTargets?: ReadonlyMap<string, RelayTargets>;
   /**
@@ -164,6 +167,7 @@ export class StagingCore {
         ...(options.shipmentLimits === undefined ? {} : { limits: options.shipmentLimits }),
         ...(options.relayWindowMax === undefined ? {} : { windowMax: options.relayWindowMax }),
         ...(options.compression === undefined ? {} : { compression: options.compression }),
+        ...(options.coalesce === undefined ? {} : { coalesce: options.coalesce }),
         targets: options.relayTargets?.get(spec.name) ?? {},
         onEvent: (event) => events.push(event),
       });

@@ -12,8 +12,8 @@
  *   back to ok              logged as info; the event is kept; the boost is lifted
  * Without a target the figures are still sampled (status), and there are never events.
  *
- * Span adaptation (larger shipments when the target is at risk, fewer bytes on the wire) comes
- * with coalescing, which does not exist yet: only the compression level reacts for now.
+ * Span adaptation: while the target is at risk, the relay's coalescing (relay-coalesce.ts) takes
+ * its largest spans (fewer bytes on the wire) when the replica takes coalesced shipments.
  */
 import type { ConsolaInstance } from "consola/basic";
 import { assert } from "../../assert.ts";

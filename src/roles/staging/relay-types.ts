@@ -13,6 +13,7 @@ import type { WrlInfo, WrlRecord } from "../../wrl/types.ts";
 import type { CompressionSetting, CompressionStatus } from "./compression.ts";
 import type { LagTracker } from "./lag.ts";
 import type { Clock } from "./relay-clock.ts";
+import type { CoalesceSetting, CoalescingStatus } from "./relay-coalesce.ts";
 import type { RateLimiter, RateLimitStatus, ScheduleStatus } from "./relay-pacing.ts";
 import type { RpoEvent, RpoStatus } from "./rpo.ts";
 import type { ShipmentLimits } from "./shipment.ts";
@@ -56,6 +57,8 @@ export interface RelayStatus {
   bytesShipped: number;
   /** The --compression setting, the level in use, and what it saved (ship-codec.ts). */
   compression: CompressionStatus;
+  /** The --coalesce setting and what coalescing did (relay-coalesce.ts). */
+  coalescing: CoalescingStatus;
 }
 
 /** A WRL's --rate-limit, --schedule and --rpo (relay-flags.ts); each optional. */
@@ -92,6 +95,8 @@ export interface RelayOptions {
   windowMax?: number;
   /** zstd compression of shipments; default off (the staging command defaults to auto). */
   compression?: CompressionSetting;
+  /** Coalescing of shipments (relay-coalesce.ts); default off (the staging command defaults to auto). */
+  coalesce?: CoalesceSetting;
   log?: ConsolaInstance;
   /** Called with each verify outcome the replica reports in its acks. */
   onVerified?: (outcome: VerifyOutcome) => void;
@@ -108,6 +113,8 @@ export type NotPrepared = "idle" | "windowFull";
 export interface Packing {
   firstLsn: number;
   lastLsn: number;
+  /** A coalesced span (ShipMessage.coalesced). */
+  coalesced: boolean;
   /** The frame as it goes on the wire, and the pooled buffer it still uses (if any). */
   packed: Promise<{ frame: ShipmentFrame; pooled?: Uint8Array }>;
 }
@@ -116,6 +123,7 @@ export interface Packing {
 export interface InflightShipment {
   firstLsn: number;
   lastLsn: number;
+  coalesced: boolean;
   /** The recycled buffer the payload was copied into, if any: reusable once the replica acked. */
   pooled?: Uint8Array;
 }

@@ -32,6 +32,7 @@
  * Compression (compression.ts, --compression): each shipment is packed — zstd-compressed when
  * that makes it smaller — before it is sent; up to packingMax are compressed at once, and they
  * are sent in LSN order. A shipment being packed counts against the window like a sent one.
+ * Coalescing (relay-coalesce.ts; --coalesce): while behind, when the replica takes them, spans.
  *
  * Bandwidth, windows, RPO (relay-pacing.ts, relay-rpo.ts; --rate-limit, --schedule, --rpo):
  *   a frame to send (resume, ship, pong)          paid for in the rate limit's bucket; resume and
@@ -63,6 +64,7 @@ import type { Message } from "../../protocol/messages.ts";
 import { ShipmentCompressor } from "./compression.ts";
 import { realClock, Signal, type Clock } from "./relay-clock.ts";
 import { asDruvaaError, nackError, replicaAheadError, replicaMissingRecordsError, resumeReplyError, resumeTimeoutError } from "./relay-errors.ts";
+import { RelayCoalescing } from "./relay-coalesce.ts";
 import { RelayGate } from "./relay-pacing.ts";
 import { RpoMonitor } from "./relay-rpo.ts";
 import type { InflightShipment, LastError, NotPrepared, Packing, RelayLink, RelayOptions, RelayStatus, RelayTargetStatus } from "./relay-types.ts";
@@ -97,6 +99,7 @@ export class Relay {
   readonly #compressor: ShipmentCompressor;
   readonly #gate: RelayGate;
   readonly #rpo: RpoMonitor;
+  readonly #coalescing: RelayCoalescing;
   #shipmentsShipped = 0;
   #bytesShipped = 0;
   #stopping = false;
@@ -111,6 +114,7 @@ export class Relay {
     this.#limits = options.limits ?? defaultShipmentLimits;
     this.#windowMax = options.windowMax ?? stagingRelayWindowMax;
     this.#compressor = new ShipmentCompressor(options.compression);
+    this.#coalescing = new RelayCoalescing(options.coalesce);
     this.#gate = new RelayGate(this.#clock, options.targets?.rateLimit, options.targets?.schedule, this.#log);
     const onEvent = options.onEvent === undefined ? {} : { onEvent: options.onEvent };
     const drained = () => this.#appliedLsn >= options.wrl.info().headLsn;
@@ -156,6 +160,7 @@ export class Relay {
       shipmentsShipped: this.#shipmentsShipped,
       bytesShipped: this.#bytesShipped,
       compression: this.#compressor.status(),
+      coalescing: this.#coalescing.status(),
     };
   }
 
@@ -284,6 +289,7 @@ export class Relay {
     if (refused !== undefined) throw refused;
     assert(reply.type === "resumeAck", "resumeReplyError refuses every other answer");
     this.#replicaDevices = new Map(reply.devices.map((device) => [device.name, device.sizeBytes]));
+    this.#coalescing.resumed(reply.acceptsCoalesced);
     const info = this.#o.wrl.info();
     if (reply.appliedLsn > info.headLsn) throw replicaAheadError(this.#o.name, reply.appliedLsn, info.headLsn);
     if (reply.appliedLsn < info.tailLsn) throw replicaMissingRecordsError(this.#o.address, this.#o.name, reply.appliedLsn, info.tailLsn);
@@ -309,7 +315,9 @@ export class Relay {
       pooled = this.#spareBuffers.pop() ?? new Uint8Array(this.#limits.payloadBytesMax);
       return pooled.subarray(0, bytes);
     };
-    const shipment = buildShipment(records, { wrl: this.#o.name, wrlUuid: this.#o.uuid, deviceSizes: this.#o.deviceSizes() }, this.#limits, allocate);
+    const target = { wrl: this.#o.name, wrlUuid: this.#o.uuid, deviceSizes: this.#o.deviceSizes() };
+    const coalesced = await this.#coalescing.build(records, { target, limits: this.#limits, lagBytes: this.#o.lag.lagBytes(), rpoState: this.#rpo.status().state, wrl: this.#o.wrl });
+    const shipment = coalesced ?? buildShipment(records, target, this.#limits, allocate);
     const packed = this.#compressor.pack(shipment).then((frame) => {
       if (frame === shipment || pooled === undefined) return { frame, pooled };
       // Compressed into a buffer of its own: the copy of the records' data is free again.
@@ -317,7 +325,7 @@ export class Relay {
       return { frame };
     });
     packed.catch(() => undefined); // a session that ends first never awaits it
-    return { firstLsn: shipment.message.firstLsn, lastLsn: shipment.message.lastLsn, packed };
+    return { firstLsn: shipment.message.firstLsn, lastLsn: shipment.message.lastLsn, coalesced: coalesced !== undefined, packed };
   }
 
   /**
@@ -326,11 +334,11 @@ export class Relay {
    */
   async #send(link: RelayLink, shipment: Packing, ended: () => boolean): Promise<boolean> {
     const { frame, pooled } = await shipment.packed;
-    const { firstLsn, lastLsn } = shipment;
+    const { firstLsn, lastLsn, coalesced } = shipment;
     // Waiting for tokens is waiting on the link (compression's auto level).
     this.#compressor.noteWait(await this.#gate.pace(frame.message, frame.payload, () => ended() || this.#stopping));
     if (ended() || this.#stopping || !this.#gate.isOpen()) return false;
-    this.#inflight.push(pooled === undefined ? { firstLsn, lastLsn } : { firstLsn, lastLsn, pooled });
+    this.#inflight.push(pooled === undefined ? { firstLsn, lastLsn, coalesced } : { firstLsn, lastLsn, coalesced, pooled });
     this.#shipmentsShipped += 1;
     this.#bytesShipped += frame.payload.length;
     const sendStartedMs = performance.now();
@@ -364,6 +372,7 @@ export class Relay {
           break;
         }
         case "shipNack":
+          this.#coalescing.refused(this.#inflight[0], reply.code);
           throw nackError(reply);
         case "ping": {
           const pong: Message = { type: "pong", nonce: reply.nonce };

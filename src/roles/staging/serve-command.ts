@@ -12,6 +12,7 @@ import { logger } from "../../log.ts";
 import { announceReady, nodeIdFlag, parseNamedValues, parseServeAddress, resolveStateDir, untilSignalled } from "../common.ts";
 import { linkSecurityArgs, resolveLinkSecurity } from "../link-security.ts";
 import { compressionFlagDefault, parseCompression } from "./compression.ts";
+import { parseCoalesce } from "./relay-coalesce.ts";
 import { relayTargetsFromFlags } from "./relay-flags.ts";
 import { StagingCore } from "./core.ts";
 import { openWrls, planWrls } from "./open-wrls.ts";
@@ -33,6 +34,12 @@ export default command({
       valueHint: "off|1..19|auto",
       default: compressionFlagDefault,
       description: "zstd for shipments: auto (default: level 1, up to 6 while the link holds shipping back), a level 1 (fast) .. 19 (small), or off (a LAN faster than zstd); data zstd cannot shrink goes as is",
+    },
+    coalesce: {
+      type: "string",
+      valueHint: "off|auto",
+      default: "auto",
+      description: "coalesce shipments (keep only the newest version of each block over a span of records, applied atomically by the replica): auto (default: only while the relay is behind and the replica has a replica WRL, --wrl) or off",
     },
     "rate-limit": {
       type: "string",
@@ -68,6 +75,7 @@ export default command({
     const controlAddress = parseServeAddress(args.control, stagingControlPortDefault);
     const nodeId = nodeIdFlag(args["node-id"]);
     const compression = parseCompression(args.compression ?? compressionFlagDefault);
+    const coalesce = parseCoalesce(args.coalesce ?? "auto");
     const relayTargets = relayTargetsFromFlags({ rateLimit: repeatedFlag(rawArgs, "rate-limit"), schedule: repeatedFlag(rawArgs, "schedule"), rpo: repeatedFlag(rawArgs, "rpo") }, plans.map((plan) => plan.name));
     const stateDir = resolveStateDir(args["state-dir"], "staging");
     const security = await resolveLinkSecurity(args, { links: [listenAddress, ...plans.map((plan) => plan.replica)], controls: [controlAddress] });
@@ -88,6 +96,7 @@ export default command({
         // pooled receive buffers come back only through onFreedData above, after the WRL is done).
         receivedBytesStay: true,
         compression,
+        coalesce,
         relayTargets,
       });
       const server = await StagingServer.start({ core, nodeId, listen: listenAddress, control: controlAddress, tls: security.forPeer("client") });

@@ -36,16 +36,15 @@ export interface Shipment {
 }
 
 const encoder = new TextEncoder();
-const utf8Bytes = (text: string) => encoder.encode(text).length;
+export const utf8Bytes = (text: string) => encoder.encode(text).length;
 
 /**
  * Upper bounds of the CBOR bytes of the shipment's parts (keys, 9-byte integers, string headers).
  * The fixed part (~120 bytes) leaves room for the codec fields compression adds (~65 bytes).
  */
-const fixedHeaderBytes = 256;
-const recordHeaderBytes = 96;
-const deviceHeaderBytes = 40;
-
+export const fixedHeaderBytes = 256;
+export const recordHeaderBytes = 96;
+export const deviceHeaderBytes = 40;
 
 export function deviceName(record: WrlRecord): string {
   // Staging always logs names; a numbered device (a log written by something else) keeps its
@@ -109,7 +108,7 @@ export function buildShipment(
  * One buffer of the records' data: the record's own bytes when there is one (no copy), else one
  * copy into `allocate(totalBytes)` (the relay recycles shipment buffers).
  */
-function concat(parts: readonly Uint8Array[], totalBytes: number, allocate: (bytes: number) => Uint8Array): Uint8Array {
+export function concat(parts: readonly Uint8Array[], totalBytes: number, allocate: (bytes: number) => Uint8Array): Uint8Array {
   if (parts.length === 1) return parts[0]!;
   const out = allocate(totalBytes);
   assert(out.length === totalBytes, "allocate returns exactly the bytes asked for");
