@@ -208,6 +208,7 @@ export class StagingProcess {
       store: new StagingStore(world, process),
       clock: process.clock,
       shipmentLimits: world.options.shipmentLimits,
+      ...(world.options.coalesce === undefined ? {} : { coalesce: world.options.coalesce }),
       relayWindowMax: world.options.relayWindowMax,
     });
     if (!process.alive) return never();
@@ -328,6 +329,7 @@ export class ReplicaProcess {
       } else if (message.type === "ship") {
         const [ship, payload] = this.world.broken === "reverse-apply" ? reversed(message, frame.payload) : [message, frame.payload];
         this.startedLsnMax = Math.max(this.startedLsnMax, message.lastLsn);
+        if (message.coalesced === true) this.world.stats.coalescedSpans += 1;
         const reply = this.core.ship(ship, payload).then((result) => {
           // A failed apply may leave any record of the shipment half-written until re-delivered.
           if (result.type === "shipNack" && result.code === "IO_ERROR") this.world.replicaApplyFailed(message.lastLsn);

@@ -11,13 +11,12 @@
  *     points are shipment boundaries");
  *   - right after a replica crash and restart, when the crashed process had not started applying
  *     anything past what it had saved.
- * After a replica crash in the middle of an apply, or an apply that failed with an I/O error,
- * the devices may hold torn or partial records until everything that apply touched has been
- * re-delivered (no replica WRL yet: issue 4, as docs/pipeline.md says); checks until then are
- * deferred (counted in stats.deferredChecks), not skipped silently.
+ * After a mid-apply replica crash or a failed apply, devices without a replica WRL may be torn
+ * until re-delivery: checks until then are deferred (stats.deferredChecks), not skipped.
  */
 import { Random } from "../../src/io/random.ts";
 import type { ReplicaState } from "../../src/roles/replica/state.ts";
+import type { CoalesceSetting } from "../../src/roles/staging/relay-coalesce.ts";
 import type { ShipmentLimits } from "../../src/roles/staging/shipment.ts";
 import { MemoryDeviceStateStore } from "../../src/roles/staging/state.ts";
 import { ManualClock, turn } from "./clock.ts";
@@ -45,6 +44,8 @@ export interface WorldOptions {
   rsWrlSizeBytes?: number;
   /** Give every client a change map: disconnected mode (ack timeout, WRL full, lost link) and resync. */
   changeMap?: boolean;
+  /** The relays' coalescing (spans applied whole through the RS-WRL); off when absent. */
+  coalesce?: CoalesceSetting;
 }
 
 const KiB = 1024;
@@ -57,11 +58,10 @@ export interface WorldStats {
   deferredChecks: number;
   /** Deferred points whose devices did not match (a crash mid-apply, before re-delivery). */
   inconsistentUntilRedelivery: number;
+  /** Power losses; restarts: killed without one (also after a WRL I/O error); recovery: during the restart. */
   stagingCrashes: number;
-  /** Staging killed without a power loss (also the restart after a WRL I/O error). */
   stagingRestarts: number;
   injectedIoErrors: number;
-  /** Staging crashes that hit the restart after a crash (recovery's own writes). */
   recoveryCrashes: number;
   replicaCrashes: number;
   droppedLinks: number;
@@ -70,6 +70,8 @@ export interface WorldStats {
   appliedLsnMax: number;
   clientCrashes: number;
   clientPowerLosses: number;
+  /** Coalesced shipments the replica was sent. */
+  coalescedSpans: number;
 }
 
 export class World {
@@ -87,8 +89,8 @@ export class World {
   readonly violations: string[] = [];
   /** Every consistent point checked: the applied LSN and the ids of the writes applied, in id order. */
   readonly consistentPoints: { appliedLsn: number; writeIds: number[] }[] = [];
-  readonly stats: WorldStats = { checks: 0, deferredChecks: 0, inconsistentUntilRedelivery: 0, stagingCrashes: 0, stagingRestarts: 0, injectedIoErrors: 0, recoveryCrashes: 0, replicaCrashes: 0, droppedLinks: 0, appendedBytes: 0, failedWrites: 0, appliedLsnMax: 0, clientCrashes: 0, clientPowerLosses: 0 };
-  readonly options: Required<Omit<WorldOptions, "broken" | "rsWrlSizeBytes" | "changeMap">> & { broken?: Broken; rsWrlSizeBytes?: number; changeMap?: boolean };
+  readonly stats: WorldStats = { checks: 0, deferredChecks: 0, inconsistentUntilRedelivery: 0, stagingCrashes: 0, stagingRestarts: 0, injectedIoErrors: 0, recoveryCrashes: 0, replicaCrashes: 0, droppedLinks: 0, appendedBytes: 0, failedWrites: 0, appliedLsnMax: 0, clientCrashes: 0, clientPowerLosses: 0, coalescedSpans: 0 };
+  readonly options: Required<Omit<WorldOptions, "broken" | "rsWrlSizeBytes" | "changeMap" | "coalesce">> & Pick<WorldOptions, "broken" | "rsWrlSizeBytes" | "changeMap" | "coalesce">;
   /** After a client crash the model no longer knows which in-flight writes took effect: save-point checks are deferred (counted). */
   checksOff = false;
   readonly #data: Random;
@@ -209,10 +211,7 @@ export class World {
     return delivered;
   }
 
-  /**
-   * Delivers every frame `only` accepts (by connection label, e.g. "client-0->staging" or
-   * "relay->replica", and direction), settling after each, until none is left (or `framesMax`).
-   */
+  /** Delivers every frame `only` accepts (by label, e.g. "relay->replica", and direction), settling after each, until none is left (or `framesMax`). */
   async pump(only: (label: string, toB: boolean) => boolean = () => true, framesMax = Number.POSITIVE_INFINITY): Promise<number> {
     const random = new Random(this.options.seed ^ 0x9e3779b9);
     let delivered = 0;
@@ -242,10 +241,7 @@ export class World {
     await this.#restartStaging(() => this.wrlDisk.crash(), againAfterTurns);
   }
 
-  /**
-   * The staging process dies without a power loss (SIGKILL, or the operator restarting it after
-   * its WRL failed): what it wrote and did not flush is still in the page cache.
-   */
+  /** Staging dies without a power loss (SIGKILL, or restarted after its WRL failed): unflushed writes stay in the page cache. */
   async restartStaging(): Promise<void> {
     this.stats.stagingRestarts += 1;
     await this.#restartStaging(() => this.wrlDisk.restart());
