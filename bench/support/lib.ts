@@ -145,13 +145,7 @@ async function runFioWith(job: FioJob, engineArgs: string[], outputPath: string,
     "fio", `--name=${job.name}`, ...engineArgs, `--rw=${job.rw}`, `--bs=${job.blockSize}`, `--iodepth=${job.iodepth}`,
     `--size=${job.sizeBytes}`, "--time_based", `--runtime=${job.seconds}`, "--output-format=json", `--output=${outputPath}`,
   ];
-  const proc = Bun.spawn(args, { stdin: "ignore", stdout: "pipe", stderr: "pipe" });
-  cleanup.killAtExit(proc, 1_000);
-  const [stdout, stderr, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
-  const endedAtMs = performance.now();
-  if (code !== 0) throw new Error(`fio failed (exit ${code}): ${stderr.trim() || stdout.trim()}\n${args.join(" ")}`);
-  const text = readFileSync(outputPath, "utf8");
-  const write = (JSON.parse(text.slice(text.indexOf("{"))) as { jobs: { write: FioWrite }[] }).jobs[0]!.write;
+  const { write, endedAtMs } = await runFioJson(args, outputPath, cleanup);
   const percentiles = write.clat_ns.percentile ?? {};
   return {
     mbPerSecond: write.bw_bytes / 1e6,
@@ -162,10 +156,23 @@ async function runFioWith(job: FioJob, engineArgs: string[], outputPath: string,
   };
 }
 
-interface FioWrite {
+/** Runs fio (`args`, with JSON output to `outputPath`); its first job's write figures. Throws if fio fails. */
+export async function runFioJson(args: string[], outputPath: string, cleanup: Cleanup): Promise<{ write: FioWrite; endedAtMs: number }> {
+  const proc = Bun.spawn(args, { stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+  cleanup.killAtExit(proc, 1_000);
+  const [stdout, stderr, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
+  const endedAtMs = performance.now();
+  if (code !== 0) throw new Error(`fio failed (exit ${code}): ${stderr.trim() || stdout.trim()}\n${args.join(" ")}`);
+  const text = readFileSync(outputPath, "utf8");
+  return { write: (JSON.parse(text.slice(text.indexOf("{"))) as { jobs: { write: FioWrite }[] }).jobs[0]!.write, endedAtMs };
+}
+
+export interface FioWrite {
   bw_bytes: number;
   iops: number;
-  clat_ns: { percentile?: Record<string, number> };
+  io_bytes: number;
+  runtime: number;
+  clat_ns: { percentile?: Record<string, number>; mean?: number };
 }
 
 /** Which of these commands are missing from PATH. */
