@@ -92,6 +92,8 @@ describe("auto level (pure)", () => {
   test("row 2: compression taking longer than the waits lowers the level by one; below the lowest it pauses (a LAN)", () => {
     expect(period(at(4), { ...squeezed, compressMs: 10, waitMs: 9 }).level).toBe(3);
     expect(period(at(compressionAutoLevelMin), { ...squeezed, compressMs: 10, waitMs: 0 }).level).toBe(0);
+    // Some waiting already (a WAN link whose window is filling): the lowest level holds.
+    expect(period(at(compressionAutoLevelMin), { ...squeezed, compressMs: 10, waitMs: 5 }).level).toBe(compressionAutoLevelMin);
   });
 
   test("paused: resumes at the lowest level when the link holds shipping back, or to look again after a while", () => {

@@ -15,8 +15,11 @@
  *
  *   compressing (level >= 1):
  *     rawBytes / wireBytes < compressionAutoGainMin    paused (the data barely compresses)
- *     compressMs > waitMs                              one lower; from the lowest level, paused
- *                                                        (compression, not the link, holds shipping up)
+ *     compressMs > waitMs                              one lower (compression, not the link, holds
+ *                                                        shipping up); at the lowest level paused only
+ *                                                        when the waits are negligible (waitMs *
+ *                                                        compressionAutoRaiseFactor < compressMs: a
+ *                                                        LAN), else held (a WAN filling its window)
  *     waitMs > 0 and waitMs >= compressionAutoRaiseFactor
  *       * compressMs                                   one higher, up to compressionAutoLevelMax
  *                                                        (link-bound, the CPU is mostly idle)
@@ -137,7 +140,10 @@ export function autoLevelStep(state: AutoLevelState, sample: CompressionSample):
   }
   const msPerByte = period.rawBytes > 0 ? period.compressMs / period.rawBytes : period.msPerByte;
   if (period.rawBytes < compressionAutoGainMin * period.wireBytes) return next(0, msPerByte);
-  if (period.compressMs > period.waitMs) return next(period.level === compressionAutoLevelMin ? 0 : period.level - 1, msPerByte);
+  if (period.compressMs > period.waitMs) {
+    if (period.level > compressionAutoLevelMin) return next(period.level - 1, msPerByte);
+    return next(period.waitMs * compressionAutoRaiseFactor < period.compressMs ? 0 : period.level, msPerByte);
+  }
   if (linkBound(period.compressMs)) return next(Math.min(compressionAutoLevelMax, period.level + 1), msPerByte);
   return next(period.level, msPerByte);
 }
