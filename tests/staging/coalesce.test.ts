@@ -154,7 +154,7 @@ describe("Coalescer", () => {
 });
 
 describe("coalescing span policy", () => {
-  const base = { mode: "auto" as const, replicaAccepts: true, lagBytes: 0, rpoState: "ok" as const, shipmentBytesMax: 2 << 20, lagBytesMin: 16 << 20, spanBytesMax: 64 << 20 };
+  const base = { mode: "auto" as const, replicaAccepts: true, lagBytes: 0, lagSeconds: 0, rpoState: "ok" as const, shipmentBytesMax: 2 << 20, lagBytesMin: 16 << 20, spanBytesMax: 64 << 20 };
 
   test("off, or a replica that does not take them: never", () => {
     expect(coalesceSpanBytes({ ...base, mode: "off", lagBytes: 1 << 30, rpoState: "missed" })).toBe(0);
@@ -164,6 +164,16 @@ describe("coalescing span policy", () => {
   test("the link keeps up (lag under the threshold, RPO ok): records go as they are", () => {
     expect(coalesceSpanBytes({ ...base, lagBytes: 0 })).toBe(0);
     expect(coalesceSpanBytes({ ...base, lagBytes: (16 << 20) - 1 })).toBe(0);
+    expect(coalesceSpanBytes({ ...base, lagBytes: (16 << 20) - 1, lagSeconds: 0.99 })).toBe(0);
+  });
+
+  test("the link does not keep up (the oldest record waited a second): coalesce below the byte threshold", () => {
+    expect(coalesceSpanBytes({ ...base, lagBytes: 1 << 20, lagSeconds: 1 })).toBe(4 << 20);
+    expect(coalesceSpanBytes({ ...base, lagBytes: 12 << 20, lagSeconds: 3 })).toBe(6 << 20);
+    expect(coalesceSpanBytes({ ...base, lagBytes: 12 << 20, lagSeconds: 0.5, lagSecondsMin: 0.5 })).toBe(6 << 20);
+    // Nothing left to ship: nothing to coalesce, however old the last answer.
+    expect(coalesceSpanBytes({ ...base, lagBytes: 0, lagSeconds: 5 })).toBe(0);
+    fc.assert(fc.property(fc.nat(2 ** 40), fc.double({ min: 0, max: 1e4, noNaN: true }), fc.double({ min: 0, max: 1e4, noNaN: true }), (lagBytes, a, b) => coalesceSpanBytes({ ...base, lagBytes, lagSeconds: Math.min(a, b) }) <= coalesceSpanBytes({ ...base, lagBytes, lagSeconds: Math.max(a, b) })));
   });
 
   test("behind: the span grows with the lag, between two shipments and the maximum", () => {

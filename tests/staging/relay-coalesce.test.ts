@@ -1,7 +1,7 @@
 /**
  * The relay with coalescing (relay-coalesce.ts) against a real ReplicaCore: behind, with a replica
- * that has an RS-WRL, it ships coalesced spans (fewer bytes) and the replica ends equal to what was
- * written; a replica without an RS-WRL never gets one; RS_WRL_FULL makes the relay ship those
+ * that has an RS-WRL, it ships coalesced spans (fewer bytes, each covering many shipments' worth of
+ * records) and the replica ends equal to what was written; a replica without an RS-WRL never gets one; RS_WRL_FULL makes the relay ship those
  * records as they are.
  */
 import { afterEach, describe, expect, test } from "bun:test";
@@ -53,6 +53,27 @@ describe("relay coalescing", () => {
     expect(status.recordsIn).toBeGreaterThan(status.recordsOut);
     expect(status.bytesSaved).toBeGreaterThan(0);
     expect(f.replica.core.status().rsWrl!.usedBytes).toBe(0);
+  });
+
+  test("a span's merged payload may exceed one shipment's: many shipments' worth of records in one frame", async () => {
+    const f = await trackedFixture({ replica: await replicaWithRsWrl(), coalesce: coalesceAlways, limits: { payloadBytesMax: 64 * KiB, recordsMax: 64, headerBytesMax: 60 * KiB } });
+    f.replica.holding = true;
+    f.core.start();
+    const client = new CoreClient(f.core);
+    await client.attach("w0", "d0", 1 * MiB);
+    const model = new Uint8Array(1 * MiB);
+    for (let index = 0; index < 48; index += 1) {
+      const data = bytes(4 * KiB, 900 + index);
+      expect((await client.write("w0", "d0", index * 8 * KiB, data, 4 * KiB)).type).toBe("writeAck");
+      applyTo(model, index * 8 * KiB, data, 4 * KiB);
+    }
+    await waitFor(() => f.replica.shipments.length >= 1, "a first shipment");
+    f.replica.release();
+    await f.drained();
+    expect(Buffer.from(f.replica.image("d0")).equals(Buffer.from(model))).toBe(true);
+    // No overwrites: the merged payload is the input; a plain shipment holds 16 of these writes.
+    const records = f.replica.shipments.filter((ship) => ship.coalesced === true).map((ship) => ship.records.length);
+    expect(Math.max(0, ...records)).toBeGreaterThan(16);
   });
 
   test("a replica without an RS-WRL never gets a coalesced shipment, however far behind", async () => {

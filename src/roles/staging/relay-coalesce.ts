@@ -10,25 +10,44 @@
  *   --coalesce off, or the replica did not say it takes them   0 (a replica without an RS-WRL
  *     (resumeAck.acceptsCoalesced)                               cannot apply a span atomically)
  *   the RPO target is at risk or missed (relay-rpo.ts)         spanBytesMax
- *   lag (bytes appended, not acknowledged) < lagBytesMin       0: the link keeps up, ship each
- *                                                                record at once (lowest RPO)
+ *   lag (bytes appended, not acknowledged) < lagBytesMin and   0: the link keeps up, ship each
+ *     the oldest record not acknowledged is < lagSecondsMin      record at once (lowest RPO)
+ *     old (lagSeconds, lag.ts)
  *   otherwise                                                  lag / 2, within [2 shipments,
  *                                                                spanBytesMax]: the further behind,
  *                                                                the larger the span (fewer bytes)
+ *
+ * Why lagSeconds: it says how the link keeps up, whatever its speed. A record that has waited a
+ * second (the relay was window- or rate-limit-bound, or the link is slow) means the records read
+ * now wait behind a second's worth of shipments anyway; a span only reorders that wait inside the
+ * span (its first records are acknowledged with its last, which come sooner: fewer bytes). On a
+ * fast link that keeps up, lagSeconds stays well under a second and nothing is coalesced, so the
+ * RPO is not touched; lagBytesMin stays as the trigger for a burst that outruns the link before a
+ * second has passed.
+ *
+ * A span's input (spanBytes of record data) may cover many shipments' worth of records: it is
+ * merged into one coalesced shipment (one frame: the replica logs a span whole, as one RS-WRL
+ * group, and applies it atomically), whose payload is at most min(spanBytes, one frame's payload,
+ * writePayloadSizeBytesMax) and never less than one shipment's. Overwrites inside the span cost
+ * nothing, so the merged payload is often much smaller than the input; the span ends where the
+ * merged payload would not fit.
  *
  * Refusals (RelayCoalescing.refused): a coalesced shipment answered RS_WRL_FULL (the replica WRL
  * cannot hold it) holds coalescing off up to that shipment's last LSN, so the records go as they
  * are and the relay always makes progress; RS_WRL_NEEDED (no RS-WRL after all) holds it off until
  * the next resumeAck says otherwise.
  *
- * Not guaranteed: a span as large as spanBytesMax — it also ends at the shipment's own bounds
- * (coalesce.ts), at the WRL's head, and before any record that must not be coalesced.
+ * Not guaranteed: a span as large as spanBytesMax — it also ends where its merged payload, its
+ * extents or their header would no longer fit one frame (coalesce.ts), at the WRL's head, and
+ * before any record that must not be coalesced.
  */
 import { assert } from "../../assert.ts";
+import { writePayloadSizeBytesMax } from "../../constants.ts";
 import type { ShipNackCode } from "../../protocol/messages.ts";
 import { usageError } from "../../errors.ts";
 import type { WrlRecord } from "../../wrl/types.ts";
 import { Coalescer } from "./coalesce.ts";
+import type { LagTracker } from "./lag.ts";
 import type { RpoState } from "./rpo.ts";
 import type { RelayWrl } from "./relay-types.ts";
 import type { Shipment, ShipmentLimits } from "./shipment.ts";
@@ -38,17 +57,28 @@ const MiB = 1024 * 1024;
 export const coalesceModes = ["off", "auto"] as const;
 export type CoalesceMode = (typeof coalesceModes)[number];
 
-/** Below this lag the relay does not coalesce (auto). */
+/** Below this lag (and lagSecondsMin) the relay does not coalesce (auto). */
 export const coalesceLagBytesMinDefault = 16 * MiB;
+/** Once the oldest record not acknowledged is this old, the link does not keep up: coalesce (auto). */
+export const coalesceLagSecondsMinDefault = 1;
 /** Most data bytes of WRL records one span takes in. */
 export const coalesceSpanBytesMaxDefault = 64 * MiB;
+/**
+ * Most payload bytes of one coalesced shipment: one frame's payload (constants.ts asserts that
+ * writePayloadSizeBytesMax and the largest header fit frameSizeBytesMax; the header is bounded by
+ * ShipmentLimits.headerBytesMax). The replica's queue holds a full window of such shipments.
+ */
+export const coalescedPayloadBytesMax = writePayloadSizeBytesMax;
 
 assert(coalesceLagBytesMinDefault > 0 && coalesceSpanBytesMaxDefault >= coalesceLagBytesMinDefault, "coalescing bounds are ordered");
+assert(coalesceLagSecondsMinDefault > 0, "coalescing waits for a lag");
+assert(coalescedPayloadBytesMax <= coalesceSpanBytesMaxDefault, "a span's input can fill its merged payload");
 
 export interface CoalesceSetting {
   mode: CoalesceMode;
   /** Tests make these small. */
   lagBytesMin?: number;
+  lagSecondsMin?: number;
   spanBytesMax?: number;
 }
 
@@ -56,19 +86,23 @@ export interface SpanPolicyInput {
   mode: CoalesceMode;
   replicaAccepts: boolean;
   lagBytes: number;
+  /** Age of the oldest record not acknowledged (0 when none). */
+  lagSeconds: number;
   rpoState: RpoState;
   shipmentBytesMax: number;
   lagBytesMin?: number;
+  lagSecondsMin?: number;
   spanBytesMax?: number;
 }
 
 /** The span policy (table in the file comment): data bytes one span may take in; 0 = no coalescing. */
 export function coalesceSpanBytes(input: SpanPolicyInput): number {
   const lagBytesMin = input.lagBytesMin ?? coalesceLagBytesMinDefault;
+  const lagSecondsMin = input.lagSecondsMin ?? coalesceLagSecondsMinDefault;
   const spanBytesMax = Math.max(input.spanBytesMax ?? coalesceSpanBytesMaxDefault, input.shipmentBytesMax);
   if (input.mode === "off" || !input.replicaAccepts) return 0;
   if (input.rpoState !== "ok") return spanBytesMax;
-  if (input.lagBytes < lagBytesMin) return 0;
+  if (input.lagBytes === 0 || (input.lagBytes < lagBytesMin && input.lagSeconds < lagSecondsMin)) return 0;
   return Math.min(spanBytesMax, Math.max(2 * input.shipmentBytesMax, Math.floor(input.lagBytes / 2)));
 }
 
@@ -93,7 +127,8 @@ export interface CoalescingStatus {
 export interface SpanContext {
   target: { wrl: string; wrlUuid: string; deviceSizes: ReadonlyMap<string, number> };
   limits: ShipmentLimits;
-  lagBytes: number;
+  lag: Pick<LagTracker, "lagBytes" | "lagSeconds">;
+  nowMs: number;
   rpoState: RpoState;
   /** Where more records of the span are read (up to limits.payloadBytesMax at a time). */
   wrl: Pick<RelayWrl, "info" | "read">;
@@ -132,9 +167,12 @@ export class RelayCoalescing {
   async build(records: readonly WrlRecord[], context: SpanContext): Promise<Shipment | undefined> {
     const first = records[0];
     if (first === undefined || first.lsn <= this.#holdThroughLsn) return undefined;
-    const spanBytes = coalesceSpanBytes({ ...this.#setting, replicaAccepts: this.#replicaAccepts, lagBytes: context.lagBytes, rpoState: context.rpoState, shipmentBytesMax: context.limits.payloadBytesMax });
+    const lag = { lagBytes: context.lag.lagBytes(), lagSeconds: context.lag.lagSeconds(context.nowMs) };
+    const spanBytes = coalesceSpanBytes({ ...this.#setting, ...lag, replicaAccepts: this.#replicaAccepts, rpoState: context.rpoState, shipmentBytesMax: context.limits.payloadBytesMax });
     if (spanBytes === 0) return undefined;
-    const coalescer = new Coalescer(context.target, context.limits);
+    // Many shipments' worth of records merge into one frame (see the file comment).
+    const payloadBytesMax = Math.max(context.limits.payloadBytesMax, Math.min(spanBytes, coalescedPayloadBytesMax));
+    const coalescer = new Coalescer(context.target, { ...context.limits, payloadBytesMax });
     let batch = records;
     let nextLsn = first.lsn;
     for (let more = true; more; ) {

@@ -316,7 +316,7 @@ export class Relay {
       return pooled.subarray(0, bytes);
     };
     const target = { wrl: this.#o.name, wrlUuid: this.#o.uuid, deviceSizes: this.#o.deviceSizes() };
-    const coalesced = await this.#coalescing.build(records, { target, limits: this.#limits, lagBytes: this.#o.lag.lagBytes(), rpoState: this.#rpo.status().state, wrl: this.#o.wrl });
+    const coalesced = await this.#coalescing.build(records, { target, limits: this.#limits, lag: this.#o.lag, nowMs: this.#clock.now(), rpoState: this.#rpo.status().state, wrl: this.#o.wrl });
     const shipment = coalesced ?? buildShipment(records, target, this.#limits, allocate);
     const packed = this.#compressor.pack(shipment).then((frame) => {
       if (frame === shipment || pooled === undefined) return { frame, pooled };
