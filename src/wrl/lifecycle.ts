@@ -3,6 +3,7 @@
  * Everything that could refuse (sizes, an existing log, membership) is checked before the first
  * byte is written, so a refused create leaves every device exactly as it was.
  */
+import { randomBytes, timingSafeEqual } from "node:crypto";
 import type { BlockDevice } from "../io/block-device.ts";
 import { alignedBuffer } from "../io/raw-device.ts";
 import { DruvaaError, exitCodes, usageError } from "../errors.ts";
@@ -19,6 +20,7 @@ import {
 import { batchCapacityBytes } from "./batch.ts";
 import { LogGeometry } from "./geometry.ts";
 import { LogReader } from "./log-reader.ts";
+import { keyCheckValue, PayloadCipher, wrlKeyBytes, wrlKeySaltBytes } from "./payload-cipher.ts";
 import { alignDown } from "./record-format.ts";
 import { readSuperblock, scanLog, verifySecondary } from "./recovery.ts";
 import {
@@ -30,6 +32,7 @@ import {
   superblockCopyOffset,
   uuidToBytes,
   wrlFormatVersion,
+  wrlFormatVersionEncrypted,
   type Superblock,
 } from "./superblock.ts";
 import type { WrlDeviceEntry, WrlDeviceResolver, WrlRecoveryReport } from "./types.ts";
@@ -45,12 +48,22 @@ export interface CreateOptions {
   deviceBytesMax?: number;
   /** What to record as each device's path hint; defaults to device.name. */
   pathHints?: string[];
+  /** Encrypt record payloads at rest with this 32-byte key (key-file.ts, payload-cipher.ts). */
+  payloadKey?: Uint8Array;
 }
 
 export interface OpenOptions {
   /** Recover and report without writing anything (no incarnation bump, no checkpoint). */
   readOnly?: boolean;
   uuidSource?: () => string;
+  /** The key of an encrypted WRL; refused for a WRL that does not encrypt (WRL_NOT_ENCRYPTED). */
+  payloadKey?: Uint8Array;
+  /**
+   * Open an encrypted WRL read-write without its key, for metadata work (add-device): appends
+   * and reads of records from disk then refuse with WRL_KEY_REQUIRED. Read-only opens may always
+   * go without the key (recovery checks payloads as stored).
+   */
+  keyless?: boolean;
 }
 
 /** What a WriteLog starts from. */
@@ -64,9 +77,42 @@ export interface InitialState {
   headIncarnation: number | undefined;
   recovery: WrlRecoveryReport | undefined;
   uuidSource: () => string;
+  /** Set when the WRL encrypts payloads and the key was given. */
+  cipher: PayloadCipher | undefined;
 }
 
 const defaultUuidSource = (): string => crypto.randomUUID();
+
+function checkKeyLength(key: Uint8Array): void {
+  if (key.length !== wrlKeyBytes) throw usageError(`a write log key has ${wrlKeyBytes} bytes, got ${key.length}`);
+}
+
+/**
+ * Matches the key given to an open with what the superblock says:
+ *   unencrypted WRL, key given      -> WRL_NOT_ENCRYPTED (its records are in the clear: re-create it)
+ *   encrypted, key matches          -> the cipher
+ *   encrypted, other key            -> WRL_KEY_MISMATCH (also read-only)
+ *   encrypted, no key, read-write   -> WRL_KEY_REQUIRED, unless keyless (metadata work)
+ *   encrypted, no key, read-only    -> no cipher: recovery and info work, reading payloads refuses
+ */
+function cipherFor(name: string, sb: Superblock, opts: OpenOptions): PayloadCipher | undefined {
+  const key = opts.payloadKey;
+  if (sb.encryption === undefined) {
+    if (key === undefined) return undefined;
+    throw new DruvaaError("WRL_NOT_ENCRYPTED", `${name}: write log ${sb.uuid} was created without encryption at rest; its payloads are stored in the clear`, `Drain it, then re-create it encrypted: druvaa wrl create --force --encrypt-at-rest KEYFILE --primary ${name}; or start without --encrypt-at-rest`, exitCodes.refused);
+  }
+  const uuid = uuidToBytes(sb.uuid);
+  if (key === undefined) {
+    if (opts.readOnly === true || opts.keyless === true) return undefined;
+    throw new DruvaaError("WRL_KEY_REQUIRED", `${name}: write log ${sb.uuid} encrypts payloads at rest and no key was given`, "Give the key file it was created with: --encrypt-at-rest KEYFILE", exitCodes.refused);
+  }
+  checkKeyLength(key);
+  const check = keyCheckValue(key, uuid, sb.encryption.salt);
+  if (!timingSafeEqual(check, sb.encryption.keyCheck)) {
+    throw new DruvaaError("WRL_KEY_MISMATCH", `${name}: the key given is not the key write log ${sb.uuid} was created with`, "Give the key file used at druvaa wrl create --encrypt-at-rest (check the path, and that the file was not regenerated)", exitCodes.refused);
+  }
+  return new PayloadCipher(key, uuid, sb.encryption.salt);
+}
 
 /** Writes `sb` to the copy its sequence selects and flushes the primary. */
 export async function writeSuperblockCopy(primary: BlockDevice, sb: Superblock): Promise<void> {
@@ -128,6 +174,7 @@ export async function createLog(devices: BlockDevice[], opts: CreateOptions): Pr
   }
   const uuid = opts.uuid ?? defaultUuidSource();
   if (!isUuid(uuid)) throw usageError(`not a uuid: ${uuid}`);
+  if (opts.payloadKey !== undefined) checkKeyLength(opts.payloadKey);
   const uuidSource = opts.uuidSource ?? defaultUuidSource;
   const entries = devices.map((device, index) => describeNewDevice(device, index, uuidSource(), opts.pathHints?.[index] ?? device.name, opts.deviceBytesMax));
   for (const device of devices) await refuseExistingWrl(device, opts.force ?? false);
@@ -144,10 +191,17 @@ export async function createLog(devices: BlockDevice[], opts: CreateOptions): Pr
   const logSizeBytes = entries.reduce((sum, e) => sum + e.dataBytes, 0);
   const checkpoint = { tailPosition: 0, tailLsn: 0, tailIncarnation: 0, headPosition: 0, headLsn: 0 };
   let superblock: Superblock = { formatVersion: wrlFormatVersion, sequence: 1, uuid, incarnation: 1, logSizeBytes, checkpoint, devices: entries };
+  let cipher: PayloadCipher | undefined;
+  if (opts.payloadKey !== undefined) {
+    const salt = new Uint8Array(randomBytes(wrlKeySaltBytes));
+    const uuidBytes = uuidToBytes(uuid);
+    superblock = { ...superblock, formatVersion: wrlFormatVersionEncrypted, encryption: { keyCheck: keyCheckValue(opts.payloadKey, uuidBytes, salt), salt } };
+    cipher = new PayloadCipher(opts.payloadKey, uuidBytes, salt);
+  }
   await writeSuperblockCopy(primary, superblock);
   superblock = { ...superblock, sequence: 2 };
   await writeSuperblockCopy(primary, superblock);
-  return { devices, superblock, readOnly: false, headPosition: 0, headLsn: 0, headIncarnation: undefined, recovery: undefined, uuidSource };
+  return { devices, superblock, readOnly: false, headPosition: 0, headLsn: 0, headIncarnation: undefined, recovery: undefined, uuidSource, cipher };
 }
 
 /** Opens an existing log: superblock, membership, recovery scan; persists a new incarnation unless read-only. */
@@ -159,6 +213,7 @@ export async function openLog(
   if (primary === undefined) throw usageError("no primary device given");
   const chosen = await readSuperblock(primary);
   const sb = chosen.superblock;
+  const cipher = cipherFor(primary.name, sb, opts); // before any device is opened or written
   const devices: BlockDevice[] = [primary];
   const resolved: BlockDevice[] = [];
   try {
@@ -207,6 +262,7 @@ export async function openLog(
       headIncarnation: scan.headIncarnation,
       recovery,
       uuidSource: opts.uuidSource ?? defaultUuidSource,
+      cipher,
     };
   } catch (error) {
     await Promise.allSettled(resolved.map((device) => device.close()));

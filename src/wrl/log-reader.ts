@@ -6,11 +6,16 @@
  * The read-ahead piece can go stale when the writer later fills the free space it covered, so
  * the owner calls invalidate() after every commit; a read that was already in flight when that
  * happened is used for its own request (whose bytes were durable when it started) but not kept.
+ *
+ * In an encrypted WRL, probe() checks payloads as stored (ciphertext: no key needed, so recovery
+ * runs without it) and plaintextOf() decrypts what the relay reads.
  */
 import { assert } from "../assert.ts";
 import type { BlockDevice } from "../io/block-device.ts";
 import { wrlAlignmentBytes, wrlReadAheadBytes, wrlRecordHeaderBytes } from "../constants.ts";
+import { DruvaaError, exitCodes } from "../errors.ts";
 import { crc32c } from "./crc32c.ts";
+import type { PayloadCipher } from "./payload-cipher.ts";
 import type { LogGeometry } from "./geometry.ts";
 import { probeHeader, recordSizeBytes, sameBytes, type RecordHeader } from "./record-format.ts";
 
@@ -42,7 +47,20 @@ export class LogReader {
     private geometry: LogGeometry,
     private devices: readonly BlockDevice[],
     private readonly uuid: Uint8Array,
+    /** For encrypted WRLs: whether payloads are encrypted, and the cipher if the key was given. */
+    private readonly encryption: { cipher: PayloadCipher | undefined } | undefined = undefined,
   ) {}
+
+  /** The payload of a record probe() returned, as plaintext in an array of its own. */
+  plaintextOf(found: { header: RecordHeader; payload?: Uint8Array }): Uint8Array {
+    assert(found.payload !== undefined, "record read with its payload");
+    if (this.encryption === undefined) return found.payload.slice();
+    const cipher = this.encryption.cipher;
+    if (cipher === undefined) {
+      throw new DruvaaError("WRL_KEY_REQUIRED", "the write log's payloads are encrypted and it was opened without the key", "Open it with --encrypt-at-rest KEYFILE", exitCodes.refused);
+    }
+    return cipher.decrypt(found.payload, found.header.incarnation, found.header.lsn);
+  }
 
   /** The log grew (add-device): later reads use the new layout. */
   reshape(geometry: LogGeometry, devices: readonly BlockDevice[]): void {

@@ -37,7 +37,7 @@ async function closeAll(devices: BlockDevice[]): Promise<void> {
  * not exist becomes an image file of `sizeBytes` (refused without it); on existing devices
  * `sizeBytes` limits the space used. Images created here are removed again if the create fails.
  */
-export async function createWrlAtPaths(opts: { primary: string; secondaries: string[]; sizeBytes?: number; force?: boolean; uuid?: string }): Promise<WrlReport> {
+export async function createWrlAtPaths(opts: { primary: string; secondaries: string[]; sizeBytes?: number; force?: boolean; uuid?: string; payloadKey?: Uint8Array }): Promise<WrlReport> {
   const paths = [opts.primary, ...opts.secondaries].map((p) => resolvePath(p));
   if (new Set(paths).size !== paths.length) throw usageError("the same path is given twice", "Give each device once: --primary PATH [--secondary PATH ...]");
   for (const [i, path] of paths.entries()) {
@@ -47,7 +47,7 @@ export async function createWrlAtPaths(opts: { primary: string; secondaries: str
   const devices: BlockDevice[] = [];
   try {
     for (const path of paths) devices.push(await openOrCreate(path, opts.sizeBytes, created));
-    const wrl = await WriteLog.create(devices, { force: opts.force ?? false, deviceBytesMax: opts.sizeBytes, pathHints: paths, uuid: opts.uuid });
+    const wrl = await WriteLog.create(devices, { force: opts.force ?? false, deviceBytesMax: opts.sizeBytes, pathHints: paths, uuid: opts.uuid, payloadKey: opts.payloadKey });
     const info = wrl.info();
     await wrl.close();
     return info;
@@ -67,7 +67,7 @@ function resolverFor(readOnly: boolean): (entry: WrlDeviceEntry) => Promise<Bloc
  * Opens the write log whose primary is at `path` (recovery runs; read-only writes nothing).
  * A bare name that is not a path gets a hint that WRLs are given by their primary's path.
  */
-export async function openWrlAtPath(path: string, opts: { readOnly?: boolean } = {}): Promise<WriteLog> {
+export async function openWrlAtPath(path: string, opts: { readOnly?: boolean; payloadKey?: Uint8Array; keyless?: boolean } = {}): Promise<WriteLog> {
   const readOnly = opts.readOnly ?? false;
   if (!(await pathExists(path))) {
     if (!path.includes("/")) {
@@ -81,7 +81,7 @@ export async function openWrlAtPath(path: string, opts: { readOnly?: boolean } =
     throw error;
   });
   try {
-    return await WriteLog.open({ primary, resolve: resolverFor(readOnly) }, { readOnly });
+    return await WriteLog.open({ primary, resolve: resolverFor(readOnly) }, { readOnly, payloadKey: opts.payloadKey, keyless: opts.keyless });
   } catch (error) {
     await primary.close().catch(() => undefined); // already failing with the better error
     throw error;
@@ -108,7 +108,8 @@ export async function inspectWrlAtPath(path: string): Promise<WrlReport> {
 export async function addDeviceAtPath(wrlPath: string, devicePath: string, opts: { sizeBytes?: number; force?: boolean } = {}): Promise<WrlReport & { added: WrlDeviceEntry }> {
   const absolute = resolvePath(devicePath);
   if (opts.sizeBytes === undefined && !(await pathExists(absolute))) throw missing(absolute, "druvaa wrl add-device WRL");
-  const wrl = await openWrlAtPath(wrlPath);
+  // Adding a device touches no payload: an encrypted log needs no key for it.
+  const wrl = await openWrlAtPath(wrlPath, { keyless: true });
   const created: string[] = [];
   let device: BlockDevice | undefined;
   try {

@@ -23,13 +23,15 @@
  *    68   4  incarnation of the WRL that wrote it
  *    72  16  WRL uuid
  *    88  64  device name (UTF-8, zero padded)
- *   152   4  payloadCrc  crc32c(payload)
+ *   152   4  payloadCrc  crc32c(payload as stored: the ciphertext when the WRL encrypts payloads)
  *   156   4  headerCrc   crc32c(bytes 0..156)
- * Integers are little-endian; 8-byte fields hold safe integers (< 2^53).
+ * Integers are little-endian; 8-byte fields hold safe integers (< 2^53). In an encrypted WRL
+ * the payload is AES-256-CTR ciphertext of the same length (payload-cipher.ts); headers stay clear.
  */
 import { assert } from "../assert.ts";
 import { wrlAlignmentBytes, wrlDeviceNameBytesMax, wrlRecordHeaderBytes } from "../constants.ts";
 import { crc32c } from "./crc32c.ts";
+import type { PayloadCipher } from "./payload-cipher.ts";
 import type { WrlRecordType } from "./types.ts";
 
 export const recordMagic = 0x524c5257; // "WRLR" read as a little-endian u32
@@ -100,13 +102,15 @@ export function deviceNameBytes(name: string): Uint8Array | undefined {
 /**
  * Writes a complete record (header, payload, zero padding) at `at` in `target`, which must hold
  * recordSizeBytes(payload.length) bytes from there. `deviceName` is the pre-encoded name when the
- * device is named. Returns the record's size in bytes.
+ * device is named. With `cipher` the payload is stored encrypted (and checksummed as stored).
+ * Returns the record's size in bytes.
  */
 export function encodeRecord(
   target: Uint8Array,
   at: number,
   header: Omit<RecordHeader, "payloadBytes" | "payloadCrc" | "device"> & { device: number | Uint8Array },
   payload: Uint8Array,
+  cipher?: PayloadCipher,
 ): number {
   const sizeBytes = recordSizeBytes(payload.length);
   assert(at % wrlAlignmentBytes === 0 && at + sizeBytes <= target.length, "record fits its slot");
@@ -130,9 +134,11 @@ export function encodeRecord(
   target.set(header.uuid, at + 72);
   target.fill(0, at + 88, at + 152);
   if (named) target.set(header.device as Uint8Array, at + 88);
-  target.set(payload, at + wrlRecordHeaderBytes);
+  const stored = target.subarray(at + wrlRecordHeaderBytes, at + wrlRecordHeaderBytes + payload.length);
+  stored.set(payload);
+  cipher?.encryptInPlace(stored, header.incarnation, header.lsn);
   target.fill(0, at + wrlRecordHeaderBytes + payload.length, at + sizeBytes);
-  view.setUint32(152, crc32c(payload), true);
+  view.setUint32(152, crc32c(stored), true);
   view.setUint32(156, crc32c(target.subarray(at, at + 156)), true);
   return sizeBytes;
 }

@@ -51,8 +51,7 @@ export class RecordLocator {
   async read(lsn: number): Promise<WrlRecord> {
     const found = await this.walkTo(lsn, true);
     const h = found.header;
-    assert(found.payload !== undefined, "record read with its payload");
-    return { lsn: h.lsn, type: h.type, epoch: h.epoch, device: h.device, seq: h.seq, offset: h.offset, lengthBytes: h.lengthBytes, flags: h.flags, data: found.payload.slice() };
+    return { lsn: h.lsn, type: h.type, epoch: h.epoch, device: h.device, seq: h.seq, offset: h.offset, lengthBytes: h.lengthBytes, flags: h.flags, data: this.host.reader.plaintextOf(found) };
   }
 
   /** Log position just past durable record `lsn`, and the record's incarnation. */

@@ -10,6 +10,7 @@ export function describeWrl(report: WrlReport): string {
     `  used       ${formatBytes(report.usedBytes)} (${percent.toFixed(1)}%), free ${formatBytes(report.freeBytes)}`,
     `  records    ${report.recordCount} held: LSN ${report.tailLsn + 1}..${report.headLsn} (tail LSN ${report.tailLsn}, head LSN ${report.headLsn})`,
     `  max record ${formatBytes(report.maxPayloadBytes)} of payload`,
+    `  payloads   ${report.payloadEncryption === "none" ? "not encrypted" : "encrypted at rest (AES-256-CTR; key: --encrypt-at-rest KEYFILE)"}`,
     `  devices`,
     ...report.devices.map((d) => `    ${d.index} ${d.index === 0 ? "primary  " : "secondary"} ${d.pathHint}  ${formatBytes(d.dataBytes)} of log (device ${d.uuid})`),
   ];

@@ -8,7 +8,8 @@
  *
  *   off size field
  *     0   8  magic "DRUVAWRL"
- *     8   4  format version (1)
+ *     8   4  format version (1; 2 when payloads are encrypted, so a druvaa that predates
+ *              encryption refuses the log instead of relaying ciphertext)
  *    12   4  copy size in bytes
  *    16   8  sequence (bumped on every superblock write)
  *    24  16  WRL uuid
@@ -20,6 +21,9 @@
  *    72   4  incarnation of record tailLsn (0 if none)
  *    80   8  checkpoint head position  (log position just past record headLsn; durable)
  *    88   8  checkpoint head LSN
+ *    96   4  version 2 only: feature flags (bit 0: payloads encrypted at rest, payload-cipher.ts)
+ *   100  12  version 2 only: key check value
+ *   112  16  version 2 only: key salt (random, drawn at create)
  *   128 256×n device entries: uuid 16, index 4, 0 4, size 8, data start 8, data bytes 8,
  *             path hint length 2, path hint (UTF-8)
  *   last 4   crc32c of everything before it
@@ -42,6 +46,9 @@ import { getU64, setU64 } from "./record-format.ts";
 import type { WrlDeviceEntry } from "./types.ts";
 
 export const wrlFormatVersion = 1;
+/** The format of a WRL whose payloads are encrypted (bytes 96..128 hold the key check). */
+export const wrlFormatVersionEncrypted = 2;
+const featureEncryptedPayloads = 1;
 const superblockMagic = new TextEncoder().encode("DRUVAWRL");
 const secondaryMagic = new TextEncoder().encode("DRUVAWLX");
 const deviceEntriesAt = 128;
@@ -71,6 +78,14 @@ export interface Superblock {
   logSizeBytes: number;
   checkpoint: Checkpoint;
   devices: WrlDeviceEntry[];
+  /** Set (with format version 2) when record payloads are encrypted at rest. */
+  encryption?: SuperblockEncryption;
+}
+
+export interface SuperblockEncryption {
+  /** keyCheckValue(key, uuid, salt) of the key the WRL was created with. */
+  keyCheck: Uint8Array;
+  salt: Uint8Array;
 }
 
 export type MetadataProbe<T> =
@@ -147,6 +162,13 @@ export function encodeSuperblock(sb: Superblock, target: Uint8Array): void {
   view.setUint32(72, cp.tailIncarnation, true);
   setU64(view, 80, cp.headPosition);
   setU64(view, 88, cp.headLsn);
+  assert((sb.formatVersion === wrlFormatVersionEncrypted) === (sb.encryption !== undefined), "format version 2 exactly for encrypted WRLs");
+  if (sb.encryption !== undefined) {
+    assert(sb.encryption.keyCheck.length === 12 && sb.encryption.salt.length === 16, "key check and salt sizes");
+    view.setUint32(96, featureEncryptedPayloads, true);
+    target.set(sb.encryption.keyCheck, 100);
+    target.set(sb.encryption.salt, 112);
+  }
   sb.devices.forEach((device, i) => {
     const at = deviceEntriesAt + i * deviceEntryBytes;
     target.set(uuidToBytes(device.uuid), at);
@@ -167,7 +189,13 @@ export function decodeSuperblock(bytes: Uint8Array): MetadataProbe<Superblock> {
   if (!checksumHolds(bytes)) return { kind: "corrupt", detail: "checksum mismatch" };
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
   const formatVersion = view.getUint32(8, true);
-  if (formatVersion !== wrlFormatVersion) return { kind: "unsupported-version", version: formatVersion };
+  if (formatVersion !== wrlFormatVersion && formatVersion !== wrlFormatVersionEncrypted) return { kind: "unsupported-version", version: formatVersion };
+  let encryption: SuperblockEncryption | undefined;
+  if (formatVersion === wrlFormatVersionEncrypted) {
+    // Version 2 always names encryption; other feature bits are a format this druvaa does not know.
+    if (view.getUint32(96, true) !== featureEncryptedPayloads) return { kind: "unsupported-version", version: formatVersion };
+    encryption = { keyCheck: bytes.slice(100, 112), salt: bytes.slice(112, 128) };
+  }
   const deviceCount = view.getUint32(44, true);
   if (view.getUint32(12, true) !== wrlSuperblockCopyBytes || deviceCount < 1 || deviceCount > wrlDevicesMax) {
     return { kind: "corrupt", detail: "copy size or device count out of range" };
@@ -206,6 +234,7 @@ export function decodeSuperblock(bytes: Uint8Array): MetadataProbe<Superblock> {
       headLsn: getU64(view, 88),
     },
     devices,
+    ...(encryption === undefined ? {} : { encryption }),
   };
   const problem = superblockProblem(sb);
   return problem === undefined ? { kind: "valid", value: sb } : { kind: "corrupt", detail: problem };

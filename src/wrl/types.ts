@@ -85,6 +85,8 @@ export interface WrlInfo {
   /** Bumped on every read-write open; records of a discarded history carry an older one. */
   incarnation: number;
   superblockSequence: number;
+  /** How record payloads are stored: "aes-256-ctr" when the WRL encrypts them at rest. */
+  payloadEncryption: "none" | "aes-256-ctr";
   devices: Array<WrlDeviceEntry & { name: string }>;
 }
 

@@ -15,6 +15,7 @@ import { GroupCommit } from "./group-commit.ts";
 import { LogGeometry } from "./geometry.ts";
 import { writeSuperblockCopy, type InitialState } from "./lifecycle.ts";
 import { LogReader } from "./log-reader.ts";
+import type { PayloadCipher } from "./payload-cipher.ts";
 import { RecordLocator } from "./record-locator.ts";
 import { RecordCache } from "./record-cache.ts";
 import { encodeRecord, recordSizeBytes } from "./record-format.ts";
@@ -36,6 +37,8 @@ export abstract class WriteLogState {
   private reader: LogReader;
   protected readonly cache = new RecordCache(wrlCacheBytesMax);
   protected readonly incarnation: number;
+  /** Encrypts payloads as they are encoded (the cache keeps plaintext); set iff the key was given. */
+  private readonly cipher: PayloadCipher | undefined;
 
   // Reserved head: appends accepted, durable or not.
   private headPosition: number;
@@ -70,7 +73,8 @@ export abstract class WriteLogState {
     this.recovery = init.recovery;
     this.incarnation = this.sb.incarnation;
     this.geometry = new LogGeometry(this.sb.devices);
-    this.reader = new LogReader(this.geometry, this.devices, this.uuidBytes);
+    this.cipher = init.cipher;
+    this.reader = new LogReader(this.geometry, this.devices, this.uuidBytes, this.sb.encryption === undefined ? undefined : { cipher: this.cipher });
     const cp = this.sb.checkpoint;
     this.headPosition = this.durablePosition = init.headPosition;
     this.reservedLsn = this.durableLsn = init.headLsn;
@@ -108,6 +112,9 @@ export abstract class WriteLogState {
   protected reserve(v: CheckedAppend): Promise<WrlAppendResult> {
     try {
       this.checkWritable();
+      if (this.sb.encryption !== undefined && this.cipher === undefined) {
+        throw new DruvaaError("WRL_KEY_REQUIRED", `write log ${this.sb.uuid} encrypts payloads at rest and was opened without the key`, "Open it with --encrypt-at-rest KEYFILE to append", exitCodes.refused);
+      }
       const maxPayloadBytes = this.maxPayloadBytes();
       if (v.data.length > maxPayloadBytes) return Promise.resolve({ ok: false, reason: "too-large", payloadBytes: v.data.length, maxPayloadBytes });
       const recordBytes = recordSizeBytes(v.data.length);
@@ -145,7 +152,7 @@ export abstract class WriteLogState {
       device: v.deviceField,
       incarnation: this.incarnation,
       uuid: this.uuidBytes,
-    }, v.data);
+    }, v.data, this.cipher);
   }
 
   /** Group commit made records up to `lastLsn` durable. */

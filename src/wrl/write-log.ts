@@ -238,6 +238,7 @@ export class WriteLog extends WriteLogState {
       maxPayloadBytes: this.maxPayloadBytes(),
       incarnation: this.incarnation,
       superblockSequence: this.sb.sequence,
+      payloadEncryption: this.sb.encryption === undefined ? "none" : "aes-256-ctr",
       devices: this.sb.devices.map((entry) => ({ ...entry, name: this.devices[entry.index]?.name ?? entry.pathHint })),
     };
   }

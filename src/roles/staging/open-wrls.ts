@@ -64,13 +64,16 @@ export function planWrls(wrls: ReadonlyMap<string, string>, replicas: ReadonlyMa
   return plans;
 }
 
-/** Opens every planned WRL (recovery runs); closes what it opened if one fails. */
-export async function openWrls(plans: readonly WrlPlan[]): Promise<OpenedWrl[]> {
+/**
+ * Opens every planned WRL (recovery runs); closes what it opened if one fails. With
+ * `payloadKey` (--encrypt-at-rest) every WRL must be encrypted with that key.
+ */
+export async function openWrls(plans: readonly WrlPlan[], opts: { payloadKey?: Uint8Array } = {}): Promise<OpenedWrl[]> {
   const opened: OpenedWrl[] = [];
   try {
     const uuids = new Map<string, string>();
     for (const plan of plans) {
-      const wrl = await openOne(plan);
+      const wrl = await openOne(plan, opts.payloadKey);
       const uuid = wrl.info().uuid;
       const other = uuids.get(uuid);
       if (other !== undefined) {
@@ -88,7 +91,7 @@ export async function openWrls(plans: readonly WrlPlan[]): Promise<OpenedWrl[]> 
   return opened;
 }
 
-async function openOne(plan: WrlPlan): Promise<WriteLog> {
+async function openOne(plan: WrlPlan, payloadKey: Uint8Array | undefined): Promise<WriteLog> {
   const flag = `--wrl ${plan.name}=${plan.paths.join(",")}`;
   const [primaryPath, ...secondaryPaths] = plan.paths as [string, ...string[]];
   try {
@@ -116,7 +119,7 @@ async function openOne(plan: WrlPlan): Promise<WriteLog> {
   };
   let wrl: WriteLog;
   try {
-    wrl = await WriteLog.open({ primary, resolve: resolveSecondary });
+    wrl = await WriteLog.open({ primary, resolve: resolveSecondary }, { payloadKey });
   } catch (error) {
     await primary.close().catch(() => undefined);
     if (error instanceof DruvaaError && error.code === "WRL_DEVICE_MISSING") {

@@ -18,6 +18,7 @@ import { StagingCore } from "./core.ts";
 import { openWrls, planWrls } from "./open-wrls.ts";
 import { replicaDialer, StagingServer } from "./server.ts";
 import { fileDeviceStateStore } from "./state.ts";
+import { readWrlKeyFile } from "../../wrl/key-file.ts";
 
 const log = logger("staging");
 
@@ -57,6 +58,7 @@ export default command({
       description: "RPO target (e.g. 30s): status and events say when a WRL is at risk of missing it, and auto compression works harder meanwhile; NAME=DURATION for one WRL; repeat",
     },
     "node-id": { type: "string", valueHint: "ID", description: "this node's name in handshakes and status (default: the host name)" },
+    "encrypt-at-rest": { type: "string", valueHint: "KEYFILE", description: "the 32-byte key (mode 600) the WRLs were created with by druvaa wrl create --encrypt-at-rest KEYFILE: record payloads stay encrypted on the WRL devices" },
     ...linkSecurityArgs,
     json: jsonFlag,
   },
@@ -80,7 +82,8 @@ export default command({
     const stateDir = resolveStateDir(args["state-dir"], "staging");
     const security = await resolveLinkSecurity(args, { links: [listenAddress, ...plans.map((plan) => plan.replica)], controls: [controlAddress] });
     const replicaTls = security.forPeer("replica");
-    const wrls = await openWrls(plans);
+    const payloadKey = args["encrypt-at-rest"] === undefined ? undefined : await readWrlKeyFile(args["encrypt-at-rest"]);
+    const wrls = await openWrls(plans, { payloadKey });
     try {
       for (const { name, wrl } of wrls) {
         // A record's payload is the receive buffer its write arrived in (pooled by the server):
