@@ -39,10 +39,11 @@ export interface ShipmentFrame {
  * staging server keeps answering client writes meanwhile. `payload` must not change until it
  * resolves; afterwards the result no longer refers to it.
  */
-export async function compressShipment(shipment: ShipmentFrame, level: number): Promise<ShipmentFrame | undefined> {
+export async function compressShipment(shipment: ShipmentFrame, level: number, inline = false): Promise<ShipmentFrame | undefined> {
   const { message, payload } = shipment;
   if (payload.length === 0 || message.codec !== undefined) return undefined;
-  const compressed = await Bun.zstdCompress(payload, { level });
+  // inline: on the event loop, resolved within microtasks (deterministic: the simulation uses it).
+  const compressed = inline ? Bun.zstdCompressSync(payload, { level }) : await Bun.zstdCompress(payload, { level });
   if (compressed.length >= payload.length) return undefined;
   return {
     message: { ...message, codec: "zstd", rawBytes: payload.length, rawCrc32: crc32(payload), wireBytes: compressed.length },

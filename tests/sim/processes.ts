@@ -23,6 +23,7 @@ import { ReplicaCore } from "../../src/roles/replica/core.ts";
 import { ResyncLog } from "../../src/roles/replica/resync-log.ts";
 import type { ReplicaState, ReplicaStateStore } from "../../src/roles/replica/state.ts";
 import { nextFrame } from "../../src/roles/server-support.ts";
+import { openShipment } from "../../src/protocol/ship-codec.ts";
 import { StagingCore, type StagingLog } from "../../src/roles/staging/core.ts";
 import type { RelayLink } from "../../src/roles/staging/relay.ts";
 import type { DeviceStateStore, WrlDevicesState } from "../../src/roles/staging/state.ts";
@@ -183,7 +184,9 @@ export class StagingProcess {
     const handle = world.wrlDisk.handle();
     let uuids = 0;
     const uuidSource = () => `00000000-0000-4000-8000-${String(++uuids).padStart(12, "0")}`;
-    process.wrl = fresh ? await WriteLog.create([handle], { uuid: wrlUuid, uuidSource }) : await WriteLog.open([handle], { uuidSource });
+    // With payloadKey the WRL encrypts payloads at rest (recovery and the relay's reads from disk decrypt).
+    const key = world.options.payloadKey === undefined ? {} : { payloadKey: world.options.payloadKey };
+    process.wrl = fresh ? await WriteLog.create([handle], { uuid: wrlUuid, uuidSource, ...key }) : await WriteLog.open([handle], { uuidSource, ...key });
     if (!process.alive) return never();
     const wrl = process.wrl;
     const noteFailure = (error: unknown): never => {
@@ -209,6 +212,7 @@ export class StagingProcess {
       clock: process.clock,
       shipmentLimits: world.options.shipmentLimits,
       ...(world.options.coalesce === undefined ? {} : { coalesce: world.options.coalesce }),
+      ...(world.options.compression === undefined ? {} : { compression: world.options.compression }),
       relayWindowMax: world.options.relayWindowMax,
     });
     if (!process.alive) return never();
@@ -327,9 +331,12 @@ export class ReplicaProcess {
         const reply = this.core.retryFailedSets().then((failing) => failing === undefined ? this.core.resume(message) : ({ type: "shipNack", wrl: message.wrl, code: "IO_ERROR", message: failing } as const));
         void answer(reply).catch(() => undefined);
       } else if (message.type === "ship") {
-        const [ship, payload] = this.world.broken === "reverse-apply" ? reversed(message, frame.payload) : [message, frame.payload];
+        // As server.ts does: a compressed shipment is opened before anything looks at it.
+        const opened = openShipment({ message, payload: frame.payload });
+        const [ship, payload] = this.world.broken === "reverse-apply" ? reversed(opened.message, opened.payload) : [opened.message, opened.payload];
         this.startedLsnMax = Math.max(this.startedLsnMax, message.lastLsn);
         if (message.coalesced === true) this.world.stats.coalescedSpans += 1;
+        if (message.codec !== undefined) this.world.stats.compressedShipments += 1;
         const reply = this.core.ship(ship, payload).then((result) => {
           // A failed apply may leave any record of the shipment half-written until re-delivered.
           if (result.type === "shipNack" && result.code === "IO_ERROR") this.world.replicaApplyFailed(message.lastLsn);

@@ -56,8 +56,8 @@ export interface Trace {
   relayWindowMax: number;
   steps: Step[];
   /** Resync traces: clients with change maps (disconnected mode) and a replica WRL of this size. */
-  /** Coalescing, when given: spans of WRL records merged and applied whole through the RS-WRL. */
-  resync?: { rsWrlSizeBytes: number; coalesce?: { lagBytesMin: number; spanBytesMax: number } | undefined };
+  /** Coalescing (spans merged, applied whole through the RS-WRL), zstd shipments, WRL payloads encrypted at rest. */
+  resync?: { rsWrlSizeBytes: number; coalesce?: { lagBytesMin: number; spanBytesMax: number } | undefined; compress?: boolean; encrypt?: boolean };
 }
 
 const issueArbitrary: fc.Arbitrary<IssueSpec> = fc.record({
@@ -100,7 +100,7 @@ export function traceArbitrary(stepsMax = 60, resync = false): fc.Arbitrary<Trac
       shipmentBytesMax: fc.constantFrom(16 * KiB, 64 * KiB, 1024 * KiB),
       relayWindowMax: fc.integer({ min: 1, max: 4 }),
       steps,
-      ...(resync ? { resync: fc.record({ rsWrlSizeBytes: fc.constant(4 * 1024 * KiB), coalesce: fc.oneof({ weight: 1, arbitrary: fc.constant(undefined) }, { weight: 2, arbitrary: fc.record({ lagBytesMin: fc.constantFrom(0, 16 * KiB), spanBytesMax: fc.constantFrom(32 * KiB, 256 * KiB) }) }) }) } : {}),
+      ...(resync ? { resync: fc.record({ rsWrlSizeBytes: fc.constant(4 * 1024 * KiB), coalesce: fc.oneof({ weight: 1, arbitrary: fc.constant(undefined) }, { weight: 2, arbitrary: fc.record({ lagBytesMin: fc.constantFrom(0, 16 * KiB), spanBytesMax: fc.constantFrom(32 * KiB, 256 * KiB) }) }), compress: fc.boolean(), encrypt: fc.boolean() }) } : {}),
     }),
   );
 }
@@ -127,6 +127,9 @@ export async function runTrace(trace: Trace, broken?: Broken): Promise<TraceResu
     ...(broken === undefined ? {} : { broken }),
     ...(trace.resync === undefined ? {} : { changeMap: true, ...(broken === "no-rs-wrl" ? {} : { rsWrlSizeBytes: trace.resync.rsWrlSizeBytes }) }),
     ...(trace.resync?.coalesce === undefined ? {} : { coalesce: { mode: "auto" as const, ...trace.resync.coalesce } }),
+    // zstd level 1 on the event loop (deterministic), and the staging WRL encrypting payloads at rest.
+    ...(trace.resync?.compress === true ? { compression: { mode: "fixed" as const, level: 1, inline: true } } : {}),
+    ...(trace.resync?.encrypt === true ? { payloadKey: new Uint8Array(32).fill(0x5a) } : {}),
   });
   const result = (problem: string | undefined): TraceResult => ({ problem, stats: world.stats, wrlSizeBytes: world.options.wrlSizeBytes, writes: world.history.writes.length, fingerprint: world.fingerprint(), resyncEnds: world.history.resyncEndsSent });
   try {

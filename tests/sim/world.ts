@@ -16,6 +16,7 @@
  */
 import { Random } from "../../src/io/random.ts";
 import type { ReplicaState } from "../../src/roles/replica/state.ts";
+import type { CompressionSetting } from "../../src/roles/staging/compression.ts";
 import type { CoalesceSetting } from "../../src/roles/staging/relay-coalesce.ts";
 import type { ShipmentLimits } from "../../src/roles/staging/shipment.ts";
 import { MemoryDeviceStateStore } from "../../src/roles/staging/state.ts";
@@ -44,10 +45,13 @@ export interface WorldOptions {
   rsWrlSizeBytes?: number;
   /** Give every client a change map: disconnected mode (ack timeout, WRL full, lost link) and resync. */
   changeMap?: boolean;
-  /** The relays' coalescing (spans applied whole through the RS-WRL); off when absent. */
+  /** The relays' coalescing and compression; WRL payloads encrypted at rest with payloadKey. */
   coalesce?: CoalesceSetting;
+  compression?: CompressionSetting;
+  payloadKey?: Uint8Array;
 }
 
+type Optional = "broken" | "rsWrlSizeBytes" | "changeMap" | "coalesce" | "compression" | "payloadKey";
 const KiB = 1024;
 const MiB = 1024 * KiB;
 
@@ -70,8 +74,9 @@ export interface WorldStats {
   appliedLsnMax: number;
   clientCrashes: number;
   clientPowerLosses: number;
-  /** Coalesced shipments the replica was sent. */
+  /** Coalesced, and zstd-compressed, shipments the replica was sent. */
   coalescedSpans: number;
+  compressedShipments: number;
 }
 
 export class World {
@@ -82,15 +87,14 @@ export class World {
   readonly wrlDisk: FencedDisk;
   readonly replicaDisks = new Map<string, FencedDisk>();
   /** The replica WRL's disk (with options.rsWrlSizeBytes), and whether it was made yet. */
-  readonly rsWrlDisk: FencedDisk | undefined;
-  rsWrlMade = false;
+  readonly rsWrlDisk: FencedDisk | undefined; rsWrlMade = false;
   readonly stagingDevices = new MemoryDeviceStateStore();
   readonly clients: SimClient[] = [];
   readonly violations: string[] = [];
   /** Every consistent point checked: the applied LSN and the ids of the writes applied, in id order. */
   readonly consistentPoints: { appliedLsn: number; writeIds: number[] }[] = [];
-  readonly stats: WorldStats = { checks: 0, deferredChecks: 0, inconsistentUntilRedelivery: 0, stagingCrashes: 0, stagingRestarts: 0, injectedIoErrors: 0, recoveryCrashes: 0, replicaCrashes: 0, droppedLinks: 0, appendedBytes: 0, failedWrites: 0, appliedLsnMax: 0, clientCrashes: 0, clientPowerLosses: 0, coalescedSpans: 0 };
-  readonly options: Required<Omit<WorldOptions, "broken" | "rsWrlSizeBytes" | "changeMap" | "coalesce">> & Pick<WorldOptions, "broken" | "rsWrlSizeBytes" | "changeMap" | "coalesce">;
+  readonly stats: WorldStats = { checks: 0, deferredChecks: 0, inconsistentUntilRedelivery: 0, stagingCrashes: 0, stagingRestarts: 0, injectedIoErrors: 0, recoveryCrashes: 0, replicaCrashes: 0, droppedLinks: 0, appendedBytes: 0, failedWrites: 0, appliedLsnMax: 0, clientCrashes: 0, clientPowerLosses: 0, coalescedSpans: 0, compressedShipments: 0 };
+  readonly options: Required<Omit<WorldOptions, Optional>> & Pick<WorldOptions, Optional>;
   /** After a client crash the model no longer knows which in-flight writes took effect: save-point checks are deferred (counted). */
   checksOff = false;
   readonly #data: Random;
@@ -133,9 +137,7 @@ export class World {
     return new Map(this.history.devices.filter((spec) => spec.client === index).map((spec) => [spec.name, spec.sizeBytes]));
   }
 
-  get broken(): Broken | undefined {
-    return this.options.broken;
-  }
+  get broken(): Broken | undefined { return this.options.broken; }
 
   violation(text: string): void {
     this.violations.push(text);
@@ -148,7 +150,8 @@ export class World {
     const spec = this.history.devices.find((d) => d.name === device)!;
     const data = new Uint8Array(length);
     const view = new DataView(data.buffer);
-    if (!zero) for (let index = 0; index + 4 <= length; index += 4) view.setUint32(index, this.#data.nextUint32());
+    if (!zero) // half of each 512-byte sector random, half a constant: unique per write, and compressible
+      for (let index = 0; index + 4 <= length; index += 4) view.setUint32(index, index % 512 < 256 ? this.#data.nextUint32() : 0x64727661);
     const write = this.history.issued({ client: spec.client, device, offset, length, data, zero });
     const exp = this.clients[spec.client]!.exports.get(device)!;
     this.activity.bump();

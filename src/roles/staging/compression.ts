@@ -76,7 +76,8 @@ assert(compressionLevelMin <= compressionAutoLevelMin && compressionAutoLevelMin
 assert(compressionAutoLevelMin <= compressionBoostLevelMin && compressionBoostLevelMin <= compressionAutoLevelMax, "the boost floor is a level auto uses");
 assert(compressionAutoRaiseFactor > 1 && compressionAutoGainMin >= 1 && compressionAutoPeriodShipments >= 1, "auto thresholds leave a band where the level holds");
 
-export type CompressionSetting = { mode: "off" } | { mode: "fixed"; level: number } | { mode: "auto" };
+/** `inline` (fixed levels): compress on the event loop, not Bun's thread pool — deterministic (the simulation). */
+export type CompressionSetting = { mode: "off" } | { mode: "fixed"; level: number; inline?: boolean } | { mode: "auto" };
 
 export const compressionOff: CompressionSetting = { mode: "off" };
 
@@ -216,7 +217,7 @@ export class ShipmentCompressor {
     let packed = shipment;
     if (level !== null && rawBytes >= compressionPayloadBytesMin) {
       const startedMs = this.#now();
-      if (level > 0) packed = (await compressShipment(shipment, level)) ?? shipment;
+      if (level > 0) packed = (await compressShipment(shipment, level, this.#setting.mode === "fixed" && this.#setting.inline === true)) ?? shipment;
       const compressMs = level > 0 ? Math.max(0, this.#now() - startedMs) : 0;
       this.#compressMs += compressMs;
       if (this.#setting.mode === "auto") {
