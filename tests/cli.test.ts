@@ -1,7 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import { invokedAs } from "../src/cli.ts";
 import { druvaaVersion } from "../src/version.ts";
-import { druvaa, repoRoot } from "./helpers/cli.ts";
+import { druvaa, expectHelp, repoRoot } from "./helpers/cli.ts";
 
 describe("druvaa command line", () => {
   test("--version prints the package version", async () => {
@@ -21,11 +21,7 @@ describe("druvaa command line", () => {
 
   for (const path of [["wrl", "create"], ["wrl", "info"], ["wrl", "add-device"], ["sizing"], ["demo"], ["version"]]) {
     test(`druvaa ${path.join(" ")} --help shows options and an example`, async () => {
-      const result = await druvaa([...path, "--help"]);
-      expect(result.exitCode).toBe(0);
-      expect(result.stdout).toContain("USAGE");
-      expect(result.stdout).toContain("EXAMPLES");
-      expect(result.stdout).toContain(`druvaa ${path.join(" ")}`);
+      await expectHelp(path);
     });
   }
 

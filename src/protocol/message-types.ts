@@ -40,51 +40,7 @@ export const shipNackCodes = [
 ] as const;
 export type ShipNackCode = (typeof shipNackCodes)[number];
 
-/**
- * Bits of ShipRecord.flags (and of the WRL record's flags for markers). Unknown bits are carried
- * as given. At most one of zero / resync / resyncEnd / verify is set.
- */
-export const recordFlags = {
-  /** The record's range reads as zeros (TRIM / WRITE_ZEROES); it carries no payload bytes. */
-  zero: 1,
-  /**
-   * Resync data: the current content of a dirty range, read by the client after a disconnect or
-   * a crash. Carries no write order of its own: it opens (or extends) the device's resync set,
-   * which the replica keeps in its RS-WRL and applies only as a whole, when the set ends.
-   */
-  resync: 2,
-  /** Ends the device's resync set (length 0, no payload): the device is in sync at this LSN. */
-  resyncEnd: 4,
-  /**
-   * Verify probe: `length` bytes at `offset` are covered by the payload, one sha256 digest
-   * (verifyDigestBytes) per block of verifyBlockBytes(flags) bytes, taken by the client of its
-   * own device at this point of the write order. The replica compares at the same point and
-   * reports the differing blocks in shipAck.verified; it writes nothing.
-   */
-  verify: 8,
-} as const;
-
-/** Bytes of one verify digest (sha256). */
-export const verifyDigestBytes = 32;
-/** Bits 16..23 of a verify record's flags hold log2 of its block size. */
-const verifyBlockShift = 16;
-
-/** The flags of a verify record over blocks of `blockBytes` (a power of two). */
-export function verifyFlags(blockBytes: number): number {
-  return recordFlags.verify | (Math.log2(blockBytes) << verifyBlockShift);
-}
-
-/** The block size a verify record's flags name. */
-export function verifyBlockBytesOf(flags: number): number {
-  return 2 ** ((flags >>> verifyBlockShift) & 0xff);
-}
-
-/** Payload bytes a ship record carries: none for zero and resyncEnd, digests for verify. */
-export function shipRecordPayloadBytes(record: { flags: number; length: number }): number {
-  if ((record.flags & (recordFlags.zero | recordFlags.resyncEnd)) !== 0) return 0;
-  if ((record.flags & recordFlags.verify) !== 0) return (record.length / verifyBlockBytesOf(record.flags)) * verifyDigestBytes;
-  return record.length;
-}
+export { recordFlags, shipRecordPayloadBytes, verifyBlockBytesOf, verifyDigestBytes, verifyFlags } from "./record-flags.ts";
 
 /** A byte range of a device. */
 export interface ByteRange {

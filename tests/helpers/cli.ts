@@ -1,4 +1,5 @@
 /** Runs the druvaa CLI as a real subprocess (the way scripts and cron use it). */
+import { expect } from "bun:test";
 import { resolve } from "node:path";
 
 export const repoRoot = resolve(import.meta.dir, "../..");
@@ -36,4 +37,13 @@ export async function druvaa(args: string[], opts: { cwd?: string; argv0?: strin
   });
   const [stdout, stderr, exitCode] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
   return { exitCode, stdout, stderr };
+}
+
+/** `druvaa PATH --help` exits 0 with the usage, the examples, and the whole command path. */
+export async function expectHelp(path: readonly string[]): Promise<void> {
+  const result = await druvaa([...path, "--help"]);
+  expect(result.exitCode).toBe(0);
+  expect(result.stdout).toContain("USAGE");
+  expect(result.stdout).toContain("EXAMPLES");
+  expect(result.stdout).toContain(`druvaa ${path.join(" ")}`);
 }

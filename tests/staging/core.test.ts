@@ -59,6 +59,12 @@ describe("attach", () => {
     const busy = await b.attach("w0", "d0", 1 * MiB);
     expect(busy).toMatchObject({ accepted: false, error: { code: "DEVICE_BUSY" } });
     expect(busy.error!.message).toContain("client-a");
+    // TLS: a client whose certificate names other devices is refused before anything is saved.
+    const certified = new CoreClient(f.core, "client-c", "10.0.0.3:4000", { role: "client", name: "db3", devices: ["d9"], serial: "1f", hosts: [], notAfter: new Date(), fingerprint: "" });
+    const notAllowed = await certified.attach("w0", "d1", 1 * MiB);
+    expect(notAllowed).toMatchObject({ accepted: false, error: { code: "DEVICE_NOT_ALLOWED" } });
+    expect(notAllowed.error!.message).toContain("does not allow device d1");
+    f.core.closeSession(certified.session);
 
     // client-a reconnects before its old connection was noticed gone: it takes the device over,
     // and the old connection may no longer write it.

@@ -18,6 +18,7 @@ import type { StagingCore } from "../../src/roles/staging/core.ts";
 import type { RelayLink } from "../../src/roles/staging/relay.ts";
 import type { ClientSession } from "../../src/roles/staging/session.ts";
 import { WriteLog } from "../../src/wrl/write-log.ts";
+import type { PeerIdentity } from "../../src/tls/identity.ts";
 
 /** Deterministic bytes (xorshift) for payloads. */
 export { bytes } from "../helpers/bytes.ts";
@@ -300,10 +301,11 @@ export class CoreClient {
   #epoch = 1;
   readonly #waiting = new Map<number, (answer: WriteAnswer) => void>();
 
-  constructor(readonly core: StagingCore, nodeId = "client-a", address = "10.0.0.1:5000") {
+  constructor(readonly core: StagingCore, nodeId = "client-a", address = "10.0.0.1:5000", identity?: PeerIdentity) {
     this.session = core.openSession({
       nodeId,
       address,
+      identity,
       reply: (message) => {
         // Through the codec: an answer the transport would refuse fails the test.
         const checked = decodeFrame(encodeFrameBytes(message)).message;

@@ -11,6 +11,7 @@
  *   staging stopping                                 refused SHUTTING_DOWN
  *   no WRL of that name                              refused WRL_UNKNOWN
  *   device name longer than a WRL record holds       refused DEVICE_NAME_INVALID
+ *   the client's TLS certificate does not name it   refused DEVICE_NOT_ALLOWED
  *   another connected client holds the device        refused DEVICE_BUSY (the same node id
  *                                                      reconnecting takes it over)
  *   bigger than the replica's device of that name    refused DEVICE_TOO_BIG (both sizes named;
@@ -37,6 +38,7 @@ import type { AttachMessage, Message, WriteMessage, WriteNackCode } from "../../
 import type { WrlAppend, WrlAppendResult } from "../../wrl/types.ts";
 import type { CompressionSetting } from "./compression.ts";
 import type { CoalesceSetting } from "./relay-coalesce.ts";
+import { allowsDevice } from "../../tls/identity.ts";
 import { LagTracker } from "./lag.ts";
 import { wrlAppendOf } from "./records.ts";
 import type { StagingCoreStatus } from "./core-status.ts";
@@ -238,6 +240,10 @@ export class StagingCore {
     }
     if (new TextEncoder().encode(message.device).length > wrlDeviceNameBytesMax) {
       return refuse({ code: "DEVICE_NAME_INVALID", message: `device name ${message.device.slice(0, 80)} is longer than the ${wrlDeviceNameBytesMax} bytes a WRL record holds` });
+    }
+    const identity = session.identity;
+    if (identity !== undefined && !allowsDevice(identity, message.device)) {
+      return refuse({ code: "DEVICE_NOT_ALLOWED", message: `the certificate of ${identity.name} (serial ${identity.serial}) does not allow device ${message.device} (it allows: ${identity.devices.join(", ")})` });
     }
     const holder = entry.holders.get(message.device);
     if (holder !== undefined && holder !== session) {

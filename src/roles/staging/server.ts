@@ -13,9 +13,7 @@
 import { DruvaaError } from "../../errors.ts";
 import { sharedBufferPool } from "../../io/buffer-pool.ts";
 import { startControlServer, type ControlServer } from "../../io/control-server.ts";
-import { protocolTextLengthMax } from "../../constants.ts";
 import { connect, formatAddress, listen, peerIdentityOf, type Address, type Connection, type Listener, type PreparedTls } from "../../io/transport.ts";
-import { allowsDevice } from "../../tls/identity.ts";
 import { logger } from "../../log.ts";
 import { ProtocolError } from "../../protocol/errors.ts";
 import { clientHandshake, serverHandshake, type Identity } from "../../protocol/handshake.ts";
@@ -126,6 +124,7 @@ export class StagingServer {
       address: connection.peer,
       // A closed connection reports itself through `closed`; the client resends what was not acked.
       reply: (message) => void connection.send(message).catch(() => undefined),
+      identity,
     });
     try {
       for (;;) {
@@ -135,13 +134,6 @@ export class StagingServer {
         if (message.type === "error") return; // the peer says why it leaves; kept as the close reason
         if (message.type === "statusRequest") {
           session.reply({ type: "statusReply", status: this.status() });
-          continue;
-        }
-        if (message.type === "attach" && identity !== undefined && !allowsDevice(identity, message.device)) {
-          // TLS: the client's certificate names the devices it may write (druvaa admin cert issue --device).
-          const text = `the certificate of ${identity.name} (serial ${identity.serial}) does not allow device ${message.device} (it allows: ${identity.devices.join(", ")})`;
-          log.warn(`refused to attach ${message.device} of ${hello.nodeId} (${connection.peer}): ${text}`);
-          session.reply({ type: "attachAck", device: message.device, wrl: message.wrl, accepted: false, error: { code: "DEVICE_NOT_ALLOWED", message: text.slice(0, protocolTextLengthMax) } });
           continue;
         }
         if (!(await this.#core.handle(session, message, frame.payload))) {

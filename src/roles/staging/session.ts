@@ -5,6 +5,7 @@
  */
 import { stagingSessionInflightBytesMax, stagingSessionInflightWritesMax } from "../../constants.ts";
 import type { Message } from "../../protocol/messages.ts";
+import type { PeerIdentity } from "../../tls/identity.ts";
 
 /** A device attached on this connection. */
 export interface SessionDevice {
@@ -21,6 +22,8 @@ export interface SessionPeer {
   address: string;
   /** Queues an answer to the client; a closed connection drops it (the client resends). */
   reply(message: Message): void;
+  /** Who the client proved to be with its TLS certificate (undefined in plaintext): attach checks its devices. */
+  identity?: PeerIdentity | undefined;
 }
 
 export const sessionDeviceKey = (wrl: string, device: string): string => `${wrl}\u0000${device}`;
@@ -28,6 +31,7 @@ export const sessionDeviceKey = (wrl: string, device: string): string => `${wrl}
 export class ClientSession {
   readonly nodeId: string;
   readonly address: string;
+  readonly identity: PeerIdentity | undefined;
   readonly devices = new Map<string, SessionDevice>();
   #open = true;
   #inflightWrites = 0;
@@ -38,6 +42,7 @@ export class ClientSession {
   constructor(private readonly peer: SessionPeer, private readonly limits = { writesMax: stagingSessionInflightWritesMax, bytesMax: stagingSessionInflightBytesMax }) {
     this.nodeId = peer.nodeId;
     this.address = peer.address;
+    this.identity = peer.identity;
   }
 
   get isOpen(): boolean {
