@@ -244,6 +244,14 @@ export interface ShipMessage {
    */
   coalesced?: true;
   /**
+   * With `coalesced`: this shipment is one part of a span too big for one frame, and more parts
+   * follow (the next one starts at lastLsn + 1). A part carries the extents whose newest version
+   * comes from a record of its own LSN range, so no two parts overlap; the replica logs each part
+   * in its RS-WRL, answers it `shipAck {held: true}`, and applies the span only with its last part
+   * (the one without this flag): only the whole span shows a consistent point.
+   */
+  spanContinues?: true;
+  /**
    * How the payload is encoded (ship-codec.ts): absent, the records' data as is; "zstd", one zstd
    * frame of it, `wireBytes` long, that decompresses to exactly `rawBytes` (the records' data
    * bytes) whose CRC-32 is `rawCrc32`. The four come together or not at all.
@@ -281,6 +289,12 @@ export interface ShipAckMessage {
   wrl: string;
   appliedLsn: number;
   verified?: VerifyOutcome[];
+  /**
+   * The answer to a span part with `spanContinues`: logged durably in the RS-WRL and held until
+   * the span's last part; nothing applied (`appliedLsn` did not move), so staging keeps the
+   * records.
+   */
+  held?: true;
 }
 
 /** Staging -> client: the outcome of one of its verify probes (forwarded from shipAck.verified). */

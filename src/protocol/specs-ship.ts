@@ -140,6 +140,10 @@ export const shipSpecs: SpecTable<"resume" | "resumeAck" | "ship" | "shipAck" | 
         ship.coalesced = true;
         checkCoalescedRecords(ship);
       }
+      if (fields.spanContinues !== undefined) {
+        if (fields.spanContinues !== true || ship.coalesced !== true) throw badField("ship.spanContinues", "true, and only on a coalesced shipment (or absent)", fields.spanContinues);
+        ship.spanContinues = true;
+      }
       let previousLsn = -1;
       for (const [index, record] of ship.records.entries()) {
         if (ship.coalesced === true) break; // checked above: extents, not LSN order
@@ -170,6 +174,10 @@ export const shipSpecs: SpecTable<"resume" | "resumeAck" | "ship" | "shipAck" | 
       const ack: ShipAckMessage = { type: "shipAck", wrl: readName(fields, "shipAck", "wrl"), appliedLsn: readUint(fields, "shipAck", "appliedLsn") };
       if (fields.verified !== undefined) {
         ack.verified = readArray(fields, "shipAck", "verified", verifyOutcomesPerAckMax).map((value, index) => readVerifyOutcome(value, `shipAck.verified[${index}]`));
+      }
+      if (fields.held !== undefined) {
+        if (fields.held !== true) throw badField("shipAck.held", "true (or absent)", fields.held);
+        ack.held = true;
       }
       return ack;
     },

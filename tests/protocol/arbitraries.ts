@@ -152,7 +152,7 @@ export const messageArbitraries: { [T in MessageType]: fc.Arbitrary<MessageWithP
       if (declare) message.devices = deviceNames.map((deviceName, index) => ({ name: deviceName, sizeBytes: sizes[index]! }));
       return { message, payload: concatBytes(data) };
     }),
-  shipAck: withoutPayload(fc.record({ type: fc.constant("shipAck" as const), wrl: name, appliedLsn: uint, verified: fc.array(verifyOutcome, { maxLength: 3 }) }, { requiredKeys: ["type", "wrl", "appliedLsn"] })),
+  shipAck: withoutPayload(fc.record({ type: fc.constant("shipAck" as const), wrl: name, appliedLsn: uint, verified: fc.array(verifyOutcome, { maxLength: 3 }), held: fc.constant(true as const) }, { requiredKeys: ["type", "wrl", "appliedLsn"] })),
   shipNack: withoutPayload(fc.record({ type: fc.constant("shipNack" as const), wrl: name, code: fc.constantFrom(...shipNackCodes), message: text })),
   statusRequest: withoutPayload(fc.constant({ type: "statusRequest" as const })),
   statusReply: withoutPayload(

@@ -1,7 +1,8 @@
 /**
  * The wire format of coalescing (docs/pipeline.md "Coalesced shipments"): resumeAck.acceptsCoalesced
  * and ship.coalesced, validated strictly — extents ascend without overlap per device, only data and
- * ZERO records, LSNs inside the span, nothing empty; without the mark, LSNs must still rise.
+ * ZERO records, LSNs inside the span, nothing empty; without the mark, LSNs must still rise; a span
+ * part's ship.spanContinues and the replica's shipAck.held.
  */
 import { describe, expect, test } from "bun:test";
 import { decodeFrame, encodeFrame, encodeFrameBytes } from "../../src/protocol/frame.ts";
@@ -52,5 +53,16 @@ describe("coalesced shipments on the wire", () => {
     const without: Message = { type: "resumeAck", wrl: "w0", wrlUuid: uuid, appliedLsn: 3, devices: [] };
     expect(decodeFrame(encodeFrameBytes(without)).message).toEqual(without);
     expect(codeOf(() => encodeFrame({ ...ack, acceptsCoalesced: "yes" } as unknown as Message))).toBe("PROTO_BAD_FIELD");
+  });
+
+  test("ship.spanContinues only on a coalesced shipment, `true` or absent; shipAck.held `true` or absent", () => {
+    const part = span([record(11, "a", 0, 512)], { spanContinues: true });
+    expect(decodeFrame(encodeFrameBytes(part, dataBytes(part.records))).message).toEqual(part);
+    expect(encodes({ ...part, spanContinues: false as unknown as true })).toBe("PROTO_BAD_FIELD");
+    const plain: ShipMessage = { type: "ship", wrl: "w0", wrlUuid: uuid, firstLsn: 11, lastLsn: 11, records: [record(11, "a", 0, 512)], spanContinues: true };
+    expect(encodes(plain)).toBe("PROTO_BAD_FIELD");
+    const held: Message = { type: "shipAck", wrl: "w0", appliedLsn: 9, held: true };
+    expect(decodeFrame(encodeFrameBytes(held)).message).toEqual(held);
+    expect(codeOf(() => encodeFrame({ ...held, held: 1 } as unknown as Message))).toBe("PROTO_BAD_FIELD");
   });
 });

@@ -7,52 +7,20 @@
 import { describe, expect, test } from "bun:test";
 import { SimDisk } from "../../src/io/sim-disk.ts";
 import { recordFlags, type ShipMessage } from "../../src/protocol/messages.ts";
-import { ReplicaCore, type ShipReply } from "../../src/roles/replica/core.ts";
-import { ResyncLog } from "../../src/roles/replica/resync-log.ts";
-import { MemoryStateStore } from "../../src/roles/replica/state.ts";
-import { Coalescer } from "../../src/roles/staging/coalesce.ts";
-import { defaultShipmentLimits } from "../../src/roles/staging/shipment.ts";
-import { WriteLog } from "../../src/wrl/write-log.ts";
-import type { WrlRecord } from "../../src/wrl/types.ts";
-import { CrashPlan } from "../wrl/helpers.ts";
-import { applyModel, dataRecord, memoryCore, replicaDevice, wrlUuid, zeroRecord, type TestRecord } from "./helpers.ts";
-import { ackedLsn, KiB, MiB, resyncEnd, resyncRecord, rsWrlCore, send } from "./resync-helpers.ts";
+import { dataRecord, memoryCore, wrlUuid, zeroRecord, type TestRecord } from "./helpers.ts";
+import { all, crashEveryOperation, diskBytes, imageOf, nackCode, setup, span } from "./span-fixture.ts";
+import { ackedLsn, coalescedParts, KiB, resyncEnd, resyncRecord, rsWrlCore, send } from "./resync-helpers.ts";
 
-const diskBytes = 256 * KiB;
 
 /** The coalesced shipment of `records` (plain data and zero records, consecutive LSNs), as the relay builds it. */
 function coalesced(records: TestRecord[]): { message: ShipMessage; payload: Uint8Array } {
-  const coalescer = new Coalescer({ wrl: "wrl0", wrlUuid, deviceSizes: new Map() }, defaultShipmentLimits);
-  for (const record of records) {
-    const wrlRecord: WrlRecord = record.data !== undefined
-      ? { lsn: record.lsn, type: "write", epoch: record.lsn, device: record.device, seq: record.lsn, offset: record.offset, lengthBytes: record.data.length, flags: 0, data: record.data }
-      : { lsn: record.lsn, type: "zero", epoch: record.lsn, device: record.device, seq: record.lsn, offset: record.offset, lengthBytes: record.zeroLength!, flags: 0, data: new Uint8Array(0) };
-    expect(coalescer.add(wrlRecord)).toBe("added");
-  }
-  const { message, payload } = coalescer.build();
-  return { message, payload };
+  const parts = coalescedParts(records);
+  expect(parts).toHaveLength(1);
+  return parts[0]!;
 }
 
-function imageOf(records: TestRecord[], throughLsn: number): Uint8Array {
-  const images = new Map([["disk0", new Uint8Array(diskBytes)]]);
-  applyModel(images, records.filter((record) => record.lsn <= throughLsn));
-  return images.get("disk0")!;
-}
 
-const nackCode = (reply: ShipReply) => (reply.type === "shipNack" ? reply.code : "ack");
 
-/** Overlapping writes and zeros: LSNs 3..9, after 1..2 shipped as they are. */
-const setup = [dataRecord(1, "disk0", 0, 64 * KiB), dataRecord(2, "disk0", 128 * KiB, 32 * KiB)];
-const span = [
-  dataRecord(3, "disk0", 16 * KiB, 32 * KiB),
-  dataRecord(4, "disk0", 24 * KiB, 8 * KiB),
-  zeroRecord(5, "disk0", 40 * KiB, 16 * KiB),
-  dataRecord(6, "disk0", 120 * KiB, 16 * KiB),
-  dataRecord(7, "disk0", 20 * KiB, 4 * KiB),
-  zeroRecord(8, "disk0", 132 * KiB, 4 * KiB),
-  dataRecord(9, "disk0", 200 * KiB, 8 * KiB),
-];
-const all = [...setup, ...span];
 
 describe("coalesced shipments at the replica", () => {
   test("a replica says it takes them only with an RS-WRL; one without refuses them RS_WRL_NEEDED and writes nothing", async () => {
@@ -90,35 +58,7 @@ describe("coalesced shipments at the replica", () => {
   });
 
   test("a crash at every device operation of a coalesced shipment: before the span or at its end, never in between; then it converges", async () => {
-    const seen = new Set<number>();
-    let completedAt: number | undefined;
-    for (let crashAfter = 0; crashAfter < 400 && completedAt === undefined; crashAfter += 1) {
-      const plan = new CrashPlan([new SimDisk({ sizeBytes: 2 * MiB, seed: 300 + crashAfter, name: "rswrl" }), new SimDisk({ sizeBytes: diskBytes, seed: 700 + crashAfter, name: "disk0" })]);
-      const store = new MemoryStateStore();
-      const [rsDevice, device] = plan.devices();
-      const core = await ReplicaCore.open({ devices: [replicaDevice("disk0", device!)], store, rsWrl: ResyncLog.over(await WriteLog.create([rsDevice!])) });
-      expect(ackedLsn(await send(core, setup))).toBe(2);
-      const built = coalesced(span);
-      plan.arm(crashAfter, (["drop", "land", "skip-first-sector"] as const)[crashAfter % 3]!);
-      const reply: ShipReply | "threw" = await core.ship(built.message, built.payload).catch(() => "threw" as const);
-      if (!plan.crashed) {
-        expect(ackedLsn(reply as ShipReply)).toBe(9);
-        expect(plan.disks[1]!.snapshot()).toEqual(imageOf(all, 9));
-        completedAt = crashAfter;
-        break;
-      }
-      const [rsAgain, deviceAgain] = plan.devices();
-      const recovered = await ReplicaCore.open({ devices: [replicaDevice("disk0", deviceAgain!)], store, rsWrl: ResyncLog.over(await WriteLog.open([rsAgain!])) });
-      const appliedLsn = recovered.appliedLsn(wrlUuid);
-      expect([2, 9]).toContain(appliedLsn);
-      expect(recovered.resume({ type: "resume", wrl: "wrl0", wrlUuid })).toMatchObject({ appliedLsn });
-      expect(plan.disks[1]!.snapshot()).toEqual(imageOf(all, appliedLsn));
-      seen.add(appliedLsn);
-      // Staging re-delivers what it has no ack for.
-      expect(ackedLsn(await recovered.ship(built.message, built.payload))).toBe(9);
-      expect(plan.disks[1]!.snapshot()).toEqual(imageOf(all, 9));
-      expect(recovered.status().rsWrl!.usedBytes).toBe(0);
-    }
+    const { completedAt, seen } = await crashEveryOperation([coalesced(span)], 300);
     console.log(`coalesced crash points tried: ${completedAt}; applied LSNs seen after restart: ${[...seen].join(", ")}`);
     expect(completedAt).toBeGreaterThan(3);
     // Crashes hit both sides of the span's commit point (logged in the RS-WRL): redo happened.

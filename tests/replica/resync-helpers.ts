@@ -6,8 +6,11 @@ import { recordFlags, verifyFlags } from "../../src/protocol/messages.ts";
 import { ReplicaCore, type ShipReply } from "../../src/roles/replica/core.ts";
 import { ResyncLog } from "../../src/roles/replica/resync-log.ts";
 import { MemoryStateStore } from "../../src/roles/replica/state.ts";
+import { Coalescer } from "../../src/roles/staging/coalesce.ts";
+import { defaultShipmentLimits, type Shipment, type ShipmentLimits } from "../../src/roles/staging/shipment.ts";
+import type { WrlRecord } from "../../src/wrl/types.ts";
 import { WriteLog } from "../../src/wrl/write-log.ts";
-import { dataRecord, replicaDevice, shipment, type TestRecord } from "./helpers.ts";
+import { dataRecord, replicaDevice, shipment, wrlUuid, type TestRecord } from "./helpers.ts";
 
 export const KiB = 1024;
 export const MiB = 1024 * KiB;
@@ -52,4 +55,21 @@ export async function rsWrlCore(sizes: Record<string, number>, rsWrlBytes = 4 * 
 export function ackedLsn(reply: ShipReply): number {
   if (reply.type !== "shipAck") throw new Error(`expected a shipAck, got ${reply.code}: ${reply.message}`);
   return reply.appliedLsn;
+}
+
+/**
+ * The coalesced span of `records` (plain data and zero records, consecutive LSNs) as the relay
+ * builds it: parts of at most `limits` each (one part when it fits).
+ */
+export function coalescedParts(records: TestRecord[], limits: ShipmentLimits = defaultShipmentLimits): Shipment[] {
+  const coalescer = new Coalescer({ wrl: "wrl0", wrlUuid, deviceSizes: new Map() }, limits, 64 * MiB);
+  for (const record of records) {
+    const wrlRecord: WrlRecord = record.data !== undefined
+      ? { lsn: record.lsn, type: "write", epoch: record.lsn, device: record.device, seq: record.lsn, offset: record.offset, lengthBytes: record.data.length, flags: 0, data: record.data }
+      : { lsn: record.lsn, type: "zero", epoch: record.lsn, device: record.device, seq: record.lsn, offset: record.offset, lengthBytes: record.zeroLength!, flags: 0, data: new Uint8Array(0) };
+    if (coalescer.add(wrlRecord) !== "added") throw new Error(`the coalescer did not take LSN ${record.lsn}`);
+  }
+  const parts = coalescer.buildParts();
+  if (parts === undefined) throw new Error("no parts: a record has more pieces than a part takes");
+  return parts;
 }

@@ -336,6 +336,7 @@ export class ReplicaProcess {
         const [ship, payload] = this.world.broken === "reverse-apply" ? reversed(opened.message, opened.payload) : [opened.message, opened.payload];
         this.startedLsnMax = Math.max(this.startedLsnMax, message.lastLsn);
         if (message.coalesced === true) this.world.stats.coalescedSpans += 1;
+        if (message.spanContinues === true) this.world.stats.spanParts += 1;
         if (message.codec !== undefined) this.world.stats.compressedShipments += 1;
         const reply = this.core.ship(ship, payload).then((result) => {
           // A failed apply may leave any record of the shipment half-written until re-delivered.

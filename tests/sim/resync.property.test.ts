@@ -10,7 +10,8 @@
  * tear unsynced sectors; restarted on them, recovery marks the extents its activity log names
  * dirty: client-disks.ts). The real ClientCore, ActivityLog, StagingCore (WriteLog), Relay and
  * ReplicaCore with its replica WRL run in one process (world.ts); per trace, shipments may be
- * coalesced (spans applied whole through the replica WRL) and zstd-compressed, and the staging
+ * coalesced (spans applied whole through the replica WRL, also spans sent as several parts) and
+ * zstd-compressed, and the staging
  * WRL may encrypt payloads at rest (trace.ts). TLS is not simulated (tests/e2e/tls.test.ts).
  *
  * Checked: at every consistent point the replica claims, its devices equal the image of a
@@ -42,7 +43,7 @@ const numRuns = Number(process.env.FC_RUNS ?? 120);
 describe("disconnected mode and resync sets (deterministic simulation)", () => {
   test("no dirty bit lost, replica == primary once drained; every replica state a consistent point, also while sets are applied", async () => {
     console.log(`resync property seed=${seed} runs=${numRuns} (replay: FC_SEED=${seed} node_modules/.bin/bun test tests/sim/resync.property.test.ts)`);
-    const coverage = { runs: 0, writes: 0, checks: 0, deferredChecks: 0, resyncEnds: 0, stagingCrashes: 0, stagingRestarts: 0, replicaCrashes: 0, droppedLinks: 0, clientCrashes: 0, clientPowerLosses: 0, coalescedSpans: 0, compressedShipments: 0, wrapped: 0 };
+    const coverage = { runs: 0, writes: 0, checks: 0, deferredChecks: 0, resyncEnds: 0, stagingCrashes: 0, stagingRestarts: 0, replicaCrashes: 0, droppedLinks: 0, clientCrashes: 0, clientPowerLosses: 0, coalescedSpans: 0, spanParts: 0, compressedShipments: 0, wrapped: 0 };
     let failure: string | undefined;
     await fc.assert(
       fc.asyncProperty(traceArbitrary(60, true), async (trace) => {
@@ -50,7 +51,7 @@ describe("disconnected mode and resync sets (deterministic simulation)", () => {
         coverage.runs += 1;
         coverage.writes += result.writes;
         coverage.resyncEnds += result.resyncEnds;
-        for (const key of ["checks", "deferredChecks", "stagingCrashes", "stagingRestarts", "replicaCrashes", "droppedLinks", "clientCrashes", "clientPowerLosses", "coalescedSpans", "compressedShipments"] as const) coverage[key] += result.stats[key];
+        for (const key of ["checks", "deferredChecks", "stagingCrashes", "stagingRestarts", "replicaCrashes", "droppedLinks", "clientCrashes", "clientPowerLosses", "coalescedSpans", "spanParts", "compressedShipments"] as const) coverage[key] += result.stats[key];
         if (result.stats.appendedBytes > result.wrlSizeBytes) coverage.wrapped += 1;
         if (result.problem !== undefined) {
           failure = result.problem;
@@ -69,6 +70,7 @@ describe("disconnected mode and resync sets (deterministic simulation)", () => {
     expect(coverage.clientCrashes).toBeGreaterThan(coverage.clientPowerLosses);
     expect(coverage.clientPowerLosses).toBeGreaterThan(0);
     expect(coverage.coalescedSpans).toBeGreaterThan(0);
+    expect(coverage.spanParts).toBeGreaterThan(0);
     expect(coverage.compressedShipments).toBeGreaterThan(coverage.runs);
     expect(coverage.stagingCrashes + coverage.stagingRestarts + coverage.droppedLinks).toBeGreaterThan(coverage.runs / 4);
     expect(coverage.replicaCrashes).toBeGreaterThan(0);

@@ -57,7 +57,7 @@ export interface Trace {
   steps: Step[];
   /** Resync traces: clients with change maps (disconnected mode) and a replica WRL of this size. */
   /** Coalescing (spans merged, applied whole through the RS-WRL), zstd shipments, WRL payloads encrypted at rest. */
-  resync?: { rsWrlSizeBytes: number; coalesce?: { lagBytesMin: number; spanBytesMax: number } | undefined; compress?: boolean; encrypt?: boolean };
+  resync?: { rsWrlSizeBytes: number; coalesce?: { lagBytesMin: number; spanBytesMax: number; partBytesMax: number } | undefined; compress?: boolean; encrypt?: boolean };
 }
 
 const issueArbitrary: fc.Arbitrary<IssueSpec> = fc.record({
@@ -100,7 +100,7 @@ export function traceArbitrary(stepsMax = 60, resync = false): fc.Arbitrary<Trac
       shipmentBytesMax: fc.constantFrom(16 * KiB, 64 * KiB, 1024 * KiB),
       relayWindowMax: fc.integer({ min: 1, max: 4 }),
       steps,
-      ...(resync ? { resync: fc.record({ rsWrlSizeBytes: fc.constant(4 * 1024 * KiB), coalesce: fc.oneof({ weight: 1, arbitrary: fc.constant(undefined) }, { weight: 2, arbitrary: fc.record({ lagBytesMin: fc.constantFrom(0, 16 * KiB), spanBytesMax: fc.constantFrom(32 * KiB, 256 * KiB) }) }), compress: fc.boolean(), encrypt: fc.boolean() }) } : {}),
+      ...(resync ? { resync: fc.record({ rsWrlSizeBytes: fc.constant(4 * 1024 * KiB), coalesce: fc.oneof({ weight: 1, arbitrary: fc.constant(undefined) }, { weight: 2, arbitrary: fc.record({ lagBytesMin: fc.constantFrom(0, 16 * KiB), spanBytesMax: fc.constantFrom(32 * KiB, 256 * KiB), partBytesMax: fc.constantFrom(8 * KiB, 8 * KiB, 64 * KiB, 8 * 1024 * KiB) }) }), compress: fc.boolean(), encrypt: fc.boolean() }) } : {}),
     }),
   );
 }

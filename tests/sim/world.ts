@@ -76,6 +76,7 @@ export interface WorldStats {
   clientPowerLosses: number;
   /** Coalesced, and zstd-compressed, shipments the replica was sent. */
   coalescedSpans: number;
+  spanParts: number;
   compressedShipments: number;
 }
 
@@ -93,7 +94,7 @@ export class World {
   readonly violations: string[] = [];
   /** Every consistent point checked: the applied LSN and the ids of the writes applied, in id order. */
   readonly consistentPoints: { appliedLsn: number; writeIds: number[] }[] = [];
-  readonly stats: WorldStats = { checks: 0, deferredChecks: 0, inconsistentUntilRedelivery: 0, stagingCrashes: 0, stagingRestarts: 0, injectedIoErrors: 0, recoveryCrashes: 0, replicaCrashes: 0, droppedLinks: 0, appendedBytes: 0, failedWrites: 0, appliedLsnMax: 0, clientCrashes: 0, clientPowerLosses: 0, coalescedSpans: 0, compressedShipments: 0 };
+  readonly stats: WorldStats = { checks: 0, deferredChecks: 0, inconsistentUntilRedelivery: 0, stagingCrashes: 0, stagingRestarts: 0, injectedIoErrors: 0, recoveryCrashes: 0, replicaCrashes: 0, droppedLinks: 0, appendedBytes: 0, failedWrites: 0, appliedLsnMax: 0, clientCrashes: 0, clientPowerLosses: 0, coalescedSpans: 0, spanParts: 0, compressedShipments: 0 };
   readonly options: Required<Omit<WorldOptions, Optional>> & Pick<WorldOptions, Optional>;
   /** After a client crash the model no longer knows which in-flight writes took effect: save-point checks are deferred (counted). */
   checksOff = false;

@@ -107,6 +107,62 @@ describe("Coalescer", () => {
     );
   });
 
+  test("property: a span cut into parts of one frame each: ranges chain from first to last LSN, every extent in its part's range, each part a valid frame within the limits, all parts (any order) = the records", () => {
+    const seed = Number(process.env.STAGING_PROPERTY_SEED ?? Math.floor(Math.random() * 2 ** 31));
+    let multiPart = 0;
+    console.log(`[coalesce parts] fast-check seed=${seed}; replay with: STAGING_PROPERTY_SEED=${seed} node_modules/.bin/bun test tests/staging/coalesce.test.ts`);
+    fc.assert(
+      fc.property(fc.array(specArb, { minLength: 1, maxLength: 60 }), fc.integer({ min: 0, max: 255 }), fc.integer({ min: 1, max: 1000 }), fc.integer({ min: 16, max: 40 }), fc.integer({ min: 3, max: 12 }), (specs, imageSeed, firstLsn, partBlocks, recordsMax) => {
+        const records = recordsOf(specs, firstLsn);
+        const limits = { payloadBytesMax: partBlocks * block, recordsMax, headerBytesMax: 60_000 };
+        const coalescer = new Coalescer(target, limits, 64 * deviceBlocks * block);
+        for (const record of records) expect(coalescer.add(record)).toBe("added");
+        const parts = coalescer.buildParts();
+        if (parts === undefined) {
+          // Only when one record's pieces alone overflow a part: more pieces of one LSN than recordsMax.
+          const pieces = new Map<number, number>();
+          for (const record of coalescer.build().message.records) pieces.set(record.lsn, (pieces.get(record.lsn) ?? 0) + 1);
+          expect(Math.max(...pieces.values())).toBeGreaterThan(recordsMax);
+          return;
+        }
+        if (parts.length > 1) multiPart += 1;
+        let expectedFirst = firstLsn;
+        const actual = blankImages(imageSeed);
+        for (const [index, part] of [...parts.entries()].reverse()) {
+          const decoded = roundTrip(part.message, part.payload);
+          expect(decoded.message.spanContinues).toBe(index + 1 < parts.length ? true : undefined);
+          expect(part.payload.length).toBeLessThanOrEqual(limits.payloadBytesMax);
+          expect(part.message.records.length).toBeLessThanOrEqual(recordsMax);
+          applyShipment(actual, decoded.message, decoded.payload);
+        }
+        for (const part of parts) {
+          expect(part.message.firstLsn).toBe(expectedFirst);
+          for (const record of part.message.records) expect(record.lsn >= part.message.firstLsn && record.lsn <= part.message.lastLsn).toBe(true);
+          expectedFirst = part.message.lastLsn + 1;
+        }
+        expect(expectedFirst).toBe(firstLsn + records.length);
+        const expected = blankImages(imageSeed);
+        applyRecords(expected, records);
+        expect(actual).toEqual(expected);
+      }),
+      { seed, numRuns: 300 },
+    );
+    expect(multiPart).toBeGreaterThan(30);
+  });
+
+  test("parts: a span that fits one frame is one part (no spanContinues); one record cut into more pieces than a part takes gives no parts (shipped as it is)", () => {
+    const small = new Coalescer(target, defaultShipmentLimits, 1 << 20);
+    for (const record of recordsOf([{ kind: "write", device: "d0", startBlock: 0, blocks: 8, fill: 1 }, { kind: "write", device: "d0", startBlock: 2, blocks: 2, fill: 2 }])) small.add(record);
+    const one = small.buildParts()!;
+    expect(one).toHaveLength(1);
+    expect(one[0]!.message.spanContinues).toBeUndefined();
+    // LSN 1 writes 16 blocks; LSNs 2..6 punch holes in it: LSN 1 ends in 6 pieces, a part takes 4 records.
+    const holes: Spec[] = [{ kind: "write", device: "d0", startBlock: 0, blocks: 16, fill: 1 }, ...[1, 4, 7, 10, 13].map((startBlock): Spec => ({ kind: "write", device: "d0", startBlock, blocks: 1, fill: 9 }))];
+    const punched = new Coalescer(target, { payloadBytesMax: 64 * block, recordsMax: 4, headerBytesMax: 60_000 }, 1 << 20);
+    for (const record of recordsOf(holes)) expect(punched.add(record)).toBe("added");
+    expect(punched.buildParts()).toBeUndefined();
+  });
+
   test("overwrites shrink the shipment: a write split by a later one keeps both ends, zeros carry no bytes", () => {
     const records = recordsOf([
       { kind: "write", device: "d0", startBlock: 0, blocks: 8, fill: 1 },
@@ -169,16 +225,23 @@ describe("coalescing span policy", () => {
 
   test("the link does not keep up (the oldest record waited a second): coalesce below the byte threshold", () => {
     expect(coalesceSpanBytes({ ...base, lagBytes: 1 << 20, lagSeconds: 1 })).toBe(4 << 20);
-    expect(coalesceSpanBytes({ ...base, lagBytes: 12 << 20, lagSeconds: 3 })).toBe(6 << 20);
-    expect(coalesceSpanBytes({ ...base, lagBytes: 12 << 20, lagSeconds: 0.5, lagSecondsMin: 0.5 })).toBe(6 << 20);
+    expect(coalesceSpanBytes({ ...base, lagBytes: 12 << 20, lagSeconds: 3 })).toBe(12 << 20);
+    expect(coalesceSpanBytes({ ...base, lagBytes: 12 << 20, lagSeconds: 0.5, lagSecondsMin: 0.5 })).toBe(12 << 20);
     // Nothing left to ship: nothing to coalesce, however old the last answer.
     expect(coalesceSpanBytes({ ...base, lagBytes: 0, lagSeconds: 5 })).toBe(0);
     fc.assert(fc.property(fc.nat(2 ** 40), fc.double({ min: 0, max: 1e4, noNaN: true }), fc.double({ min: 0, max: 1e4, noNaN: true }), (lagBytes, a, b) => coalesceSpanBytes({ ...base, lagBytes, lagSeconds: Math.min(a, b) }) <= coalesceSpanBytes({ ...base, lagBytes, lagSeconds: Math.max(a, b) })));
   });
 
+  test("a relay window full in the last second: behind, coalesce below both thresholds (a burst from its first shipments on)", () => {
+    expect(coalesceSpanBytes({ ...base, lagBytes: 1 << 20, windowFullRecently: true })).toBe(4 << 20);
+    expect(coalesceSpanBytes({ ...base, lagBytes: 1 << 20, windowFullRecently: false })).toBe(0);
+    expect(coalesceSpanBytes({ ...base, lagBytes: 0, windowFullRecently: true })).toBe(0);
+    expect(coalesceSpanBytes({ ...base, mode: "off", lagBytes: 1 << 20, windowFullRecently: true })).toBe(0);
+  });
+
   test("behind: the span grows with the lag, between two shipments and the maximum", () => {
-    expect(coalesceSpanBytes({ ...base, lagBytes: 16 << 20 })).toBe(8 << 20);
-    expect(coalesceSpanBytes({ ...base, lagBytes: 40 << 20 })).toBe(20 << 20);
+    expect(coalesceSpanBytes({ ...base, lagBytes: 16 << 20 })).toBe(16 << 20);
+    expect(coalesceSpanBytes({ ...base, lagBytes: 40 << 20 })).toBe(40 << 20);
     expect(coalesceSpanBytes({ ...base, lagBytes: 1 << 30 })).toBe(64 << 20);
     expect(coalesceSpanBytes({ ...base, lagBytesMin: 1, lagBytes: 10 })).toBe(4 << 20);
     fc.assert(fc.property(fc.nat(2 ** 40), fc.nat(2 ** 40), (a, b) => coalesceSpanBytes({ ...base, lagBytes: Math.min(a, b) }) <= coalesceSpanBytes({ ...base, lagBytes: Math.max(a, b) })));

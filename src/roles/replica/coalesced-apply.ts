@@ -22,6 +22,18 @@
  *                                                    or flush: devices marked inconsistent, shipNack
  *                                                    IO_ERROR (redone at a restart, or re-delivered)
  *
+ * A span too big for one frame comes as parts (ShipMessage.spanContinues on all but the last; part
+ * k covers LSNs firstLsn_k..lastLsn_k, the next starts at lastLsn_k + 1, and they never overlap).
+ * Each part is checked and logged as above, as a group of its own chained on appliedLsn; a part
+ * with more to come is then held (`pending`, its writes copied out of the shipment's buffer) and
+ * answered shipAck {appliedLsn, held: true}: nothing is applied, appliedLsn does not move, staging
+ * keeps the records. The last part applies the held parts' extents and its own together, as one
+ * span. A part that does not continue the span held (its firstLsn is not the held span's next LSN,
+ * or appliedLsn moved since) drops what was held: a new session resent the span from its start,
+ * or sent something else; a continuing part with nothing held to continue is refused LSN_GAP
+ * (staging then resumes at appliedLsn + 1, the span's start). The RS-WRL keeps a held span's
+ * groups until it is applied or dropped.
+ *
  * A span that straddles appliedLsn (firstLsn <= appliedLsn < lastLsn: a re-delivery racing a
  * newer apply) is applied whole too: every block the span touches gets its value at lastLsn, and
  * blocks it does not touch hold the same at appliedLsn and at lastLsn, so the result is the image
@@ -34,8 +46,10 @@
  * WRL without a set open, the complete spans chained on its appliedLsn (0 for a WRL the state does
  * not know yet) were logged but maybe not applied: the one reaching furthest is applied (all of
  * them chain on the same LSN, so the furthest alone gives its end image), and appliedLsn saved.
- * A span cut short by a crash during its group commit was never acknowledged: ignored (staging
- * re-delivers it). Not guaranteed: a replica restarted without its RS-WRL after a crash in the
+ * A span of parts is complete when its groups, in RS-WRL order, run from a first part
+ * (partFirstLsn <= appliedLsn + 1) through parts each starting where the previous ended to one
+ * that does not continue, all fully present. A span cut short by a crash during its group commit,
+ * or missing parts, was never acknowledged as applied: ignored (staging re-delivers it). Not guaranteed: a replica restarted without its RS-WRL after a crash in the
  * middle of applying a span shows the devices half-applied until staging re-delivers the span's
  * records (as for an ordinary shipment, docs/pipeline.md "Replica").
  */
@@ -53,32 +67,66 @@ const noBytes = new Uint8Array(0);
 
 export type SpanEvent = Extract<LogEvent, { kind: "span" }>;
 
+/** The parts of a span held until its last part (see the file comment), per staging WRL uuid. */
+export interface PendingSpan {
+  /** The applied LSN its parts chain on. */
+  prevLsn: number;
+  /** The LSN the next part must start at. */
+  nextLsn: number;
+  /** The held parts' extents, their data copied. */
+  writes: PlannedWrite[];
+  /** The RS-WRL LSN of its first group (kept until the span is applied or dropped). */
+  firstRsLsn: number | undefined;
+}
+
 /** One coalesced shipment of a WRL without a set open: the decision table above. */
-export async function shipCoalesced(host: SetHost, rsLog: ResyncLog, free: () => Promise<void>, ship: ShipMessage, payload: Uint8Array): Promise<ShipReply> {
+export async function shipCoalesced(host: SetHost, rsLog: ResyncLog, free: () => Promise<void>, pending: Map<string, PendingSpan>, ship: ShipMessage, payload: Uint8Array): Promise<ShipReply> {
   const uuid = ship.wrlUuid;
   const appliedLsn = host.state().wrls.find((wrl) => wrl.uuid === uuid)?.appliedLsn ?? 0;
-  if (ship.firstLsn > appliedLsn + 1) {
+  const held = pending.get(uuid);
+  const continuing = held !== undefined && held.prevLsn === appliedLsn && ship.firstLsn === held.nextLsn;
+  if (!continuing) pending.delete(uuid);
+  if (!continuing && ship.firstLsn > appliedLsn + 1) {
     return nack(ship, "LSN_GAP", `the coalesced span ${ship.firstLsn}..${ship.lastLsn} starts past LSN ${appliedLsn + 1}: the replica applied WRL ${ship.wrl} only up to LSN ${appliedLsn} (nothing was applied); resume from ${appliedLsn + 1}`);
   }
   if (ship.lastLsn <= appliedLsn) return { type: "shipAck", wrl: ship.wrl, appliedLsn };
   // Every extent, whatever its LSN: the span is applied whole or not at all.
+  // A part with more to come, and nothing held to continue: the span's start was not seen.
+  if (!continuing && ship.spanContinues === true && ship.firstLsn > appliedLsn + 1) return nack(ship, "LSN_GAP", `a part of a coalesced span (LSN ${ship.firstLsn}..${ship.lastLsn}) came without the parts before it; resume from ${appliedLsn + 1}`);
+  // Every extent, whatever its LSN: the span is applied whole or not at all.
   const plan = planShipment(ship, payload, 0, host.devices);
-  if (!("writes" in plan)) return nack(ship, plan.code, plan.message);
+  if (!("writes" in plan)) {
+    pending.delete(uuid);
+    return nack(ship, plan.code, plan.message);
+  }
+  const part = held !== undefined || ship.spanContinues === true ? { part: { firstLsn: ship.firstLsn, continues: ship.spanContinues === true } } : {};
   let outcome;
   try {
-    outcome = await rsLog.append({ wrl: ship.wrl, wrlUuid: uuid, prevLsn: appliedLsn, throughLsn: ship.lastLsn, coalesced: true, records: plan.writes.map((write) => ({ record: write.record, payload: write.data ?? noBytes })) });
+    outcome = await rsLog.append({ wrl: ship.wrl, wrlUuid: uuid, prevLsn: appliedLsn, throughLsn: ship.lastLsn, coalesced: true, records: plan.writes.map((write) => ({ record: write.record, payload: write.data ?? noBytes })), ...part });
   } catch (error) {
+    pending.delete(uuid);
     return nack(ship, "IO_ERROR", `LSN ${ship.firstLsn}..${ship.lastLsn}: logging the coalesced span to the replica WRL ${rsLog.path} failed: ${describe(error)}`);
   }
   if (outcome.refused !== undefined) {
+    pending.delete(uuid);
     await free(); // a group cut short is never read back as a span to redo, but takes room
     const { neededBytes, freeBytes } = outcome.refused;
     return nack(ship, "RS_WRL_FULL", `the coalesced span ${ship.firstLsn}..${ship.lastLsn} of WRL ${ship.wrl} needs ${formatBytes(neededBytes)} in the replica WRL ${rsLog.path}, which has ${formatBytes(freeBytes)} free (or takes smaller records); staging ships these records uncoalesced`);
   }
+  const span = continuing ? held : { prevLsn: appliedLsn, nextLsn: ship.firstLsn, writes: [], firstRsLsn: outcome.firstRsLsn };
+  if (ship.spanContinues === true) {
+    // Held: the shipment's buffer goes back to the server's pool once answered.
+    for (const write of plan.writes) span.writes.push(write.data === undefined ? write : { ...write, data: write.data.slice() });
+    span.nextLsn = ship.lastLsn + 1;
+    pending.set(uuid, span);
+    return { type: "shipAck", wrl: ship.wrl, appliedLsn, held: true };
+  }
+  pending.delete(uuid);
+  const writes = span.writes.length === 0 ? plan.writes : [...span.writes, ...plan.writes];
   try {
-    await applySpan(host, ship.wrl, uuid, plan.writes, ship.lastLsn, ship);
+    await applySpan(host, ship.wrl, uuid, writes, ship.lastLsn, ship);
   } catch (error) {
-    log.error(`WRL ${ship.wrl}: applying the coalesced span ${ship.firstLsn}..${ship.lastLsn} failed: ${describe(error)}`);
+    log.error(`WRL ${ship.wrl}: applying the coalesced span ${continuing ? span.prevLsn + 1 : ship.firstLsn}..${ship.lastLsn} failed: ${describe(error)}`);
     return nack(ship, "IO_ERROR", `LSN ${ship.firstLsn}..${ship.lastLsn}: applying the coalesced span failed: ${describe(error)}`);
   }
   await free();
@@ -86,9 +134,9 @@ export async function shipCoalesced(host: SetHost, rsLog: ResyncLog, free: () =>
 }
 
 /** At a restart: applies the spans logged and maybe not applied (see the file comment). */
-export async function redoSpans(host: SetHost, spans: readonly SpanEvent[]): Promise<void> {
+export async function redoSpans(host: SetHost, events: readonly SpanEvent[]): Promise<void> {
   const furthest = new Map<string, SpanEvent>();
-  for (const span of spans) {
+  for (const span of wholeSpans(events)) {
     const wrl = host.state().wrls.find((entry) => entry.uuid === span.wrlUuid);
     if (!span.complete || wrl?.resyncSet !== undefined || span.prevLsn !== (wrl?.appliedLsn ?? 0) || span.throughLsn <= span.prevLsn) continue;
     if ((furthest.get(span.wrlUuid)?.throughLsn ?? -1) < span.throughLsn) furthest.set(span.wrlUuid, span);
@@ -98,6 +146,33 @@ export async function redoSpans(host: SetHost, spans: readonly SpanEvent[]): Pro
     const writes = span.records.map(({ record, payload }) => plannedOf(host.devices, span.wrl, record, payload));
     await applySpan(host, span.wrl, span.wrlUuid, writes, span.throughLsn);
   }
+}
+
+/**
+ * The spans the logged groups make, in RS-WRL order: a group without parts is a span; parts are
+ * put together (see the file comment), a span whose parts do not all chain or are not all complete
+ * comes out incomplete, and a part left waiting for the rest (the RS-WRL ends) too.
+ */
+export function wholeSpans(events: readonly SpanEvent[]): SpanEvent[] {
+  const spans: SpanEvent[] = [];
+  const open = new Map<string, SpanEvent>();
+  for (const event of events) {
+    const part = event.part;
+    if (part === undefined) {
+      spans.push(event);
+      continue;
+    }
+    const sofar = open.get(event.wrlUuid);
+    open.delete(event.wrlUuid);
+    let span: SpanEvent;
+    if (part.firstLsn <= event.prevLsn + 1) span = { ...event, records: [...event.records] };
+    else if (sofar !== undefined && sofar.prevLsn === event.prevLsn && part.firstLsn === sofar.throughLsn + 1) span = { ...sofar, throughLsn: event.throughLsn, complete: sofar.complete && event.complete, records: [...sofar.records, ...event.records], part };
+    else continue; // a part whose start is gone (dropped, freed): never acknowledged as applied
+    if (part.continues) open.set(event.wrlUuid, span);
+    else spans.push(span);
+  }
+  for (const span of open.values()) spans.push({ ...span, complete: false });
+  return spans;
 }
 
 /** Writes, flushes, saves appliedLsn = lastLsn (applySegment marks the devices inconsistent on failure). */

@@ -23,7 +23,10 @@
  * records are extents (their LSNs need not rise), it is read back as one `span` event once it
  * ends (complete or cut short, which a crash during its group commit can do), and it does not
  * move the chain: it is applied whole before the replica acks it, so the WRL's applied LSN, not
- * the span, is what the next group chains on.
+ * the span, is what the next group chains on. A span too big for one frame comes as parts
+ * (ShipMessage.spanContinues), one group each, all chained on the same applied LSN: the marker
+ * also names the part's first LSN (`partFirstLsn`) and says whether more parts follow
+ * (`continues`); coalesced-apply.ts puts the parts of a span back together.
  */
 import { assert } from "../../assert.ts";
 import { replicaSetApplyReadBytes, wrlDeviceNameBytesMax } from "../../constants.ts";
@@ -49,6 +52,8 @@ export interface GroupToLog {
   records: readonly { record: ShipRecord; payload: Uint8Array }[];
   /** A coalesced span (see the file comment); its records are in shipment order. */
   coalesced?: true;
+  /** With `coalesced`: one part of a span: its first LSN, and whether more parts follow. */
+  part?: { firstLsn: number; continues: boolean };
 }
 
 /** A logged record and its payload (data, digests, or empty). */
@@ -64,11 +69,13 @@ export type LogEvent =
   /** Every record of the WRL up to `lsn` is logged (a group fully present, or its last record present). */
   | { kind: "through"; wrlUuid: string; lsn: number }
   /** A coalesced span chained on `prevLsn`, through `throughLsn`; complete when every record is present. */
-  | { kind: "span"; wrl: string; wrlUuid: string; prevLsn: number; throughLsn: number; complete: boolean; records: LoggedRecord[] };
+  | { kind: "span"; wrl: string; wrlUuid: string; prevLsn: number; throughLsn: number; complete: boolean; records: LoggedRecord[]; part?: { firstLsn: number; continues: boolean } };
 
 export interface LogOutcome {
   /** The events of what became durable (as GroupReader would read them back). */
   events: LogEvent[];
+  /** A coalesced group: the RS-WRL LSN of its marker (its first record in the RS-WRL). */
+  firstRsLsn?: number;
   /** Set when not everything was logged: why, and the bytes needed against those free. */
   refused?: { reason: "full" | "too-large"; neededBytes: number; freeBytes: number; maxPayloadBytes: number };
 }
@@ -80,6 +87,8 @@ interface GroupHeader {
   lsns: number[];
   throughLsn: number;
   coalesced?: true;
+  partFirstLsn?: number;
+  continues?: true;
 }
 
 /**
@@ -97,6 +106,8 @@ function shipKindAppend(record: ShipRecord, shipPayload: Uint8Array): WrlAppend 
 function groupAppend(group: GroupToLog): WrlAppend {
   const header: GroupHeader = { wrl: group.wrl, wrlUuid: group.wrlUuid, prevLsn: group.prevLsn, lsns: group.records.map((entry) => entry.record.lsn), throughLsn: group.throughLsn };
   if (group.coalesced === true) header.coalesced = true;
+  if (group.part !== undefined) header.partFirstLsn = group.part.firstLsn;
+  if (group.part?.continues === true) header.continues = true;
   return { type: "marker", epoch: 0, device: 0, seq: group.prevLsn, offset: 0, data: encoder.encode(JSON.stringify(header)) };
 }
 
@@ -110,6 +121,7 @@ function parseGroup(record: WrlRecord): GroupHeader | undefined {
     const lsn = (value: unknown) => Number.isSafeInteger(value) && (value as number) >= 0;
     if (typeof header.wrl !== "string" || typeof header.wrlUuid !== "string" || !lsn(header.prevLsn) || !lsn(header.throughLsn) || !Array.isArray(header.lsns) || !header.lsns.every(lsn)) return undefined;
     if (header.coalesced !== undefined && header.coalesced !== true) return undefined;
+    if ((header.partFirstLsn !== undefined && (header.coalesced !== true || !lsn(header.partFirstLsn))) || (header.continues !== undefined && (header.continues !== true || header.partFirstLsn === undefined))) return undefined;
     return header as GroupHeader;
   } catch {
     return undefined; // its CRC held, so some other writer's marker: not ours
@@ -164,8 +176,9 @@ export class GroupReader {
     this.#group = undefined;
     const complete = group.next === group.header.lsns.length;
     if (group.span !== undefined) {
-      const { wrl, wrlUuid, prevLsn, throughLsn } = group.header;
-      events.push({ kind: "span", wrl, wrlUuid, prevLsn, throughLsn, complete, records: group.span });
+      const { wrl, wrlUuid, prevLsn, throughLsn, partFirstLsn, continues } = group.header;
+      const part = partFirstLsn === undefined ? {} : { part: { firstLsn: partFirstLsn, continues: continues === true } };
+      events.push({ kind: "span", wrl, wrlUuid, prevLsn, throughLsn, complete, records: group.span, ...part });
       return;
     }
     const lsn = complete ? Math.max(group.header.throughLsn, group.lastLsn) : group.lastLsn;
@@ -250,7 +263,10 @@ export class ResyncLog {
     const results = await Promise.all(appends);
     const failedAt = results.findIndex((result) => !result.ok);
     const events: LogEvent[] = [];
-    if (group.coalesced === true) return failedAt < 0 ? { events } : { events, refused: refusal(results[failedAt]!, info.freeBytes, info.maxPayloadBytes) };
+    if (group.coalesced === true) {
+      const firstRsLsn = results[0]!.ok ? { firstRsLsn: results[0]!.lsn } : {};
+      return failedAt < 0 ? { events, ...firstRsLsn } : { events, ...firstRsLsn, refused: refusal(results[failedAt]!, info.freeBytes, info.maxPayloadBytes) };
+    }
     const first = results[0]!;
     if (!first.ok) return { events, refused: refusal(first, info.freeBytes, info.maxPayloadBytes) };
     events.push({ kind: "group", rsLsn: first.lsn, wrl: group.wrl, wrlUuid: group.wrlUuid });

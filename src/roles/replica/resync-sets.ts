@@ -54,7 +54,7 @@ import { recordFlags, type ShipAckMessage, type ShipMessage, type ShipNackMessag
 import { formatBytes } from "../../units.ts";
 import { planShipment, type PlannedWrite, type ReplicaDevice } from "./apply.ts";
 import { describe, nack, type InconsistentDevices, type ShipReply } from "./apply-group.ts";
-import { redoSpans, shipCoalesced, type SpanEvent } from "./coalesced-apply.ts";
+import { redoSpans, shipCoalesced, type PendingSpan, type SpanEvent } from "./coalesced-apply.ts";
 import { applySegment, applySet, type OpenSet } from "./resync-apply.ts";
 import { GroupReader, type LogEvent, type LogOutcome, type ResyncLog, type ResyncLogInfo } from "./resync-log.ts";
 import type { ReplicaState, WrlState } from "./state.ts";
@@ -91,6 +91,8 @@ export interface ResyncStatus {
 
 export class ResyncSets {
   readonly #sets = new Map<string, OpenSet>();
+  /** Parts of coalesced spans held until their last part (coalesced-apply.ts), per WRL uuid. */
+  readonly #spans = new Map<string, PendingSpan>();
   /** The set being applied now (status, and the log line of a restore that waits for it). */
   applying: { wrl: string; firstLsn: number; lastLsn: number } | undefined;
 
@@ -179,7 +181,8 @@ export class ResyncSets {
     const uuid = ship.wrlUuid;
     const mismatch = this.host.checkWrl(ship.wrl, uuid, this.host.state());
     if (mismatch !== undefined) return mismatch;
-    if (ship.coalesced === true && !this.#sets.has(uuid)) return shipCoalesced(this.host, this.log, () => this.#free(), ship, payload);
+    if (ship.coalesced === true && !this.#sets.has(uuid)) return shipCoalesced(this.host, this.log, () => this.#free(), this.#spans, ship, payload);
+    this.#spans.delete(uuid); // a shipment that is no span part: nothing held continues
     const durable = () => Math.max(appliedLsn(this.host.state(), uuid), this.#sets.get(uuid)?.loggedLsn ?? 0);
     const startLsn = durable();
     if (ship.firstLsn > startLsn + 1) {
@@ -294,10 +297,12 @@ export class ResyncSets {
     await this.#free();
   }
 
-  /** Frees the RS-WRL up to the first record an open set still needs (everything when none). */
+  /** Frees the RS-WRL up to the first record an open set or a held span still needs (everything when none). */
   async #free(): Promise<void> {
     let keepFrom = Number.POSITIVE_INFINITY;
-    for (const set of this.#sets.values()) if (set.firstRsLsn !== undefined) keepFrom = Math.min(keepFrom, set.firstRsLsn);
+    // A held span whose WRL applied something else since was dropped by staging: its parts go too.
+    for (const [uuid, span] of this.#spans) if (span.prevLsn !== appliedLsn(this.host.state(), uuid)) this.#spans.delete(uuid);
+    for (const set of [...this.#sets.values(), ...this.#spans.values()]) if (set.firstRsLsn !== undefined) keepFrom = Math.min(keepFrom, set.firstRsLsn);
     const through = keepFrom === Number.POSITIVE_INFINITY ? this.log.headLsn : keepFrom - 1;
     if (through <= 0) return;
     try {

@@ -16,9 +16,15 @@
  * ends the span before it (add() answers "stop"): a probe must see the device at its own place in
  * the order, and resync sets have their own atomicity (resync-sets.ts on the replica).
  *
- * Bounds: the shipment's limits (ShipmentLimits) are kept with an upper bound per added record
- * (its bytes, and two more extents: a record adds its own and may split one), so the result always
- * fits one frame; add() answers "full" instead of going past them.
+ * Bounds: the shipment's limits (ShipmentLimits, one frame) are kept with an upper bound per added
+ * record (its bytes, and two more extents: a record adds its own and may split one); add() answers
+ * "full" instead of going past them. With a span budget larger than one frame (spanBytesMax), the
+ * same bounds hold for the whole span scaled by the frames it may take, and buildParts() cuts the
+ * result into parts of one frame each, at LSN boundaries: part k covers the LSNs
+ * firstLsn_k..lastLsn_k (consecutive ranges from the span's first LSN to its last) and carries the
+ * extents whose newest version comes from a record in that range, so parts never overlap and
+ * applying all of them, in any order, is applying the span. Every part but the last is marked
+ * `spanContinues` (the replica holds the parts and applies them together with the last one).
  */
 import { assert } from "../../assert.ts";
 import { recordFlags, type DeviceSize, type ShipMessage, type ShipRecord } from "../../protocol/messages.ts";
@@ -49,11 +55,18 @@ export class Coalescer {
   recordsIn = 0;
   bytesIn = 0;
 
+  /** The bounds add() keeps: one frame's (limits), times the frames the span may take. */
+  readonly #spanLimits: ShipmentLimits;
+
+  /** `spanBytesMax`: the most payload bytes the merged span may reach (default one frame's). */
   constructor(
     private readonly target: { wrl: string; wrlUuid: string; deviceSizes: ReadonlyMap<string, number> },
     private readonly limits: ShipmentLimits,
+    spanBytesMax = limits.payloadBytesMax,
   ) {
     this.#headerBytes = fixedHeaderBytes + utf8Bytes(target.wrl);
+    const frames = Math.max(1, Math.ceil(spanBytesMax / limits.payloadBytesMax));
+    this.#spanLimits = { payloadBytesMax: Math.max(spanBytesMax, limits.payloadBytesMax), recordsMax: frames * limits.recordsMax, headerBytesMax: frames * limits.headerBytesMax };
   }
 
   get empty(): boolean {
@@ -83,9 +96,9 @@ export class Coalescer {
       const newDevice = !this.#devices.has(name);
       const worstHeader = 2 * (recordHeaderBytes + nameBytes) + (newDevice ? deviceHeaderBytes + nameBytes : 0);
       if (!this.empty) {
-        if (this.#dataBytes + addedBytes > this.limits.payloadBytesMax) return "full";
-        if (this.#extents + 2 > this.limits.recordsMax) return "full";
-        if (this.#headerBytes + worstHeader > this.limits.headerBytesMax) return "full";
+        if (this.#dataBytes + addedBytes > this.#spanLimits.payloadBytesMax) return "full";
+        if (this.#extents + 2 > this.#spanLimits.recordsMax) return "full";
+        if (this.#headerBytes + worstHeader > this.#spanLimits.headerBytesMax) return "full";
       }
       if (newDevice) {
         this.#devices.set(name, []);
@@ -102,7 +115,78 @@ export class Coalescer {
     return "added";
   }
 
-  /** The coalesced shipment of every record taken (at least one). */
+  /**
+   * The coalesced span of every record taken (at least one) as parts of one frame each (see the
+   * file comment); undefined when the extents of a single record do not fit one frame (a record
+   * cut into more pieces than a frame's records or header take): ship the records as they are.
+   */
+  buildParts(): Shipment[] | undefined {
+    assert(this.#firstLsn !== undefined, "a coalesced span covers at least one record");
+    if (this.#dataBytes <= this.limits.payloadBytesMax && this.#extents <= this.limits.recordsMax && this.#headerBytes <= this.limits.headerBytesMax) return [this.build()];
+    const bounds = this.#partBounds();
+    if (bounds === undefined) return undefined;
+    const parts = bounds.map((firstLsn, index) => ({ firstLsn, lastLsn: index + 1 < bounds.length ? bounds[index + 1]! - 1 : this.#lastLsn, records: [] as ShipRecord[], data: [] as Uint8Array[], dataBytes: 0, devices: new Set<string>() }));
+    for (const [device, extents] of this.#devices) {
+      for (const extent of extents) {
+        const part = parts[partOf(bounds, extent.lsn)]!;
+        part.records.push(shipRecordOfExtent(device, extent));
+        part.devices.add(device);
+        if (extent.data !== undefined) {
+          part.data.push(extent.data);
+          part.dataBytes += extent.data.length;
+        }
+      }
+    }
+    return parts.map((part, index) => {
+      const message: ShipMessage = { type: "ship", wrl: this.target.wrl, wrlUuid: this.target.wrlUuid, firstLsn: part.firstLsn, lastLsn: part.lastLsn, records: part.records, coalesced: true };
+      if (index + 1 < parts.length) message.spanContinues = true;
+      const declared = [...part.devices].flatMap((name) => (this.target.deviceSizes.has(name) ? [{ name, sizeBytes: this.target.deviceSizes.get(name)! }] : []));
+      if (part.devices.size > 0 && declared.length === part.devices.size) message.devices = declared;
+      return { message, payload: concat(part.data, part.dataBytes, (bytes) => new Uint8Array(bytes)), recordsUsed: part.lastLsn - part.firstLsn + 1 };
+    });
+  }
+
+  /** Each part's first LSN (the first is the span's): whole records' extents, greedily, one frame each. */
+  #partBounds(): number[] | undefined {
+    const byLsn = new Map<number, { device: string; extent: Extent }[]>();
+    for (const [device, extents] of this.#devices) {
+      for (const extent of extents) {
+        const group = byLsn.get(extent.lsn);
+        if (group === undefined) byLsn.set(extent.lsn, [{ device, extent }]);
+        else group.push({ device, extent });
+      }
+    }
+    const bounds = [this.#firstLsn!];
+    const fixed = fixedHeaderBytes + utf8Bytes(this.target.wrl);
+    let part = { bytes: 0, records: 0, header: fixed, devices: new Set<string>() };
+    for (const lsn of [...byLsn.keys()].sort((a, b) => a - b)) {
+      const group = byLsn.get(lsn)!;
+      const cost = (devices: ReadonlySet<string>) => {
+        let bytes = 0;
+        let header = 0;
+        const added = new Set<string>();
+        for (const { device, extent } of group) {
+          if (extent.data !== undefined) bytes += extent.end - extent.start;
+          header += recordHeaderBytes + utf8Bytes(device);
+          if (!devices.has(device) && !added.has(device)) header += deviceHeaderBytes + utf8Bytes(device);
+          added.add(device);
+        }
+        return { bytes, header, added };
+      };
+      const fits = (into: typeof part, add: ReturnType<typeof cost>) => into.bytes + add.bytes <= this.limits.payloadBytesMax && into.records + group.length <= this.limits.recordsMax && into.header + add.header <= this.limits.headerBytesMax;
+      let add = cost(part.devices);
+      if (part.records > 0 && !fits(part, add)) {
+        bounds.push(lsn);
+        part = { bytes: 0, records: 0, header: fixed, devices: new Set() };
+        add = cost(part.devices);
+      }
+      if (!fits(part, add)) return undefined;
+      part = { bytes: part.bytes + add.bytes, records: part.records + group.length, header: part.header + add.header, devices: new Set([...part.devices, ...add.added]) };
+    }
+    return bounds;
+  }
+
+  /** The coalesced shipment of every record taken (at least one), when it fits one frame. */
   build(allocate: (bytes: number) => Uint8Array = (bytes) => new Uint8Array(bytes)): Shipment {
     assert(this.#firstLsn !== undefined, "a coalesced shipment covers at least one record");
     const records: ShipRecord[] = [];
@@ -112,7 +196,7 @@ export class Coalescer {
       const sizeBytes = this.target.deviceSizes.get(device);
       if (sizeBytes !== undefined) declared.push({ name: device, sizeBytes });
       for (const extent of extents) {
-        records.push({ lsn: extent.lsn, epoch: extent.epoch, device, offset: extent.start, length: extent.end - extent.start, flags: extent.data === undefined ? recordFlags.zero : 0 });
+        records.push(shipRecordOfExtent(device, extent));
         if (extent.data !== undefined) data.push(extent.data);
       }
     }
@@ -158,4 +242,20 @@ function cut(extent: Extent, start: number, end: number): Extent {
   assert(extent.start <= start && start < end && end <= extent.end, "a cut stays inside its extent");
   const data = extent.data === undefined ? undefined : extent.data.subarray(start - extent.start, end - extent.start);
   return { start, end, lsn: extent.lsn, epoch: extent.epoch, data };
+}
+
+function shipRecordOfExtent(device: string, extent: Extent): ShipRecord {
+  return { lsn: extent.lsn, epoch: extent.epoch, device, offset: extent.start, length: extent.end - extent.start, flags: extent.data === undefined ? recordFlags.zero : 0 };
+}
+
+/** The index of the part whose range holds `lsn` (bounds: each part's first LSN, ascending). */
+function partOf(bounds: readonly number[], lsn: number): number {
+  let low = 0;
+  let high = bounds.length - 1;
+  while (low < high) {
+    const middle = (low + high + 1) >>> 1;
+    if (bounds[middle]! <= lsn) low = middle;
+    else high = middle - 1;
+  }
+  return low;
 }

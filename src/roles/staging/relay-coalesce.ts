@@ -12,10 +12,13 @@
  *   the RPO target is at risk or missed (relay-rpo.ts)         spanBytesMax
  *   lag (bytes appended, not acknowledged) < lagBytesMin and   0: the link keeps up, ship each
  *     the oldest record not acknowledged is < lagSecondsMin      record at once (lowest RPO)
- *     old (lagSeconds, lag.ts)
- *   otherwise                                                  lag / 2, within [2 shipments,
+ *     old (lagSeconds, lag.ts) and the relay's window was not
+ *     full in the last windowFullRecentMs
+ *   otherwise                                                  the lag, within [2 shipments,
  *                                                                spanBytesMax]: the further behind,
- *                                                                the larger the span (fewer bytes)
+ *                                                                the larger the span (fewer bytes;
+ *                                                                the records wait for the link
+ *                                                                anyway)
  *
  * Why lagSeconds: it says how the link keeps up, whatever its speed. A record that has waited a
  * second (the relay was window- or rate-limit-bound, or the link is slow) means the records read
@@ -23,14 +26,18 @@
  * span (its first records are acknowledged with its last, which come sooner: fewer bytes). On a
  * fast link that keeps up, lagSeconds stays well under a second and nothing is coalesced, so the
  * RPO is not touched; lagBytesMin stays as the trigger for a burst that outruns the link before a
- * second has passed.
+ * second has passed. A window that filled up (stagingRelayWindowMax shipments unanswered) says the
+ * same at once: records wait for the link or the replica, so the span costs no RPO, and a burst is
+ * coalesced from its first shipments on rather than after 16 MiB went out as they were.
  *
  * A span's input (spanBytes of record data) may cover many shipments' worth of records: it is
- * merged into one coalesced shipment (one frame: the replica logs a span whole, as one RS-WRL
- * group, and applies it atomically), whose payload is at most min(spanBytes, one frame's payload,
- * writePayloadSizeBytesMax) and never less than one shipment's. Overwrites inside the span cost
- * nothing, so the merged payload is often much smaller than the input; the span ends where the
- * merged payload would not fit.
+ * merged (overwrites inside the span cost nothing, so the merged payload is often much smaller
+ * than the input) and sent as parts of at most one frame each (coalescedPayloadBytesMax of
+ * payload; coalesce.ts cuts them at LSN boundaries): every part but the last says
+ * `spanContinues`, the replica logs each in its RS-WRL, answers it `held`, and applies the span
+ * atomically with its last part. The parts after the first wait here (queued) and go out one by
+ * one as the window lets them, like any shipment; a session that ends drops them (the next one
+ * resumes where the replica applied, the span's start, and builds anew).
  *
  * Refusals (RelayCoalescing.refused): a coalesced shipment answered RS_WRL_FULL (the replica WRL
  * cannot hold it) holds coalescing off up to that shipment's last LSN, so the records go as they
@@ -61,6 +68,8 @@ export type CoalesceMode = (typeof coalesceModes)[number];
 export const coalesceLagBytesMinDefault = 16 * MiB;
 /** Once the oldest record not acknowledged is this old, the link does not keep up: coalesce (auto). */
 export const coalesceLagSecondsMinDefault = 1;
+/** A relay window that filled up this recently (ms) means the relay is behind (auto). */
+export const coalesceWindowFullRecentMs = 1000;
 /** Most data bytes of WRL records one span takes in. */
 export const coalesceSpanBytesMaxDefault = 64 * MiB;
 /**
@@ -80,6 +89,8 @@ export interface CoalesceSetting {
   lagBytesMin?: number;
   lagSecondsMin?: number;
   spanBytesMax?: number;
+  /** Most payload bytes of one part (default coalescedPayloadBytesMax; the simulation makes it small). */
+  partBytesMax?: number;
 }
 
 export interface SpanPolicyInput {
@@ -88,6 +99,8 @@ export interface SpanPolicyInput {
   lagBytes: number;
   /** Age of the oldest record not acknowledged (0 when none). */
   lagSeconds: number;
+  /** Whether the relay's window was full in the last coalesceWindowFullRecentMs. */
+  windowFullRecently?: boolean;
   rpoState: RpoState;
   shipmentBytesMax: number;
   lagBytesMin?: number;
@@ -102,8 +115,8 @@ export function coalesceSpanBytes(input: SpanPolicyInput): number {
   const spanBytesMax = Math.max(input.spanBytesMax ?? coalesceSpanBytesMaxDefault, input.shipmentBytesMax);
   if (input.mode === "off" || !input.replicaAccepts) return 0;
   if (input.rpoState !== "ok") return spanBytesMax;
-  if (input.lagBytes === 0 || (input.lagBytes < lagBytesMin && input.lagSeconds < lagSecondsMin)) return 0;
-  return Math.min(spanBytesMax, Math.max(2 * input.shipmentBytesMax, Math.floor(input.lagBytes / 2)));
+  if (input.lagBytes === 0 || (input.lagBytes < lagBytesMin && input.lagSeconds < lagSecondsMin && input.windowFullRecently !== true)) return 0;
+  return Math.min(spanBytesMax, Math.max(2 * input.shipmentBytesMax, input.lagBytes));
 }
 
 /** `--coalesce off|auto`. */
@@ -139,6 +152,10 @@ export class RelayCoalescing {
   #replicaAccepts = false;
   /** No coalescing for spans starting at or below this LSN (after RS_WRL_FULL). */
   #holdThroughLsn = 0;
+  /** When the relay's window was last full (relay Clock ms). */
+  #windowFullAtMs = Number.NEGATIVE_INFINITY;
+  /** The parts of the current span not handed out yet. */
+  #queued: Shipment[] = [];
   #spans = 0;
   #recordsIn = 0;
   #recordsOut = 0;
@@ -157,7 +174,22 @@ export class RelayCoalescing {
   refused(shipment: { lastLsn: number; coalesced?: boolean } | undefined, code: ShipNackCode): void {
     if (shipment?.coalesced !== true) return;
     if (code === "RS_WRL_NEEDED") this.#replicaAccepts = false;
-    else if (code === "RS_WRL_FULL") this.#holdThroughLsn = Math.max(this.#holdThroughLsn, shipment.lastLsn);
+    else if (code === "RS_WRL_FULL") this.#holdThroughLsn = Math.max(this.#holdThroughLsn, shipment.lastLsn, this.#queued.at(-1)?.message.lastLsn ?? 0);
+    this.#queued = [];
+  }
+
+  /** The relay's window is full (all its slots unanswered): it is behind (the policy's window row). */
+  noteWindowFull(nowMs: number): "windowFull" {
+    this.#windowFullAtMs = nowMs;
+    return "windowFull";
+  }
+
+  /** The next part of the span being sent, when it starts at `nextLsn`; otherwise the queue is dropped. */
+  queued(nextLsn: number): Shipment | undefined {
+    const part = this.#queued[0];
+    if (part?.message.firstLsn === nextLsn) return this.#queued.shift();
+    this.#queued = [];
+    return undefined;
   }
 
   /**
@@ -167,12 +199,12 @@ export class RelayCoalescing {
   async build(records: readonly WrlRecord[], context: SpanContext): Promise<Shipment | undefined> {
     const first = records[0];
     if (first === undefined || first.lsn <= this.#holdThroughLsn) return undefined;
-    const lag = { lagBytes: context.lag.lagBytes(), lagSeconds: context.lag.lagSeconds(context.nowMs) };
+    const lag = { lagBytes: context.lag.lagBytes(), lagSeconds: context.lag.lagSeconds(context.nowMs), windowFullRecently: context.nowMs - this.#windowFullAtMs < coalesceWindowFullRecentMs };
     const spanBytes = coalesceSpanBytes({ ...this.#setting, ...lag, replicaAccepts: this.#replicaAccepts, rpoState: context.rpoState, shipmentBytesMax: context.limits.payloadBytesMax });
     if (spanBytes === 0) return undefined;
-    // Many shipments' worth of records merge into one frame (see the file comment).
-    const payloadBytesMax = Math.max(context.limits.payloadBytesMax, Math.min(spanBytes, coalescedPayloadBytesMax));
-    const coalescer = new Coalescer(context.target, { ...context.limits, payloadBytesMax });
+    // Many shipments' worth of records merge into parts of one frame each (see the file comment).
+    const partBytes = Math.max(context.limits.payloadBytesMax, this.#setting.partBytesMax ?? coalescedPayloadBytesMax);
+    const coalescer = new Coalescer(context.target, { ...context.limits, payloadBytesMax: partBytes }, Math.max(partBytes, spanBytes));
     let batch = records;
     let nextLsn = first.lsn;
     for (let more = true; more; ) {
@@ -188,11 +220,14 @@ export class RelayCoalescing {
       if (batch.length === 0) break;
     }
     if (coalescer.recordsIn < 2) return undefined;
+    const parts = coalescer.buildParts();
+    if (parts === undefined) return undefined;
     this.#spans += 1;
     this.#recordsIn += coalescer.recordsIn;
     this.#recordsOut += coalescer.recordsOut;
     this.#bytesSaved += coalescer.bytesIn - coalescer.bytesOut;
-    return coalescer.build();
+    this.#queued = parts.slice(1);
+    return parts[0];
   }
 
   status(): CoalescingStatus {

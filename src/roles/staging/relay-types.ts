@@ -115,6 +115,8 @@ export interface Packing {
   lastLsn: number;
   /** A coalesced span (ShipMessage.coalesced). */
   coalesced: boolean;
+  /** A span part with more to come (ShipMessage.spanContinues): the replica answers it `held`. */
+  spanContinues: boolean;
   /** The frame as it goes on the wire, and the pooled buffer it still uses (if any). */
   packed: Promise<{ frame: ShipmentFrame; pooled?: Uint8Array }>;
 }
@@ -124,6 +126,7 @@ export interface InflightShipment {
   firstLsn: number;
   lastLsn: number;
   coalesced: boolean;
+  spanContinues: boolean;
   /** The recycled buffer the payload was copied into, if any: reusable once the replica acked. */
   pooled?: Uint8Array;
 }

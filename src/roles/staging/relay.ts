@@ -24,7 +24,8 @@
  *                                                   lacks were freed; nothing is sent)
  *   shipAck                                       window slot freed; tail advanced to
  *                                                   min(appliedLsn, last LSN shipped)
- *   shipAck with appliedLsn < that shipment's end lastError PROTO_UNEXPECTED; end
+ *   shipAck with appliedLsn < that shipment's end lastError PROTO_UNEXPECTED; end (unless `held`
+ *                                                   and a span part that says spanContinues)
  *   shipNack (gap, device, busy, …)               lastError = {code, message}; end
  *   connection closed by the replica              lastError NET_CLOSED (or its reason); end
  *   reading the WRL fails (WRL_CORRUPT, …)        lastError = it; end
@@ -32,7 +33,8 @@
  * Compression (compression.ts, --compression): each shipment is packed — zstd-compressed when
  * that makes it smaller — before it is sent; up to packingMax are compressed at once, and they
  * are sent in LSN order. A shipment being packed counts against the window like a sent one.
- * Coalescing (relay-coalesce.ts; --coalesce): while behind, when the replica takes them, spans.
+ * Coalescing (relay-coalesce.ts; --coalesce): while behind, when the replica takes them, spans
+ * (one bigger than a frame goes as parts).
  *
  * Bandwidth, windows, RPO (relay-pacing.ts, relay-rpo.ts; --rate-limit, --schedule, --rpo):
  *   a frame to send (resume, ship, pong)          paid for in the rate limit's bucket; resume and
@@ -79,9 +81,8 @@ export class Relay {
   readonly #log: ConsolaInstance;
   readonly #limits: ShipmentLimits;
   readonly #windowMax: number;
-  /** Wakes the shipping loop: appends, acks, session end. */
+  /** Wake the shipping loop (appends, acks, session end) and the backoff pause (stop()). */
   readonly #work = new Signal();
-  /** Wakes the backoff pause: stop(). */
   readonly #stopSignal = new Signal();
   #link: RelayLink | undefined;
   #connected = false;
@@ -90,9 +91,8 @@ export class Relay {
   #replicaDevices: Map<string, number> | undefined;
   #inflight: InflightShipment[] = [];
   /**
-   * Shipment buffers (payloadBytesMax each) whose shipment the replica acknowledged: once it has
-   * answered, it holds no reference to the bytes (a socket peer has read them all; an in-process
-   * one has applied them). Reusing them saves allocating and page-faulting a fresh multi-MiB
+   * Shipment buffers (payloadBytesMax each) whose shipment the replica acknowledged (it then holds
+   * no reference to the bytes): reused, which saves allocating and page-faulting a fresh multi-MiB
    * buffer per shipment. Buffers of a session that ended unanswered are dropped, never reused.
    */
   #spareBuffers: Uint8Array[] = [];
@@ -140,9 +140,7 @@ export class Relay {
   }
 
   /** The replica's device of that name, as its last resumeAck said; undefined when unknown. */
-  replicaDeviceSize(name: string): number | undefined {
-    return this.#replicaDevices?.get(name);
-  }
+  replicaDeviceSize = (name: string): number | undefined => this.#replicaDevices?.get(name);
 
   /** Whether the relay has heard the replica's device list. */
   get knowsReplicaDevices(): boolean {
@@ -306,9 +304,10 @@ export class Relay {
    */
   async #prepare(next: number, packing: number): Promise<Packing | NotPrepared> {
     if (next > this.#o.wrl.info().headLsn) return "idle";
-    if (this.#inflight.length + packing >= this.#windowMax) return "windowFull";
-    const records = await this.#o.wrl.read(next, this.#limits.payloadBytesMax);
-    if (records.length === 0 || this.#stopping) return "idle";
+    if (this.#inflight.length + packing >= this.#windowMax) return this.#coalescing.noteWindowFull(this.#clock.now());
+    const part = this.#coalescing.queued(next); // the next part of a span too big for one frame
+    const records = part === undefined ? await this.#o.wrl.read(next, this.#limits.payloadBytesMax) : [];
+    if ((part === undefined && records.length === 0) || this.#stopping) return "idle";
     let pooled: Uint8Array | undefined;
     const allocate = (bytes: number) => {
       if (bytes > this.#limits.payloadBytesMax) return new Uint8Array(bytes);
@@ -316,7 +315,7 @@ export class Relay {
       return pooled.subarray(0, bytes);
     };
     const target = { wrl: this.#o.name, wrlUuid: this.#o.uuid, deviceSizes: this.#o.deviceSizes() };
-    const coalesced = await this.#coalescing.build(records, { target, limits: this.#limits, lag: this.#o.lag, nowMs: this.#clock.now(), rpoState: this.#rpo.status().state, wrl: this.#o.wrl });
+    const coalesced = part ?? (await this.#coalescing.build(records, { target, limits: this.#limits, lag: this.#o.lag, nowMs: this.#clock.now(), rpoState: this.#rpo.status().state, wrl: this.#o.wrl }));
     const shipment = coalesced ?? buildShipment(records, target, this.#limits, allocate);
     const packed = this.#compressor.pack(shipment).then((frame) => {
       if (frame === shipment || pooled === undefined) return { frame, pooled };
@@ -325,7 +324,7 @@ export class Relay {
       return { frame };
     });
     packed.catch(() => undefined); // a session that ends first never awaits it
-    return { firstLsn: shipment.message.firstLsn, lastLsn: shipment.message.lastLsn, coalesced: coalesced !== undefined, packed };
+    return { firstLsn: shipment.message.firstLsn, lastLsn: shipment.message.lastLsn, coalesced: coalesced !== undefined, spanContinues: shipment.message.spanContinues === true, packed };
   }
 
   /**
@@ -334,11 +333,11 @@ export class Relay {
    */
   async #send(link: RelayLink, shipment: Packing, ended: () => boolean): Promise<boolean> {
     const { frame, pooled } = await shipment.packed;
-    const { firstLsn, lastLsn, coalesced } = shipment;
+    const { firstLsn, lastLsn, coalesced, spanContinues } = shipment;
     // Waiting for tokens is waiting on the link (compression's auto level).
     this.#compressor.noteWait(await this.#gate.pace(frame.message, frame.payload, () => ended() || this.#stopping));
     if (ended() || this.#stopping || !this.#gate.isOpen()) return false;
-    this.#inflight.push(pooled === undefined ? { firstLsn, lastLsn, coalesced } : { firstLsn, lastLsn, coalesced, pooled });
+    this.#inflight.push({ firstLsn, lastLsn, coalesced, spanContinues, ...(pooled === undefined ? {} : { pooled }) });
     this.#shipmentsShipped += 1;
     this.#bytesShipped += frame.payload.length;
     const sendStartedMs = performance.now();
@@ -356,7 +355,8 @@ export class Relay {
         case "shipAck": {
           const shipped = this.#inflight.shift();
           if (shipped === undefined) throw new DruvaaError("PROTO_UNEXPECTED", "the replica acknowledged a shipment that was not sent", "Run the same druvaa release on staging and replica");
-          if (reply.appliedLsn < shipped.lastLsn) {
+          // A span part held by the replica until the span's last part (nothing applied yet).
+          if (reply.appliedLsn < shipped.lastLsn && !(reply.held === true && shipped.spanContinues)) {
             throw new DruvaaError("PROTO_UNEXPECTED", `the replica acknowledged LSN ${shipped.firstLsn}..${shipped.lastLsn} with appliedLsn ${reply.appliedLsn}`, "Run the same druvaa release on staging and replica");
           }
           this.#sessionAcked = true;
