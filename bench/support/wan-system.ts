@@ -15,24 +15,31 @@ import { join } from "node:path";
 import { fetchStatus } from "../../src/commands/status-format.ts";
 import { runDruvaa, startRole, type RoleProcess } from "../../src/demo/processes.ts";
 import { startWanLink, type WanLink } from "../../src/io/wan-link.ts";
+import { resolveControlToolSecurity } from "../../src/roles/link-security.ts";
+import type { PreparedTls } from "../../src/tls/transport-tls.ts";
 import type { StagingWrlStatus } from "../../src/roles/staging/core-status.ts";
 import type { Cleanup } from "./lib.ts";
 import { sparseImage } from "./images.ts";
 
 export type Node = "replica" | "staging" | "client";
-/** The link-security flags of each node: TLS certificate flags, or --insecure. */
-export type Security = (node: Node) => string[];
+/**
+ * The link-security flags of each node: TLS certificate flags, or --insecure; with TLS, `control`
+ * is the admin certificate the benchmark reads the (HTTPS) control ports with.
+ */
+export type Security = ((node: Node) => string[]) & { readonly control?: PreparedTls | undefined };
 
 export const plaintext: Security = () => ["--insecure"];
 
-/** A CA and a certificate for replica, staging and client (device disk0) under `dir`. */
+/** A CA and a certificate for replica, staging, client (device disk0) and admin (control ports) under `dir`. */
 export async function makeCertificates(dir: string): Promise<Security> {
   const caDir = join(dir, "ca");
   await runDruvaa(["admin", "ca", "init", "--dir", caDir, "--name", "druvaa-bench-ca", "--days", "2"]);
-  for (const [role, extra] of [["replica", []], ["staging", []], ["client", ["--device", "disk0"]]] as const) {
+  for (const [role, extra] of [["replica", []], ["staging", []], ["client", ["--device", "disk0"]], ["admin", []]] as const) {
     await runDruvaa(["admin", "cert", "issue", "--role", role, "--name", `bench-${role}`, ...extra, "--dir", caDir, "--out", dir, "--days", "1"]);
   }
-  return (node) => ["--tls-cert", join(dir, `bench-${node}.pem`), "--tls-key", join(dir, `bench-${node}.key`), "--tls-ca", join(caDir, "ca.pem"), "--crl", join(caDir, "crl.pem")];
+  const files = (node: Node | "admin") => ({ "tls-cert": join(dir, `bench-${node}.pem`), "tls-key": join(dir, `bench-${node}.key`), "tls-ca": join(caDir, "ca.pem"), crl: join(caDir, "crl.pem") });
+  const flags = (node: Node) => Object.entries(files(node)).flatMap(([flag, path]) => [`--${flag}`, path]);
+  return Object.assign(flags, { control: await resolveControlToolSecurity(files("admin")) });
 }
 
 /**
@@ -133,7 +140,7 @@ export class WanSystem {
 
   /** Staging's status of its one WRL. */
   async wrl(): Promise<WrlStatus> {
-    return ((await fetchStatus(String(this.staging.ready.control))) as unknown as { wrls: WrlStatus[] }).wrls[0]!;
+    return ((await fetchStatus(String(this.staging.ready.control), undefined, this.options.security.control)) as unknown as { wrls: WrlStatus[] }).wrls[0]!;
   }
 
   /** Stops the client (SIGTERM): nothing more is written. */

@@ -2,7 +2,9 @@
  * `druvaa admin cert revoke`: adds a certificate's serial to the CA's revocation list (crl.pem,
  * re-signed with crlNumber + 1). Revoking a serial twice changes nothing. A serial this CA has no
  * record of issuing is refused without --force (a typo would otherwise revoke nothing useful).
- * Peers learn of it when they load the new crl.pem (--crl) at their next start.
+ * A role given that crl.pem with --crl takes the new list while it runs (src/tls/crl-reload.ts): new
+ * connections of the revoked certificate are refused at once, open sessions closed within seconds.
+ * Roles on other hosts need the new file copied to the path they were given.
  */
 import { command, jsonFlag, output } from "../cli-support.ts";
 import { usageError } from "../errors.ts";
@@ -32,7 +34,7 @@ export default command({
       ? `serial ${report.serial} was already revoked on ${report.revokedAt}; ${report.crlFile} unchanged`
       : [
         `revoked serial ${report.serial}: ${report.crlFile} now lists ${report.revokedCount} (CRL number ${report.crlNumber})`,
-        "next: copy it to every node that checks peers (--crl) and restart them",
+        "next: copy it to every node that checks peers (--crl), over the file they were given: they reload it while running (no restart)",
       ].join("\n"));
   },
 });

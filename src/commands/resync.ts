@@ -3,11 +3,14 @@
  * and waits until every device is in sync again: connected, no dirty block left in the change
  * map, every write acknowledged by staging, no extent left to verify after a crash. Exit 0 only then; 5 (timeout) if it is not in sync by
  * --timeout (e.g. staging still unreachable), 4 if the client has no change map. Progress on a
- * TTY; --json for scripts and cron.
+ * TTY; --json for scripts and cron. A client running with TLS wants an admin certificate
+ * (--tls-cert/--tls-key/--tls-ca): its control port is HTTPS (control-client.ts).
  */
 import { command, jsonFlag, output } from "../cli-support.ts";
 import { DruvaaError, exitCodes } from "../errors.ts";
 import { formatBytes, parseDurationMs } from "../units.ts";
+import { controlToolArgs, resolveControlToolSecurity } from "../roles/link-security.ts";
+import type { PreparedTls } from "../tls/transport-tls.ts";
 import { controlRequest, fetchStatus } from "./status-format.ts";
 
 const pollMs = 500;
@@ -27,8 +30,8 @@ interface ClientModeView {
   crashRecovery?: { inProgress: boolean; totalBytes: number; checkedBytes: number } | null;
 }
 
-async function postResync(connect: string): Promise<void> {
-  const response = await controlRequest(connect, "/resync", { method: "POST" }, clientControlPort);
+async function postResync(connect: string, tls: PreparedTls | undefined): Promise<void> {
+  const response = await controlRequest(connect, "/resync", { method: "POST" }, clientControlPort, tls);
   if (response.ok) return;
   const body = (await response.json().catch(() => ({}))) as { error?: { code?: string; message?: string; hint?: string } };
   const code = body.error?.code ?? "RESYNC_REFUSED";
@@ -45,22 +48,25 @@ export default command({
   args: {
     connect: { type: "string", valueHint: "HOST:PORT", default: "127.0.0.1:6007", description: "the client's control port (default 127.0.0.1:6007)" },
     timeout: { type: "string", valueHint: "DURATION", default: "1h", description: "give up (exit 5) if not in sync by then" },
+    ...controlToolArgs,
     json: jsonFlag,
   },
   examples: [
     "druvaa resync --connect 127.0.0.1:6007",
     "drresync --connect 127.0.0.1:6007 --timeout 30m --json   # from cron: exit 0 only when in sync",
+    "drresync --connect 127.0.0.1:6007 --tls-cert /etc/druvaa/tls/ops.pem --tls-key /etc/druvaa/tls/ops.key --tls-ca /etc/druvaa/tls/ca.pem   # a client running with TLS",
   ],
   async run({ args }) {
     const timeoutMs = parseDurationMs(args.timeout, "--timeout");
+    const tls = await resolveControlToolSecurity(args);
     const started = performance.now();
-    const first = (await fetchStatus(args.connect, clientControlPort)) as ClientModeView;
+    const first = (await fetchStatus(args.connect, clientControlPort, tls)) as ClientModeView;
     if (first.role !== "client") throw new DruvaaError("NOT_A_CLIENT", `${args.connect} is a ${first.role}'s control port, not a client's`, "Give the client's control port (druvaa client attach --control, default 6007)", exitCodes.usage);
-    await postResync(args.connect);
+    await postResync(args.connect, tls);
     const tty = !args.json && process.stderr.isTTY === true;
     let status = first;
     for (;;) {
-      status = (await fetchStatus(args.connect, clientControlPort)) as ClientModeView;
+      status = (await fetchStatus(args.connect, clientControlPort, tls)) as ClientModeView;
       if (inSync(status)) break;
       const elapsedMs = performance.now() - started;
       if (elapsedMs > timeoutMs) {

@@ -1,7 +1,7 @@
-/** Fetching and printing role status (the control port's GET /status). */
-import { DruvaaError, exitCodes } from "../errors.ts";
+/** Printing role status (the control port's GET /status); fetching it is control-client.ts's. */
 import { formatBytes } from "../units.ts";
-import { parseAddress, formatAddress } from "../io/transport.ts";
+
+export { controlRequest, fetchStatus } from "./control-client.ts";
 
 export interface ErrorStatus { code: string; message: string; hint?: string; at?: string }
 export interface RoleStatus { role: string; nodeId?: string; version?: string; uptimeSeconds?: number; [key: string]: unknown }
@@ -17,34 +17,6 @@ export interface StagingWrlStatus {
 export interface CompressionStatus { mode?: string; level?: number | null; rawBytes?: number; wireBytes?: number; compressionRatio?: number }
 export interface StagingEvent { at?: string; wrl?: string; message?: string }
 export interface StagingStatus extends RoleStatus { role: "staging"; wrls: StagingWrlStatus[]; events?: StagingEvent[] }
-
-/**
- * One HTTP request to a role's control port (HOST:PORT, default port 6002 unless given, or unix:PATH);
- * NET_CONNECT_FAILED with a hint when nothing answers.
- */
-export async function controlRequest(connect: string, path: string, init: RequestInit = {}, defaultPort = 6002): Promise<Response> {
-  const address = parseAddress(connect, defaultPort);
-  const url = address.kind === "unix" ? `http://localhost${path}` : `http://${formatAddress(address)}${path}`;
-  try {
-    return await fetch(url, { signal: AbortSignal.timeout(10_000), ...init, ...(address.kind === "unix" ? { unix: address.path } : {}) });
-  } catch (error) {
-    throw new DruvaaError("NET_CONNECT_FAILED", `cannot reach the control port ${connect}: ${error instanceof Error ? error.message : String(error)}`, "Is the role running, and is this its control port (client 6007, staging 6002, replica 6004)?", exitCodes.failure);
-  }
-}
-
-export async function fetchStatus(connect: string, defaultPort = 6002): Promise<RoleStatus> {
-  const response = await controlRequest(connect, "/status", {}, defaultPort);
-  let body: unknown;
-  try {
-    body = await response.json();
-  } catch {
-    throw new DruvaaError("BAD_STATUS", `${connect} did not answer with druvaa status JSON`, "Is this a druvaa control port?");
-  }
-  if (!response.ok || typeof body !== "object" || body === null || typeof (body as RoleStatus).role !== "string") {
-    throw new DruvaaError("BAD_STATUS", `${connect} answered ${response.status} without a druvaa status`, "Is this a druvaa control port?");
-  }
-  return body as RoleStatus;
-}
 
 const lsn = (value: unknown) => (typeof value === "number" ? String(value) : "-");
 const errorText = (error: ErrorStatus | null | undefined) => (error ? `  error: ${error.code}: ${error.message}` : "");

@@ -7,11 +7,14 @@
  * Exit codes, for cron: 0 equal (with --repair: repaired and resynced), 1 differences found and
  * not repaired (or the run failed), 2 usage, 4 refused (no such device, the client disconnected
  * or not connected to staging, --repair without a change map, a verify of that device already
- * running), 5 not finished by --timeout (the run is cancelled).
+ * running), 5 not finished by --timeout (the run is cancelled). A client running with TLS wants an
+ * admin certificate (--tls-cert/--tls-key/--tls-ca): its control port is HTTPS (control-client.ts).
  */
 import { command, jsonFlag, output, setExitCode } from "../cli-support.ts";
 import { DruvaaError, exitCodes, usageError } from "../errors.ts";
 import { formatBytes, parseDurationMs, parseSizeBytes } from "../units.ts";
+import { controlToolArgs, resolveControlToolSecurity } from "../roles/link-security.ts";
+import type { PreparedTls } from "../tls/transport-tls.ts";
 import { controlRequest } from "./status-format.ts";
 import type { VerifyRunView } from "../roles/client/verify-runs.ts";
 
@@ -24,9 +27,9 @@ const refusedCodes = new Set(["DEVICE_UNKNOWN", "NO_CHANGEMAP", "DISCONNECTED", 
 /** What GET /verify?id= answers. */
 type RunView = VerifyRunView;
 
-async function request(connect: string, path: string, body?: unknown): Promise<RunView> {
+async function request(connect: string, tls: PreparedTls | undefined, path: string, body?: unknown): Promise<RunView> {
   const init: RequestInit = body === undefined ? {} : { method: "POST", body: JSON.stringify(body), headers: { "content-type": "application/json" } };
-  const response = await controlRequest(connect, path, init, clientControlPort);
+  const response = await controlRequest(connect, path, init, clientControlPort, tls);
   const parsed = (await response.json().catch(() => undefined)) as (RunView & { error?: RunView["error"] }) | undefined;
   if (response.ok && parsed !== undefined) return parsed;
   if (response.status === 404 && parsed?.error?.code === "NOT_FOUND") {
@@ -65,12 +68,14 @@ export default command({
     offset: { type: "string", valueHint: "SIZE", description: "verify from here (default 0), e.g. 10GiB" },
     length: { type: "string", valueHint: "SIZE", description: "verify this much (default: to the end of the device)" },
     timeout: { type: "string", valueHint: "DURATION", default: "1h", description: "give up (exit 5, the run is cancelled) if not finished by then" },
+    ...controlToolArgs,
     json: jsonFlag,
   },
   examples: [
     "druvaa verify --device disk0                               # exit 0: equal, 1: differences (listed)",
     "druvaa verify --device disk0 --connect app1:6007 --repair  # resync what differs; exit 0 once repaired",
     "druvaa verify --device db --offset 10GiB --length 1GiB --json",
+    "druvaa verify --device disk0 --connect app1:6007 --tls-cert tls/ops.pem --tls-key tls/ops.key --tls-ca tls/ca.pem   # a client running with TLS",
     "# crontab: integrity patrol every Sunday at 03:00, mail on differences or errors",
     "0 3 * * 0  druvaa verify --device disk0 --timeout 6h --json >>/var/log/druvaa-verify.log || echo \"druvaa verify exit $?\" | mail -s 'druvaa verify disk0' root",
   ],
@@ -80,18 +85,19 @@ export default command({
     const body: Record<string, unknown> = { device: args.device, repair: args.repair === true };
     if (args.offset !== undefined) body.offset = parseSizeBytes(args.offset, "--offset");
     if (args.length !== undefined) body.length = parseSizeBytes(args.length, "--length");
+    const tls = await resolveControlToolSecurity(args);
     const started = performance.now();
-    let run = await request(args.connect, "/verify", body);
+    let run = await request(args.connect, tls, "/verify", body);
     const tty = !args.json && process.stderr.isTTY === true;
     while (run.state === "running" || run.state === "resyncing") {
       if (performance.now() - started > timeoutMs) {
-        await request(args.connect, "/verify/cancel", { id: run.id }).catch(() => undefined);
+        await request(args.connect, tls, "/verify/cancel", { id: run.id }).catch(() => undefined);
         if (tty) process.stderr.write("\n");
         throw new DruvaaError("TIMEOUT", `verify of ${run.device} not finished after ${args.timeout}: ${formatBytes(run.checkedBytes)} of ${formatBytes(run.totalBytes)} checked${run.state === "resyncing" ? ", resyncing what differed" : ""}; cancelled`, "Is the replica far behind or unreachable? Check: druvaa status --connect STAGING:6002; give a longer --timeout", exitCodes.timeout);
       }
       if (tty) process.stderr.write(progressLine(run));
       await Bun.sleep(pollMs);
-      run = await request(args.connect, `/verify?id=${run.id}`);
+      run = await request(args.connect, tls, `/verify?id=${run.id}`);
     }
     if (tty) process.stderr.write("\n");
     if (run.state !== "done") {

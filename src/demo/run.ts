@@ -3,6 +3,8 @@
  * processes on loopback. Writes a mixed workload through the client's NBD export, shows live
  * status, waits until the replica has applied everything, restores the replica and checks it
  * equals the primary byte for byte. Cleans up its processes on every exit path, Ctrl-C included.
+ * Every link is TLS 1.3 with a CA of the demo's own; the control ports are HTTPS too, and the demo
+ * reads them (live status, --wait-drained) with the admin certificate it issued itself.
  */
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { open } from "node:fs/promises";
@@ -11,6 +13,7 @@ import { join, resolve } from "node:path";
 import { DruvaaError } from "../errors.ts";
 import { sha256File } from "../io/file-hash.ts";
 import { fetchStatus, type StagingStatus } from "../commands/status-format.ts";
+import { resolveControlToolSecurity } from "../roles/link-security.ts";
 import { formatBytes } from "../units.ts";
 import { runDruvaa, startRole, type RoleProcess } from "./processes.ts";
 import { runWorkload, type WorkloadStep } from "./workload.ts";
@@ -87,8 +90,10 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
     say(`created primary and replica images (${formatBytes(size)} each) and a ${formatBytes(wrlSize)} write log`);
 
     // Every link is TLS 1.3 with mutual authentication: a CA of the demo's own, one certificate per role.
-    const tls = await demoCertificates(workDir);
-    say(`made a CA and certificates for replica, staging, client (device disk0) and admin (restore) in ${join(workDir, "tls")}`);
+    const certificates = await demoCertificates(workDir);
+    const tls = (node: DemoNode) => Object.entries(certificates(node)).flatMap(([flag, path]) => [`--${flag}`, path]);
+    const controlTls = await resolveControlToolSecurity(certificates("admin"));
+    say(`made a CA and certificates for replica, staging, client (device disk0) and admin (restore, HTTPS status) in ${join(workDir, "tls")}`);
     const replica = await startRole("replica", ["replica", "apply", "--listen", "127.0.0.1:0", "--control", "127.0.0.1:0", "--restore", "127.0.0.1:0", "--device", `disk0=${paths.replica}`, "--state-dir", join(workDir, "replica-state"), ...tls("replica")]);
     roles.push(replica);
     const staging = await startRole("staging", ["staging", "serve", "--listen", "127.0.0.1:0", "--control", "127.0.0.1:0", "--wrl", `wrl0=${paths.wrl}`, "--replica", `wrl0=${replica.ready.listen}`, "--state-dir", join(workDir, "staging-state"), ...tls("staging")]);
@@ -102,7 +107,7 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
     let lastPrinted = 0;
     const showStatus = async () => {
       try {
-        const [stagingStatus, clientStatus] = await Promise.all([fetchStatus(stagingControl), fetchStatus(clientControl)]);
+        const [stagingStatus, clientStatus] = await Promise.all([fetchStatus(stagingControl, undefined, controlTls), fetchStatus(clientControl, undefined, controlTls)]);
         const line = statusLine(stagingStatus as StagingStatus, clientStatus);
         if (options.live) options.live(line);
         else if (Date.now() - lastPrinted >= 2000) {
@@ -127,13 +132,13 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
 
     const drainStarted = performance.now();
     say("waiting until the replica has applied everything logged…");
-    await runDruvaa(["status", "--connect", stagingControl, "--wait-drained", "--timeout", "120"]);
+    await runDruvaa(["status", "--connect", stagingControl, "--wait-drained", "--timeout", "120", ...tls("admin")]);
     const drainSeconds = (performance.now() - drainStarted) / 1000;
     clearInterval(poller);
     poller = undefined;
     await showStatus();
     options.live?.("");
-    const finalStatus = (await fetchStatus(stagingControl)) as StagingStatus;
+    const finalStatus = (await fetchStatus(stagingControl, undefined, controlTls)) as StagingStatus;
     const wrl = finalStatus.wrls[0]!;
     say(`drained in ${drainSeconds.toFixed(2)} s: head LSN ${wrl.headLsn}, applied LSN ${wrl.replica?.appliedLsn}`);
 
@@ -161,17 +166,19 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
   }
 }
 
+type DemoNode = "replica" | "staging" | "client" | "admin";
+
 /**
  * A CA in WORKDIR/tls/ca and a certificate per demo node in WORKDIR/tls, made with the same
  * commands an operator runs (druvaa admin ca init, druvaa admin cert issue); returns the TLS
- * flags of a node.
+ * files of a node, by flag name.
  */
-async function demoCertificates(workDir: string): Promise<(node: "replica" | "staging" | "client" | "admin") => string[]> {
+async function demoCertificates(workDir: string): Promise<(node: DemoNode) => { "tls-cert": string; "tls-key": string; "tls-ca": string; crl: string }> {
   const caDir = join(workDir, "tls", "ca");
   const outDir = join(workDir, "tls");
   await runDruvaa(["admin", "ca", "init", "--dir", caDir, "--name", "druvaa-demo-ca", "--days", "2"]);
   for (const [role, extra] of [["replica", []], ["staging", []], ["client", ["--device", "disk0"]], ["admin", []]] as const) {
     await runDruvaa(["admin", "cert", "issue", "--role", role, "--name", `demo-${role}`, ...extra, "--dir", caDir, "--out", outDir, "--days", "1"]);
   }
-  return (node) => ["--tls-cert", join(outDir, `demo-${node}.pem`), "--tls-key", join(outDir, `demo-${node}.key`), "--tls-ca", join(caDir, "ca.pem"), "--crl", join(caDir, "crl.pem")];
+  return (node) => ({ "tls-cert": join(outDir, `demo-${node}.pem`), "tls-key": join(outDir, `demo-${node}.key`), "tls-ca": join(caDir, "ca.pem"), crl: join(caDir, "crl.pem") });
 }

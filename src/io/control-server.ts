@@ -1,7 +1,10 @@
 /**
- * The control port every role serves: plain HTTP, so `druvaa status`, curl, monitoring and the
- * panel can all read it. GET /status → the role's status as JSON. Routes are functions returning
- * JSON-able values (or a Response for other formats).
+ * The control port every role serves, so `druvaa status`, curl, monitoring and the panel can all
+ * read it: plain HTTP (Bun.serve) for a role started with --insecure, held to loopback
+ * (src/roles/link-security.ts); HTTPS with mutual authentication when the role runs with TLS
+ * (`tls`, src/io/control-https.ts: admin or panel certificates only, refused before any route
+ * runs). The routes are the same either way. GET /status → the role's status as JSON. Routes are
+ * functions returning JSON-able values (or a Response for other formats).
  * A route key is a path (GET) or "METHOD /path" (e.g. "POST /resync" for actions).
  * A route that throws answers 500 with the error's code and message; the server keeps serving.
  *
@@ -15,6 +18,8 @@ import { DruvaaError } from "../errors.ts";
 import { logger } from "../log.ts";
 import { prometheusContentType } from "../metrics/prometheus.ts";
 import { renderRoleMetrics } from "../metrics/role-metrics.ts";
+import type { PreparedTls } from "../tls/transport-tls.ts";
+import { startHttpsControlServer } from "./control-https.ts";
 import type { Address } from "./transport.ts";
 
 export type ControlRoute = (request: Request) => unknown | Promise<unknown>;
@@ -40,8 +45,45 @@ export function metricsRoute(statusRoute: ControlRoute, log: { error(message: st
   };
 }
 
-export function startControlServer(address: Address, givenRoutes: Record<string, ControlRoute>, tag: string): ControlServer {
+export interface ControlServerOptions {
+  /** HTTPS with mutual authentication (peers: the roles tls.expectRole names); plain HTTP when absent. */
+  tls?: PreparedTls | undefined;
+}
+
+/** Listens on `address` (port 0: a free port) and serves `givenRoutes` (see the file comment). */
+export async function startControlServer(address: Address, givenRoutes: Record<string, ControlRoute>, tag: string, options: ControlServerOptions = {}): Promise<ControlServer> {
   const log = logger(`${tag}:control`);
+  const handler = controlHandler(givenRoutes, log);
+  if (options.tls !== undefined) {
+    return await startHttpsControlServer(address, handler, options.tls, log).catch((error: unknown) => {
+      throw controlListenError(error);
+    });
+  }
+  let server: ReturnType<typeof Bun.serve>;
+  try {
+    server = address.kind === "unix"
+      ? Bun.serve({ unix: address.path, fetch: handler })
+      : Bun.serve({ hostname: address.host ?? "127.0.0.1", port: address.port, fetch: handler });
+  } catch (error) {
+    throw controlListenError(error);
+  }
+  const bound = address.kind === "unix" ? `unix:${address.path}` : `${address.host ?? "127.0.0.1"}:${server.port}`;
+  return {
+    address: bound,
+    async stop() {
+      await server.stop(true);
+    },
+  };
+}
+
+/** A listen failure of the control port, with a hint. */
+function controlListenError(error: unknown): DruvaaError {
+  const inUse = String(error).includes("EADDRINUSE") || String(error).toLowerCase().includes("in use") || (error as { code?: unknown })?.code === "EADDRINUSE";
+  return new DruvaaError(inUse ? "NET_ADDRESS_IN_USE" : "NET_LISTEN_FAILED", `control port: cannot listen: ${String(error)}`, inUse ? "Another process uses that port: pick another with --control HOST:PORT" : undefined);
+}
+
+/** The routes as one fetch-style handler: 404 for unknown paths, 500 (logged) for a route that throws. */
+function controlHandler(givenRoutes: Record<string, ControlRoute>, log: { error(message: string): void }): (request: Request) => Promise<Response> {
   const statusRoute = givenRoutes["/status"] ?? givenRoutes["GET /status"];
   const hasMetrics = givenRoutes["/metrics"] !== undefined || givenRoutes["GET /metrics"] !== undefined;
   const routes = statusRoute === undefined || hasMetrics ? givenRoutes : { ...givenRoutes, "/metrics": metricsRoute(statusRoute, log) };
@@ -60,20 +102,5 @@ export function startControlServer(address: Address, givenRoutes: Record<string,
       return Response.json({ ok: false, error: info }, { status: 500 });
     }
   };
-  let server: ReturnType<typeof Bun.serve>;
-  try {
-    server = address.kind === "unix"
-      ? Bun.serve({ unix: address.path, fetch: handler })
-      : Bun.serve({ hostname: address.host ?? "127.0.0.1", port: address.port, fetch: handler });
-  } catch (error) {
-    const inUse = String(error).includes("EADDRINUSE") || String(error).toLowerCase().includes("in use");
-    throw new DruvaaError(inUse ? "NET_ADDRESS_IN_USE" : "NET_LISTEN_FAILED", `control port: cannot listen: ${String(error)}`, inUse ? "Another process uses that port: pick another with --control HOST:PORT" : undefined);
-  }
-  const bound = address.kind === "unix" ? `unix:${address.path}` : `${address.host ?? "127.0.0.1"}:${server.port}`;
-  return {
-    address: bound,
-    async stop() {
-      await server.stop(true);
-    },
-  };
+  return handler;
 }

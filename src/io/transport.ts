@@ -13,6 +13,8 @@
  * revoked, expected role); before that no frame is read. A listener logs every refusal and, when
  * the TLS session is up, tells the peer why in an `error` frame before closing; a refused or failed
  * handshake never affects other connections. connect() rejects with the refusal.
+ * When the role's revocation list changes while it runs (src/tls/crl-reload.ts), open sessions
+ * whose peer it now revokes are closed, the peer told why (TLS_CERT_REVOKED), on both ends.
  */
 import type { Socket } from "bun";
 import { existsSync, lstatSync, unlinkSync } from "node:fs";
@@ -63,6 +65,22 @@ export interface ConnectionOptions {
 /** The identity a peer proved with its certificate; undefined on a plaintext connection. */
 export function peerIdentityOf(connection: Connection): PeerIdentity | undefined {
   return connection instanceof SocketConnection ? connection.peerIdentity : undefined;
+}
+
+/**
+ * Ends the open sessions of peers the revocation list of `tls` revokes, whenever that list
+ * changes; returns the unsubscribe function (a no-op without a watched list).
+ */
+function endRevokedSessions(tls: PreparedTls, sessions: () => Iterable<Connection>): () => void {
+  return tls.revocations?.onChange((list) => {
+    for (const connection of sessions()) {
+      const identity = peerIdentityOf(connection);
+      if (identity === undefined || !list.serials.has(identity.serial)) continue;
+      const error = new DruvaaError("TLS_CERT_REVOKED", `${identity.role} "${identity.name}" (serial ${identity.serial}) was revoked while connected: session closed`, `Issue the node a new certificate: druvaa admin cert issue --role ${identity.role} --name ${identity.name} --force`, exitCodes.refused);
+      log.warn(`${connection.peer}: ${error.message}`);
+      void connection.close(error);
+    }
+  }) ?? (() => undefined);
 }
 
 /** The TLS side of socketHandlers: which end we are, and what to do with a refusal. */
@@ -225,10 +243,12 @@ export async function listen(address: Address, onConnection: (connection: Connec
     }
   }
   const bound: Address = address.kind === "unix" ? address : { kind: "tcp", host: address.host, port: (server as { port: number }).port };
+  const unwatch = tls === undefined ? () => undefined : endRevokedSessions(tls, () => connections);
   return {
     address: bound,
     connections,
     async stop() {
+      unwatch();
       server.stop(false);
       for (const socket of pending) socket.terminate(); // peers still handshaking, or being refused
       await Promise.all([...connections].map((connection) => connection.close()));
@@ -304,5 +324,10 @@ export async function connect(address: Address, timeoutMs = connectTimeoutMs, op
     clearTimeout(timer);
   }
   assert(connection !== undefined, "open() (or, with TLS, an authorized handshake) came first");
+  if (tls !== undefined) {
+    const session = connection;
+    const unwatch = endRevokedSessions(tls, () => [session]);
+    void session.closed.then(unwatch, unwatch);
+  }
   return connection;
 }

@@ -1,6 +1,7 @@
 /**
  * Limits and defaults of druvaa's certificates and TLS connections. Kept here, not in
- * src/constants.ts, because only src/tls/ and the admin commands use them.
+ * src/constants.ts, because only src/tls/, the HTTPS control port (src/io/control-https.ts) and
+ * the admin commands use them.
  */
 import { assert } from "../assert.ts";
 
@@ -31,11 +32,22 @@ export const crlBytesMax = 4 * 1024 * 1024;
 export const tlsHandshakeTimeoutMs = 10_000;
 /** Bytes a peer may send between handshake and authorization (held, then delivered). */
 export const tlsEarlyDataBytesMax = 1024 * 1024;
+/**
+ * A role's --crl file is looked at (one stat) this often, besides at every new TLS connection and
+ * on SIGHUP, so a revocation also ends sessions that are already open.
+ */
+export const crlCheckIntervalMs = 2_000;
+/** An HTTPS control-port connection with no request in flight is closed after this long. */
+export const controlIdleTimeoutMs = 60_000;
+/** A request body larger than this (JSON for POST /verify, /seed ...) is refused with 413. */
+export const controlRequestBytesMax = 1024 * 1024;
 
 assert(certValidityDaysDefault <= caValidityDaysDefault, "a node certificate does not outlive its default CA");
 assert(caValidityDaysDefault <= certValidityDaysMax, "default CA lifetime within --days bound");
 assert(certSerialBytes >= 8 && certSerialBytes <= 20, "RFC 5280: serials up to 20 bytes; at least 64 random bits");
 assert(certBytesMax <= crlBytesMax, "a CRL may hold more than one certificate's worth");
+assert(crlCheckIntervalMs < tlsHandshakeTimeoutMs, "a revocation takes effect sooner than a stalled handshake is dropped");
+assert(tlsHandshakeTimeoutMs < controlIdleTimeoutMs, "an idle control connection outlives a handshake");
 
 /** Where `druvaa admin` keeps the CA when --dir is not given. */
 export const caDirDefault = "/etc/druvaa/ca";

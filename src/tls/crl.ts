@@ -5,8 +5,8 @@
  * crlNumber + 1); peers load it with --crl and refuse every serial it lists.
  *
  * Entries carry the serial and revocation date only (no reason codes). There is no nextUpdate: a
- * druvaa CRL does not go stale, it is replaced when a certificate is revoked, and peers read it
- * when they start (they must be restarted, or given the new file, to learn a new revocation).
+ * druvaa CRL does not go stale, it is replaced when a certificate is revoked; roles read it at start
+ * and again whenever the file changes while they run (src/tls/crl-reload.ts).
  */
 import type { KeyObject } from "node:crypto";
 import { DruvaaError, exitCodes } from "../errors.ts";

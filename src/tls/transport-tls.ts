@@ -13,7 +13,8 @@
 import { constants, createPrivateKey, createPublicKey } from "node:crypto";
 import { DruvaaError, exitCodes } from "../errors.ts";
 import { tlsHandshakeTimeoutMs } from "./constants.ts";
-import { loadRevocationList, type RevocationList } from "./crl.ts";
+import { loadRevocationList } from "./crl.ts";
+import { fixedRevocations, type RevocationSource } from "./crl-reload.ts";
 import type { CertRole, PeerIdentity } from "./identity.ts";
 import { fromPem } from "./pem.ts";
 import { loadTrustAnchor, type TrustAnchor } from "./trust.ts";
@@ -28,8 +29,11 @@ export interface TransportTls {
   readonly key: string;
   /** The CA certificate (PEM): peers must present a certificate it signed. */
   readonly ca: string;
-  /** The CA's revocation list (PEM, crl.pem): peers whose serial it lists are refused. */
-  readonly crl?: string | undefined;
+  /**
+   * The CA's revocation list: peers whose serial it lists are refused. PEM text (crl.pem, fixed),
+   * or a source that follows the file while the role runs (watchRevocationList).
+   */
+  readonly crl?: string | RevocationSource | undefined;
   /** Roles a peer must have (a listener: who may connect; a client: whom it expects). */
   readonly expectRole?: CertRole | readonly CertRole[] | undefined;
   /** A peer that has not completed the handshake by then is dropped (default tlsHandshakeTimeoutMs). */
@@ -40,7 +44,8 @@ export interface TransportTls {
 export interface PreparedTls {
   readonly kind: "prepared";
   readonly anchor: TrustAnchor;
-  readonly crl: RevocationList | undefined;
+  /** Revoked serials, asked at every authorization (a watched file is looked at then). */
+  readonly revocations: RevocationSource | undefined;
   readonly expectRole: CertRole | readonly CertRole[] | undefined;
   readonly handshakeTimeoutMs: number;
   /** This node's own identity, from its certificate. */
@@ -66,10 +71,10 @@ const badMaterial = (detail: string, hint: string, cause?: unknown) => new Druva
 export function prepareTls(tls: TransportTls | PreparedTls, now: Date): PreparedTls {
   if ("kind" in tls) return tls;
   const anchor = loadTrustAnchor(tls.ca, "CA certificate (--tls-ca)");
-  const crl = tls.crl === undefined ? undefined : loadRevocationList(tls.crl, anchor, "revocation list (--crl)");
+  const revocations = typeof tls.crl === "string" ? fixedRevocations(loadRevocationList(tls.crl, anchor, "revocation list (--crl)")) : tls.crl;
   let identity: PeerIdentity;
   try {
-    identity = verifyPeer(fromPem(tls.cert, "CERTIFICATE", "certificate (--tls-cert)"), { ca: anchor, crl, now });
+    identity = verifyPeer(fromPem(tls.cert, "CERTIFICATE", "certificate (--tls-cert)"), { ca: anchor, crl: revocations?.current(), now });
   } catch (error) {
     if (!(error instanceof DruvaaError)) throw error;
     throw badMaterial(`${error.message} (${error.code})`, error.hint ?? "Issue it a new one: druvaa admin cert issue", error);
@@ -86,7 +91,7 @@ export function prepareTls(tls: TransportTls | PreparedTls, now: Date): Prepared
   return {
     kind: "prepared",
     anchor,
-    crl,
+    revocations,
     expectRole: tls.expectRole,
     handshakeTimeoutMs: tls.handshakeTimeoutMs ?? tlsHandshakeTimeoutMs,
     identity,
@@ -112,9 +117,38 @@ export function authorizeTlsPeer(socket: TlsSocketLike, tls: PreparedTls, author
     throw new DruvaaError("TLS_HANDSHAKE_FAILED", `TLS handshake failed (${typeof libraryCode === "string" ? libraryCode : authorizationError?.message ?? `protocol ${version ?? "none"}`})`, "Both ends must use TLS 1.3 with druvaa certificates: is the peer started with --tls-cert/--tls-key/--tls-ca (or both with --insecure)?", exitCodes.refused);
   }
   const peerCertificate = socket.getPeerCertificate() as { raw?: Uint8Array } | null;
-  const identity = verifyPeer(peerCertificate?.raw === undefined ? undefined : new Uint8Array(peerCertificate.raw), { ca: tls.anchor, crl: tls.crl, now, role: tls.expectRole });
+  const identity = verifyPeer(peerCertificate?.raw === undefined ? undefined : new Uint8Array(peerCertificate.raw), { ca: tls.anchor, crl: tls.revocations?.current(), now, role: tls.expectRole });
   if (authorizationError !== null && !(typeof libraryCode === "string" && ignoredLibraryErrors.has(libraryCode))) {
     throw new DruvaaError("TLS_PEER_UNTRUSTED", `the TLS library refused certificate "${identity.name}" (serial ${identity.serial}): ${typeof libraryCode === "string" ? libraryCode : authorizationError.message}`, "Issue it a certificate from this CA: druvaa admin cert issue", exitCodes.refused);
   }
   return identity;
+}
+
+/** True when the list `tls` checks peers against now revokes `identity` (an open session's peer). */
+export function isRevoked(tls: PreparedTls, identity: PeerIdentity): boolean {
+  return tls.revocations?.current().serials.has(identity.serial) === true;
+}
+
+/**
+ * TLS options for Bun's fetch() (a tool talking HTTPS to a control port): our certificate, and the
+ * server's checked twice, by the library against the CA (it must be able to refuse: with
+ * `rejectUnauthorized: false` Bun ignores checkServerIdentity's verdict, measured on Bun 1.4.5)
+ * and by verifyPeer in checkServerIdentity (role, CRL), which replaces the host-name check: druvaa
+ * authorizes by role. The server accepts TLS 1.3 only.
+ */
+export function fetchTlsOptions(tls: PreparedTls): Record<string, unknown> {
+  return {
+    cert: tls.bunClientOptions.cert,
+    key: tls.bunClientOptions.key,
+    ca: tls.anchor.pem,
+    rejectUnauthorized: true,
+    checkServerIdentity: (_host: string, certificate: { raw?: Uint8Array } | undefined): Error | undefined => {
+      try {
+        verifyPeer(certificate?.raw === undefined ? undefined : new Uint8Array(certificate.raw), { ca: tls.anchor, crl: tls.revocations?.current(), now: new Date(), role: tls.expectRole });
+        return undefined;
+      } catch (error) {
+        return error instanceof Error ? error : new Error(String(error));
+      }
+    },
+  };
 }

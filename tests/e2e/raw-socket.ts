@@ -1,7 +1,9 @@
 /**
  * Raw byte-level access to any port for the bad-input tests: a socket that sends exactly the bytes
- * given (no framing, no checks) and reports what came back and whether the peer closed.
+ * given (no framing, no checks) and reports what came back and whether the peer closed; and a
+ * flood of garbage and stalled TLS handshakes for the TLS tests.
  */
+import type { Socket } from "bun";
 import { cbor } from "../../src/protocol/cbor.ts";
 
 /** A raw socket to any port: send bytes, wait for replies or for the peer to close. */
@@ -116,4 +118,18 @@ export function errorOf(stdout: string): { code: string; message: string; hint?:
   const line = stdout.split("\n").find((l) => l.startsWith('{"ok":false'));
   if (line === undefined) throw new Error(`no JSON error line in: ${stdout}`);
   return (JSON.parse(line) as { error: { code: string; message: string; hint?: string } }).error;
+}
+
+/** Opens `count` sockets to HOST:PORT: half send garbage, half start a TLS ClientHello and stall. */
+export async function flood(address: string, count: number): Promise<Socket[]> {
+  const [hostname, port] = [address.slice(0, address.lastIndexOf(":")), Number(address.slice(address.lastIndexOf(":") + 1))];
+  const garbage = new TextEncoder().encode("GET / HTTP/1.1\r\nHost: x\r\n\r\n\u0000\u0001\u0002 not a TLS record");
+  const partialHello = new Uint8Array([0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03]); // a ClientHello header, then silence
+  const sockets: Socket[] = [];
+  for (let index = 0; index < count; index += 1) {
+    const socket = await Bun.connect({ hostname, port, socket: { data() {}, error() {}, close() {} } });
+    socket.write(index % 2 === 0 ? garbage : partialHello);
+    sockets.push(socket);
+  }
+  return sockets;
 }

@@ -7,15 +7,20 @@
  *   - a revoked client certificate is refused (the staging server loaded the CRL);
  *   - a replica refuses a staging server of another CA (the relay reports the TLS refusal);
  *   - plaintext must be asked for (--insecure) and is refused on a non-loopback address.
+ * Control ports are HTTPS here, read with the admin certificate (tests/e2e/control-tls.test.ts
+ * covers them).
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { Socket } from "bun";
+import { fetchStatus } from "../../src/commands/status-format.ts";
 import type { RoleProcess } from "../../src/demo/processes.ts";
+import { resolveControlToolSecurity } from "../../src/roles/link-security.ts";
+import type { PreparedTls } from "../../src/tls/transport-tls.ts";
 import { druvaa as druvaaRaw } from "../helpers/cli.ts";
 import { createImage, druvaa, druvaaOk, MiB, qemuIo, sha256File, startTracked } from "./helpers.ts";
+import { flood } from "./raw-socket.ts";
 
 const sizeBytes = 16 * MiB;
 const dir = mkdtempSync(join(tmpdir(), "druvaa-e2e-tls-"));
@@ -26,6 +31,9 @@ const started: RoleProcess[] = [];
 let replica: RoleProcess;
 let staging: RoleProcess;
 let client: RoleProcess;
+/** Admin certificates of each CA, for the HTTPS control ports. */
+let adminTls: PreparedTls | undefined;
+let rogueAdminTls: PreparedTls | undefined;
 
 /** The TLS flags of node `name` (issued into `certs`) trusting the CA in `ca`. */
 const tlsOf = (name: string, ca = caDir) => ["--tls-cert", join(certs, `${name}.pem`), "--tls-key", join(certs, `${name}.key`), "--tls-ca", join(ca, "ca.pem"), "--crl", join(ca, "crl.pem")];
@@ -46,10 +54,12 @@ beforeAll(async () => {
   await druvaaOk(["admin", "ca", "init", "--dir", otherCaDir, "--name", "someone-elses-ca", "--json"]);
   for (const [role, name, extra, ca] of [
     ["replica", "dr1", [], caDir], ["staging", "stg1", [], caDir], ["client", "db1", ["--device", "diskA"], caDir], ["admin", "ops", [], caDir],
-    ["client", "db2", ["--device", "diskA"], caDir], ["staging", "rogue", [], otherCaDir],
+    ["client", "db2", ["--device", "diskA"], caDir], ["staging", "rogue", [], otherCaDir], ["admin", "rogue-ops", [], otherCaDir],
   ] as const) {
     await druvaaOk(["admin", "cert", "issue", "--role", role, "--name", name, ...extra, "--dir", ca, "--out", certs, "--json"]);
   }
+  adminTls = await resolveControlToolSecurity({ "tls-cert": join(certs, "ops.pem"), "tls-key": join(certs, "ops.key"), "tls-ca": join(caDir, "ca.pem") });
+  rogueAdminTls = await resolveControlToolSecurity({ "tls-cert": join(certs, "rogue-ops.pem"), "tls-key": join(certs, "rogue-ops.key"), "tls-ca": join(otherCaDir, "ca.pem") });
   const revoked = JSON.parse(await druvaaOk(["admin", "cert", "revoke", "--cert", join(certs, "db2.pem"), "--dir", caDir, "--json"]));
   expect(revoked.alreadyRevoked).toBe(false);
   for (const device of ["diskA", "diskB"]) {
@@ -73,20 +83,6 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-/** Opens `count` sockets to HOST:PORT: half send garbage, half start a TLS ClientHello and stall. */
-async function flood(address: string, count: number): Promise<Socket[]> {
-  const [hostname, port] = [address.slice(0, address.lastIndexOf(":")), Number(address.slice(address.lastIndexOf(":") + 1))];
-  const garbage = new TextEncoder().encode("GET / HTTP/1.1\r\nHost: x\r\n\r\n\u0000\u0001\u0002 not a TLS record");
-  const partialHello = new Uint8Array([0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03]); // a ClientHello header, then silence
-  const sockets: Socket[] = [];
-  for (let index = 0; index < count; index += 1) {
-    const socket = await Bun.connect({ hostname, port, socket: { data() {}, error() {}, close() {} } });
-    socket.write(index % 2 === 0 ? garbage : partialHello);
-    sockets.push(socket);
-  }
-  return sockets;
-}
-
 describe("TLS between every role", () => {
   test("replicates and restores over mutual TLS, and keeps serving while its TLS ports are flooded", async () => {
     const sockets = [
@@ -98,12 +94,12 @@ describe("TLS between every role", () => {
       const uri = `nbd+unix:///diskA?socket=${join(dir, "export-diskA-db1.sock")}`;
       const written = await qemuIo(uri, ["write -P 0x5a 0 4M", "write -P 0xa5 8M 1M"]);
       expect(written.exitCode).toBe(0);
-      await druvaaOk(["status", "--connect", String(staging.ready.control), "--wait-drained", "--timeout", "60"], 75_000);
+      await druvaaOk(["status", "--connect", String(staging.ready.control), "--wait-drained", "--timeout", "60", ...tlsOf("ops")], 75_000);
       const target = join(dir, "restored-diskA.img");
       // The restore port wants an admin (or panel) certificate, and shows a replica one.
       await druvaaOk(["restore", "--replica", String(replica.ready.restore), "--device", "diskA", "--to", target, ...tlsOf("ops")]);
       expect(await sha256File(target, sizeBytes)).toBe(await sha256File(join(dir, "primary-diskA.img"), sizeBytes));
-      const status = (await (await fetch(`http://${staging.ready.control}/status`)).json()) as any;
+      const status = (await fetchStatus(String(staging.ready.control), undefined, adminTls)) as any;
       expect(status.wrls[0].replica).toMatchObject({ connected: true, lastError: null });
       // A plaintext restore against the TLS port does not get a byte of the device.
       const plain = await druvaa(["restore", "--replica", String(replica.ready.restore), "--device", "diskA", "--to", join(dir, "plain.img")]);
@@ -131,7 +127,7 @@ describe("TLS between every role", () => {
     const rogue = await start("staging-rogue", ["staging", "serve", "--listen", "127.0.0.1:0", "--control", "127.0.0.1:0", "--wrl", `w0=${join(dir, "wrl-rogue.img")}`, "--replica", `w0=${replica.ready.listen}`, "--state-dir", join(dir, "rogue-state"), ...tlsOf("rogue", otherCaDir)]);
     let relay: { connected: boolean; lastError: { code: string; message: string } | null } = { connected: false, lastError: null };
     for (const deadline = Date.now() + 30_000; Date.now() < deadline; await Bun.sleep(100)) {
-      relay = ((await (await fetch(`http://${rogue.ready.control}/status`)).json()) as any).wrls[0].replica;
+      relay = ((await fetchStatus(String(rogue.ready.control), undefined, rogueAdminTls)) as any).wrls[0].replica;
       if (relay.lastError !== null) break;
     }
     expect(relay.connected).toBe(false);

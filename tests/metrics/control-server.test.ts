@@ -18,15 +18,15 @@ afterEach(async () => {
   server = undefined;
 });
 
-function start(routes: Record<string, ControlRoute>): string {
-  server = startControlServer({ kind: "tcp", host: "127.0.0.1", port: 0 }, routes, "metrics-test");
+async function start(routes: Record<string, ControlRoute>): Promise<string> {
+  server = await startControlServer({ kind: "tcp", host: "127.0.0.1", port: 0 }, routes, "metrics-test");
   return `http://${server.address}`;
 }
 
 describe("control port GET /metrics", () => {
   test("renders the /status route as Prometheus text 0.0.4; /status is unchanged", async () => {
     const status = stagingStatus();
-    const base = start({ "/status": () => status, "POST /resync": () => ({ ok: true }) });
+    const base = await start({ "/status": () => status, "POST /resync": () => ({ ok: true }) });
     const response = await fetch(`${base}/metrics`);
     expect(response.status).toBe(200);
     expect(response.headers.get("content-type")).toBe("text/plain; version=0.0.4; charset=utf-8");
@@ -43,7 +43,7 @@ describe("control port GET /metrics", () => {
 
   test("each scrape renders the status as it is then", async () => {
     const status = stagingStatus();
-    const base = start({ "/status": () => status });
+    const base = await start({ "/status": () => status });
     status.wrls[0].headLsn = 99;
     expect(sampleValue(parseExposition(await (await fetch(`${base}/metrics`)).text()), "druvaa_staging_wrl_head_lsn")).toBe(99);
   });
@@ -54,7 +54,7 @@ describe("control port GET /metrics", () => {
       let answer: () => unknown = () => {
         throw new DruvaaError("IO_ERROR", "reading the WRL superblock failed");
       };
-      const base = start({ "/status": () => answer() });
+      const base = await start({ "/status": () => answer() });
       const failed = await fetch(`${base}/metrics`);
       expect(failed.status).toBe(500);
       expect(failed.headers.get("content-type")).toBe("text/plain; charset=utf-8");
@@ -77,15 +77,15 @@ describe("control port GET /metrics", () => {
   });
 
   test("a status route answering a Response is read as JSON", async () => {
-    const base = start({ "/status": () => Response.json(stagingStatus()) });
+    const base = await start({ "/status": () => Response.json(stagingStatus()) });
     expect(sampleValue(parseExposition(await (await fetch(`${base}/metrics`)).text()), "druvaa_staging_clients")).toBe(1);
   });
 
   test("a role's own /metrics route is kept; without /status there is no /metrics", async () => {
-    const own = start({ "/status": () => stagingStatus(), "/metrics": () => new Response("own\n") });
+    const own = await start({ "/status": () => stagingStatus(), "/metrics": () => new Response("own\n") });
     expect(await (await fetch(`${own}/metrics`)).text()).toBe("own\n");
     await server!.stop();
-    const bare = start({ "/other": () => ({ ok: true }) });
+    const bare = await start({ "/other": () => ({ ok: true }) });
     expect((await fetch(`${bare}/metrics`)).status).toBe(404);
   });
 });

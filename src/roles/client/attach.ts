@@ -38,7 +38,7 @@ export default command({
     staging: { type: "string", valueHint: "HOST:PORT", required: true, description: "the staging server's data port (default port 6001)" },
     wrl: { type: "string", valueHint: "WRLNAME", required: true, description: "the staging WRL (consistency group) the devices join" },
     export: { type: "string", valueHint: "unix:SOCKET|HOST:PORT", required: true, description: "where NBD clients connect (one listener, one export per device)" },
-    control: { type: "string", valueHint: "HOST:PORT", default: "127.0.0.1:6007", description: "HTTP control port (GET /status)" },
+    control: { type: "string", valueHint: "HOST:PORT", default: "127.0.0.1:6007", description: "control port (GET /status): HTTPS for admin and panel certificates with TLS, plain HTTP on loopback with --insecure" },
     "state-dir": { type: "string", valueHint: "DIR", description: "where the client keeps its state (default /var/lib/druvaa/client as root)" },
     "node-id": { type: "string", valueHint: "ID", description: "this client's name at staging (default: the host name)" },
     changemap: { type: "string", valueHint: "PATH", description: "change map (druvaa changemap create) with a region per --device NAME: enables disconnected mode and resync" },
@@ -70,8 +70,8 @@ export default command({
     if (args.changemap === undefined && args["rate-limit"] !== undefined) throw usageError("--rate-limit needs --changemap (it limits resync)", "Add --changemap PATH, or drop --rate-limit");
     const resyncRate = args["rate-limit"] === undefined ? 0 : parseRateBytesPerSecond(args["rate-limit"], "--rate-limit");
     const initialSyncMode = parseInitialSyncMode(args["initial-sync"], args.changemap !== undefined);
-    // The NBD export carries no TLS: it is held to the control-port rule (local unless allowed).
-    const security = await resolveLinkSecurity(args, { links: [stagingAddress], controls: [controlAddress, exportAddress] });
+    // The NBD export carries no TLS: it stays local (unless --insecure --insecure-allow-remote).
+    const security = await resolveLinkSecurity(args, { links: [stagingAddress], controls: [controlAddress], plaintextPorts: [exportAddress] });
     const stagingTls = security.forPeer("staging");
 
     const opened = await openDevices(deviceFlags, wrl);
@@ -140,7 +140,7 @@ export default command({
       const server = nbd;
       const started = Date.now();
       const activeLink = link;
-      control = startControlServer(controlAddress, {
+      control = await startControlServer(controlAddress, {
         "/status": () => ({
           ...statusHeader({ role: "client", nodeId }, started, Date.now()),
           staging: activeLink.status(),
@@ -157,7 +157,8 @@ export default command({
           return liveCore.requestResync();
         },
         ...verifying.routes(),
-      }, "client");
+      }, "client", { tls: security.forControl() });
+      const controlAddressBound = control.address;
 
       let saving = Promise.resolve();
       const save = () => (saving = saving.then(() => stateFile.save(liveCore.epochHigh, describe())).catch((error) => log.error(`saving ${stateFile.path}: ${error instanceof Error ? error.message : String(error)}`)));
@@ -169,7 +170,7 @@ export default command({
         staging,
         export: server.address,
         exports: Object.fromEntries(devices.map((d) => [d.name, server.uri(d.name)])),
-        control: control.address,
+        control: controlAddressBound,
         stateDir,
       });
 

@@ -87,7 +87,7 @@ export default command({
   args: {
     listen: { type: "string", valueHint: "HOST:PORT", default: `127.0.0.1:${replicaDataPortDefault}`, description: `data port for staging relays (default port ${replicaDataPortDefault}; no host: 127.0.0.1)` },
     device: { type: "string", valueHint: "NAME=PATH", required: true, description: "a replica device (block device or image file); repeat for several" },
-    control: { type: "string", valueHint: "HOST:PORT", default: `127.0.0.1:${replicaControlPortDefault}`, description: "control port (HTTP GET /status)" },
+    control: { type: "string", valueHint: "HOST:PORT", default: `127.0.0.1:${replicaControlPortDefault}`, description: "control port (GET /status): HTTPS for admin and panel certificates with TLS, plain HTTP on loopback with --insecure" },
     restore: { type: "string", valueHint: "HOST:PORT", default: `127.0.0.1:${replicaRestorePortDefault}`, description: "restore port (druvaa restore)" },
     "await-seed": { type: "string", valueHint: "NAME", description: "device NAME is seeded later from a backup (druvaa replica seed): record every block replication writes to it from now on; repeat for several" },
     wrl: { type: "string", valueHint: "PATH", description: "replica WRL (RS-WRL, made with druvaa wrl create): resync sets wait there until complete, so the replica stays at its last consistent point during a resync" },
@@ -122,7 +122,7 @@ export default command({
       const seededAlready = await openSeedTrackers(devices, awaitSeed, stateDir);
       const core = await ReplicaCore.open({ devices, store: fileStateStore(stateDir), rsWrl });
       const declared = (name: string) => core.status().devices.find((device) => device.name === name)?.declaredSizeBytes ?? undefined;
-      const tls = { data: security.forPeer("staging"), restore: security.forPeer(["admin", "panel"]) };
+      const tls = { data: security.forPeer("staging"), restore: security.forPeer(["admin", "panel"]), control: security.forControl() };
       const running = await ReplicaServer.start({ core, nodeId, listen: listenAddress, restore: restoreAddress, control: controlAddress, tls, ...(awaitSeed.length > 0 ? { seeds: new SeedRuns({ devices, exclusive: core.exclusive, declaredSizeBytes: declared, seededAlready }) } : {}) });
       const applied = core.status().wrls.map((wrl) => `${wrl.name} at LSN ${wrl.appliedLsn}`).join(", ");
       if (applied) log.info(`resuming: ${applied}`);

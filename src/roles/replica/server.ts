@@ -1,7 +1,8 @@
 /**
  * The replica's sockets around a ReplicaCore: staging relays on the data port, restorers on the
- * restore port, HTTP status on the control port. A thin layer: it speaks the protocol
- * (docs/pipeline.md) and hands every decision to the core.
+ * restore port, HTTP status on the control port (HTTPS for admin and panel certificates when the
+ * role runs with TLS). A thin layer: it speaks the protocol (docs/pipeline.md) and hands every
+ * decision to the core.
  *
  * Robustness: a peer that sends garbage, fails the handshake, or sends a message that does not
  * belong on that port loses its own connection (logged once) and nothing else. Back-pressure: a
@@ -38,8 +39,8 @@ export interface ReplicaServerOptions {
   now?: () => number;
   /** Media seeding (POST /seed; status `seeds`), when any device awaits a seed. */
   seeds?: SeedRuns;
-  /** TLS of the data port (peers must be staging servers) and the restore port (admin or panel); plaintext when absent. */
-  tls?: { data: PreparedTls | undefined; restore: PreparedTls | undefined };
+  /** TLS of the data port (peers must be staging servers), the restore port and the control port (HTTPS; admin or panel); plaintext when absent. */
+  tls?: { data: PreparedTls | undefined; restore: PreparedTls | undefined; control?: PreparedTls | undefined };
 }
 
 export interface ReplicaAddresses {
@@ -77,13 +78,13 @@ export class ReplicaServer {
       server.#data = await listen(options.listen, (connection) => void guardConnection(connection, () => server.#serveRelay(connection), log), { allocateFrame: (bytes, payloadAt) => sharedBufferPool.take(bytes, payloadAt), ...(options.tls?.data === undefined ? {} : { tls: options.tls.data }) });
       server.#restore = await listen(options.restore, (connection) => void guardConnection(connection, () => server.#serveRestore(connection), log), options.tls?.restore === undefined ? {} : { tls: options.tls.restore });
       const seeds = options.seeds;
-      server.#control = startControlServer(options.control, {
+      server.#control = await startControlServer(options.control, {
         "/status": () => server.status(),
         "POST /seed": async (request) => {
           if (seeds === undefined) throw new DruvaaError("SEED_NOT_AWAITED", "no device of this replica awaits a seed; nothing was written", "Start the replica with --await-seed NAME before replication of that device begins", exitCodes.refused);
           return seeds.start(await request.json().catch(() => undefined));
         },
-      }, "replica");
+      }, "replica", { tls: options.tls?.control });
     } catch (error) {
       await server.#stopListening();
       throw error;

@@ -28,7 +28,7 @@ export default command({
     listen: { type: "string", valueHint: "HOST:PORT", default: `127.0.0.1:${stagingDataPortDefault}`, description: `data port for clients (default port ${stagingDataPortDefault}; no host: 127.0.0.1)` },
     wrl: { type: "string", valueHint: "NAME=PATH[,PATH...]", required: true, description: "a write log (made with druvaa wrl create): primary, then secondaries; repeat for several" },
     replica: { type: "string", valueHint: "NAME=HOST:PORT", description: "the replica server WRL NAME relays to (default port 6003); one per --wrl" },
-    control: { type: "string", valueHint: "HOST:PORT", default: `127.0.0.1:${stagingControlPortDefault}`, description: "control port (HTTP GET /status)" },
+    control: { type: "string", valueHint: "HOST:PORT", default: `127.0.0.1:${stagingControlPortDefault}`, description: "control port (GET /status): HTTPS for admin and panel certificates with TLS, plain HTTP on loopback with --insecure" },
     "state-dir": { type: "string", valueHint: "DIR", description: "where attached devices are kept (default: $DRUVAA_STATE_DIR/staging, /var/lib/druvaa/staging as root)" },
     compression: {
       type: "string",
@@ -102,7 +102,7 @@ export default command({
         coalesce,
         relayTargets,
       });
-      const server = await StagingServer.start({ core, nodeId, listen: listenAddress, control: controlAddress, tls: security.forPeer("client") });
+      const server = await StagingServer.start({ core, nodeId, listen: listenAddress, control: controlAddress, tls: security.forPeer("client"), controlTls: security.forControl() });
       core.start();
       announceReady(args.json, "staging", {
         ...server.addresses,

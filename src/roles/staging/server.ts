@@ -1,7 +1,7 @@
 /**
  * The staging server's sockets around a StagingCore: clients on the data port, HTTP status on the
- * control port. A thin layer: it speaks the protocol (docs/pipeline.md) and hands every decision
- * to the core.
+ * control port (HTTPS for admin and panel certificates when the role runs with TLS). A thin layer:
+ * it speaks the protocol (docs/pipeline.md) and hands every decision to the core.
  *
  * Robustness: a peer that sends garbage, fails the handshake, or sends a message that does not
  * belong on the data port loses its own connection (logged once) and nothing else.
@@ -34,6 +34,8 @@ export interface StagingServerOptions {
   now?: () => number;
   /** TLS for the data port (peers must be clients); plaintext when absent (--insecure). */
   tls?: PreparedTls | undefined;
+  /** TLS for the control port (HTTPS; peers must be admin or panel); plain HTTP when absent. */
+  controlTls?: PreparedTls | undefined;
 }
 
 export interface StagingAddresses {
@@ -77,7 +79,7 @@ export class StagingServer {
       // Writes spanning socket chunks (every large one) are assembled in pooled buffers; the
       // WRL gives them back once their record is freed (see serve-command.ts, onFreedData).
       server.#data = await listen(options.listen, (connection) => void guardConnection(connection, () => server.#serveClient(connection), log), { allocateFrame: (bytes) => sharedBufferPool.take(bytes), ...(options.tls === undefined ? {} : { tls: options.tls }) });
-      server.#control = startControlServer(options.control, { "/status": () => server.status() }, "staging");
+      server.#control = await startControlServer(options.control, { "/status": () => server.status() }, "staging", { tls: options.controlTls });
     } catch (error) {
       await Promise.all([server.#data?.stop(), server.#control?.stop()]);
       throw error;
