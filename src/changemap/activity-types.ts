@@ -104,10 +104,13 @@ export class Slot {
  * used while the waiting slots would not fit in `slotsMax`.
  */
 export function idleSlotsToDrop(slots: ReadonlySet<Slot>, waiting: number, slotsMax: number, nowMs: number, coldMs: number): Slot[] {
-  const idle = [...slots].filter((slot) => slot.inflight === 0 && slot.state === "durable");
-  const drops = idle.filter((slot) => nowMs - slot.lastUseMs >= coldMs);
+  const drops: Slot[] = [];
+  const warm: Slot[] = [];
+  for (const slot of slots) {
+    if (slot.inflight === 0 && slot.state === "durable") (nowMs - slot.lastUseMs >= coldMs ? drops : warm).push(slot);
+  }
   let settled = slots.size - waiting - drops.length;
-  for (const slot of idle.filter((s) => !drops.includes(s)).sort((a, b) => a.lastUseMs - b.lastUseMs)) {
+  for (const slot of warm.sort((a, b) => a.lastUseMs - b.lastUseMs)) {
     if (settled + waiting <= slotsMax) break;
     drops.push(slot);
     settled -= 1;

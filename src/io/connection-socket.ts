@@ -23,7 +23,7 @@ import { DruvaaError, exitCodes, fromSystemError } from "../errors.ts";
 import { logger } from "../log.ts";
 import { ProtocolError } from "../protocol/errors.ts";
 import { encodeFrame, FrameDecoder, type Frame, type FrameAllocator } from "../protocol/frame.ts";
-import type { Message } from "../protocol/messages.ts";
+import type { ErrorMessage, Message } from "../protocol/messages.ts";
 import type { PeerIdentity } from "../tls/identity.ts";
 import type { Connection, FrameHandler } from "./connection.ts";
 import { SendQueue } from "./send-queue.ts";
@@ -31,6 +31,13 @@ import { SendQueue } from "./send-queue.ts";
 const log = logger("net");
 
 /** What a SocketConnection needs from a socket (Bun's Socket has it; tests use a fake). */
+/** The `error` message telling the peer why its connection ends (texts cut to what the protocol carries). */
+export function errorMessageOf(reason: DruvaaError): ErrorMessage {
+  const message = reason.message.slice(0, protocolTextLengthMax);
+  const hint = reason.hint?.slice(0, protocolTextLengthMax);
+  return hint === undefined ? { type: "error", code: reason.code, message } : { type: "error", code: reason.code, message, hint };
+}
+
 export interface SocketLike {
   /** Writes as much as the socket takes now; returns the count (-1 when closed). */
   write(data: Uint8Array): number;
@@ -155,10 +162,8 @@ export class SocketConnection implements Connection {
     if (this.#state === "open") {
       this.#reason = reason;
       if (reason !== undefined) {
-        const message = reason.message.slice(0, protocolTextLengthMax);
-        const hint = reason.hint?.slice(0, protocolTextLengthMax);
         try {
-          this.#enqueue(encodeFrame(hint === undefined ? { type: "error", code: reason.code, message } : { type: "error", code: reason.code, message, hint }));
+          this.#enqueue(encodeFrame(errorMessageOf(reason)));
         } catch {
           // A code that is not UPPER_SNAKE cannot be sent; the FIN alone still tells the peer.
         }

@@ -11,7 +11,7 @@
  * GET /metrics: where the routes have "/status" and no metrics route of their own, the server
  * adds one that calls the status route and renders it as Prometheus text (0.0.4, see
  * src/metrics/role-metrics.ts). A failure there (the status route throws, or its answer cannot be
- * rendered) answers 500 as plain text `error CODE: message`, logged once; a scraper then records
+ * rendered) answers 500 as plain text `error CODE: message`, logged (each failed scrape); a scraper then records
  * the target as down, which is what it is.
  */
 import { DruvaaError } from "../errors.ts";

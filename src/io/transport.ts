@@ -19,7 +19,7 @@
 import type { Socket } from "bun";
 import { existsSync, lstatSync, unlinkSync } from "node:fs";
 import { assert } from "../assert.ts";
-import { connectTimeoutMs, protocolTextLengthMax } from "../constants.ts";
+import { connectTimeoutMs } from "../constants.ts";
 import { DruvaaError, exitCodes, fromSystemError } from "../errors.ts";
 import { logger } from "../log.ts";
 import { encodeFrameBytes, type FrameAllocator } from "../protocol/frame.ts";
@@ -28,7 +28,7 @@ import type { PeerIdentity } from "../tls/identity.ts";
 import { authorizeTlsPeer, prepareTls, type PreparedTls, type TransportTls } from "../tls/transport-tls.ts";
 import { formatAddress, type Address } from "./address.ts";
 import type { Connection } from "./connection.ts";
-import { SocketConnection, type SocketLike } from "./connection-socket.ts";
+import { errorMessageOf, SocketConnection, type SocketLike } from "./connection-socket.ts";
 
 export { formatAddress, parseAddress, type Address } from "./address.ts";
 export type { Connection, FrameHandler } from "./connection.ts";
@@ -111,8 +111,7 @@ function socketHandlers(address: Address, opened: (connection: SocketConnection)
         socket.terminate();
       } else {
         // The session is up: tell the peer why, once, then close (its reply, if any, is dropped).
-        const message = error.message.slice(0, protocolTextLengthMax);
-        socket.write(encodeFrameBytes(error.hint === undefined ? { type: "error", code: error.code, message } : { type: "error", code: error.code, message, hint: error.hint.slice(0, protocolTextLengthMax) }));
+        socket.write(encodeFrameBytes(errorMessageOf(error)));
         socket.end();
       }
     } else {

@@ -5,14 +5,14 @@
  *
  * Status field → family (fields absent from the status are not emitted):
  *   staging.connected / reconnects         druvaa_client_staging_connected / _reconnects_total
- *   staging.wireBytes|bytesSent|sentBytes  druvaa_client_staging_wire_bytes_total        (not yet)
+ *   staging.wireBytes                      druvaa_client_staging_wire_bytes_total        (not yet)
  *   staging.compressionRatio               druvaa_client_staging_compression_ratio      (not yet)
  *   staging.lastError {code, at}           druvaa_client_staging_last_error_info / _timestamp_seconds
  *   devices[].sizeBytes / ackedLsn         druvaa_client_device_size_bytes / druvaa_client_acked_lsn
  *   devices[].writes / bytesWritten /      druvaa_client_writes_total / _written_bytes_total /
  *     zeroedBytes / failedWrites             _zeroed_bytes_total / _failed_writes_total
  *   devices[].inflightWrites / dirtyBytes  druvaa_client_inflight_writes / _dirty_bytes
- *   devices[].bytesSent|sentBytes|wireBytes  druvaa_client_sent_bytes_total             (not yet)
+ *   devices[].bytesSent                    druvaa_client_sent_bytes_total               (not yet)
  *   devices[].compressionRatio             druvaa_client_compression_ratio              (not yet)
  *   devices[].wrl, path                    druvaa_client_device_info{device, wrl, path}
  *   unackedWrites                          druvaa_client_unacked_writes
@@ -36,7 +36,7 @@ import { asObject, emitFields, emitLastError, emitStateSet, numberField, objectL
 const linkFields: readonly FieldMetric[] = [
   { name: "druvaa_client_staging_connected", type: "gauge", help: "1 while the client has a session with staging", fields: ["connected"] },
   { name: "druvaa_client_staging_reconnects_total", type: "counter", help: "Sessions with staging after the first", fields: ["reconnects"] },
-  { name: "druvaa_client_staging_wire_bytes_total", type: "counter", help: "Bytes sent to staging on the wire (after compression)", fields: ["wireBytes", "bytesSent", "sentBytes"] },
+  { name: "druvaa_client_staging_wire_bytes_total", type: "counter", help: "Bytes sent to staging on the wire (after compression)", fields: ["wireBytes"] },
   { name: "druvaa_client_staging_compression_ratio", type: "gauge", help: "Compression ratio of the writes sent to staging, as the client reports it", fields: ["compressionRatio"] },
 ];
 
@@ -49,7 +49,7 @@ const deviceFields: readonly FieldMetric[] = [
   { name: "druvaa_client_failed_writes_total", type: "counter", help: "NBD write requests answered with an error", fields: ["failedWrites"] },
   { name: "druvaa_client_inflight_writes", type: "gauge", help: "NBD write requests between admission and reply", fields: ["inflightWrites"] },
   { name: "druvaa_client_dirty_bytes", type: "gauge", help: "Bytes marked dirty in the change map and not yet resynced", fields: ["dirtyBytes"] },
-  { name: "druvaa_client_sent_bytes_total", type: "counter", help: "Bytes of the device's writes sent to staging", fields: ["bytesSent", "sentBytes", "wireBytes"] },
+  { name: "druvaa_client_sent_bytes_total", type: "counter", help: "Bytes of the device's writes sent to staging", fields: ["bytesSent"] },
   { name: "druvaa_client_compression_ratio", type: "gauge", help: "Compression ratio of the device's writes, as the client reports it", fields: ["compressionRatio"] },
 ];
 

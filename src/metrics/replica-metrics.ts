@@ -9,9 +9,9 @@
  *   devices[].path                         druvaa_replica_device_info{device, path}
  *   wrls[].appliedLsn / lastAppliedAt      druvaa_replica_applied_lsn / _last_applied_timestamp_seconds
  *   wrls[].stagingConnected                druvaa_replica_staging_connected
- *   wrls[].bytesReceived|receivedBytes|wireBytes  druvaa_replica_received_bytes_total  (not yet)
- *   wrls[].appliedBytes|bytesApplied       druvaa_replica_applied_bytes_total           (not yet)
- *   wrls[].appliedRecords|recordsApplied   druvaa_replica_applied_records_total         (not yet)
+ *   wrls[].bytesReceived                   druvaa_replica_received_bytes_total          (not yet)
+ *   wrls[].appliedBytes                    druvaa_replica_applied_bytes_total           (not yet)
+ *   wrls[].appliedRecords                  druvaa_replica_applied_records_total         (not yet)
  *   wrls[].compressionRatio                druvaa_replica_compression_ratio             (not yet)
  *   wrls[].resync {state, firstLsn,        druvaa_replica_resync_state{state} ("none" when
  *     loggedLsn, openDevices,                absent), _resync_first_lsn, _resync_logged_lsn,
@@ -36,9 +36,9 @@ const deviceFields: readonly FieldMetric[] = [
 const wrlFields: readonly FieldMetric[] = [
   { name: "druvaa_replica_applied_lsn", type: "gauge", help: "Last LSN of the WRL applied and durable on the replica devices", fields: ["appliedLsn"] },
   { name: "druvaa_replica_staging_connected", type: "gauge", help: "1 while a staging relay of the WRL is connected", fields: ["stagingConnected"] },
-  { name: "druvaa_replica_received_bytes_total", type: "counter", help: "Bytes of shipments received from staging on the wire", fields: ["bytesReceived", "receivedBytes", "wireBytes"] },
-  { name: "druvaa_replica_applied_bytes_total", type: "counter", help: "Record bytes applied to the replica devices", fields: ["appliedBytes", "bytesApplied"] },
-  { name: "druvaa_replica_applied_records_total", type: "counter", help: "Records applied to the replica devices", fields: ["appliedRecords", "recordsApplied"] },
+  { name: "druvaa_replica_received_bytes_total", type: "counter", help: "Bytes of shipments received from staging on the wire", fields: ["bytesReceived"] },
+  { name: "druvaa_replica_applied_bytes_total", type: "counter", help: "Record bytes applied to the replica devices", fields: ["appliedBytes"] },
+  { name: "druvaa_replica_applied_records_total", type: "counter", help: "Records applied to the replica devices", fields: ["appliedRecords"] },
   { name: "druvaa_replica_compression_ratio", type: "gauge", help: "Compression ratio of the shipments received, as the replica reports it", fields: ["compressionRatio"] },
 ];
 

@@ -13,9 +13,9 @@
  *   wrls[].rpoSeconds, else lagSeconds     druvaa_staging_wrl_rpo_seconds (what a loss of the
  *                                            primary site now costs: the age of the oldest write
  *                                            the replica has not acknowledged)
- *   wrls[].appendedBytes|bytesAppended     druvaa_staging_wrl_appended_bytes_total
+ *   wrls[].appendedBytes                   druvaa_staging_wrl_appended_bytes_total
  *   wrls[].ackedBytes                      druvaa_staging_wrl_acked_bytes_total
- *   wrls[].appendedRecords|recordsAppended druvaa_staging_wrl_appended_records_total  (not yet)
+ *   wrls[].appendedRecords                 druvaa_staging_wrl_appended_records_total  (not yet)
  *   wrls[].rpo {targetSeconds, state,      druvaa_staging_wrl_rpo_target_seconds, _rpo_state{state},
  *     drainEtaSeconds}                       _rpo_drain_eta_seconds (--rpo; relay-rpo.ts)
  *   wrls[].rateLimit {bytesPerSecond,      druvaa_staging_relay_rate_limit_bytes_per_second,
@@ -31,7 +31,7 @@
  *     compressedShipments, compressMs}       compression), _compression_ratio (raw / wire),
  *                                            _compressed_shipments_total, _compress_seconds_total
  *   wrls[].replica.reconnects              druvaa_staging_relay_reconnects_total       (not yet)
- *   wrls[].replica.recordsShipped|shippedRecords  druvaa_staging_relay_shipped_records_total (not yet)
+ *   wrls[].replica.recordsShipped          druvaa_staging_relay_shipped_records_total (not yet)
  *   wrls[].replica.lastError {code, at}    druvaa_staging_relay_last_error_info / _timestamp_seconds
  *   wrls[].devices[].sizeBytes / connected druvaa_staging_device_size_bytes / _connected
  *   clients[] (count; per node id: inflightWrites, devices)
@@ -53,8 +53,8 @@ const wrlFields: readonly FieldMetric[] = [
   { name: "druvaa_staging_wrl_lag_bytes", type: "gauge", help: "Bytes of records the replica has not acknowledged yet", fields: ["lagBytes"] },
   { name: "druvaa_staging_wrl_lag_seconds", type: "gauge", help: "Age of the oldest record the replica has not acknowledged yet (0 when drained)", fields: ["lagSeconds"] },
   { name: "druvaa_staging_wrl_rpo_seconds", type: "gauge", help: "Recovery point now: the writes of the last this many seconds would be lost with the primary site (age of the oldest record not at the replica)", fields: ["rpoSeconds", "lagSeconds"] },
-  { name: "druvaa_staging_wrl_appended_bytes_total", type: "counter", help: "Bytes of client writes appended to the WRL since the server started", fields: ["appendedBytes", "bytesAppended"] },
-  { name: "druvaa_staging_wrl_appended_records_total", type: "counter", help: "Records appended to the WRL since the server started", fields: ["appendedRecords", "recordsAppended"] },
+  { name: "druvaa_staging_wrl_appended_bytes_total", type: "counter", help: "Bytes of client writes appended to the WRL since the server started", fields: ["appendedBytes"] },
+  { name: "druvaa_staging_wrl_appended_records_total", type: "counter", help: "Records appended to the WRL since the server started", fields: ["appendedRecords"] },
   { name: "druvaa_staging_wrl_acked_bytes_total", type: "counter", help: "Bytes of records the replica acknowledged since the server started", fields: ["ackedBytes"] },
 ];
 
@@ -89,9 +89,9 @@ const relayFields: readonly FieldMetric[] = [
   { name: "druvaa_staging_relay_applied_lsn", type: "gauge", help: "Last LSN the replica acknowledged as durable", fields: ["appliedLsn"] },
   { name: "druvaa_staging_relay_inflight_shipments", type: "gauge", help: "Shipments sent to the replica and not answered yet", fields: ["inflightShipments"] },
   { name: "druvaa_staging_relay_reconnects_total", type: "counter", help: "Sessions with the replica after the first", fields: ["reconnects"] },
-  { name: "druvaa_staging_relay_shipments_total", type: "counter", help: "Shipments sent to the replica (resends after a reconnect included)", fields: ["shipmentsShipped", "shipmentsSent"] },
-  { name: "druvaa_staging_relay_wire_bytes_total", type: "counter", help: "Payload bytes of the shipments put on the wire (after compression; frame headers not counted; resends included)", fields: ["bytesShipped", "wireBytes"] },
-  { name: "druvaa_staging_relay_shipped_records_total", type: "counter", help: "Records shipped to the replica", fields: ["recordsShipped", "shippedRecords"] },
+  { name: "druvaa_staging_relay_shipments_total", type: "counter", help: "Shipments sent to the replica (resends after a reconnect included)", fields: ["shipmentsShipped"] },
+  { name: "druvaa_staging_relay_wire_bytes_total", type: "counter", help: "Payload bytes of the shipments put on the wire (after compression; frame headers not counted; resends included)", fields: ["bytesShipped"] },
+  { name: "druvaa_staging_relay_shipped_records_total", type: "counter", help: "Records shipped to the replica", fields: ["recordsShipped"] },
 ];
 
 /** From the relay's `compression` object (src/roles/staging/compression.ts CompressionStatus). */

@@ -5,8 +5,9 @@
  * emitted at all (never reported as 0).
  *
  * A FieldMetric table names, for one family, the status fields tried in order: the first that
- * holds a finite number (or a boolean, as 1/0) gives the value. Lists of several names map
- * fields other developers may add under one of them (e.g. `bytesShipped` / `shippedBytes`).
+ * holds a finite number (or a boolean, as 1/0) gives the value. A second name is a fallback
+ * with its own meaning (e.g. `rpoSeconds`, else `lagSeconds`), not an alternate spelling: the
+ * status field names are the producers' (src/roles/*), so a table names exactly those.
  */
 import type { Labels, MetricSet, MetricType } from "./prometheus.ts";
 

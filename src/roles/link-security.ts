@@ -92,6 +92,13 @@ export function isLocalAddress(address: Address): boolean {
   return host === "localhost" || host === "::1" || /^127(\.\d{1,3}){3}$/.test(host) || host === "::ffff:127.0.0.1";
 }
 
+/** The flags that name this node's TLS files: all three, or none. */
+const tlsFileFlags = ["tls-cert", "tls-key", "tls-ca"] as const;
+
+function anyTlsFile(flags: Pick<LinkSecurityFlags, (typeof tlsFileFlags)[number]>): boolean {
+  return tlsFileFlags.some((flag) => flags[flag] !== undefined);
+}
+
 async function readPem(path: string, flag: string): Promise<string> {
   try {
     return await readFile(path, "utf8");
@@ -107,13 +114,13 @@ async function readPem(path: string, flag: string): Promise<string> {
  * is read once (no timer, no SIGHUP handler).
  */
 export async function resolveLinkSecurity(flags: LinkSecurityFlags, where: LinkAddresses, options: { tool?: boolean } = {}): Promise<LinkSecurity> {
-  const given = (["tls-cert", "tls-key", "tls-ca"] as const).filter((flag) => flags[flag] !== undefined);
+  const given = tlsFileFlags.filter((flag) => flags[flag] !== undefined);
   const allowRemote = flags["insecure-allow-remote"] === true;
   if (allowRemote && flags.insecure !== true) throw usageError("--insecure-allow-remote needs --insecure", "Add --insecure (plaintext), or drop --insecure-allow-remote and use TLS");
   const remotePlaintext = (where.plaintextPorts ?? []).find((address) => !isLocalAddress(address));
   if (given.length > 0) {
     if (flags.insecure === true) throw usageError(`${given.map((flag) => `--${flag}`).join(", ")} and --insecure contradict each other`, "Give the TLS files, or --insecure for plaintext, not both");
-    const missing = (["tls-cert", "tls-key", "tls-ca"] as const).filter((flag) => flags[flag] === undefined);
+    const missing = tlsFileFlags.filter((flag) => flags[flag] === undefined);
     if (missing.length > 0) throw usageError(`TLS needs ${missing.map((flag) => `--${flag}`).join(" and ")} as well`, issueHint);
     if (remotePlaintext !== undefined) {
       throw usageError(`${formatAddress(remotePlaintext)} is not a loopback address, and the NBD export carries no TLS`, "Serve the export on a Unix socket or 127.0.0.1 (--export unix:/run/druvaa/disk0.sock) and run the NBD client on this host");
@@ -152,8 +159,7 @@ export async function resolveLinkSecurity(flags: LinkSecurityFlags, where: LinkA
  * plaintext tool whatever the tool says.)
  */
 export async function resolveToolSecurity(flags: LinkSecurityFlags, peer: Address, expectRole: CertRole): Promise<PreparedTls | undefined> {
-  const tls = flags["tls-cert"] !== undefined || flags["tls-key"] !== undefined || flags["tls-ca"] !== undefined;
-  if (!tls && flags.insecure !== true && isLocalAddress(peer)) return undefined;
+  if (!anyTlsFile(flags) && flags.insecure !== true && isLocalAddress(peer)) return undefined;
   const security = await resolveLinkSecurity(flags, { links: [peer], controls: [] }, { tool: true });
   return security.forPeer(expectRole);
 }
@@ -164,8 +170,7 @@ export async function resolveToolSecurity(flags: LinkSecurityFlags, peer: Addres
  * role's; without them plain HTTP (a role started with --insecure). The role decides who may in.
  */
 export async function resolveControlToolSecurity(flags: Pick<LinkSecurityFlags, "tls-cert" | "tls-key" | "tls-ca" | "crl">): Promise<PreparedTls | undefined> {
-  const tls = flags["tls-cert"] !== undefined || flags["tls-key"] !== undefined || flags["tls-ca"] !== undefined;
-  if (!tls && flags.crl === undefined) return undefined;
+  if (!anyTlsFile(flags) && flags.crl === undefined) return undefined;
   const security = await resolveLinkSecurity(flags, { links: [], controls: [] }, { tool: true });
   return security.forPeer(controlServerRoles);
 }

@@ -22,7 +22,7 @@ import {
   type AutoLevelState,
   type CompressionSample,
 } from "../../src/roles/staging/compression.ts";
-import { closeTrackedFixtures, trackedFixture } from "./fixture.ts";
+import { closeTrackedFixtures, trackedFixture, type Fixture } from "./fixture.ts";
 import { bytes, CoreClient, KiB, MiB, waitFor } from "./helpers.ts";
 
 afterEach(closeTrackedFixtures);
@@ -190,6 +190,14 @@ describe("ShipmentCompressor", () => {
 });
 
 describe("relay with compression", () => {
+  /** Starts the core's relay and attaches d0 (1 MiB) to w0. */
+  async function startAttached(f: Fixture): Promise<CoreClient> {
+    f.core.start();
+    const client = new CoreClient(f.core);
+    await client.attach("w0", "d0", 1 * MiB);
+    return client;
+  }
+
   /** Writes text-and-zeros blocks (as file systems do) and random blocks over d0; returns the model. */
   async function writeMixed(client: CoreClient, count: number, randomEvery: number): Promise<Uint8Array> {
     const model = new Uint8Array(1 * MiB);
@@ -212,9 +220,7 @@ describe("relay with compression", () => {
   for (const compression of [{ mode: "auto" as const }, { mode: "fixed" as const, level: 19 }]) {
     test(`--compression ${compression.mode === "auto" ? "auto" : compression.level}: the replica equals what was written; the status shows the ratio`, async () => {
       const f = await trackedFixture({ compression, limits: { payloadBytesMax: 64 * KiB, recordsMax: 8, headerBytesMax: 60 * KiB } });
-      f.core.start();
-      const client = new CoreClient(f.core);
-      await client.attach("w0", "d0", 1 * MiB);
+      const client = await startAttached(f);
       const model = await writeMixed(client, 60, 7);
       await f.drained();
       expect(Buffer.from(f.replica.image("d0")).equals(Buffer.from(model))).toBe(true);
@@ -234,9 +240,7 @@ describe("relay with compression", () => {
   test("shipments compressed side by side still go out in LSN order, within the window", async () => {
     const f = await trackedFixture({ compression: { mode: "fixed", level: 3 }, windowMax: 3 });
     f.replica.holding = true;
-    f.core.start();
-    const client = new CoreClient(f.core);
-    await client.attach("w0", "d0", 1 * MiB);
+    const client = await startAttached(f);
     const model = await writeMixed(client, 40, 0);
     await waitFor(() => f.replica.shipments.length === 3, "a full window");
     await Bun.sleep(30);
@@ -254,9 +258,7 @@ describe("relay with compression", () => {
   test("random data travels raw (ratio 1); compression off sends no codec field at all", async () => {
     for (const compression of [{ mode: "fixed" as const, level: 1 }, { mode: "off" as const }]) {
       const f = await trackedFixture({ compression });
-      f.core.start();
-      const client = new CoreClient(f.core);
-      await client.attach("w0", "d0", 1 * MiB);
+      const client = await startAttached(f);
       const model = await writeMixed(client, 12, 1);
       await f.drained();
       expect(Buffer.from(f.replica.image("d0")).equals(Buffer.from(model))).toBe(true);

@@ -9,7 +9,7 @@ import { MemoryDevice } from "../../src/io/memory-device.ts";
 import { ResyncLog } from "../../src/roles/replica/resync-log.ts";
 import { MemoryStateStore } from "../../src/roles/replica/state.ts";
 import { WriteLog } from "../../src/wrl/write-log.ts";
-import { closeTrackedFixtures, trackedFixture } from "./fixture.ts";
+import { closeTrackedFixtures, trackedFixture, type Fixture } from "./fixture.ts";
 import { applyTo, bytes, CoreClient, FakeReplica, KiB, MiB, waitFor } from "./helpers.ts";
 
 afterEach(closeTrackedFixtures);
@@ -19,6 +19,16 @@ const coalesceAlways = { mode: "auto" as const, lagBytesMin: 1, spanBytesMax: 25
 async function replicaWithRsWrl(): Promise<FakeReplica> {
   const rsWrl = ResyncLog.over(await WriteLog.create([new MemoryDevice(4 * MiB, "rswrl")]));
   return FakeReplica.create({ d0: 1 * MiB, d1: 256 * KiB }, new MemoryStateStore(), rsWrl);
+}
+
+/** A started core coalescing into a holding replica with an RS-WRL (64 KiB shipments), d0 attached. */
+async function heldSpanFixture(): Promise<{ f: Fixture; client: CoreClient }> {
+  const f = await trackedFixture({ replica: await replicaWithRsWrl(), coalesce: coalesceAlways, limits: { payloadBytesMax: 64 * KiB, recordsMax: 64, headerBytesMax: 60 * KiB } });
+  f.replica.holding = true;
+  f.core.start();
+  const client = new CoreClient(f.core);
+  await client.attach("w0", "d0", 1 * MiB);
+  return { f, client };
 }
 
 /** Many small writes over a few hot blocks (overwrites), some zeros; returns the model image. */
@@ -35,11 +45,7 @@ async function writeHot(client: CoreClient, count: number, model: Uint8Array = n
 
 describe("relay coalescing", () => {
   test("behind, with a replica that has an RS-WRL: coalesced spans, fewer bytes, the replica equals what was written", async () => {
-    const f = await trackedFixture({ replica: await replicaWithRsWrl(), coalesce: coalesceAlways, limits: { payloadBytesMax: 64 * KiB, recordsMax: 64, headerBytesMax: 60 * KiB } });
-    f.replica.holding = true;
-    f.core.start();
-    const client = new CoreClient(f.core);
-    await client.attach("w0", "d0", 1 * MiB);
+    const { f, client } = await heldSpanFixture();
     const model = await writeHot(client, 60);
     await waitFor(() => f.replica.shipments.length >= 1, "a first shipment");
     f.replica.release();
@@ -56,11 +62,7 @@ describe("relay coalescing", () => {
   });
 
   test("a span's merged payload may exceed one shipment's: many shipments' worth of records in one frame", async () => {
-    const f = await trackedFixture({ replica: await replicaWithRsWrl(), coalesce: coalesceAlways, limits: { payloadBytesMax: 64 * KiB, recordsMax: 64, headerBytesMax: 60 * KiB } });
-    f.replica.holding = true;
-    f.core.start();
-    const client = new CoreClient(f.core);
-    await client.attach("w0", "d0", 1 * MiB);
+    const { f, client } = await heldSpanFixture();
     const model = new Uint8Array(1 * MiB);
     for (let index = 0; index < 48; index += 1) {
       const data = bytes(4 * KiB, 900 + index);

@@ -61,6 +61,7 @@ import { describe, nack, type ShipReply } from "./apply-group.ts";
 import { applySegment, plannedOf } from "./resync-apply.ts";
 import type { LogEvent, ResyncLog } from "./resync-log.ts";
 import type { SetHost } from "./resync-sets.ts";
+import { appliedLsnOf } from "./state.ts";
 
 const log = logger("replica:coalesced");
 const noBytes = new Uint8Array(0);
@@ -82,7 +83,7 @@ export interface PendingSpan {
 /** One coalesced shipment of a WRL without a set open: the decision table above. */
 export async function shipCoalesced(host: SetHost, rsLog: ResyncLog, free: () => Promise<void>, pending: Map<string, PendingSpan>, ship: ShipMessage, payload: Uint8Array): Promise<ShipReply> {
   const uuid = ship.wrlUuid;
-  const appliedLsn = host.state().wrls.find((wrl) => wrl.uuid === uuid)?.appliedLsn ?? 0;
+  const appliedLsn = appliedLsnOf(host.state(), uuid);
   const held = pending.get(uuid);
   const continuing = held !== undefined && held.prevLsn === appliedLsn && ship.firstLsn === held.nextLsn;
   if (!continuing) pending.delete(uuid);
@@ -90,9 +91,6 @@ export async function shipCoalesced(host: SetHost, rsLog: ResyncLog, free: () =>
     return nack(ship, "LSN_GAP", `the coalesced span ${ship.firstLsn}..${ship.lastLsn} starts past LSN ${appliedLsn + 1}: the replica applied WRL ${ship.wrl} only up to LSN ${appliedLsn} (nothing was applied); resume from ${appliedLsn + 1}`);
   }
   if (ship.lastLsn <= appliedLsn) return { type: "shipAck", wrl: ship.wrl, appliedLsn };
-  // Every extent, whatever its LSN: the span is applied whole or not at all.
-  // A part with more to come, and nothing held to continue: the span's start was not seen.
-  if (!continuing && ship.spanContinues === true && ship.firstLsn > appliedLsn + 1) return nack(ship, "LSN_GAP", `a part of a coalesced span (LSN ${ship.firstLsn}..${ship.lastLsn}) came without the parts before it; resume from ${appliedLsn + 1}`);
   // Every extent, whatever its LSN: the span is applied whole or not at all.
   const plan = planShipment(ship, payload, 0, host.devices);
   if (!("writes" in plan)) {
@@ -166,8 +164,10 @@ export function wholeSpans(events: readonly SpanEvent[]): SpanEvent[] {
     open.delete(event.wrlUuid);
     let span: SpanEvent;
     if (part.firstLsn <= event.prevLsn + 1) span = { ...event, records: [...event.records] };
-    else if (sofar !== undefined && sofar.prevLsn === event.prevLsn && part.firstLsn === sofar.throughLsn + 1) span = { ...sofar, throughLsn: event.throughLsn, complete: sofar.complete && event.complete, records: [...sofar.records, ...event.records], part };
-    else continue; // a part whose start is gone (dropped, freed): never acknowledged as applied
+    else if (sofar !== undefined && sofar.prevLsn === event.prevLsn && part.firstLsn === sofar.throughLsn + 1) {
+      for (const record of event.records) sofar.records.push(record); // sofar's records are this function's own copy
+      span = { ...sofar, throughLsn: event.throughLsn, complete: sofar.complete && event.complete, part };
+    } else continue; // a part whose start is gone (dropped, freed): never acknowledged as applied
     if (part.continues) open.set(event.wrlUuid, span);
     else spans.push(span);
   }

@@ -57,7 +57,7 @@ import { describe, nack, type InconsistentDevices, type ShipReply } from "./appl
 import { redoSpans, shipCoalesced, type PendingSpan, type SpanEvent } from "./coalesced-apply.ts";
 import { applySegment, applySet, type OpenSet } from "./resync-apply.ts";
 import { GroupReader, type LogEvent, type LogOutcome, type ResyncLog, type ResyncLogInfo } from "./resync-log.ts";
-import type { ReplicaState, WrlState } from "./state.ts";
+import { appliedLsnOf as appliedLsn, type ReplicaState, type WrlState } from "./state.ts";
 import type { VerifyOutbox } from "./verify.ts";
 
 export type { OpenSet } from "./resync-apply.ts";
@@ -378,10 +378,6 @@ function partToLog(set: OpenSet, writes: readonly PlannedWrite[], index: number)
     else if ((flags & recordFlags.resyncEnd) !== 0 && open.delete(device) && open.size === 0) return { count: at - index + 1, completes: true };
   }
   return { count: writes.length - index, completes: false };
-}
-
-function appliedLsn(state: ReplicaState, wrlUuid: string): number {
-  return state.wrls.find((wrl) => wrl.uuid === wrlUuid)?.appliedLsn ?? 0;
 }
 
 function ack(ship: ShipMessage, lsn: number): ShipAckMessage {

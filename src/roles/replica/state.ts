@@ -61,6 +61,11 @@ export function emptyReplicaState(): ReplicaState {
   return { version: stateVersion, wrls: [], devices: [] };
 }
 
+/** The last LSN applied and persisted for the WRL with this uuid (0: none). */
+export function appliedLsnOf(state: ReplicaState, wrlUuid: string): number {
+  return state.wrls.find((wrl) => wrl.uuid === wrlUuid)?.appliedLsn ?? 0;
+}
+
 /** Where the replica's state lives. load() returns undefined when nothing was ever saved. */
 export interface ReplicaStateStore {
   /** What to call the store in messages (the file's path). */

@@ -199,6 +199,8 @@ export class RelayCoalescing {
   async build(records: readonly WrlRecord[], context: SpanContext): Promise<Shipment | undefined> {
     const first = records[0];
     if (first === undefined || first.lsn <= this.#holdThroughLsn) return undefined;
+    // The policy's first row, before the lag is looked at: this runs for every shipment.
+    if (this.#setting.mode === "off" || !this.#replicaAccepts) return undefined;
     const lag = { lagBytes: context.lag.lagBytes(), lagSeconds: context.lag.lagSeconds(context.nowMs), windowFullRecently: context.nowMs - this.#windowFullAtMs < coalesceWindowFullRecentMs };
     const spanBytes = coalesceSpanBytes({ ...this.#setting, ...lag, replicaAccepts: this.#replicaAccepts, rpoState: context.rpoState, shipmentBytesMax: context.limits.payloadBytesMax });
     if (spanBytes === 0) return undefined;

@@ -42,6 +42,9 @@ export const relayScheduleRecheckMsMax = 60 * 60 * 1000;
 
 assert(relayRateBurstMs > 0 && relayScheduleRecheckMsMax > 0, "pacing bounds are positive");
 
+/** The window of a relay without a schedule (one object: isOpen() runs on every turn of the shipping loop). */
+const alwaysOpen: { readonly open: true; readonly untilMs: number } = { open: true, untilMs: Number.POSITIVE_INFINITY };
+
 /** Bytes of the frame `message` + `payload` on the wire (what the peer's decoder reads). */
 export function frameBytesOf(message: Message, payload?: Uint8Array): number {
   return encodeFrame(message, payload).reduce((sum, chunk) => sum + chunk.length, 0);
@@ -181,7 +184,7 @@ export class RelayGate {
 
   #windowNow(): { open: boolean; untilMs: number } {
     const schedule = this.#schedule;
-    if (schedule === undefined) return { open: true, untilMs: Number.POSITIVE_INFINITY };
+    if (schedule === undefined) return alwaysOpen;
     const nowMs = this.#clock.now();
     const cached = this.#window;
     if (cached !== undefined && cached.fromMs <= nowMs && nowMs < cached.untilMs) return cached;

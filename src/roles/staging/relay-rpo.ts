@@ -81,6 +81,11 @@ export class RpoMonitor {
     return this.#tracker.status();
   }
 
+  /** The state as of the last sample (what status().state says, without recomputing the trend). */
+  get state(): RpoStatus["state"] {
+    return this.#tracker.state;
+  }
+
   #sample(): void {
     const { lag, clock } = this.#o;
     const nowMs = clock.now();

@@ -315,7 +315,7 @@ export class Relay {
       return pooled.subarray(0, bytes);
     };
     const target = { wrl: this.#o.name, wrlUuid: this.#o.uuid, deviceSizes: this.#o.deviceSizes() };
-    const coalesced = part ?? (await this.#coalescing.build(records, { target, limits: this.#limits, lag: this.#o.lag, nowMs: this.#clock.now(), rpoState: this.#rpo.status().state, wrl: this.#o.wrl }));
+    const coalesced = part ?? (await this.#coalescing.build(records, { target, limits: this.#limits, lag: this.#o.lag, nowMs: this.#clock.now(), rpoState: this.#rpo.state, wrl: this.#o.wrl }));
     const shipment = coalesced ?? buildShipment(records, target, this.#limits, allocate);
     const packed = this.#compressor.pack(shipment).then((frame) => {
       if (frame === shipment || pooled === undefined) return { frame, pooled };
