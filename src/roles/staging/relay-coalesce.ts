@@ -89,7 +89,7 @@ export interface CoalesceSetting {
   lagBytesMin?: number;
   lagSecondsMin?: number;
   spanBytesMax?: number;
-  /** Most payload bytes of one part (default coalescedPayloadBytesMax; the simulation makes it small). */
+  /** Most payload bytes of one part (default the larger of a shipment and coalescedPayloadBytesMax; the simulation makes it smaller than a shipment, so spans go in parts often). */
   partBytesMax?: number;
 }
 
@@ -205,7 +205,7 @@ export class RelayCoalescing {
     const spanBytes = coalesceSpanBytes({ ...this.#setting, ...lag, replicaAccepts: this.#replicaAccepts, rpoState: context.rpoState, shipmentBytesMax: context.limits.payloadBytesMax });
     if (spanBytes === 0) return undefined;
     // Many shipments' worth of records merge into parts of one frame each (see the file comment).
-    const partBytes = Math.max(context.limits.payloadBytesMax, this.#setting.partBytesMax ?? coalescedPayloadBytesMax);
+    const partBytes = this.#setting.partBytesMax ?? Math.max(context.limits.payloadBytesMax, coalescedPayloadBytesMax);
     const coalescer = new Coalescer(context.target, { ...context.limits, payloadBytesMax: partBytes }, Math.max(partBytes, spanBytes));
     let batch = records;
     let nextLsn = first.lsn;
