@@ -26,6 +26,7 @@ import { zstdDecompressSync } from "node:zlib";
 import { runDruvaa, startRole, type RoleProcess } from "../src/demo/processes.ts";
 import { TestClient } from "../tests/staging/test-client.ts";
 import { flagValue, round } from "./support/lib.ts";
+import { protectReserveBytesDefault } from "../src/protect-constants.ts";
 
 const MiB = 1024 * 1024;
 const totalMiB = Number(flagValue("mib", "256"));
@@ -164,7 +165,7 @@ async function pipelineRun(setting: string, throttled: boolean): Promise<Record<
   let proxy: { address: string; close(): void } | undefined;
   try {
     const deviceBytes = 64 * MiB;
-    writeFileSync(join(dir, "replica.img"), new Uint8Array(deviceBytes));
+    writeFileSync(join(dir, "replica.img"), new Uint8Array(deviceBytes + protectReserveBytesDefault)); // + the swapped header reserve
     await runDruvaa(["wrl", "create", "--primary", join(dir, "wrl.img"), "--size", `${Math.max(2 * totalMiB, 256)}M`]);
     const replica = await startRole("replica", ["replica", "apply", "--listen", "127.0.0.1:0", "--control", "127.0.0.1:0", "--restore", "127.0.0.1:0", "--device", `d0=${join(dir, "replica.img")}`, "--state-dir", join(dir, "replica-state"), "--insecure"]);
     roles.push(replica);

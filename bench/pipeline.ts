@@ -35,6 +35,7 @@ import { join, resolve } from "node:path";
 import { fetchStatus, type StagingStatus } from "../src/commands/status-format.ts";
 import { runDruvaa, startRole, type RoleProcess } from "../src/demo/processes.ts";
 import { Cleanup, flagValue, median, missingTools, peakRssMB, round, runFio, runFioOnFile, type FioJob, type FioResult } from "./support/lib.ts";
+import { protectReserveBytesDefault } from "../src/protect-constants.ts";
 
 const MiB = 1024 * 1024;
 const seconds = Number(flagValue("seconds", "20"));
@@ -155,7 +156,7 @@ async function main(): Promise<void> {
     if (targets.includes("druvaa")) {
       const paths = { primary: join(workDir, "primary.img"), replica: join(workDir, "replica.img"), wrl: join(workDir, "wrl.img"), socket: join(workDir, "disk0.sock") };
       await createImage(paths.primary, imageBytes);
-      await createImage(paths.replica, imageBytes);
+      await createImage(paths.replica, imageBytes + protectReserveBytesDefault); // + the swapped header reserve
       await createImage(paths.wrl, wrlBytes);
       images.push(paths.primary, paths.replica);
       await runDruvaa(["wrl", "create", "--primary", paths.wrl]);

@@ -42,7 +42,7 @@ import { join, resolve } from "node:path";
 import { selfCommand } from "../src/demo/processes.ts";
 import { sha256File } from "../src/io/file-hash.ts";
 import type { BenchSystem } from "./support/druvaa-system.ts";
-import { fillRandomImages } from "./support/images.ts";
+import { fillRandomImages, protectedCopy } from "./support/images.ts";
 import { Cleanup, flagValue, median, missingTools, round } from "./support/lib.ts";
 import { initialSyncPart, resyncPart, startSyncedPair, verifyPart, type BenchContext } from "./support/resync-parts.ts";
 
@@ -114,7 +114,8 @@ async function main(): Promise<number> {
     const replica = join(workDir, "replica.img");
     const before = join(workDir, "replica-before-changes.img");
     const filling = performance.now();
-    await fillRandomImages([primary, replica], volumeBytes);
+    await fillRandomImages([primary], volumeBytes);
+    await protectedCopy(primary, replica, volumeBytes); // the replica's head is kept swapped to its end
     say(`primary and replica written with the same ${volumeBytes / MiB} MiB of random data in ${((performance.now() - filling) / 1000).toFixed(1)} s`);
 
     if (parts.has("resync") || parts.has("verify")) {

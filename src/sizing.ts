@@ -33,3 +33,12 @@ export function replicaWrlSizeBytes(input: ReplicaSizingInput): number {
 export function changeMapBitmapBytes(volumeSizeBytes: number, blockSizeBytes: number): number {
   return Math.ceil(Math.ceil(volumeSizeBytes / blockSizeBytes) / 8);
 }
+
+/**
+ * Bytes a replica device needs for a primary of `primarySizeBytes`: the primary's size plus the
+ * header reserve of a protected replica device (druvaa replica apply --protect-headers; 0 when
+ * unprotected), whose head is kept at the end of the device.
+ */
+export function replicaDeviceSizeBytes(primarySizeBytes: number, protectHeadersBytes: number): number {
+  return primarySizeBytes + protectHeadersBytes;
+}

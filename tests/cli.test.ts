@@ -63,6 +63,14 @@ describe("druvaa sizing (install guide formulas)", () => {
     expect(JSON.parse(result.stdout)).toMatchObject({ replicaWrlSizeMB: 1000, replicaWrlSizeBytes: 1_000_000_000 });
   });
 
+  test("replica device for a primary: primary size + the protected header reserve (default 1 MiB)", async () => {
+    const result = await druvaa(["sizing", "--primary-size", "100GiB", "--json"]);
+    expect(result.exitCode).toBe(0);
+    expect(JSON.parse(result.stdout)).toMatchObject({ primarySizeBytes: 100 * 1024 ** 3, protectedHeaderBytes: 1024 ** 2, replicaDeviceSizeBytes: 100 * 1024 ** 3 + 1024 ** 2 });
+    const odd = await druvaa(["sizing", "--primary-size", "1G", "--protect-headers", "1000"]);
+    expect(odd.exitCode).toBe(2);
+  });
+
   test("staging WRL follows SF × (AUH × OH + MUH × BPH)", async () => {
     const base = ["sizing", "--avg-update-rate", "10MB/h", "--max-update-rate", "100MB/h", "--burst-hours", "1", "--json"];
     const twelve = JSON.parse((await druvaa([...base, "--outage-hours", "12"])).stdout);

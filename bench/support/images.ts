@@ -8,6 +8,9 @@ import { existsSync, writeFileSync } from "node:fs";
 import { open } from "node:fs/promises";
 import { connectNbd } from "../../src/nbd/client.ts";
 import { Random } from "../../src/io/random.ts";
+import { FileDevice } from "../../src/io/file-device.ts";
+import { protectReserveBytesDefault } from "../../src/protect-constants.ts";
+import { openProtected, ProtectedDevice } from "../../src/roles/replica/protected-device.ts";
 import type { Cleanup } from "./lib.ts";
 
 const MiB = 1024 * 1024;
@@ -131,5 +134,44 @@ export async function waitForSocket(path: string, proc: Bun.Subprocess, timeoutM
     if (proc.exitCode !== null) throw new Error(`the server for ${path} exited with code ${proc.exitCode}`);
     if (performance.now() > deadline) throw new Error(`${path} did not appear within ${timeoutMs} ms`);
     await Bun.sleep(20);
+  }
+}
+
+/**
+ * A protected replica image (druvaa replica apply protects its devices by default: the head is
+ * kept swapped to the end) whose logical contents are the first `sizeBytes` of the plain image at
+ * `plainPath`: a replica that starts in sync with its primary. Written and fdatasynced.
+ */
+export async function protectedCopy(plainPath: string, replicaPath: string, sizeBytes: number): Promise<void> {
+  await sparseImage(replicaPath, sizeBytes + protectReserveBytesDefault);
+  const [source, target] = await Promise.all([FileDevice.open(plainPath, { readOnly: true }), FileDevice.open(replicaPath).then((physical) => openProtected(physical, { reserveBytes: protectReserveBytesDefault }))]);
+  try {
+    for (let offset = 0; offset < sizeBytes; offset += 8 * MiB) await target.write(offset, await source.read(offset, Math.min(8 * MiB, sizeBytes - offset)));
+    await target.flush();
+  } finally {
+    await Promise.all([source.close(), target.close()]);
+  }
+}
+
+/** The logical image (first `sizeBytes`) of the protected replica image at `replicaPath`, as a plain file. */
+export async function plainCopy(replicaPath: string, plainPath: string, sizeBytes: number): Promise<void> {
+  const handle = await open(plainPath, "w");
+  try {
+    for (let offset = 0; offset < sizeBytes; offset += 64 * MiB) {
+      const lengthBytes = Math.min(64 * MiB, sizeBytes - offset);
+      await handle.write(await readPlainRange(replicaPath, offset, lengthBytes), 0, lengthBytes, offset);
+    }
+    await handle.datasync();
+  } finally {
+    await handle.close();
+  }
+}
+
+async function readPlainRange(replicaPath: string, offsetBytes: number, lengthBytes: number): Promise<Uint8Array> {
+  const physical = await FileDevice.open(replicaPath, { readOnly: true });
+  try {
+    return await new ProtectedDevice(physical, protectReserveBytesDefault).read(offsetBytes, lengthBytes);
+  } finally {
+    await physical.close();
   }
 }

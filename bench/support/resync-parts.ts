@@ -6,11 +6,13 @@
  * When the CLI refuses a part's druvaa feature (unknown command or option), the reference is
  * still measured and the outcome says why druvaa's figures are null; any other failure throws.
  */
-import { copyFile, mkdir, rm } from "node:fs/promises";
+import { mkdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { sha256File } from "../../src/io/file-hash.ts";
+import { protectReserveBytesDefault } from "../../src/protect-constants.ts";
+import { plainSha256 } from "../../src/roles/replica/protected-device.ts";
 import { BenchSystem } from "./druvaa-system.ts";
-import { dropCaches, rsyncFigure, sparseImage, timedRun, waitForSocket, writeRandomBlocks, zeroImage, type TimedRun } from "./images.ts";
+import { dropCaches, plainCopy, rsyncFigure, sparseImage, timedRun, waitForSocket, writeRandomBlocks, zeroImage, type TimedRun } from "./images.ts";
 import type { Cleanup } from "./lib.ts";
 
 export interface BenchContext {
@@ -79,7 +81,7 @@ export async function startSyncedPair(ctx: BenchContext, primary: string, replic
   const written = await writeRandomBlocks(system.exportAddress, ctx.device, ctx.volumeBytes, MiB, initialBytes / ctx.volumeBytes, ctx.seed + 1, 8);
   await system.waitDrained(120_000);
   ctx.say(`initial content: random data everywhere, plus ${written.blockCount} MiB written through the client while connected (${mbps(written.changedBytes, written.seconds).toFixed(0)} MB/s) and drained`);
-  await copyFile(replica, before);
+  await plainCopy(replica, before, ctx.volumeBytes); // rsync's target: the plain image, as a primary holds it
   return system;
 }
 
@@ -150,9 +152,9 @@ export async function resyncPart(ctx: BenchContext, system: BenchSystem, primary
   ctx.say(`  resync pass: ${times.lastResync?.seconds.toFixed(2) ?? "?"} s, ${sent ?? "?"} bytes sent (client's lastResync.sentBytes, outcome ${times.lastResync?.outcome ?? "?"}); on the wire client→staging ${wireUp} bytes, staging→client ${wireDown} bytes`);
   ctx.say(`  \`druvaa resync\` then \`druvaa status --wait-drained\`: both exit 0, ${cli.seconds.toFixed(2)} s together`);
 
-  const [primaryHash, replicaHash] = await Promise.all([sha256File(primary, ctx.volumeBytes), sha256File(replica, ctx.volumeBytes)]);
+  const [primaryHash, replicaHash] = await Promise.all([sha256File(primary, ctx.volumeBytes), plainSha256(replica, ctx.volumeBytes)]);
   const replicaEqualsPrimary = primaryHash === replicaHash;
-  ctx.say(`replica ${replicaEqualsPrimary ? "==" : "!="} primary (sha256 of the image files)`);
+  ctx.say(`replica ${replicaEqualsPrimary ? "==" : "!="} primary (sha256 of the images, the replica's un-swapped)`);
 
   await cold(ctx);
   const rsync = await timedRun(["rsync", "--inplace", "--no-whole-file", "--ignore-times", "--stats", primary, before], ctx.cleanup);
@@ -215,8 +217,14 @@ export async function verifyPart(ctx: BenchContext, system: BenchSystem, primary
   if (missing === undefined && verify.exitCode !== 0) throw failed("druvaa verify (on a pair in sync)", verify);
   const report = missing !== undefined ? {} : (JSON.parse(verify.stdout.trim().split("\n").findLast((line) => line.startsWith("{")) ?? "{}") as { checkedBytes?: number; seconds?: number });
   await cold(ctx);
-  const cmp = await timedRun(["cmp", primary, replica], ctx.cleanup);
-  if (cmp.exitCode !== 0) throw failed("cmp primary replica", cmp);
+  // The replica keeps its first R bytes at its end (protected device): cmp compares [R, size) in
+  // place and the head against the replica's end, two runs timed together.
+  const reserve = protectReserveBytesDefault;
+  const body = await timedRun(["cmp", "-i", String(reserve), "-n", String(ctx.volumeBytes - reserve), primary, replica], ctx.cleanup);
+  if (body.exitCode !== 0) throw failed("cmp primary replica", body);
+  const head = await timedRun(["cmp", "-i", `0:${ctx.volumeBytes}`, "-n", String(reserve), primary, replica], ctx.cleanup);
+  if (head.exitCode !== 0) throw failed("cmp primary replica (head)", head);
+  const cmp = { ...body, seconds: body.seconds + head.seconds };
   const cmpMBps = mbps(ctx.volumeBytes, cmp.seconds);
   const checkedBytes = report.checkedBytes ?? Number.NaN;
   const verifyMBps = missing === undefined ? mbps(checkedBytes, verify.seconds) : null;
@@ -280,7 +288,7 @@ export async function initialSyncPart(ctx: BenchContext, primary: string, primar
 
 async function druvaaInitialSync(ctx: BenchContext, dir: string, primary: string, primaryHash: string): Promise<DruvaaInitialSync | { unavailable: string }> {
   const replica = join(dir, "replica.img");
-  await sparseImage(replica, ctx.volumeBytes);
+  await sparseImage(replica, ctx.volumeBytes + protectReserveBytesDefault); // + the swapped header reserve
   const { wrl, changeMap } = await prepareLogAndMap(ctx, dir);
   const system = await BenchSystem.start({ dir, device: ctx.device, primary, replica, wrl, changeMap, cleanup: ctx.cleanup, viaProxy: false });
   try {
@@ -296,7 +304,7 @@ async function druvaaInitialSync(ctx: BenchContext, dir: string, primary: string
     }
     // Generous (5 MB/s at worst) but bounded: a stuck initial sync fails the part, not the run.
     const times = await system.waitInSyncAndDrained(t0, null, Math.max(120_000, (ctx.volumeBytes / 5e6) * 1000));
-    const equal = (await sha256File(replica, ctx.volumeBytes)) === primaryHash;
+    const equal = (await plainSha256(replica, ctx.volumeBytes)) === primaryHash;
     const figures = {
       initialSyncSeconds: times.drainedSeconds,
       initialSyncInSyncSeconds: times.inSyncSeconds,

@@ -20,6 +20,7 @@ import type { PreparedTls } from "../../src/tls/transport-tls.ts";
 import type { StagingWrlStatus } from "../../src/roles/staging/core-status.ts";
 import type { Cleanup } from "./lib.ts";
 import { sparseImage } from "./images.ts";
+import { protectReserveBytesDefault } from "../../src/protect-constants.ts";
 
 export type Node = "replica" | "staging" | "client";
 /**
@@ -97,7 +98,7 @@ export class WanSystem {
     const { dir, deviceBytes, wrlBytes, security } = options;
     mkdirSync(dir, { recursive: true });
     await sparseImage(system.path("primary.img"), deviceBytes);
-    await sparseImage(system.path("replica.img"), deviceBytes);
+    await sparseImage(system.path("replica.img"), deviceBytes + protectReserveBytesDefault); // + the swapped header reserve
     await runDruvaa(["wrl", "create", "--primary", system.path("wrl.img"), "--size", String(wrlBytes)]);
     const rsWrl: string[] = [];
     if (options.replicaWrlBytes !== undefined) {

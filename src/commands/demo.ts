@@ -5,7 +5,7 @@ import { formatBytes, parseSizeBytes } from "../units.ts";
 export default command({
   meta: { name: "demo", description: "Run a whole client→staging→replica system on local image files: write, replicate, restore, verify" },
   args: {
-    size: { type: "string", valueHint: "SIZE", default: "128MiB", description: "size of the protected volume (and of the replica)" },
+    size: { type: "string", valueHint: "SIZE", default: "128MiB", description: "size of the protected volume (the replica image gets 1 MiB more: its header sectors are kept swapped at its end)" },
     dir: { type: "string", valueHint: "DIR", description: "work directory for images and state (default: a new temp directory)" },
     keep: { type: "boolean", description: "keep the work directory afterwards (images, WRL, state)" },
     json: jsonFlag,

@@ -1,10 +1,21 @@
 /**
- * `druvaa restore` (also `drrestore`): copies a replica device, as of a consistent point (a
- * shipment boundary), to an image file or a failover device. The work is in
- * src/roles/replica/restore-client.ts; this is the command line around it.
+ * `druvaa restore` (also `drrestore`):
+ *   --to PATH [--at POINT]           persistent full restore: copies a replica device, as of a
+ *                                    consistent point, to an image file or a failover device
+ *                                    (restore-client.ts); the replica takes a fast snapshot and
+ *                                    streams it, so apply pauses only for that instant
+ *   --snapshot --export ADDR [--at POINT] [--writable]
+ *                                    a fast snapshot served over NBD by the replica at ADDR
+ *                                    (unix:PATH or HOST:PORT on the replica host) until released
+ *   --snapshot --to PATH             the same as --to (it always starts from a fast snapshot)
+ *   --release ID / --list            release an exported snapshot / list them
+ * Exit codes: 0 done, 1 failed, 2 usage, 3 no such device/snapshot/label, 4 refused (target in
+ * use or too small, point outside retention, ...), 5 stalled.
  */
 import { command, jsonFlag, output } from "../cli-support.ts";
-import { replicaRestorePortDefault } from "../constants.ts";
+import { replicaControlPortDefault, replicaRestorePortDefault } from "../constants.ts";
+import { usageError } from "../errors.ts";
+import { snapshotCommand } from "./restore-snapshot.ts";
 import { parseAddress } from "../io/transport.ts";
 import { checkName, defaultNodeId } from "../roles/common.ts";
 import { linkSecurityArgs, resolveToolSecurity } from "../roles/link-security.ts";
@@ -14,9 +25,16 @@ import { formatBytes } from "../units.ts";
 export default command({
   meta: { name: "restore", description: "Copy a replica device, at a consistent point, to an image file or block device" },
   args: {
-    replica: { type: "string", valueHint: "HOST:PORT", required: true, description: `the replica's restore port (default port ${replicaRestorePortDefault})` },
-    device: { type: "string", valueHint: "NAME", required: true, description: "the replica device to restore (its --device NAME)" },
-    to: { type: "string", valueHint: "PATH", required: true, description: "target: a new image file (created at the image's size), or with --force an existing file or block device" },
+    replica: { type: "string", valueHint: "HOST:PORT", default: "127.0.0.1", description: `the replica's restore port (default port ${replicaRestorePortDefault})` },
+    device: { type: "string", valueHint: "NAME", description: "the replica device to restore (its --device NAME)" },
+    to: { type: "string", valueHint: "PATH", description: "target: a new image file (created at the image's size), or with --force an existing file or block device (refused while mounted)" },
+    at: { type: "string", valueHint: "TIME|LSN|LABEL", description: "the consistent point: a label (druvaa checkpoint --label), an LSN, a time (2026-12-05T10:00:00Z, or -10m); default the latest (druvaa replica points lists them)" },
+    snapshot: { type: "boolean", description: "a fast snapshot: with --export, served over NBD by the replica while apply goes on" },
+    export: { type: "string", valueHint: "unix:PATH|HOST:PORT", description: "with --snapshot: where the replica serves the snapshot (an address on the replica host)" },
+    writable: { type: "boolean", description: "with --snapshot --export: accept writes (kept in the snapshot, never on the replica): for drills and file-system journal replay" },
+    release: { type: "string", valueHint: "ID", description: "release the exported snapshot ID (its export stops)" },
+    list: { type: "boolean", description: "list the exported snapshots" },
+    control: { type: "string", valueHint: "HOST:PORT", description: `the replica's control port, for --snapshot --export, --release and --list (default: the --replica host, port ${replicaControlPortDefault})` },
     force: { type: "boolean", description: "overwrite an existing non-empty file or a block device" },
     ...linkSecurityArgs,
     json: jsonFlag,
@@ -25,10 +43,16 @@ export default command({
     "druvaa restore --replica 10.0.0.9:6005 --device disk0 --to /srv/restore/disk0.img",
     "druvaa restore --replica 10.0.0.9 --device disk0 --to /dev/sdd --force      # failover device",
     "drrestore --replica 127.0.0.1:6005 --device disk0 --to disk0.img --json",
+    "druvaa restore --replica 10.0.0.9 --device disk0 --at before-upgrade --to disk0-before.img   # a checkpoint label",
+    "druvaa restore --replica 10.0.0.9 --device disk0 --snapshot --export 10.0.0.9:10809 --at -15m   # then: nbdinfo nbd://10.0.0.9:10809",
+    "druvaa restore --replica 10.0.0.9 --release 3",
     "druvaa restore --replica dr-site:6005 --device disk0 --to disk0.img --tls-cert /etc/druvaa/tls/admin.pem --tls-key /etc/druvaa/tls/admin.key --tls-ca /etc/druvaa/tls/ca.pem",
   ],
   async run({ args }) {
     const replica = parseAddress(args.replica, replicaRestorePortDefault);
+    if (args.release !== undefined || args.list === true || (args.snapshot === true && args.export !== undefined)) return snapshotCommand(args, replica);
+    if (args.export !== undefined || args.writable === true) throw usageError("--export and --writable go with --snapshot", "e.g. druvaa restore --device disk0 --snapshot --export unix:/run/druvaa/snap.sock");
+    if (args.device === undefined || args.to === undefined) throw usageError("--device and --to are needed (or --snapshot --export, --release, --list)", "e.g. druvaa restore --replica 10.0.0.9 --device disk0 --to /srv/restore/disk0.img");
     const device = checkName(args.device, "--device");
     const tls = await resolveToolSecurity(args, replica, "replica");
     const tty = process.stderr.isTTY === true && !args.json;
@@ -38,6 +62,7 @@ export default command({
       replica,
       device,
       to: args.to,
+      at: args.at,
       force: args.force === true,
       nodeId: defaultNodeId(),
       tls,
@@ -58,7 +83,7 @@ export default command({
     output(args.json, { ok: true, ...summary, megabytesPerSecond }, () =>
       [
         `restored ${summary.device} from ${summary.replica} to ${summary.to}${summary.created ? " (created)" : ""}`,
-        `  ${summary.sizeBytes} bytes (${formatBytes(summary.sizeBytes)}) at applied LSN ${summary.appliedLsn}, ${summary.seconds.toFixed(2)} s, ${megabytesPerSecond.toFixed(1)} MB/s`,
+        `  ${summary.sizeBytes} bytes (${formatBytes(summary.sizeBytes)}) at ${args.at === undefined ? "applied LSN" : `the point ${args.at}: LSN`} ${summary.appliedLsn}, ${summary.seconds.toFixed(2)} s, ${megabytesPerSecond.toFixed(1)} MB/s`,
         `  sha256 ${summary.sha256} (verified)`,
         ...(summary.targetSizeBytes > summary.sizeBytes ? [`  note: the target has ${summary.targetSizeBytes} bytes; bytes past ${summary.sizeBytes} were left as they were`] : []),
       ].join("\n"),

@@ -1,6 +1,7 @@
 import { command, jsonFlag, output } from "../cli-support.ts";
 import { usageError } from "../errors.ts";
-import { changeMapBitmapBytes, replicaWrlSizeBytes, stagingWrlSizeBytes } from "../sizing.ts";
+import { protectReserveBytesDefault } from "../protect-constants.ts";
+import { changeMapBitmapBytes, replicaDeviceSizeBytes, replicaWrlSizeBytes, stagingWrlSizeBytes } from "../sizing.ts";
 import { formatBytes, parseRateBytesPerHour, parseSizeBytes } from "../units.ts";
 
 function parseHours(text: string | undefined, flag: string): number | undefined {
@@ -23,12 +24,15 @@ export default command({
     "safety-factor": { type: "string", valueHint: "SF", default: "10", description: "SF: safety factor against the unexpected" },
     "volume-size": { type: "string", valueHint: "SIZE", description: "client volume size, to size its change map, e.g. 100GB" },
     "change-map-block-size": { type: "string", valueHint: "SIZE", default: "512", description: "bytes covered by one change-map bit" },
+    "primary-size": { type: "string", valueHint: "SIZE", description: "primary volume size, to size its replica device (primary + header reserve), e.g. 100GB" },
+    "protect-headers": { type: "string", valueHint: "BYTES", default: "1MiB", description: "the replica's header reserve (druvaa replica apply --protect-headers; 0: unprotected)" },
     json: jsonFlag,
   },
   examples: [
     "druvaa sizing --avg-update-rate 10MB/h --max-update-rate 100MB/h --burst-hours 1 --outage-hours 12",
     "druvaa sizing --max-update-rate 100MB/h --disconnected-hours 1          # replica WRL: 1000 MB",
     "druvaa sizing --volume-size 100GB                                       # change map: 25 MB",
+    "druvaa sizing --primary-size 100GiB --json                              # replica device: 100 GiB + 1 MiB",
   ],
   run({ args }) {
     const safetyFactor = Number(args["safety-factor"]);
@@ -66,8 +70,18 @@ export default command({
       result.changeMapSizeMB = megabytes(bytes);
       lines.push(`change map:  ${megabytes(bytes)} MB (${formatBytes(bytes)})  = volume ${formatBytes(volume)} / (8 × ${block} B a bit)`);
     }
+    if (args["primary-size"] !== undefined) {
+      const primary = parseSizeBytes(args["primary-size"], "--primary-size");
+      const reserve = parseSizeBytes(args["protect-headers"], "--protect-headers");
+      if (reserve % 4096 !== 0) throw usageError(`--protect-headers ${args["protect-headers"]}: must be a multiple of 4096 bytes`, `Use the default (${formatBytes(protectReserveBytesDefault)}), or 0 for an unprotected replica`);
+      const bytes = replicaDeviceSizeBytes(primary, reserve);
+      result.primarySizeBytes = primary;
+      result.protectedHeaderBytes = reserve;
+      result.replicaDeviceSizeBytes = bytes;
+      lines.push(`replica device: ≥ ${bytes} bytes (${formatBytes(bytes)})  = primary ${formatBytes(primary)} + header reserve ${formatBytes(reserve)} (--protect-headers); an image: truncate -s ${bytes} PATH`);
+    }
     if (lines.length === 0) {
-      throw usageError("nothing to size", "Give the staging flags (--avg-update-rate --max-update-rate --burst-hours --outage-hours), --disconnected-hours with --max-update-rate, or --volume-size");
+      throw usageError("nothing to size", "Give the staging flags (--avg-update-rate --max-update-rate --burst-hours --outage-hours), --disconnected-hours with --max-update-rate, --volume-size, or --primary-size");
     }
     output(args.json, result, () => lines.join("\n"));
   },

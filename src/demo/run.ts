@@ -12,6 +12,8 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { DruvaaError } from "../errors.ts";
 import { sha256File } from "../io/file-hash.ts";
+import { protectReserveBytesDefault } from "../protect-constants.ts";
+import { replicaDeviceSizeBytes } from "../sizing.ts";
 import { fetchStatus, type StagingStatus } from "../commands/status-format.ts";
 import { resolveControlToolSecurity } from "../roles/link-security.ts";
 import { formatBytes } from "../units.ts";
@@ -84,10 +86,11 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
     const paths = { primary: join(workDir, "primary.img"), replica: join(workDir, "replica.img"), wrl: join(workDir, "wrl.img"), restored: join(workDir, "restored.img"), socket: join(workDir, "disk0.sock") };
     say(`work directory ${workDir}`);
     await createImage(paths.primary, size);
-    await createImage(paths.replica, size);
+    // The replica keeps its head swapped to its end (protected-device.ts): primary size + reserve.
+    await createImage(paths.replica, replicaDeviceSizeBytes(size, protectReserveBytesDefault));
     const wrlSize = Math.max(64 * 1024 * 1024, 2 * size);
     await runDruvaa(["wrl", "create", "--primary", paths.wrl, "--size", String(wrlSize)]);
-    say(`created primary and replica images (${formatBytes(size)} each) and a ${formatBytes(wrlSize)} write log`);
+    say(`created a ${formatBytes(size)} primary image, a replica image with ${formatBytes(protectReserveBytesDefault)} more for its swapped header sectors, and a ${formatBytes(wrlSize)} write log`);
 
     // Every link is TLS 1.3 with mutual authentication: a CA of the demo's own, one certificate per role.
     const certificates = await demoCertificates(workDir);

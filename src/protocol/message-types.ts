@@ -33,14 +33,15 @@ export type WriteNackCode = (typeof writeNackCodes)[number];
  * alerts. DEVICE_TOO_SMALL: the replica's device is smaller than the size the shipment declares.
  * WRL_MISMATCH: the wrlUuid is not the one this replica applied for that WRL name (the WRL was
  * re-created: applying it would mix two histories). RS_WRL_NEEDED: a coalesced shipment reached a
- * replica without a replica WRL (it never said it takes them).
+ * replica without a replica WRL (it never said it takes them). FAILED_OVER: the WRL's devices were
+ * failed over at the replica (druvaa failover): its records wait in the WRL until failback.
  */
 export const shipNackCodes = [
-  "RS_WRL_FULL", "LSN_GAP", "WRL_UNKNOWN", "WRL_MISMATCH", "DEVICE_UNKNOWN", "DEVICE_TOO_SMALL", "OUT_OF_RANGE", "IO_ERROR", "BUSY", "SHUTTING_DOWN", "RS_WRL_NEEDED",
+  "RS_WRL_FULL", "LSN_GAP", "WRL_UNKNOWN", "WRL_MISMATCH", "DEVICE_UNKNOWN", "DEVICE_TOO_SMALL", "OUT_OF_RANGE", "IO_ERROR", "BUSY", "SHUTTING_DOWN", "RS_WRL_NEEDED", "FAILED_OVER",
 ] as const;
 export type ShipNackCode = (typeof shipNackCodes)[number];
 
-export { recordFlags, shipRecordPayloadBytes, verifyBlockBytesOf, verifyDigestBytes, verifyFlags } from "./record-flags.ts";
+export { checkpointFlags, checkpointLabelBytesOf, recordFlags, shipRecordPayloadBytes, verifyBlockBytesOf, verifyDigestBytes, verifyFlags } from "./record-flags.ts";
 
 /** A byte range of a device. */
 export interface ByteRange {
@@ -151,11 +152,15 @@ export interface WriteMessage {
    * Absent: an ordered application write. `resync`: resync data (recordFlags.resync).
    * `resyncEnd`: the device's resync set is complete (offset 0, length 0, no payload).
    * `verify`: a verify probe over offset/length whose payload is one sha256 digest per block of
-   * `verifyBlockBytes` (recordFlags.verify).
+   * `verifyBlockBytes` (recordFlags.verify). `checkpoint`: an application-consistent point named
+   * `label` (offset 0, length 0, no payload; staging logs the label as the record's payload,
+   * recordFlags.checkpoint).
    */
   kind?: WriteKind;
   /** Verify probes only: the block size of the digests, a power of two in [512, 1 MiB]. */
   verifyBlockBytes?: number;
+  /** Checkpoints only: the label (checkpoint-label.ts rules). */
+  label?: string;
   reqId: number;
   device: string;
   wrl: string;
@@ -166,7 +171,7 @@ export interface WriteMessage {
   zero?: boolean;
 }
 
-export const writeKinds = ["resync", "resyncEnd", "verify"] as const;
+export const writeKinds = ["resync", "resyncEnd", "verify", "checkpoint"] as const;
 export type WriteKind = (typeof writeKinds)[number];
 
 /** Staging -> client: the write is durable in the WRL at `lsn`. */
@@ -324,6 +329,8 @@ export interface ShipNackMessage {
 export interface RestoreRequestMessage {
   type: "restoreRequest";
   device: string;
+  /** The point to restore (TIME|LSN|LABEL, as `druvaa restore --at` takes it); absent: the current one. */
+  at?: string;
 }
 
 /** Replica -> restorer: the image that follows is the device at `appliedLsn`. */

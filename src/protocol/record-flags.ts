@@ -1,11 +1,13 @@
 /**
  * The flags of a record as it travels in a shipment (ShipRecord.flags, and the WRL record's flags
- * for markers): what kind of record it is, and for verify probes their block size; and what
- * payload each kind carries. message-types.ts re-exports these names.
+ * for markers): what kind of record it is, for verify probes their block size, for checkpoints
+ * their label's size; and what payload each kind carries. message-types.ts re-exports these names.
  */
+import { assert } from "../assert.ts";
+
 /**
  * Bits of ShipRecord.flags (and of the WRL record's flags for markers). Unknown bits are carried
- * as given. At most one of zero / resync / resyncEnd / verify is set.
+ * as given. At most one of zero / resync / resyncEnd / verify / checkpoint is set.
  */
 export const recordFlags = {
   /** The record's range reads as zeros (TRIM / WRITE_ZEROES); it carries no payload bytes. */
@@ -25,6 +27,13 @@ export const recordFlags = {
    * reports the differing blocks in shipAck.verified; it writes nothing.
    */
   verify: 8,
+  /**
+   * Application-consistent checkpoint (`druvaa checkpoint --label NAME`): offset 0, length 0; the
+   * payload is the label (UTF-8, checkpointLabelBytesOf(flags) bytes, checkpoint-label.ts). The
+   * device's state right after this LSN is a point the application vouches for; it writes nothing,
+   * and a coalesced span never covers one (the span ends before it).
+   */
+  checkpoint: 16,
 } as const;
 
 /** Bytes of one verify digest (sha256). */
@@ -42,9 +51,24 @@ export function verifyBlockBytesOf(flags: number): number {
   return 2 ** ((flags >>> verifyBlockShift) & 0xff);
 }
 
-/** Payload bytes a ship record carries: none for zero and resyncEnd, digests for verify. */
+/** Bits 16..23 of a checkpoint record's flags hold its label's byte count. */
+const checkpointLabelShift = 16;
+
+/** The flags of a checkpoint record whose label is `labelBytes` UTF-8 bytes (1..255; labels keep to 64). */
+export function checkpointFlags(labelBytes: number): number {
+  assert(Number.isInteger(labelBytes) && labelBytes >= 1 && labelBytes <= 0xff, "a checkpoint label's size fits 8 bits");
+  return recordFlags.checkpoint | (labelBytes << checkpointLabelShift);
+}
+
+/** The label's byte count a checkpoint record's flags name. */
+export function checkpointLabelBytesOf(flags: number): number {
+  return (flags >>> checkpointLabelShift) & 0xff;
+}
+
+/** Payload bytes a ship record carries: none for zero and resyncEnd, digests for verify, the label for a checkpoint. */
 export function shipRecordPayloadBytes(record: { flags: number; length: number }): number {
   if ((record.flags & (recordFlags.zero | recordFlags.resyncEnd)) !== 0) return 0;
+  if ((record.flags & recordFlags.checkpoint) !== 0) return checkpointLabelBytesOf(record.flags);
   if ((record.flags & recordFlags.verify) !== 0) return (record.length / verifyBlockBytesOf(record.flags)) * verifyDigestBytes;
   return record.length;
 }

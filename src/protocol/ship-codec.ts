@@ -19,11 +19,14 @@
  *     frame can never make the replica allocate more than rawBytes) PROTO_PAYLOAD_LENGTH
  *   decodes to fewer than rawBytes (truncated frame)               PROTO_PAYLOAD_LENGTH
  *   decodes to rawBytes whose CRC-32 is not rawCrc32               PROTO_BAD_PAYLOAD
+ *   a checkpoint record's label is not a valid label (compressed     PROTO_BAD_PAYLOAD
+ *     or not; checkpoint-label.ts)
  *
  * Not guaranteed: integrity of an uncompressed payload (no CRC on the wire; TCP's and TLS's own
  * checks apply, as for every other message).
  */
 import { zstdDecompressSync } from "node:zlib";
+import { checkShipCheckpoints } from "./checkpoint-label.ts";
 import { ProtocolError } from "./errors.ts";
 import type { ShipMessage } from "./message-types.ts";
 import { shipDataBytes } from "./specs-ship.ts";
@@ -59,7 +62,10 @@ export async function compressShipment(shipment: ShipmentFrame, level: number, i
  */
 export function openShipment(shipment: ShipmentFrame): ShipmentFrame {
   const { message, payload } = shipment;
-  if (message.codec === undefined) return shipment;
+  if (message.codec === undefined) {
+    checkShipCheckpoints(message, payload);
+    return shipment;
+  }
   const rawBytes = message.rawBytes ?? shipDataBytes(message);
   const where = `ship of WRL ${message.wrl} LSN ${message.firstLsn}..${message.lastLsn}`;
   let raw: Uint8Array;
@@ -80,6 +86,7 @@ export function openShipment(shipment: ShipmentFrame): ShipmentFrame {
   if (crc !== message.rawCrc32) {
     throw new ProtocolError("PROTO_BAD_PAYLOAD", `${where}: the decompressed data has CRC-32 ${hex(crc)}, the shipment says ${hex(message.rawCrc32 ?? 0)}`, corruptHint);
   }
+  checkShipCheckpoints(message, raw);
   const { codec: _codec, rawBytes: _rawBytes, rawCrc32: _rawCrc32, wireBytes: _wireBytes, ...plain } = message;
   return { message: plain, payload: raw };
 }

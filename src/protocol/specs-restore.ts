@@ -4,12 +4,15 @@
  * compares restoreEnd's sha256 with what it wrote); here each message is checked on its own.
  */
 import { writePayloadSizeBytesMax } from "../constants.ts";
-import { checkExtent, noPayload, readName, readSha256Hex, readUint } from "./fields.ts";
+import { checkExtent, noPayload, readName, readOptionalText, readSha256Hex, readUint } from "./fields.ts";
 import type { RestoreDataMessage, SpecTable } from "./message-types.ts";
 
 export const restoreSpecs: SpecTable<"restoreRequest" | "restoreBegin" | "restoreData" | "restoreEnd"> = {
   restoreRequest: {
-    validate: (fields) => ({ type: "restoreRequest", device: readName(fields, "restoreRequest", "device") }),
+    validate: (fields) => {
+      const at = readOptionalText(fields, "restoreRequest", "at");
+      return { type: "restoreRequest", device: readName(fields, "restoreRequest", "device"), ...(at === undefined ? {} : { at }) };
+    },
     payloadBytes: noPayload,
   },
   restoreBegin: {

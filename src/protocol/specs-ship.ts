@@ -5,9 +5,10 @@
 import { assert } from "../assert.ts";
 import { frameSizeBytesMax, protocolDevicesMax, shipRecordsMax, verifyBlockBytesMax, verifyBlockBytesMin, verifyOutcomesPerAckMax, verifyRangeBytesMax, verifyRangesMax, writePayloadSizeBytesMax, zeroRecordBytesMax } from "../constants.ts";
 import { badField, checkExtent, isMap, noPayload, readArray, readDeviceSizes, readEnum, readName, readOptionalBoolean, readText, readUint, readUuid, type Fields } from "./fields.ts";
-import { recordFlags, shipCodecs, shipNackCodes, shipRecordPayloadBytes, verifyBlockBytesOf, type ByteRange, type ResumeAckMessage, type ShipAckMessage, type ShipMessage, type ShipRecord, type SpecTable, type VerifyOutcome } from "./message-types.ts";
+import { checkpointLabelBytesMax } from "./checkpoint-label.ts";
+import { checkpointLabelBytesOf, recordFlags, shipCodecs, shipNackCodes, shipRecordPayloadBytes, verifyBlockBytesOf, type ByteRange, type ResumeAckMessage, type ShipAckMessage, type ShipMessage, type ShipRecord, type SpecTable, type VerifyOutcome } from "./message-types.ts";
 
-const kindFlags = recordFlags.zero | recordFlags.resync | recordFlags.resyncEnd | recordFlags.verify;
+const kindFlags = recordFlags.zero | recordFlags.resync | recordFlags.resyncEnd | recordFlags.verify | recordFlags.checkpoint;
 
 /** `differing`: byte ranges of a verify outcome, at most verifyRangesMax. */
 export function readByteRanges(fields: Fields, where: string): ByteRange[] {
@@ -43,11 +44,16 @@ function readShipRecord(value: unknown, where: string): ShipRecord {
   // Read flags before length: a ZERO record carries no data, so its length has the larger bound.
   const flags = readUint(value, where, "flags", 0xffff_ffff);
   const kind = flags & kindFlags;
-  if ((kind & (kind - 1)) !== 0) throw badField(`${where}.flags`, "at most one of zero, resync, resyncEnd, verify", flags);
+  if ((kind & (kind - 1)) !== 0) throw badField(`${where}.flags`, "at most one of zero, resync, resyncEnd, verify, checkpoint", flags);
   const lengthMax = kind === recordFlags.zero ? zeroRecordBytesMax : kind === recordFlags.verify ? verifyRangeBytesMax : writePayloadSizeBytesMax;
   const length = readUint(value, where, "length", lengthMax);
   checkExtent(where, offset, length);
   if (kind === recordFlags.resyncEnd && length !== 0) throw badField(`${where}.length`, "0 for a resyncEnd record", length);
+  if (kind === recordFlags.checkpoint) {
+    if (offset !== 0 || length !== 0) throw badField(`${where}.length`, "0 (with offset 0) for a checkpoint record", length);
+    const labelBytes = checkpointLabelBytesOf(flags);
+    if (labelBytes === 0 || labelBytes > checkpointLabelBytesMax) throw badField(`${where}.flags`, `a checkpoint label size in [1, ${checkpointLabelBytesMax}]`, flags);
+  }
   if (kind === recordFlags.verify) {
     const blockBytes = verifyBlockBytesOf(flags);
     if (blockBytes < verifyBlockBytesMin || blockBytes > verifyBlockBytesMax) throw badField(`${where}.flags`, `a verify block size in [${verifyBlockBytesMin}, ${verifyBlockBytesMax}]`, flags);
@@ -86,7 +92,7 @@ function readShipCodec(fields: Fields, ship: ShipMessage): void {
 
 /**
  * A coalesced shipment's records (ShipMessage.coalesced): data or ZERO records only (resync data,
- * resyncEnd and verify probes are never coalesced), each with an LSN in [firstLsn, lastLsn], at
+ * resyncEnd, verify probes and checkpoints are never coalesced), each with an LSN in [firstLsn, lastLsn], at
  * least one byte long, and per device in ascending offset order without overlap: one version of
  * each block, so the order they are applied in cannot matter.
  */

@@ -6,6 +6,7 @@ import { protocolLogicalBlockSizeBytesMax, sectorSizeBytes, verifyBlockBytesMax,
 import {
   badField, checkExtent, noPayload, readBoolean, readEnum, readErrorInfo, readName, readOptionalBoolean, readText, readUint, readUuid,
 } from "./fields.ts";
+import { readCheckpointLabel } from "./checkpoint-label.ts";
 import { readVerifyOutcome } from "./specs-ship.ts";
 import { verifyDigestBytes, writeKinds, writeNackCodes, type AttachAckMessage, type AttachMessage, type SpecTable, type WriteMessage } from "./message-types.ts";
 
@@ -49,7 +50,7 @@ export const writeSpecs: SpecTable<"attach" | "attachAck" | "write" | "writeAck"
       const where = "write";
       const zero = readOptionalBoolean(fields, where, "zero");
       const kind = fields.kind === undefined ? undefined : readEnum(fields, where, "kind", writeKinds);
-      if (kind !== undefined && zero === true) throw badField("write.zero", "absent or false for a resync, resyncEnd or verify write", zero);
+      if (kind !== undefined && zero === true) throw badField("write.zero", "absent or false for a resync, resyncEnd, verify or checkpoint write", zero);
       const lengthMax = zero === true ? zeroRecordBytesMax : kind === "verify" ? verifyRangeBytesMax : writePayloadSizeBytesMax;
       const write: WriteMessage = {
         type: "write",
@@ -74,13 +75,19 @@ export const writeSpecs: SpecTable<"attach" | "attachAck" | "write" | "writeAck"
       } else if (fields.verifyBlockBytes !== undefined) {
         throw badField("write.verifyBlockBytes", "absent unless kind is verify", fields.verifyBlockBytes);
       }
+      if (kind === "checkpoint") {
+        if (write.offset !== 0 || write.length !== 0) throw badField("write.length", "0 (with offset 0) for a checkpoint write", write.length);
+        write.label = readCheckpointLabel(fields, where, "label");
+      } else if (fields.label !== undefined) {
+        throw badField("write.label", "absent unless kind is checkpoint", fields.label);
+      }
       const fua = readOptionalBoolean(fields, where, "fua");
       if (fua !== undefined) write.fua = fua;
       if (zero !== undefined) write.zero = zero;
       return write;
     },
     payloadBytes: (write) => {
-      if (write.zero === true || write.kind === "resyncEnd") return 0;
+      if (write.zero === true || write.kind === "resyncEnd" || write.kind === "checkpoint") return 0;
       if (write.kind === "verify") return (write.length / write.verifyBlockBytes!) * verifyDigestBytes;
       return write.length;
     },

@@ -8,7 +8,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { createHash, randomBytes } from "node:crypto";
-import { open } from "node:fs/promises";
+import { rmSync } from "node:fs";
 import { join } from "node:path";
 import { connectNbd } from "../../src/nbd/client.ts";
 import { cbor } from "../../src/protocol/cbor.ts";
@@ -18,7 +18,7 @@ import type { Message, Role } from "../../src/protocol/messages.ts";
 import { NBD, RawClient } from "../nbd/raw-client.ts";
 import { TestClient } from "../staging/test-client.ts";
 import { decodeFrames, errorOf, frameOfHeader, RawSocket } from "./raw-socket.ts";
-import { createImage, druvaa, MiB, readRange, run, sha256File, startSystem, startTracked, type System } from "./helpers.ts";
+import { createImage, createReplicaImage, druvaa, MiB, plainSha256, readRange, run, sha256File, startSystem, startTracked, type System } from "./helpers.ts";
 
 const sizeBytes = 32 * MiB;
 const smallBytes = 16 * MiB;
@@ -151,7 +151,7 @@ describe("well-formed frames with impossible content", () => {
       await rogue.close();
     }
     expect((await system.status("staging")).wrls[0].headLsn).toBe(headBefore);
-    expect(await sha256File(system.replicaPath("small"))).toBe(zerosSha256(smallBytes));
+    expect(await plainSha256(system.replicaPath("small"))).toBe(zerosSha256(smallBytes));
     await expectStillReplicates();
   }, 60_000);
 
@@ -337,7 +337,7 @@ describe("mismatched devices", () => {
     expect(result.stderr).toContain("refused to attach device small");
     const wrl = (await system.status("staging")).wrls[0];
     expect((wrl.devices as { name: string; sizeBytes: number }[]).find((d) => d.name === "small" && d.sizeBytes > smallBytes)).toBeUndefined();
-    expect(await sha256File(system.replicaPath("small"))).toBe(zerosSha256(smallBytes));
+    expect(await plainSha256(system.replicaPath("small"))).toBe(zerosSha256(smallBytes));
     await expectStillReplicates();
   }, 60_000);
 });
@@ -373,15 +373,16 @@ describe("a too-big device the staging server could not check at attach", () => 
       }
       expect(lastError?.code).toBe("DEVICE_TOO_SMALL");
       expect(lastError?.message).toContain(String(smallBytes));
-      expect(await sha256File(sys.replicaPath("small"))).toBe(zerosSha256(smallBytes));
+      expect(await plainSha256(sys.replicaPath("small"))).toBe(zerosSha256(smallBytes));
       sys.assertAlive();
       expect(bigClient.proc.exitCode).toBeNull();
 
-      // The fix the hint names: grow the replica device, restart the replica; it all converges.
+      // The fix the hint names: a big enough replica device (the primary's size plus the header
+      // reserve), restart the replica; it all converges. A protected image is not grown in place
+      // (its head lives at its end): nothing was applied to it, so a new one replaces it.
       await sys.kill("replica", "SIGTERM");
-      const handle = await open(sys.replicaPath("small"), "r+");
-      await handle.truncate(sizeBytes);
-      await handle.close();
+      rmSync(sys.replicaPath("small"));
+      await createReplicaImage(sys.replicaPath("small"), sizeBytes);
       await sys.restart("replica");
       await sys.waitDrained(30);
       const restored = await sys.restore("small");

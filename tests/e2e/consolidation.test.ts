@@ -14,7 +14,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { RoleProcess } from "../../src/demo/processes.ts";
-import { createImage, druvaaOk, MiB, qemuIo, sha256File, startTracked } from "./helpers.ts";
+import { createImage, createReplicaImage, druvaaOk, MiB, qemuIo, sha256File, startTracked } from "./helpers.ts";
 
 const sizeBytes = 32 * MiB;
 const started: RoleProcess[] = [];
@@ -86,7 +86,7 @@ describe("several staging servers and WRLs", () => {
     const dir = workDir();
     for (const device of ["office1", "office2"]) {
       await createImage(join(dir, `primary-${device}.img`), sizeBytes);
-      await createImage(join(dir, `replica-${device}.img`), sizeBytes);
+      await createReplicaImage(join(dir, `replica-${device}.img`), sizeBytes);
     }
     const firstReplica = await start("replica", replicaArgs(dir, "replica", ["office1", "office2"]));
     const fixed = [String(firstReplica.ready.listen), String(firstReplica.ready.control), String(firstReplica.ready.restore)] as const;
@@ -118,7 +118,7 @@ describe("several staging servers and WRLs", () => {
     const dir = workDir();
     for (const device of ["fast", "slow"]) {
       await createImage(join(dir, `primary-${device}.img`), sizeBytes);
-      await createImage(join(dir, `replica-${device}.img`), sizeBytes);
+      await createReplicaImage(join(dir, `replica-${device}.img`), sizeBytes);
     }
     const fastReplica = await start("replica-fast", replicaArgs(dir, "replica-fast", ["fast"]));
     let slowReplica = await start("replica-slow", replicaArgs(dir, "replica-slow", ["slow"]));

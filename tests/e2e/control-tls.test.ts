@@ -18,7 +18,7 @@ import { join } from "node:path";
 import { controlRequest } from "../../src/commands/status-format.ts";
 import type { RoleProcess } from "../../src/demo/processes.ts";
 import { resolveControlToolSecurity } from "../../src/roles/link-security.ts";
-import { createImage, druvaa, druvaaOk, isAlive, MiB, startTracked } from "./helpers.ts";
+import { createReplicaImage, druvaa, druvaaOk, isAlive, MiB, startTracked } from "./helpers.ts";
 import { errorOf, flood } from "./raw-socket.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "druvaa-e2e-control-tls-"));
@@ -45,7 +45,7 @@ beforeAll(async () => {
   for (const [role, name, extra] of [["replica", "dr1", []], ["admin", "ops", []], ["admin", "ops2", []], ["client", "db1", ["--device", "d0"]]] as const) {
     await druvaaOk(["admin", "cert", "issue", "--role", role, "--name", name, ...extra, "--dir", caDir, "--out", certs, "--json"]);
   }
-  await createImage(join(dir, "replica-d0.img"), 4 * MiB);
+  await createReplicaImage(join(dir, "replica-d0.img"), 4 * MiB);
   replica = await startTracked("replica", ["replica", "apply", "--listen", "127.0.0.1:0", "--control", "127.0.0.1:0", "--restore", "127.0.0.1:0", "--device", `d0=${join(dir, "replica-d0.img")}`, "--state-dir", join(dir, "replica-state"), ...roleTls("dr1")]);
   control = String(replica.ready.control);
 }, 60_000);

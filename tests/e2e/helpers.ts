@@ -10,6 +10,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startRole, type RoleProcess } from "../../src/demo/processes.ts";
 import { sha256File } from "../../src/io/file-hash.ts";
+import { protectReserveBytesDefault } from "../../src/protect-constants.ts";
+import { plainSha256, readPlain } from "../../src/roles/replica/protected-device.ts";
 import { bunPath, cliPath, repoRoot, withTestLinkSecurity } from "../helpers/cli.ts";
 
 // Under `bun test` process.argv[1] is the test file, not the CLI: tell startRole/runDruvaa.
@@ -41,6 +43,19 @@ export function isAlive(pid: number): boolean {
 
 
 export { sha256File };
+
+/**
+ * The header reserve of a protected replica device (druvaa replica apply --protect-headers, on by
+ * default): a replica image holds the primary's size plus this. Compare a replica image with
+ * plainSha256/readPlain (they un-swap the head), never its bytes as they are on disk.
+ */
+export const replicaReserveBytes = protectReserveBytesDefault;
+export { plainSha256, readPlain };
+
+/** A replica image for a primary of `primaryBytes` (plus the header reserve), created sparse. */
+export function createReplicaImage(path: string, primaryBytes: number): Promise<void> {
+  return createImage(path, primaryBytes + replicaReserveBytes);
+}
 
 export async function readRange(path: string, offset: number, length: number): Promise<Uint8Array> {
   const handle = await open(path, "r");
@@ -108,7 +123,7 @@ export interface SystemOptions {
   sizeBytes: number;
   /** Device (export) names on the one client; default ["disk0"]. All share one WRL. */
   devices?: string[];
-  /** Replica device sizes by name, where they differ from sizeBytes. */
+  /** Replica device sizes by name, where they differ from sizeBytes (logical: the header reserve is added). */
   replicaSizes?: Record<string, number>;
   /** Extra replica devices no client serves (name → size), e.g. to attach a mismatched client later. */
   replicaOnly?: Record<string, number>;
@@ -209,9 +224,9 @@ export async function startSystem(options: SystemOptions): Promise<System> {
   try {
     for (const name of devices) {
       await createImage(primaryPath(name), options.sizeBytes);
-      await createImage(replicaPath(name), options.replicaSizes?.[name] ?? options.sizeBytes);
+      await createReplicaImage(replicaPath(name), options.replicaSizes?.[name] ?? options.sizeBytes);
     }
-    for (const [name, size] of Object.entries(options.replicaOnly ?? {})) await createImage(replicaPath(name), size);
+    for (const [name, size] of Object.entries(options.replicaOnly ?? {})) await createReplicaImage(replicaPath(name), size);
     const replicaNames = [...devices, ...Object.keys(options.replicaOnly ?? {})];
     const wrlPath = join(dir, "wrl.img");
     const wrlSizeBytes = options.wrlSizeBytes ?? Math.max(64 * MiB, 2 * options.sizeBytes * devices.length);

@@ -19,7 +19,7 @@ import type { RoleProcess } from "../../src/demo/processes.ts";
 import { resolveControlToolSecurity } from "../../src/roles/link-security.ts";
 import type { PreparedTls } from "../../src/tls/transport-tls.ts";
 import { druvaa as druvaaRaw } from "../helpers/cli.ts";
-import { createImage, druvaa, druvaaOk, MiB, qemuIo, sha256File, startTracked } from "./helpers.ts";
+import { createImage, createReplicaImage, druvaa, druvaaOk, MiB, qemuIo, sha256File, startTracked } from "./helpers.ts";
 import { flood } from "./raw-socket.ts";
 
 const sizeBytes = 16 * MiB;
@@ -64,7 +64,7 @@ beforeAll(async () => {
   expect(revoked.alreadyRevoked).toBe(false);
   for (const device of ["diskA", "diskB"]) {
     await createImage(join(dir, `primary-${device}.img`), sizeBytes);
-    await createImage(join(dir, `replica-${device}.img`), sizeBytes);
+    await createReplicaImage(join(dir, `replica-${device}.img`), sizeBytes);
   }
   await druvaaOk(["wrl", "create", "--primary", join(dir, "wrl.img"), "--size", String(64 * MiB)]);
   replica = await start("replica", ["replica", "apply", "--listen", "127.0.0.1:0", "--control", "127.0.0.1:0", "--restore", "127.0.0.1:0", "--device", `diskA=${join(dir, "replica-diskA.img")}`, "--device", `diskB=${join(dir, "replica-diskB.img")}`, "--state-dir", join(dir, "replica-state"), ...tlsOf("dr1")]);

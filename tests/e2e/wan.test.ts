@@ -28,7 +28,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { RoleProcess } from "../../src/demo/processes.ts";
 import { startWanLink, type WanLink } from "../../src/io/wan-link.ts";
-import { createImage, druvaaOk, expectFioOk, fio, MiB, sha256File, startTracked } from "./helpers.ts";
+import { createImage, createReplicaImage, druvaaOk, expectFioOk, fio, MiB, sha256File, startTracked } from "./helpers.ts";
 
 const sizeBytes = 32 * MiB;
 const linkRateBitsPerSecond = 20e6;
@@ -100,7 +100,7 @@ async function startWanSystem(name: string, stagingFlags: string[]): Promise<Wan
     const replicaImage = join(dir, "replica.img");
     const wrl = join(dir, "wrl.img");
     await createImage(primary, sizeBytes);
-    await createImage(replicaImage, sizeBytes);
+    await createReplicaImage(replicaImage, sizeBytes);
     await druvaaOk(["wrl", "create", "--primary", wrl, "--size", String(64 * MiB)]);
     const replica = await start("replica", ["replica", "apply", "--listen", "127.0.0.1:0", "--control", "127.0.0.1:0", "--restore", "127.0.0.1:0", "--device", `disk0=${replicaImage}`, "--state-dir", join(dir, "replica-state")]);
     const [host, port] = String(replica.ready.listen).split(":");

@@ -8,7 +8,7 @@
  */
 import { afterEach, expect, test } from "bun:test";
 import { join } from "node:path";
-import { createImage, druvaa, expectReplicaEqualsPrimary, expectResynced, MiB, qemuIo, sha256File, startSystem, startTracked, type System } from "./helpers.ts";
+import { createReplicaImage, druvaa, expectReplicaEqualsPrimary, expectResynced, MiB, qemuIo, sha256File, startSystem, startTracked, type System } from "./helpers.ts";
 
 const sizeBytes = 16 * MiB;
 let system: System | undefined;
@@ -33,10 +33,11 @@ test("staging pointed at another replica: REPLICA_MISSING_RECORDS, that replica 
   await sys.waitDrained(30);
 
   const otherImage = join(sys.dir, "other-replica.img");
-  await createImage(otherImage, sizeBytes);
-  const pristine = await sha256File(otherImage);
+  await createReplicaImage(otherImage, sizeBytes);
   const other = await startTracked("replica", ["replica", "apply", "--listen", "127.0.0.1:0", "--control", "127.0.0.1:0", "--restore", "127.0.0.1:0", "--device", `disk0=${otherImage}`, "--state-dir", join(sys.dir, "other-replica-state")]);
   extra.push(other);
+  // Started: the image now carries its replica marker (a new replica is formatted), nothing else.
+  const pristine = await sha256File(otherImage);
 
   // Staging comes back on the same ports (the client reconnects) but relays to the other replica.
   const rightReplica = sys.replicaListen;

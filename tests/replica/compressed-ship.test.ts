@@ -5,7 +5,7 @@
  * applied, and the replica keeps serving (the next connection resumes where it was).
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Connection } from "../../src/io/transport.ts";
@@ -13,6 +13,7 @@ import type { Message } from "../../src/protocol/messages.ts";
 import { compressShipment, type ShipmentFrame } from "../../src/protocol/ship-codec.ts";
 import { druvaa } from "../helpers/cli.ts";
 import { startRole, type RoleProcess } from "../helpers/role-process.ts";
+import { createReplicaImageSync } from "../helpers/replica-image.ts";
 import { applyModel, ask, fakeStaging, sha256, shipment, wrlUuid, type TestRecord } from "./helpers.ts";
 
 const KiB = 1024;
@@ -55,7 +56,7 @@ async function restored(tag: string): Promise<string> {
 }
 
 beforeAll(async () => {
-  writeFileSync(diskPath, new Uint8Array(diskBytes));
+  createReplicaImageSync(diskPath, diskBytes);
   replica = await startRole(
     ["replica", "apply", "--listen", "127.0.0.1:0", "--control", "127.0.0.1:0", "--restore", "127.0.0.1:0", "--device", `disk0=${diskPath}`, "--state-dir", join(scratch, "state"), "--node-id", "replica-zstd"],
     join(scratch, "replica.log"),

@@ -12,6 +12,7 @@ import { buildHello } from "../../src/protocol/handshake.ts";
 import { druvaa } from "../helpers/cli.ts";
 import { rawExchange } from "../helpers/raw-exchange.ts";
 import { startRole, type RoleProcess } from "../helpers/role-process.ts";
+import { createReplicaImageSync, readPlain, writeReplicaImage } from "../helpers/replica-image.ts";
 import { applyModel, ask, fakeStaging, dataRecord, sha256, shipment, wrlUuid, zeroRecord, type TestRecord } from "./helpers.ts";
 
 const KiB = 1024;
@@ -75,8 +76,8 @@ let replica: Replica;
 beforeAll(async () => {
   const initial = new Uint8Array(disk0Bytes).fill(0xa5);
   writeFileSync(join(scratch, "disk0.initial"), initial);
-  writeFileSync(disk0Path, initial);
-  writeFileSync(disk1Path, new Uint8Array(disk1Bytes));
+  await writeReplicaImage(disk0Path, initial);
+  createReplicaImageSync(disk1Path, disk1Bytes);
   replica = await startReplica("first");
 });
 
@@ -227,7 +228,7 @@ describe("druvaa replica apply (real process)", () => {
     const again = shipment(thirdRecords, { devices: declared });
     expect(await ask(staging, again.message, again.payload)).toEqual({ type: "shipAck", wrl: "wrl0", appliedLsn: 8 });
     const wanted = expectedImages([...firstRecords, ...secondRecords, ...thirdRecords]).get("disk0")!;
-    expect(sha256(readFileSync(disk0Path))).toBe(sha256(wanted));
+    expect(sha256(await readPlain(disk0Path))).toBe(sha256(wanted));
     staging.abort();
   });
 });

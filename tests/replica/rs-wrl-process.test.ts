@@ -4,12 +4,13 @@
  * (status shows it, restore returns the point before it), survives SIGKILL, and completes.
  */
 import { afterAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Connection } from "../../src/io/transport.ts";
 import { druvaa } from "../helpers/cli.ts";
 import { startRole, type RoleProcess } from "../helpers/role-process.ts";
+import { createReplicaImageSync, readPlain } from "../helpers/replica-image.ts";
 import { applyModel, ask, fakeStaging, dataRecord, sha256, shipment, wrlUuid, type TestRecord } from "./helpers.ts";
 import { KiB, MiB, resyncEnd, resyncRecord } from "./resync-helpers.ts";
 
@@ -51,7 +52,7 @@ function imageSha(records: TestRecord[]): string {
 
 describe("druvaa replica apply --wrl (real process)", () => {
   test("a missing replica WRL is refused at start, with the command that creates one", async () => {
-    writeFileSync(diskPath, new Uint8Array(diskBytes));
+    createReplicaImageSync(diskPath, diskBytes);
     const missing = join(scratch, "no-such-rswrl.img");
     const result = await druvaa(["replica", "apply", "--listen", "127.0.0.1:0", "--control", "127.0.0.1:0", "--restore", "127.0.0.1:0", "--device", `disk0=${diskPath}`, "--wrl", missing, "--state-dir", stateDir, "--json"]);
     expect(result.exitCode).toBe(3);
@@ -96,7 +97,7 @@ describe("druvaa replica apply --wrl (real process)", () => {
     const end = shipment([resyncEnd(4, "disk0")]);
     expect(await ask(staging, end.message, end.payload)).toEqual({ type: "shipAck", wrl: "wrl0", appliedLsn: 4 });
     expect(await restoredSha(replica, "after")).toMatchObject({ sha256: imageSha([...before, ...during]), appliedLsn: 4 });
-    expect(sha256(readFileSync(diskPath))).toBe(imageSha([...before, ...during]));
+    expect(sha256(await readPlain(diskPath))).toBe(imageSha([...before, ...during]));
     staging.abort();
   });
 });

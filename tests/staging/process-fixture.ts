@@ -4,11 +4,12 @@
  * and the directory removed after them (also when a test failed).
  */
 import { afterAll, beforeAll } from "bun:test";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { druvaa } from "../helpers/cli.ts";
 import { startRole, type RoleProcess } from "../helpers/role-process.ts";
+import { createReplicaImageSync } from "../helpers/replica-image.ts";
 import type { TestClient } from "./test-client.ts";
 
 export interface ProcessFixture {
@@ -29,7 +30,7 @@ export function processFixture(tag: string, deviceBytes: number): ProcessFixture
   beforeAll(async () => {
     const created = await druvaa(["wrl", "create", "--primary", fixture.wrlPath, "--size", "32M", "--json"]);
     if (created.exitCode !== 0) throw new Error(`wrl create failed: ${created.stderr}`);
-    writeFileSync(fixture.replicaPath, new Uint8Array(deviceBytes));
+    createReplicaImageSync(fixture.replicaPath, deviceBytes);
     fixture.replica = await startRole(
       ["replica", "apply", "--listen", "127.0.0.1:0", "--control", "127.0.0.1:0", "--restore", "127.0.0.1:0", "--device", `d0=${fixture.replicaPath}`, "--state-dir", join(scratch, "replica-state"), "--node-id", `replica-${tag}`],
       join(scratch, "replica.log"),

@@ -28,6 +28,7 @@ import type { ActivityLog } from "../../changemap/activity-log.ts";
 import { ClientStateFile, type ClientState } from "./state.ts";
 import { parseInitialSyncMode } from "./initial-sync.ts";
 import { setUpVerify, type ClientVerify } from "./verify-setup.ts";
+import { checkpointRoutes } from "./checkpoint.ts";
 
 const log = logger("client");
 
@@ -157,6 +158,7 @@ export default command({
           return liveCore.requestResync();
         },
         ...verifying.routes(),
+        ...checkpointRoutes({ host: liveCore, probes: verifying.probes, devices }),
       }, "client", { tls: security.forControl() });
       const controlAddressBound = control.address;
 

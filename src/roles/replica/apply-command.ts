@@ -7,12 +7,18 @@
 import { mkdir, realpath } from "node:fs/promises";
 import { command, jsonFlag, repeatedFlag } from "../../cli-support.ts";
 import { replicaControlPortDefault, replicaDataPortDefault, replicaRestorePortDefault } from "../../constants.ts";
-import { DruvaaError, usageError } from "../../errors.ts";
+import { DruvaaError, exitCodes, usageError } from "../../errors.ts";
 import type { BlockDevice } from "../../io/block-device.ts";
 import { FileDevice } from "../../io/file-device.ts";
 import { isBlockDevicePath, openBlockDevice } from "../../io/open-device.ts";
 import { logger } from "../../log.ts";
-import { formatBytes } from "../../units.ts";
+import { formatBytes, parseDurationMs, parseSizeBytes } from "../../units.ts";
+import { ReplicaHistory } from "./history.ts";
+import { journalRetentionMsDefault } from "./journal-constants.ts";
+import { SnapshotExports } from "./snapshot-exports.ts";
+import { Failovers } from "./failover.ts";
+import { protectReserveBytesDefault } from "../../protect-constants.ts";
+import { checkReserve, openProtected, ProtectedDevice } from "./protected-device.ts";
 import { announceReady, nodeIdFlag, parseNamedValues, parseServeAddress, resolveStateDir, untilSignalled } from "../common.ts";
 import { linkSecurityArgs, resolveLinkSecurity } from "../link-security.ts";
 import { ReplicaCore, type ReplicaDevice } from "./core.ts";
@@ -24,8 +30,21 @@ import { fileStateStore } from "./state.ts";
 
 const log = logger("replica");
 
-/** Opens every `--device NAME=PATH`, refusing a path given twice; closes what it opened on failure. */
-export async function openReplicaDevices(specs: ReadonlyMap<string, string>): Promise<ReplicaDevice[]> {
+/** --retention / --retention-size: the journal's bounds, or none (no journal). */
+function retentionOf(duration: string | undefined, size: string | undefined, devices: readonly ReplicaDevice[]): { retention?: { ms: number; bytes: number } } {
+  if (duration === undefined && size === undefined) return {};
+  const ms = duration === undefined ? journalRetentionMsDefault : parseDurationMs(duration, "--retention");
+  const bytes = size === undefined ? devices.reduce((sum, entry) => sum + entry.device.sizeBytes, 0) : parseSizeBytes(size, "--retention-size");
+  if (ms <= 0 || bytes <= 0) throw usageError("--retention and --retention-size must be above zero", "e.g. --retention 24h --retention-size 50GiB");
+  return { retention: { ms, bytes } };
+}
+
+/**
+ * Opens every `--device NAME=PATH`, refusing a path given twice; closes what it opened on failure.
+ * Each device is wrapped as a protected replica device (header sectors swapped, protected-device.ts)
+ * with a reserve of `protectHeadersBytes`; 0 opens it plain (unprotected).
+ */
+export async function openReplicaDevices(specs: ReadonlyMap<string, string>, protectHeadersBytes = protectReserveBytesDefault): Promise<ReplicaDevice[]> {
   const opened: ReplicaDevice[] = [];
   const byRealPath = new Map<string, string>();
   try {
@@ -33,7 +52,7 @@ export async function openReplicaDevices(specs: ReadonlyMap<string, string>): Pr
       const flag = `--device ${name}=${path}`;
       const real = await realpath(path).catch((error: unknown) => {
         if ((error as { code?: unknown }).code === "ENOENT") {
-          throw new DruvaaError("NOT_FOUND", `${flag}: no such file or device`, `Check the path; create an image of the primary's size with: truncate -s SIZE ${path}`, 3);
+          throw new DruvaaError("NOT_FOUND", `${flag}: no such file or device`, `Check the path; create an image of the primary's size plus the header reserve (--protect-headers; druvaa sizing --primary-size SIZE tells it) with: truncate -s SIZE ${path}`, 3);
         }
         return path;
       });
@@ -47,6 +66,14 @@ export async function openReplicaDevices(specs: ReadonlyMap<string, string>): Pr
         if (error instanceof DruvaaError) throw new DruvaaError(error.code, `${flag}: ${error.message}`, error.hint, error.exitCode, { cause: error });
         throw error;
       }
+      const physical = device;
+      try {
+        if (protectHeadersBytes > 0) device = await openProtected(physical, { reserveBytes: protectHeadersBytes });
+      } catch (error) {
+        await physical.close().catch(() => undefined); // already failing with the better error
+        if (error instanceof DruvaaError) throw new DruvaaError(error.code, `${flag}: ${error.message}`, error.hint, error.exitCode, { cause: error });
+        throw error;
+      }
       // Raw devices do not promise that a discard reads back zeros: ZERO records write zeros there.
       const imageFile = !(await isBlockDevicePath(path));
       const entry: ReplicaDevice = { name, path, device, discardReadsZeros: imageFile };
@@ -54,7 +81,10 @@ export async function openReplicaDevices(specs: ReadonlyMap<string, string>): Pr
       // An image file is written O_DIRECT (large records go to the disk as they are applied, so
       // the group's flush is short); small records go through a second, buffered handle: a
       // page-cache copy instead of a thread-pool round trip and a disk write each (apply.ts).
-      if (imageFile && device instanceof FileDevice && device.direct) entry.smallWrites = await openBlockDevice(path);
+      if (imageFile && physical instanceof FileDevice && physical.direct) {
+        const small = await openBlockDevice(path);
+        entry.smallWrites = protectHeadersBytes > 0 ? new ProtectedDevice(small, protectHeadersBytes) : small;
+      }
     }
   } catch (error) {
     await Promise.allSettled(opened.flatMap((entry) => [entry.device.close(), entry.smallWrites?.close()]));
@@ -82,6 +112,17 @@ async function openSeedTrackers(devices: ReplicaDevice[], names: string[], state
   return seeded;
 }
 
+/** Refuses at start a device smaller than the size its primary declared (state), with the size it needs. */
+function checkDeclaredSizes(devices: readonly ReplicaDevice[], declared: (name: string) => number | undefined, protectHeadersBytes: number): void {
+  for (const entry of devices) {
+    const declaredBytes = declared(entry.name);
+    if (declaredBytes === undefined || declaredBytes <= entry.device.sizeBytes) continue;
+    const neededBytes = declaredBytes + protectHeadersBytes;
+    const reserve = protectHeadersBytes > 0 ? ` plus the ${formatBytes(protectHeadersBytes)} header reserve (--protect-headers)` : "";
+    throw new DruvaaError("REPLICA_DEVICE_TOO_SMALL", `--device ${entry.name}=${entry.path}: offers ${entry.device.sizeBytes} bytes, but its primary declared ${declaredBytes}: it needs ${neededBytes} bytes (the primary's size${reserve})`, `Grow it, e.g. for an image: truncate -s ${neededBytes} ${entry.path}`, exitCodes.refused);
+  }
+}
+
 export default command({
   meta: { name: "apply", description: "Serve staging relays: apply shipments in LSN order to the replica devices" },
   args: {
@@ -91,8 +132,11 @@ export default command({
     restore: { type: "string", valueHint: "HOST:PORT", default: `127.0.0.1:${replicaRestorePortDefault}`, description: "restore port (druvaa restore)" },
     "await-seed": { type: "string", valueHint: "NAME", description: "device NAME is seeded later from a backup (druvaa replica seed): record every block replication writes to it from now on; repeat for several" },
     wrl: { type: "string", valueHint: "PATH", description: "replica WRL (RS-WRL, made with druvaa wrl create): resync sets wait there until complete, so the replica stays at its last consistent point during a resync" },
+    retention: { type: "string", valueHint: "DURATION", description: "keep a point-in-time journal (before-images in STATE_DIR/journal) for this long, e.g. 24h: restore, snapshot and failover --at any point inside it (default: no journal; 24h with --retention-size alone)" },
+    "retention-size": { type: "string", valueHint: "SIZE", description: "bound the journal's size (e.g. 50GiB; default with --retention: the replica devices' total size); whichever of the two binds first drops the oldest points" },
     "state-dir": { type: "string", valueHint: "DIR", description: "where the applied LSNs are kept (default: $DRUVAA_STATE_DIR/replica, /var/lib/druvaa/replica as root)" },
     "node-id": { type: "string", valueHint: "ID", description: "this node's name in handshakes and status (default: the host name)" },
+    "protect-headers": { type: "string", valueHint: "BYTES", default: "1MiB", description: "keep each device's first BYTES swapped with its last BYTES, so the replica is never recognised (blkid, mount) as a volume; devices need the primary's size plus BYTES (druvaa sizing --primary-size); 0: unprotected" },
     ...linkSecurityArgs,
     json: jsonFlag,
   },
@@ -113,23 +157,33 @@ export default command({
     const security = await resolveLinkSecurity(args, { links: [listenAddress, restoreAddress], controls: [controlAddress] });
     if (args.wrl !== undefined) for (const name of specs.keys()) checkRsWrlDeviceName(name);
     const rsWrl = args.wrl === undefined ? undefined : await ResyncLog.open(args.wrl);
-    const devices = await openReplicaDevices(specs).catch(async (error: unknown) => {
+    const protectHeadersBytes = parseSizeBytes(args["protect-headers"], "--protect-headers");
+    if (protectHeadersBytes > 0) checkReserve(protectHeadersBytes);
+    const devices = await openReplicaDevices(specs, protectHeadersBytes).catch(async (error: unknown) => {
       await rsWrl?.close().catch(() => undefined); // already failing with the better error
       throw error;
     });
+    let history: ReplicaHistory | undefined;
     try {
       const awaitSeed = repeatedFlag(rawArgs, "await-seed");
       const seededAlready = await openSeedTrackers(devices, awaitSeed, stateDir);
-      const core = await ReplicaCore.open({ devices, store: fileStateStore(stateDir), rsWrl });
+      history = await ReplicaHistory.open({ stateDir, ...retentionOf(args.retention, args["retention-size"], devices) });
+      const { failovers, records } = await Failovers.load(stateDir);
+      const core = await ReplicaCore.open({ devices, store: fileStateStore(stateDir), rsWrl, history, failedOver: failovers.failedOver });
+      const recovery = new SnapshotExports(core, `${stateDir}/snapshot-scratch`);
+      failovers.setReleaseSnapshots((names) => recovery.releaseDevices(names));
+      await failovers.resume(core.recoveryHost, records);
       const declared = (name: string) => core.status().devices.find((device) => device.name === name)?.declaredSizeBytes ?? undefined;
+      checkDeclaredSizes(devices, declared, protectHeadersBytes);
       const tls = { data: security.forPeer("staging"), restore: security.forPeer(["admin", "panel"]), control: security.forControl() };
-      const running = await ReplicaServer.start({ core, nodeId, listen: listenAddress, restore: restoreAddress, control: controlAddress, tls, ...(awaitSeed.length > 0 ? { seeds: new SeedRuns({ devices, exclusive: core.exclusive, declaredSizeBytes: declared, seededAlready }) } : {}) });
+      const running = await ReplicaServer.start({ core, nodeId, listen: listenAddress, restore: restoreAddress, control: controlAddress, tls, recovery, failovers, ...(awaitSeed.length > 0 ? { seeds: new SeedRuns({ devices, exclusive: core.exclusive, declaredSizeBytes: declared, seededAlready }) } : {}) });
       const applied = core.status().wrls.map((wrl) => `${wrl.name} at LSN ${wrl.appliedLsn}`).join(", ");
       if (applied) log.info(`resuming: ${applied}`);
-      announceReady(args.json, "replica", { ...running.addresses, nodeId, stateDir, rsWrl: rsWrl?.path ?? null, devices: devices.map((entry) => ({ name: entry.name, path: entry.path, sizeBytes: entry.device.sizeBytes })) });
+      announceReady(args.json, "replica", { ...running.addresses, nodeId, stateDir, rsWrl: rsWrl?.path ?? null, devices: devices.map((entry) => ({ name: entry.name, path: entry.path, sizeBytes: entry.device.sizeBytes, protectedHeaderBytes: protectHeadersBytes })) });
       await untilSignalled("replica", () => running.stop());
       log.info("stopped");
     } finally {
+      await history?.close().catch(() => undefined);
       await Promise.allSettled([...devices.flatMap((entry) => [entry.device.close(), entry.smallWrites?.close()]), rsWrl?.close()]);
     }
   },

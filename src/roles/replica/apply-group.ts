@@ -8,6 +8,7 @@ import { DruvaaError } from "../../errors.ts";
 import { logger } from "../../log.ts";
 import type { ShipAckMessage, ShipMessage, ShipNackCode, ShipNackMessage } from "../../protocol/messages.ts";
 import type { DeviceState, ReplicaState, ResyncSetState, WrlState } from "./state.ts";
+import { planShipment, type ReplicaDevice, type ShipmentPlan } from "./apply.ts";
 
 const log = logger("replica:apply");
 
@@ -132,4 +133,20 @@ export function nack(ship: { wrl: string }, code: ShipNackCode, message: string)
 
 export function describe(error: unknown): string {
   return error instanceof DruvaaError ? `${error.code}: ${error.message}` : error instanceof Error ? error.message : String(error);
+}
+
+/**
+ * One shipment against the state reached so far (core.ts decision table): its writes, or the
+ * answer it gets without any. `mismatch` is the WRL identity check's refusal, if any.
+ */
+export function prepareShipment(ship: ShipMessage, payload: Uint8Array, state: ReplicaState, devices: ReadonlyMap<string, ReplicaDevice>, mismatch: ShipNackMessage | undefined): ShipmentPlan | ShipReply {
+  if (mismatch !== undefined) return mismatch;
+  const appliedLsn = state.wrls.find((wrl) => wrl.uuid === ship.wrlUuid)?.appliedLsn ?? 0;
+  if (ship.firstLsn > appliedLsn + 1) {
+    return nack(ship, "LSN_GAP", `the shipment starts at LSN ${ship.firstLsn}, but the replica applied WRL ${ship.wrl} only up to LSN ${appliedLsn}: records ${appliedLsn + 1}..${ship.firstLsn - 1} are missing (nothing was applied); resume from ${appliedLsn + 1}`);
+  }
+  if (ship.lastLsn <= appliedLsn) return { type: "shipAck", wrl: ship.wrl, appliedLsn };
+  if (ship.coalesced === true) return nack(ship, "RS_WRL_NEEDED", `a coalesced span (LSN ${ship.firstLsn}..${ship.lastLsn}) is applied only whole, from a replica WRL, and this replica has none (start it with --wrl PATH); nothing was applied`);
+  const plan = planShipment(ship, payload, appliedLsn, devices);
+  return "writes" in plan ? plan : nack(ship, plan.code, plan.message);
 }

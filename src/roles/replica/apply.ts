@@ -14,7 +14,9 @@
  * Record kinds (ShipRecord.flags): data and resync records are written, ZERO records zeroed, a
  * resyncEnd record writes nothing, and a verify probe writes nothing either: it is evaluated
  * (verify.ts) at its place in that order, after the overlapping records before it and before the
- * overlapping records after it.
+ * overlapping records after it. A checkpoint record (checkpoints.ts) writes nothing and orders
+ * nothing: its PlannedWrite carries `checkpoint` (label, LSN) for whoever records consistent
+ * points (checkpointsOf).
  */
 import { assert } from "../../assert.ts";
 import { directIoAlignmentBytes, pageCacheSyncWriteBytesMax, replicaApplyWritesInflightMax, replicaZeroPieceBytes } from "../../constants.ts";
@@ -22,6 +24,9 @@ import type { BlockDevice } from "../../io/block-device.ts";
 import { recordFlags, shipRecordPayloadBytes, type ShipMessage, type ShipNackCode, type ShipRecord, type VerifyOutcome } from "../../protocol/messages.ts";
 import type { SeedTracker } from "./media-seed.ts";
 import { evaluateProbe } from "./verify.ts";
+import { isCheckpointRecord, onlyCheckpointsOf, plannedCheckpoint, type CheckpointMark } from "./checkpoints.ts";
+
+export { checkpointsOf, loggedPayloadOf, type CheckpointMark } from "./checkpoints.ts";
 import { Slots } from "../../io/slots.ts";
 
 /** A replica device as the apply code sees it. */
@@ -63,6 +68,12 @@ export interface PlannedWrite {
   readonly data: Uint8Array | undefined;
   /** A verify probe: its digests, and its outcome once applyWrites() reached it. */
   readonly probe: ProbeCheck | undefined;
+  /**
+   * A checkpoint record (recordFlags.checkpoint): its label and LSN (the record's); data and probe
+   * are undefined and it writes nothing. Its target is the replica's device of that name or, when
+   * the replica has none, a stand-in that is never written (checkpoints.ts).
+   */
+  readonly checkpoint?: CheckpointMark;
 }
 
 export interface ProbeCheck {
@@ -89,18 +100,20 @@ export interface ShipRefusal {
  * bigger than the replica's (DEVICE_TOO_SMALL); a record for an unknown device (DEVICE_UNKNOWN);
  * a record outside the device or the declared size, or not aligned to the device's logical block
  * size (OUT_OF_RANGE). A verify probe and a resyncEnd record are checked like a write of their
- * range. The payload must be what the frame codec checked: shipRecordPayloadBytes() of each
+ * range. A checkpoint record is not checked against the devices (it writes nothing): a device
+ * only checkpoints name (declared or not) is accepted. The payload must be what the frame codec checked: shipRecordPayloadBytes() of each
  * record, in record order.
  */
 export function planShipment(ship: ShipMessage, payload: Uint8Array, appliedLsn: number, devices: ReadonlyMap<string, ReplicaDevice>): ShipmentPlan | ShipRefusal {
   const declared = new Map<string, number>();
   for (const { name, sizeBytes } of ship.devices ?? []) {
     const target = devices.get(name);
+    if (target === undefined && onlyCheckpointsOf(ship, name)) continue;
     if (target === undefined) return unknownDevice(ship, name, devices);
     if (sizeBytes > target.device.sizeBytes) {
       return {
         code: "DEVICE_TOO_SMALL",
-        message: `replica device ${name} (${target.path ?? target.device.name}) has ${target.device.sizeBytes} bytes, but WRL ${ship.wrl} declares ${sizeBytes} bytes for it; give the replica a device at least that big (nothing of this shipment was applied)`,
+        message: `replica device ${name} (${target.path ?? target.device.name}) has ${target.device.sizeBytes} bytes, but WRL ${ship.wrl} declares ${sizeBytes} bytes for it; give the replica a device at least that big, plus the header reserve of a protected replica device (--protect-headers, default 1 MiB; druvaa sizing --primary-size) (nothing of this shipment was applied)`,
       };
     }
     declared.set(name, sizeBytes);
@@ -109,6 +122,15 @@ export function planShipment(ship: ShipMessage, payload: Uint8Array, appliedLsn:
   let flags = 0;
   let payloadOffset = 0;
   for (const record of ship.records) {
+    if (isCheckpointRecord(record)) {
+      const labelBytes = shipRecordPayloadBytes(record);
+      const label = payload.subarray(payloadOffset, payloadOffset + labelBytes);
+      payloadOffset += labelBytes;
+      if (record.lsn <= appliedLsn) continue;
+      flags |= record.flags;
+      writes.push(plannedCheckpoint(record, label, devices));
+      continue;
+    }
     let data: Uint8Array | undefined;
     let probe: ProbeCheck | undefined;
     if (record.flags === 0 || record.flags === recordFlags.resync) {
@@ -191,15 +213,16 @@ async function writeOne(write: PlannedWrite): Promise<void> {
 /**
  * Writes the planned records: overlapping ones (same device, ranges sharing a 4 KiB page) strictly in
  * LSN order, the others concurrently; a verify probe takes its place in that order like a write
- * (its outcome is left in write.probe). Waits for every write to settle; throws the first error
+ * (its outcome is left in write.probe); a checkpoint is skipped. Waits for every write to settle; throws the first error
  * (a record whose predecessor failed is not written). Returns the devices written, for the
- * caller to flush.
+ * caller to flush (a checkpoint's target is not among them).
  */
 export async function applyWrites(writes: readonly PlannedWrite[], inflightMax = replicaApplyWritesInflightMax): Promise<Set<ReplicaDevice>> {
   await markSeeded(writes);
   const slots = new Slots(inflightMax);
   const started: { target: ReplicaDevice; start: number; end: number; done: Promise<void> }[] = [];
   for (const write of writes) {
+    if (write.checkpoint !== undefined) continue; // writes nothing, overlaps nothing
     // Whole pages: two records in one page must not race even when their bytes do not overlap,
     // as one may go through the page cache and the other O_DIRECT (ReplicaDevice.smallWrites),
     // and a direct write writes back and drops the page the other is dirtying.
@@ -222,5 +245,7 @@ export async function applyWrites(writes: readonly PlannedWrite[], inflightMax =
   const results = await Promise.allSettled(started.map((entry) => entry.done));
   const failed = results.find((result): result is PromiseRejectedResult => result.status === "rejected");
   if (failed !== undefined) throw failed.reason;
-  return new Set(writes.map((write) => write.target));
+  const touched = new Set<ReplicaDevice>();
+  for (const write of writes) if (write.checkpoint === undefined) touched.add(write.target);
+  return touched;
 }

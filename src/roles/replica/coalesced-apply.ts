@@ -56,7 +56,7 @@
 import { logger } from "../../log.ts";
 import type { ShipMessage } from "../../protocol/messages.ts";
 import { formatBytes } from "../../units.ts";
-import { planShipment, type PlannedWrite } from "./apply.ts";
+import { loggedPayloadOf, planShipment, type PlannedWrite } from "./apply.ts";
 import { describe, nack, type ShipReply } from "./apply-group.ts";
 import { applySegment, plannedOf } from "./resync-apply.ts";
 import type { LogEvent, ResyncLog } from "./resync-log.ts";
@@ -64,7 +64,6 @@ import type { SetHost } from "./resync-sets.ts";
 import { appliedLsnOf } from "./state.ts";
 
 const log = logger("replica:coalesced");
-const noBytes = new Uint8Array(0);
 
 export type SpanEvent = Extract<LogEvent, { kind: "span" }>;
 
@@ -100,7 +99,7 @@ export async function shipCoalesced(host: SetHost, rsLog: ResyncLog, free: () =>
   const part = held !== undefined || ship.spanContinues === true ? { part: { firstLsn: ship.firstLsn, continues: ship.spanContinues === true } } : {};
   let outcome;
   try {
-    outcome = await rsLog.append({ wrl: ship.wrl, wrlUuid: uuid, prevLsn: appliedLsn, throughLsn: ship.lastLsn, coalesced: true, records: plan.writes.map((write) => ({ record: write.record, payload: write.data ?? noBytes })), ...part });
+    outcome = await rsLog.append({ wrl: ship.wrl, wrlUuid: uuid, prevLsn: appliedLsn, throughLsn: ship.lastLsn, coalesced: true, records: plan.writes.map((write) => ({ record: write.record, payload: loggedPayloadOf(write) })), ...part });
   } catch (error) {
     pending.delete(uuid);
     return nack(ship, "IO_ERROR", `LSN ${ship.firstLsn}..${ship.lastLsn}: logging the coalesced span to the replica WRL ${rsLog.path} failed: ${describe(error)}`);

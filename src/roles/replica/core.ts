@@ -48,13 +48,14 @@ import { DruvaaError, exitCodes } from "../../errors.ts";
 import { logger } from "../../log.ts";
 import { recordFlags, type ResumeAckMessage, type ResumeMessage, type ShipMessage, type ShipNackMessage } from "../../protocol/messages.ts";
 import { assertSeeded } from "./media-seed.ts";
-import { applyWrites, planShipment, type PlannedWrite, type ReplicaDevice, type ShipmentPlan } from "./apply.ts";
-import { checkWrlIdentity, describe, failGroup, nack, nextState, ShipQueue, type GroupMember, type InconsistentDevices, type QueuedShipment, type ShipReply } from "./apply-group.ts";
-import { restorePoint, shuttingDown, streamRestore, type RestoreResult, type RestoreSend } from "./restore-stream.ts";
+import { applyWrites, type PlannedWrite, type ReplicaDevice, type ShipmentPlan } from "./apply.ts";
+import { checkWrlIdentity, describe, failGroup, nack, nextState, prepareShipment, ShipQueue, type GroupMember, type InconsistentDevices, type QueuedShipment, type ShipReply } from "./apply-group.ts";
+import { pointsOf, restoreDevice, snapshotDevice, type Point, type RecoveryHost, type RestoreCounts, type RestoreResult, type RestoreSend, type Snapshot } from "./core-recovery.ts";
 import { unbufferedChange } from "./resync-apply.ts";
 import type { ResyncLog } from "./resync-log.ts";
 import { ResyncSets, type SetHost } from "./resync-sets.ts";
-import { emptyReplicaState, type ReplicaState, type ReplicaStateStore, type WrlState } from "./state.ts";
+import type { ApplyStep, ReplicaHistory } from "./history.ts";
+import { appliedLsnOf, emptyReplicaState, type ReplicaState, type ReplicaStateStore, type WrlState } from "./state.ts";
 import { probeOutcomes, VerifyOutbox } from "./verify.ts";
 import { replicaStatus, type ReplicaCoreStatus } from "./core-status.ts";
 
@@ -72,6 +73,10 @@ export interface ReplicaCoreOptions {
   now?: () => number;
   /** The replica WRL (`--wrl`): resync sets are kept there and applied whole. The caller closes it. */
   rsWrl?: ResyncLog;
+  /** Point-in-time journal and fast snapshots (history.ts); the caller closes it. */
+  history?: ReplicaHistory;
+  /** WRL uuids failed over (failover.ts): their shipments are refused FAILED_OVER. */
+  failedOver?: ReadonlySet<string>;
 }
 
 export class ReplicaCore {
@@ -88,14 +93,17 @@ export class ReplicaCore {
   /** Shipments waiting for the lock, in arrival order. */
   readonly #queue = new ShipQueue();
   #applying = false;
-  #restores = 0;
+  /** Restores running, and those waiting for a resync set being applied (core-recovery.ts). */
+  readonly #restoreCounts: RestoreCounts = { restores: 0, waitingForLock: 0, waitingForSet: 0 };
+  readonly #recovery: RecoveryHost;
+  readonly #failedOver: ReadonlySet<string>;
   #stopping = false;
   /** With --wrl: the open resync sets. */
   #resync: ResyncSets | undefined;
   readonly #outbox = new VerifyOutbox();
   /** WRLs warned about an unbuffered resync (once per resync). */
   readonly #warnedUnbuffered = new Set<string>();
-  #restoresWaitingForSet = 0;
+  readonly #history: ReplicaHistory | undefined;
 
   private constructor(options: ReplicaCoreOptions, state: ReplicaState) {
     const devices = new Map<string, ReplicaDevice>();
@@ -107,6 +115,21 @@ export class ReplicaCore {
     this.#store = options.store;
     this.#now = options.now ?? Date.now;
     this.#state = state;
+    this.#history = options.history;
+    this.#recovery = {
+      devices,
+      state: () => this.#state,
+      inconsistent: this.#inconsistent,
+      history: options.history,
+      stopping: () => this.#stopping,
+      exclusive: (task) => this.#exclusive(task),
+      now: this.#now,
+      setApplying: () => this.#resync?.applying,
+      counts: this.#restoreCounts,
+      save: (state) => this.#host().save(state),
+      resyncOpen: (uuid) => this.#resync?.isOpen(uuid) ?? false,
+      failedOver: (this.#failedOver = options.failedOver ?? new Set()),
+    };
   }
 
   /**
@@ -117,6 +140,7 @@ export class ReplicaCore {
   static async open(options: ReplicaCoreOptions): Promise<ReplicaCore> {
     const state = (await options.store.load()) ?? emptyReplicaState();
     const core = new ReplicaCore(options, state);
+    await options.history?.recover(state, core.#devices);
     if (options.rsWrl === undefined) ResyncSets.refuseWithout(state);
     else core.#resync = await ResyncSets.recover(options.rsWrl, core.#host());
     return core;
@@ -164,38 +188,20 @@ export class ReplicaCore {
     });
   }
 
-  /**
-   * Streams a device to `send` at a consistent point: waits for the shipment being applied to
-   * finish, holds apply until the last chunk is sent (or `send` throws: the restorer is gone),
-   * then lets apply resume. The image is the size the client declared for the device, if a
-   * shipment ever said, else the replica device's size. Throws DEVICE_UNKNOWN,
-   * REPLICA_INCONSISTENT (a failed apply left the device half-written) or SHUTTING_DOWN.
-   */
-  async restore(deviceName: string, send: RestoreSend): Promise<RestoreResult> {
-    const target = this.#devices.get(deviceName);
-    if (target === undefined) {
-      throw new DruvaaError("DEVICE_UNKNOWN", `the replica has no device ${deviceName}`, `Devices on this replica: ${[...this.#devices.keys()].join(", ") || "none"}`, exitCodes.notFound);
-    }
-    if (this.#stopping) throw shuttingDown();
-    assertSeeded(target);
-    this.#restores += 1;
-    const setApply = this.#resync?.applying;
-    const askedMs = this.#now();
-    if (setApply !== undefined) {
-      this.#restoresWaitingForSet += 1;
-      log.info(`restore of ${deviceName} waits for the resync set of WRL ${setApply.wrl} (LSN ${setApply.firstLsn}..${setApply.lastLsn}) being applied; it then gets the device at LSN ${setApply.lastLsn}`);
-    }
-    try {
-      return await this.#exclusive(() => {
-        if (setApply !== undefined) {
-          this.#restoresWaitingForSet -= 1;
-          log.info(`restore of ${deviceName}: waited ${this.#now() - askedMs} ms for the resync set of WRL ${setApply.wrl} to be applied`);
-        }
-        return this.#stream(target, send);
-      });
-    } finally {
-      this.#restores -= 1;
-    }
+  /** Streams a device at a consistent point to `send` (core-recovery.ts restoreDevice). */
+  restore = (deviceName: string, send: RestoreSend, at?: string): Promise<RestoreResult> => restoreDevice(this.#recovery, deviceName, send, at);
+  /** A fast snapshot of a device at a point, taken between two apply groups; the caller releases it. */
+  snapshot = (deviceName: string, at?: string): Promise<Snapshot> => snapshotDevice(this.#recovery, deviceName, at);
+  /** The consistent points a restore, snapshot or failover of the device can go to, oldest first. */
+  points = (deviceName: string): Point[] => pointsOf(this.#recovery, deviceName);
+
+  get history(): ReplicaHistory | undefined {
+    return this.#history;
+  }
+
+  /** What failover (failover.ts) works with: the lock, the state, the devices, the history. */
+  get recoveryHost(): RecoveryHost {
+    return this.#recovery;
   }
 
   /** Runs `task` alone under the apply lock, between two apply groups (media seeding). */
@@ -208,7 +214,7 @@ export class ReplicaCore {
       seen: this.#seen,
       inconsistent: this.#inconsistent,
       resync: this.#resync,
-      counts: { applying: this.#applying, restores: this.#restores, queuedShipments: this.#queue.count, restoresWaitingForSet: this.#restoresWaitingForSet },
+      counts: { applying: this.#applying, restores: this.#restoreCounts.restores, queuedShipments: this.#queue.count, restoresWaitingForSet: this.#restoreCounts.waitingForSet },
     });
   }
 
@@ -230,7 +236,9 @@ export class ReplicaCore {
       save: async (state) => {
         await this.#store.save(state);
         this.#state = state;
+        await this.#history?.committed(state);
       },
+      history: this.#history,
       now: this.#now,
       checkWrl: (name, uuid, state) => this.#checkWrl(name, uuid, state),
     };
@@ -250,6 +258,7 @@ export class ReplicaCore {
   }
 
   #checkWrl(name: string, uuid: string, state: ReplicaState = this.#state): ShipNackMessage | undefined {
+    if (this.#failedOver.has(uuid)) return nack({ wrl: name }, "FAILED_OVER", `the devices of WRL ${name} were failed over at this replica (druvaa failover): its records wait in the WRL until druvaa failback`);
     return checkWrlIdentity(state, this.#seen, name, uuid, this.#store.where);
   }
 
@@ -282,7 +291,7 @@ export class ReplicaCore {
     const probed: { wrlUuid: string; writes: readonly PlannedWrite[] }[] = [];
     try {
       for (let batch: QueuedShipment[] = [first]; batch.length > 0 && !ended; ) {
-        const plans: PlannedWrite[] = [];
+        const plans: ApplyStep[] = [];
         for (const [index, entry] of batch.entries()) {
           const ship = entry.message;
           const outcome = this.#resync?.isOpen(ship.wrlUuid) || (ship.coalesced === true && this.#resync !== undefined) ? undefined : this.#prepare(ship, entry.payload, state);
@@ -296,9 +305,9 @@ export class ReplicaCore {
             break;
           }
           if ("writes" in outcome) {
-            const planned = new Set(outcome.writes.map((write) => write.target.name));
+            const planned = new Set(outcome.writes.flatMap((write) => (write.checkpoint === undefined ? [write.target.name] : [])));
             members.push({ entry, planned, applied: true, reply: { type: "shipAck", wrl: ship.wrl, appliedLsn: ship.lastLsn } });
-            for (const write of outcome.writes) plans.push(write);
+            plans.push({ wrlUuid: ship.wrlUuid, wrlName: ship.wrl, fromLsn: appliedLsnOf(state, ship.wrlUuid), toLsn: ship.lastLsn, writes: outcome.writes });
             if ((outcome.flags & recordFlags.verify) !== 0) probed.push({ wrlUuid: ship.wrlUuid, writes: outcome.writes });
             state = nextState(state, ship, planned, this.#now(), unbufferedChange(state, ship, outcome, this.#warnedUnbuffered));
           } else {
@@ -316,13 +325,14 @@ export class ReplicaCore {
         }
         if (plans.length > 0) {
           try {
-            for (const device of await applyWrites(plans)) touched.add(device);
+            for (const device of await (this.#history?.apply(plans) ?? applyWrites(plans.flatMap((step) => step.writes)))) touched.add(device);
           } catch (error) {
+            await this.#history?.abort(this.#state, this.#devices);
             return failGroup(members, `applying failed: ${describe(error)}`, this.#inconsistent);
           }
         }
         batch = [];
-        while (!ended && !this.#stopping && this.#restores === 0 && groupBytes < replicaApplyGroupBytesMax && members.length + batch.length < replicaApplyGroupShipmentsMax) {
+        while (!ended && !this.#stopping && this.#restoreCounts.waitingForLock === 0 && groupBytes < replicaApplyGroupBytesMax && members.length + batch.length < replicaApplyGroupShipmentsMax) {
           const next = this.#queue.take();
           if (next === undefined) break;
           batch.push(next);
@@ -333,14 +343,17 @@ export class ReplicaCore {
         try {
           await Promise.all([...touched].map((entry) => entry.device.flush()));
         } catch (error) {
+          await this.#history?.abort(this.#state, this.#devices);
           return failGroup(members, `applying failed: ${describe(error)}`, this.#inconsistent);
         }
         try {
           await this.#store.save(state);
         } catch (error) {
+          await this.#history?.abort(this.#state, this.#devices);
           return failGroup(members, `applied but could not save ${this.#store.where}: ${describe(error)}`, this.#inconsistent);
         }
         this.#state = state;
+        await this.#history?.committed(state);
       }
       for (const { wrlUuid, writes } of probed) this.#outbox.add(wrlUuid, probeOutcomes(writes));
       for (const { entry, applied } of members) {
@@ -380,21 +393,7 @@ export class ReplicaCore {
 
   /** One shipment against the state reached so far: its writes, or the answer it gets without any. */
   #prepare(ship: ShipMessage, payload: Uint8Array, state: ReplicaState): ShipmentPlan | ShipReply {
-    const mismatch = this.#checkWrl(ship.wrl, ship.wrlUuid, state);
-    if (mismatch !== undefined) return mismatch;
-    const appliedLsn = state.wrls.find((wrl) => wrl.uuid === ship.wrlUuid)?.appliedLsn ?? 0;
-    if (ship.firstLsn > appliedLsn + 1) {
-      return nack(ship, "LSN_GAP", `the shipment starts at LSN ${ship.firstLsn}, but the replica applied WRL ${ship.wrl} only up to LSN ${appliedLsn}: records ${appliedLsn + 1}..${ship.firstLsn - 1} are missing (nothing was applied); resume from ${appliedLsn + 1}`);
-    }
-    if (ship.lastLsn <= appliedLsn) return { type: "shipAck", wrl: ship.wrl, appliedLsn };
-    if (ship.coalesced === true) return nack(ship, "RS_WRL_NEEDED", `a coalesced span (LSN ${ship.firstLsn}..${ship.lastLsn}) is applied only whole, from a replica WRL, and this replica has none (start it with --wrl PATH); nothing was applied`);
-    const plan = planShipment(ship, payload, appliedLsn, this.#devices);
-    return "writes" in plan ? plan : nack(ship, plan.code, plan.message);
+    return prepareShipment(ship, payload, state, this.#devices, this.#checkWrl(ship.wrl, ship.wrlUuid, state));
   }
 
-  async #stream(target: ReplicaDevice, send: RestoreSend): Promise<RestoreResult> {
-    if (this.#stopping) throw shuttingDown();
-    const { sizeBytes, appliedLsn } = restorePoint(target, this.#state, this.#inconsistent);
-    return streamRestore(target, sizeBytes, appliedLsn, send, () => this.#stopping);
-  }
 }

@@ -17,6 +17,7 @@ import { rm, stat, truncate } from "node:fs/promises";
 import { restoreStallTimeoutMs, restoreWritesInflightMax } from "../../constants.ts";
 import { DruvaaError, exitCodes, fromSystemError } from "../../errors.ts";
 import type { BlockDevice } from "../../io/block-device.ts";
+import { inUseBy } from "../../io/mounts.ts";
 import { openBlockDevice } from "../../io/open-device.ts";
 import { connect, formatAddress, type Address, type Connection , type PreparedTls } from "../../io/transport.ts";
 import type { Frame } from "../../protocol/frame.ts";
@@ -27,6 +28,8 @@ export interface RestoreOptions {
   /** The replica's restore port. */
   replica: Address;
   device: string;
+  /** The point to restore (TIME|LSN|LABEL); the current one when absent. */
+  at?: string | undefined;
   /** Target path: a new image file, an empty file, or (with force) an existing file or block device. */
   to: string;
   force: boolean;
@@ -69,6 +72,17 @@ async function inspectTarget(path: string, force: boolean): Promise<TargetKind> 
   if (stats.isFile() && stats.size === 0) return { kind: "empty-file" };
   if (!stats.isFile() && !stats.isBlockDevice()) throw new DruvaaError("UNSUPPORTED_DEVICE_TYPE", `--to ${path}: is neither a regular file nor a block device`, "Restore to an image file or a block device", exitCodes.usage);
   const kind = stats.isFile() ? "file" : "block-device";
+  const user = await inUseBy(path);
+  if (user !== undefined) {
+    throw new DruvaaError("TARGET_IN_USE", `--to ${path}: ${user}; restoring over it would corrupt what is using it`, "Unmount it (and detach its loop device: losetup -d) first, or restore to another target; --force does not override this", exitCodes.refused);
+  }
+  if (kind === "block-device") {
+    const device = await openBlockDevice(path, { readOnly: true });
+    const sizeBytes = device.sizeBytes;
+    await device.close();
+    if (!force) throw new DruvaaError("TARGET_EXISTS", `--to ${path}: is a block device; restoring would overwrite it`, "Add --force to overwrite it, or give a new file name", exitCodes.refused);
+    return { kind, sizeBytes };
+  }
   if (!force) {
     throw new DruvaaError("TARGET_EXISTS", `--to ${path}: ${kind === "file" ? "the file exists and is not empty" : "is a block device"}; restoring would overwrite it`, "Add --force to overwrite it, or give a new file name", exitCodes.refused);
   }
@@ -78,7 +92,8 @@ async function inspectTarget(path: string, force: boolean): Promise<TargetKind> 
 function peerError(frame: Frame, where: string): DruvaaError | undefined {
   if (frame.message.type !== "error") return undefined;
   const { code, message, hint } = frame.message;
-  return new DruvaaError(code, `replica ${where}: ${message}`, hint, code === "DEVICE_UNKNOWN" ? exitCodes.notFound : exitCodes.failure);
+  const exitCode = code === "DEVICE_UNKNOWN" || code === "POINT_UNKNOWN" ? exitCodes.notFound : code.startsWith("POINT_") || code === "REPLICA_INCONSISTENT" || code === "FAILED_OVER" || code === "NOT_SEEDED" ? exitCodes.refused : exitCodes.failure;
+  return new DruvaaError(code, `replica ${where}: ${message}`, hint, exitCode);
 }
 
 async function receive(connection: Connection, where: string, doing: string): Promise<Frame> {
@@ -103,7 +118,7 @@ export async function restoreFromReplica(options: RestoreOptions): Promise<Resto
   let succeeded = false;
   try {
     await clientHandshake(connection, { role: "control", nodeId: options.nodeId }, ["replica"]);
-    await connection.send({ type: "restoreRequest", device: options.device });
+    await connection.send({ type: "restoreRequest", device: options.device, ...(options.at === undefined ? {} : { at: options.at }) });
     const first = await receive(connection, where, "waiting for the restore to begin");
     const refusal = peerError(first, where);
     if (refusal !== undefined) throw refusal;

@@ -10,7 +10,7 @@ import { DruvaaError, exitCodes } from "../../errors.ts";
 import type { RestoreBeginMessage, RestoreDataMessage, RestoreEndMessage } from "../../protocol/messages.ts";
 import type { ReplicaDevice } from "./apply.ts";
 import type { InconsistentDevices } from "./apply-group.ts";
-import type { ReplicaState } from "./state.ts";
+import type { ReplicaState, WrlState } from "./state.ts";
 
 export type RestoreMessage = RestoreBeginMessage | RestoreDataMessage | RestoreEndMessage;
 /** Delivers a restore message to the restorer; resolves when it may send more. */
@@ -49,7 +49,7 @@ export function restorePoint(target: ReplicaDevice, state: ReplicaState, inconsi
  * Sends `sizeBytes` of `target` to `send`, announced as holding the records up to `appliedLsn`.
  * Throws SHUTTING_DOWN between chunks once `stopping()` says so, and whatever `send` throws.
  */
-export async function streamRestore(target: ReplicaDevice, sizeBytes: number, appliedLsn: number, send: RestoreSend, stopping: () => boolean): Promise<RestoreResult> {
+export async function streamRestore(target: ReplicaDevice, sizeBytes: number, appliedLsn: number, send: RestoreSend, stopping: () => boolean, read: (offset: number, length: number) => Promise<Uint8Array> = (offset, length) => target.device.read(offset, length)): Promise<RestoreResult> {
   await send({ type: "restoreBegin", device: target.name, sizeBytes, appliedLsn });
   const hash = createHash("sha256");
   const block = target.device.logicalBlockSizeBytes;
@@ -58,7 +58,7 @@ export async function streamRestore(target: ReplicaDevice, sizeBytes: number, ap
   const readChunk = async (offset: number): Promise<Uint8Array> => {
     const lengthBytes = Math.min(restoreChunkBytes, sizeBytes - offset);
     const readBytes = Math.min(Math.ceil(lengthBytes / block) * block, target.device.sizeBytes - offset);
-    const data = await target.device.read(offset, readBytes);
+    const data = await read(offset, readBytes);
     return data.subarray(0, lengthBytes);
   };
   let next = sizeBytes > 0 ? readChunk(0) : undefined;
@@ -77,6 +77,12 @@ export async function streamRestore(target: ReplicaDevice, sizeBytes: number, ap
   const sha256 = hash.digest("hex");
   await send({ type: "restoreEnd", device: target.name, sizeBytes, sha256 });
   return { device: target.name, sizeBytes, appliedLsn, sha256 };
+}
+
+/** The WRL that last wrote a device (undefined: none yet), from the state. */
+export function wrlOfDevice(target: ReplicaDevice, state: ReplicaState): { wrl: WrlState | undefined } {
+  const uuid = state.devices.find((device) => device.name === target.name)?.wrlUuid;
+  return { wrl: uuid === undefined ? undefined : state.wrls.find((wrl) => wrl.uuid === uuid) };
 }
 
 export function shuttingDown(): DruvaaError {

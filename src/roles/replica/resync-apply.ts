@@ -8,9 +8,10 @@ import { logger } from "../../log.ts";
 import { recordFlags, type ShipMessage, type ShipRecord, type VerifyOutcome } from "../../protocol/messages.ts";
 import { applyWrites, type PlannedWrite, type ReplicaDevice, type ShipmentPlan } from "./apply.ts";
 import { nextState, type InconsistentDevices } from "./apply-group.ts";
+import { isCheckpointRecord, plannedCheckpoint } from "./checkpoints.ts";
 import { GroupReader, type ResyncLog } from "./resync-log.ts";
 import type { SetHost } from "./resync-sets.ts";
-import type { ReplicaState, ResyncSetState, WrlState } from "./state.ts";
+import { appliedLsnOf, type ReplicaState, type ResyncSetState, type WrlState } from "./state.ts";
 import { probeOutcomes } from "./verify.ts";
 
 /** One WRL's open resync set, in memory (rebuilt from the RS-WRL at a restart). */
@@ -42,15 +43,17 @@ export interface OpenSet {
 export async function applySegment(host: SetHost, ship: ShipMessage, writes: readonly PlannedWrite[], appliedThrough: number, opening: ResyncSetState | undefined): Promise<void> {
   const uuid = ship.wrlUuid;
   try {
-    const touched = writes.length > 0 ? await applyWrites(writes) : new Set<ReplicaDevice>();
+    const step = { wrlUuid: uuid, wrlName: ship.wrl, fromLsn: appliedLsnOf(host.state(), uuid), toLsn: appliedThrough, writes };
+    const touched = host.history !== undefined ? await host.history.apply([step]) : writes.length > 0 ? await applyWrites(writes) : new Set<ReplicaDevice>();
     await Promise.all([...touched].map((entry) => entry.device.flush()));
   } catch (error) {
-    for (const { target } of writes) host.inconsistent.set(target.name, { wrlUuid: uuid, untilLsn: appliedThrough });
+    await host.history?.abort(host.state(), host.devices);
+    for (const { target, checkpoint } of writes) if (checkpoint === undefined) host.inconsistent.set(target.name, { wrlUuid: uuid, untilLsn: appliedThrough });
     throw error;
   }
   const state = host.state();
   const before = state.wrls.find((wrl) => wrl.uuid === uuid)?.resyncUnbuffered;
-  const written = new Set(writes.map((write) => write.target.name));
+  const written = new Set(writes.flatMap((write) => (write.checkpoint === undefined ? [write.target.name] : [])));
   await host.save(nextState(state, ship, written, host.now(), { appliedLsn: appliedThrough, resyncSet: opening, resyncUnbuffered: before === undefined ? undefined : unbufferedAfter(before, writes) }));
   host.outbox.add(uuid, probeOutcomes(writes));
   clearInconsistent(host.inconsistent, uuid, appliedThrough);
@@ -81,16 +84,19 @@ export async function applySet(host: SetHost, rsLog: ResyncLog, set: OpenSet): P
         const writes: PlannedWrite[] = [];
         for (const event of events) {
           if (event.kind !== "record" || event.wrlUuid !== uuid || event.record.lsn <= appliedLsn || event.record.lsn > lastLsn) continue;
-          writes.push(plannedOf(host.devices, set.wrl, event.record, event.payload));
-          written.add(event.record.device);
+          const write = plannedOf(host.devices, set.wrl, event.record, event.payload);
+          writes.push(write);
+          if (write.checkpoint === undefined) written.add(event.record.device);
         }
         if (writes.length === 0) continue;
-        for (const device of await applyWrites(writes)) touched.add(device);
+        const step = { wrlUuid: uuid, wrlName: set.wrl, fromLsn: appliedLsn, toLsn: lastLsn, writes };
+        for (const device of await (host.history?.apply([step]) ?? applyWrites(writes))) touched.add(device);
         outcomes.push(...probeOutcomes(writes));
       }
     }
     await Promise.all([...touched].map((target) => target.device.flush()));
   } catch (error) {
+    await host.history?.abort(host.state(), host.devices);
     for (const name of written) host.inconsistent.set(name, { wrlUuid: uuid, untilLsn: lastLsn });
     throw error;
   }
@@ -102,8 +108,12 @@ export async function applySet(host: SetHost, rsLog: ResyncLog, set: OpenSet): P
   clearInconsistent(host.inconsistent, uuid, lastLsn);
 }
 
-/** A record read back from the RS-WRL as a write to apply (a set's, a coalesced span's); its device must still be there. */
+/**
+ * A record read back from the RS-WRL as a write to apply (a set's, a coalesced span's); its device
+ * must still be there, unless it is a checkpoint (it writes nothing: checkpoints.ts).
+ */
 export function plannedOf(devices: ReadonlyMap<string, ReplicaDevice>, wrl: string, record: ShipRecord, payload: Uint8Array): PlannedWrite {
+  if (isCheckpointRecord(record)) return plannedCheckpoint(record, payload, devices);
   const target = devices.get(record.device);
   if (target === undefined) {
     throw new DruvaaError("DEVICE_UNKNOWN", `the resync set of WRL ${wrl} has records for device ${record.device}, which this replica no longer has`, `Start the replica with --device ${record.device}=PATH`, exitCodes.refused);

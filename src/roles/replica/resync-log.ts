@@ -11,8 +11,8 @@
  *     shipment's lastLsn when the set stays open: its last LSNs may carry no record);
  *   - one record per ship record, named by its device (seq = staging LSN, flags = the ship
  *     record's flags, offset and lengthBytes its range): data and resync records carry their data
- *     (type write / resync), a ZERO record nothing (type zero), a resyncEnd nothing and a verify
- *     probe its digests (type marker).
+ *     (type write / resync), a ZERO record nothing (type zero), a resyncEnd nothing, a verify
+ *     probe its digests and a checkpoint its label (type marker).
  * GroupReader accepts a group only when its prevLsn is the last LSN accepted for its WRL, and of
  * its records only those that follow in the order it lists; records outside an accepted group are
  * ignored. A group cut short (an append refused "full" after the marker's, which the free-space
@@ -99,7 +99,7 @@ function shipKindAppend(record: ShipRecord, shipPayload: Uint8Array): WrlAppend 
   const payload = shipPayload.slice();
   const base = { epoch: record.epoch, device: record.device, seq: record.lsn, offset: record.offset, flags: record.flags };
   if ((record.flags & recordFlags.zero) !== 0) return { ...base, type: "zero", data: noData, lengthBytes: record.length };
-  if ((record.flags & (recordFlags.resyncEnd | recordFlags.verify)) !== 0) return { ...base, type: "marker", data: payload, lengthBytes: record.length };
+  if ((record.flags & (recordFlags.resyncEnd | recordFlags.verify | recordFlags.checkpoint)) !== 0) return { ...base, type: "marker", data: payload, lengthBytes: record.length };
   return { ...base, type: (record.flags & recordFlags.resync) !== 0 ? "resync" : "write", data: payload };
 }
 

@@ -52,12 +52,13 @@ import { DruvaaError, exitCodes } from "../../errors.ts";
 import { logger } from "../../log.ts";
 import { recordFlags, type ShipAckMessage, type ShipMessage, type ShipNackMessage } from "../../protocol/messages.ts";
 import { formatBytes } from "../../units.ts";
-import { planShipment, type PlannedWrite, type ReplicaDevice } from "./apply.ts";
+import { loggedPayloadOf, planShipment, type PlannedWrite, type ReplicaDevice } from "./apply.ts";
 import { describe, nack, type InconsistentDevices, type ShipReply } from "./apply-group.ts";
 import { redoSpans, shipCoalesced, type PendingSpan, type SpanEvent } from "./coalesced-apply.ts";
 import { applySegment, applySet, type OpenSet } from "./resync-apply.ts";
 import { GroupReader, type LogEvent, type LogOutcome, type ResyncLog, type ResyncLogInfo } from "./resync-log.ts";
 import { appliedLsnOf as appliedLsn, type ReplicaState, type WrlState } from "./state.ts";
+import type { ReplicaHistory } from "./history.ts";
 import type { VerifyOutbox } from "./verify.ts";
 
 export type { OpenSet } from "./resync-apply.ts";
@@ -76,6 +77,8 @@ export interface SetHost {
   now(): number;
   /** WRL_MISMATCH (a re-created WRL) or nothing. */
   checkWrl(name: string, uuid: string, state: ReplicaState): ShipNackMessage | undefined;
+  /** Point-in-time journal and snapshots: applies go through it when there is one. */
+  readonly history?: ReplicaHistory;
 }
 
 /** A WRL's resync state for status. */
@@ -231,7 +234,7 @@ export class ResyncSets {
           wrlUuid: uuid,
           prevLsn: set.loggedLsn,
           throughLsn: completes ? part[part.length - 1]!.record.lsn : ship.lastLsn,
-          records: part.map((write) => ({ record: write.record, payload: write.data ?? write.probe?.digests ?? noBytes })),
+          records: part.map((write) => ({ record: write.record, payload: loggedPayloadOf(write) })),
         });
       } catch (error) {
         return nack(ship, "IO_ERROR", `LSN ${ship.firstLsn}..${ship.lastLsn}: logging to the replica WRL ${this.log.path} failed: ${describe(error)}`);
@@ -341,8 +344,6 @@ export class ResyncSets {
     return nack(ship, "RS_WRL_FULL", message);
   }
 }
-
-const noBytes = new Uint8Array(0);
 
 function newSet(wrl: WrlState, firstLsn: number): OpenSet {
   return { wrl: wrl.name, wrlUuid: wrl.uuid, firstLsn, loggedLsn: wrl.appliedLsn, open: new Set(), ended: new Set(), firstRsLsn: undefined, lastRsLsn: undefined, records: 0, bytes: 0, completeLsn: undefined, applying: false };

@@ -13,6 +13,9 @@
 import { protocolTextLengthMax, restoreRequestTimeoutMs, restoreStallTimeoutMs, replicaConnectionShipWindowMax } from "../../constants.ts";
 import { DruvaaError, exitCodes } from "../../errors.ts";
 import { sharedBufferPool } from "../../io/buffer-pool.ts";
+import type { SnapshotExports } from "./snapshot-exports.ts";
+import { failoverRoutes } from "./failback.ts";
+import type { Failovers } from "./failover.ts";
 import { startControlServer, type ControlServer } from "../../io/control-server.ts";
 import { formatAddress, listen, type Address, type Connection, type Listener, type PreparedTls } from "../../io/transport.ts";
 import { logger } from "../../log.ts";
@@ -39,6 +42,10 @@ export interface ReplicaServerOptions {
   now?: () => number;
   /** Media seeding (POST /seed; status `seeds`), when any device awaits a seed. */
   seeds?: SeedRuns;
+  /** Points and fast snapshots on the control port (snapshot-exports.ts). */
+  recovery?: SnapshotExports;
+  /** Failover and failback on the control port (failover.ts, failback.ts). */
+  failovers?: Failovers;
   /** TLS of the data port (peers must be staging servers), the restore port and the control port (HTTPS; admin or panel); plaintext when absent. */
   tls?: { data: PreparedTls | undefined; restore: PreparedTls | undefined; control?: PreparedTls | undefined };
 }
@@ -60,10 +67,14 @@ export class ReplicaServer {
   #data: Listener | undefined;
   #restore: Listener | undefined;
   #control: ControlServer | undefined;
+  readonly #recovery: SnapshotExports | undefined;
+  readonly #failovers: Failovers | undefined;
 
   private constructor(options: ReplicaServerOptions) {
     this.#core = options.core;
     this.#seeds = options.seeds;
+    this.#recovery = options.recovery;
+    this.#failovers = options.failovers;
     this.#identity = { role: "replica", nodeId: options.nodeId };
     this.#now = options.now ?? Date.now;
     this.#startedAtMs = this.#now();
@@ -80,6 +91,8 @@ export class ReplicaServer {
       const seeds = options.seeds;
       server.#control = await startControlServer(options.control, {
         "/status": () => server.status(),
+        ...options.recovery?.routes(),
+        ...(options.failovers === undefined ? {} : failoverRoutes(options.failovers)),
         "POST /seed": async (request) => {
           if (seeds === undefined) throw new DruvaaError("SEED_NOT_AWAITED", "no device of this replica awaits a seed; nothing was written", "Start the replica with --await-seed NAME before replication of that device begins", exitCodes.refused);
           return seeds.start(await request.json().catch(() => undefined));
@@ -110,11 +123,15 @@ export class ReplicaServer {
       rsWrl: core.rsWrl,
       setApply: core.setApply,
       seeds: this.#seeds?.status() ?? [],
+      history: this.#core.history?.status() ?? null,
+      failovers: this.#failovers?.status() ?? [],
     };
   }
 
   /** SIGTERM: the shipment being applied finishes (and is acked), queued ones are refused, then the ports close. */
   async stop(): Promise<void> {
+    await this.#recovery?.stopAll();
+    await this.#failovers?.close();
     await this.#core.stop();
     await this.#stopListening();
   }
@@ -203,11 +220,11 @@ export class ReplicaServer {
       throw new ProtocolError("PROTO_UNEXPECTED", `a ${frame.message.type} message on the replica's restore port`, "The restore port takes restoreRequest (druvaa restore); relays go to the data port (default 6003)");
     }
     const device = frame.message.device;
-    log.info(`restore of ${device} requested by ${hello.nodeId} (${connection.peer}); apply pauses at the next shipment boundary`);
+    log.info(`restore of ${device}${frame.message.at === undefined ? "" : ` at ${frame.message.at}`} requested by ${hello.nodeId} (${connection.peer})`);
     const startedMs = this.#now();
     const send: RestoreSend = (message, payload) => sendWithin(connection, message, payload, restoreStallTimeoutMs);
     try {
-      const result = await this.#core.restore(device, send);
+      const result = await this.#core.restore(device, send, frame.message.at);
       const seconds = Math.max((this.#now() - startedMs) / 1000, 0.001);
       log.info(`restore of ${device} to ${connection.peer} done: ${result.sizeBytes} bytes at LSN ${result.appliedLsn} in ${seconds.toFixed(1)} s; apply resumes`);
     } catch (error) {

@@ -12,9 +12,11 @@
  * order gives (tests/staging/coalesce.property.test.ts).
  *
  * What coalesces: data records (write) and zero/trim records. Markers that are not shipped
- * (nothing to apply) are swallowed. Anything else — resync data, a resyncEnd, a verify probe —
- * ends the span before it (add() answers "stop"): a probe must see the device at its own place in
- * the order, and resync sets have their own atomicity (resync-sets.ts on the replica).
+ * (nothing to apply) are swallowed. Anything else — resync data, a resyncEnd, a verify probe, a
+ * checkpoint — ends the span before it (add() answers "stop"): a probe must see the device at its
+ * own place in the order, a checkpoint names the state right after its LSN (the span ends just
+ * before it, so the replica shows exactly that state, and the checkpoint travels uncoalesced right
+ * after the span), and resync sets have their own atomicity (resync-sets.ts on the replica).
  *
  * Bounds: the shipment's limits (ShipmentLimits, one frame) are kept with an upper bound per added
  * record (its bytes, and two more extents: a record adds its own and may split one); add() answers

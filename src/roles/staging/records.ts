@@ -2,9 +2,11 @@
  * How client writes become WRL records, and WRL records ship records. Ordered writes are `write`
  * (or `zero`) records, resync data `resync` records; the end of a resync set and verify probes are
  * markers whose flags say which (recordFlags; a probe's data are its digests, its extent the range
- * it covers). Other markers (nothing to apply) are not shipped.
+ * it covers), and so are checkpoints (their data the label, no extent). Other markers (nothing to
+ * apply) are not shipped.
  */
-import { recordFlags, verifyFlags, type ShipRecord, type WriteMessage } from "../../protocol/messages.ts";
+import { checkpointLabelPayload } from "../../protocol/checkpoint-label.ts";
+import { checkpointFlags, recordFlags, verifyFlags, type ShipRecord, type WriteMessage } from "../../protocol/messages.ts";
 import type { WrlAppend, WrlRecord } from "../../wrl/types.ts";
 
 /**
@@ -30,11 +32,17 @@ export function wrlAppendOf(message: WriteMessage, data: Uint8Array): WrlAppend 
     record.type = "marker";
     record.lengthBytes = message.length;
     record.flags = verifyFlags(message.verifyBlockBytes!);
+  } else if (message.kind === "checkpoint") {
+    // The label (checked at decode) is the payload; offset 0, length 0: it writes nothing.
+    record.type = "marker";
+    record.data = checkpointLabelPayload(message.label!);
+    record.lengthBytes = 0;
+    record.flags = checkpointFlags(record.data.length);
   }
   return record;
 }
 
-const shippedMarkerFlags = recordFlags.resyncEnd | recordFlags.verify;
+const shippedMarkerFlags = recordFlags.resyncEnd | recordFlags.verify | recordFlags.checkpoint;
 
 /** The ship record of a WRL record (without its data), or undefined for a marker not shipped. */
 export function shipRecordOf(record: WrlRecord, device: string): ShipRecord | undefined {

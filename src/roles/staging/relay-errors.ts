@@ -15,8 +15,9 @@ const nackHints: Partial<Record<string, string>> = {
   WRL_MISMATCH: "The WRL was re-created on staging after the replica applied the old one; see the replica's message",
   LSN_GAP: "The replica lost its applied LSN (state directory removed?) or belongs to another staging server: it needs an initial sync",
   DEVICE_UNKNOWN: "Start the replica with a --device NAME=PATH for every device attached to this WRL",
-  DEVICE_TOO_SMALL: "Give the replica a device at least as big as the client's",
+  DEVICE_TOO_SMALL: "Give the replica a device at least as big as the client's plus its header reserve (druvaa replica apply --protect-headers, default 1 MiB; druvaa sizing --primary-size SIZE)",
   BUSY: "The replica is catching up; the relay retries",
+  FAILED_OVER: "The replica's devices of this WRL were failed over (druvaa failover): records wait here until druvaa failback; the relay asks again every few seconds",
 };
 
 export function asDruvaaError(error: unknown): DruvaaError {

@@ -1,0 +1,101 @@
+/**
+ * What a failover (failover.ts) keeps on disk, per failed-over WRL, in STATE_DIR/failover/:
+ *
+ *   UUID.json   the record: generation ids, the point, the phase reached, the devices, the ranges
+ *               rolled back (records of the original primary after the point that had reached
+ *               the replica), the NBD export address
+ *   UUID.map    the DR-side change map: every range written through the promoted device's
+ *               export is marked (durably) before it is written: the DR side's writes since
+ *               the failover, for failback
+ *
+ * Phases, each saved before the next step starts, so a restart finishes an interrupted failover:
+ * rollback (devices being rolled back to the point) → unprotect (header sectors being swapped
+ * back) → promoted (a plain, writable primary at the DR site).
+ */
+import { mkdir, rm } from "node:fs/promises";
+import { join } from "node:path";
+import { createChangeMapAtPath, openChangeMapAtPath, type ChangeMap } from "../../changemap/index.ts";
+import { changeMapBlockSizeBytesDefault } from "../../constants.ts";
+import { DruvaaError } from "../../errors.ts";
+import { listDirectory } from "../../io/append-file.ts";
+import { pathExists } from "../../io/open-device.ts";
+import { readJsonState, writeJsonState } from "../../io/state-file.ts";
+import type { JournalRange } from "./journal-format.ts";
+
+export type FailoverPhase = "rollback" | "unprotect" | "promoted";
+
+export interface FailoverRecord {
+  version: 1;
+  wrl: string;
+  wrlUuid: string;
+  /** The DR side's new history. */
+  generation: string;
+  /** The history it forked from (the WRL's, or an earlier failover's generation). */
+  parentGeneration: string;
+  /** The consistent point the devices were rolled back to. */
+  atLsn: number;
+  /** The LSN the replica had applied when the failover began. */
+  appliedLsnBefore: number;
+  at: string;
+  phase: FailoverPhase;
+  devices: { name: string; path: string; sizeBytes: number; reserveBytes: number }[];
+  /** Where the promoted devices are served over NBD (one export per device, named after it). */
+  export?: string;
+  /** Ranges the rollback restored: writes of the original primary after atLsn. */
+  undone: JournalRange[];
+}
+
+export function failoverDirectory(stateDir: string): string {
+  return join(stateDir, "failover");
+}
+
+export async function loadFailoverRecords(stateDir: string): Promise<FailoverRecord[]> {
+  const directory = failoverDirectory(stateDir);
+  const records: FailoverRecord[] = [];
+  for (const name of await listDirectory(directory)) {
+    if (!name.endsWith(".json")) continue;
+    const path = join(directory, name);
+    const record = await readJsonState<FailoverRecord>(path);
+    if (record === undefined) continue;
+    if (record.version !== 1 || typeof record.wrlUuid !== "string" || typeof record.generation !== "string" || !Array.isArray(record.devices) || !Array.isArray(record.undone)) {
+      throw new DruvaaError("STATE_CORRUPT", `${path}: not a failover record`, "It is written atomically, so this means outside damage: restore it from backup");
+    }
+    records.push(record);
+  }
+  return records;
+}
+
+export function saveFailoverRecord(stateDir: string, record: FailoverRecord): Promise<void> {
+  return writeJsonState(join(failoverDirectory(stateDir), `${record.wrlUuid}.json`), record);
+}
+
+/** The DR-side change map of a failed-over WRL (created at the failover, one region per device). */
+export async function openDrMap(stateDir: string, record: FailoverRecord): Promise<ChangeMap> {
+  const path = join(failoverDirectory(stateDir), `${record.wrlUuid}.map`);
+  if (!(await pathExists(path))) {
+    await mkdir(failoverDirectory(stateDir), { recursive: true });
+    await createChangeMapAtPath({ path, regions: record.devices.map((device) => ({ name: device.name, volumeSizeBytes: device.sizeBytes })), blockSizeBytes: changeMapBlockSizeBytesDefault });
+  }
+  return openChangeMapAtPath(path);
+}
+
+/** Failback done: the record and the DR map go (the WRL is a replica again). */
+export async function removeFailover(stateDir: string, wrlUuid: string): Promise<void> {
+  await rm(join(failoverDirectory(stateDir), `${wrlUuid}.map`), { force: true });
+  await rm(join(failoverDirectory(stateDir), `${wrlUuid}.json`), { force: true });
+}
+
+/** Sorted, merged ranges (touching ones joined). */
+export function mergeRanges(ranges: readonly JournalRange[]): JournalRange[] {
+  const sorted = [...ranges].sort((a, b) => (a.device === b.device ? a.offset - b.offset : a.device < b.device ? -1 : 1));
+  const merged: JournalRange[] = [];
+  for (const range of sorted) {
+    const last = merged.at(-1);
+    if (last !== undefined && last.device === range.device && range.offset <= last.offset + last.length) {
+      last.length = Math.max(last.length, range.offset + range.length - last.offset);
+    } else if (range.length > 0) {
+      merged.push({ ...range });
+    }
+  }
+  return merged;
+}

@@ -1,0 +1,219 @@
+/**
+ * A replica's history: the point-in-time journal (with --retention, journal.ts) and the fast
+ * snapshots (snapshot.ts), behind the few calls the apply paths and restores make.
+ *
+ *   apply step            preserve the before-images (journal, or the snapshots' copy-on-write
+ *                         journal when only snapshots need them), add them to the live snapshots
+ *                         of those devices, then write
+ *   state saved           committed(): the steps are points; retention runs
+ *   apply failed          abort(): the steps not saved are undone, snapshots forget them
+ *   restore / snapshot    snapshot(): a view at a point (the current one, or --at TIME|LSN|LABEL)
+ *
+ * Without --retention and with no snapshot live, apply writes directly: nothing is preserved.
+ * The copy-on-write journal lives in STATE_DIR/snapshot-cow/ and is emptied when the replica
+ * starts and whenever the last snapshot is released.
+ */
+import { DruvaaError, exitCodes } from "../../errors.ts";
+import { removeDirectory } from "../../io/append-file.ts";
+import { logger } from "../../log.ts";
+import { applyWrites, type PlannedWrite, type ReplicaDevice } from "./apply.ts";
+import { PointJournal, type JournalStatus, type Point } from "./journal.ts";
+import type { JournalRange } from "./journal-format.ts";
+import { resolvePoint } from "./points.ts";
+import { Snapshot, type SnapshotInfo } from "./snapshot.ts";
+import type { ReplicaState } from "./state.ts";
+
+const log = logger("replica:history");
+
+/** One apply step of a WRL: writes taking it from the point fromLsn to toLsn. */
+export interface ApplyStep {
+  wrlUuid: string;
+  wrlName: string;
+  fromLsn: number;
+  toLsn: number;
+  writes: readonly PlannedWrite[];
+}
+
+export class ReplicaHistory {
+  readonly #journal: PointJournal | undefined;
+  readonly #cowDirectory: string;
+  #cow: PointJournal | undefined;
+  readonly #snapshots = new Set<Snapshot>();
+  #nextSnapshotId = 1;
+  #cowSession = 0;
+  readonly #now: () => number;
+
+  private constructor(journal: PointJournal | undefined, cowDirectory: string, now: () => number) {
+    this.#journal = journal;
+    this.#cowDirectory = cowDirectory;
+    this.#now = now;
+  }
+
+  /** Opens the journal (when retention is given) and empties the copy-on-write directory. */
+  static async open(options: { stateDir: string; retention?: { ms: number; bytes: number; segmentBytes?: number }; now?: () => number }): Promise<ReplicaHistory> {
+    const now = options.now ?? Date.now;
+    const retention = options.retention;
+    const journal = retention === undefined ? undefined : await PointJournal.open({ directory: `${options.stateDir}/journal`, retentionMs: retention.ms, retentionBytes: retention.bytes, now, ...(retention.segmentBytes === undefined ? {} : { segmentBytes: retention.segmentBytes }) });
+    const cowDirectory = `${options.stateDir}/snapshot-cow`;
+    await removeDirectory(cowDirectory);
+    return new ReplicaHistory(journal, cowDirectory, now);
+  }
+
+  get journaled(): boolean {
+    return this.#journal !== undefined;
+  }
+
+  /** After a crash: undoes what the saved state does not cover (journal.ts undoUncommitted). */
+  async recover(state: ReplicaState, devices: ReadonlyMap<string, ReplicaDevice>): Promise<void> {
+    await this.#journal?.undoUncommitted(state, devices);
+  }
+
+  /**
+   * Applies `steps` in order; each is cut after a checkpoint record (a labelled point). With a
+   * journal or a live snapshot, the before-images of each piece are kept first. Returns the
+   * devices written, for the caller to flush.
+   */
+  async apply(steps: readonly ApplyStep[]): Promise<Set<ReplicaDevice>> {
+    const keeper = this.#journal ?? (this.#snapshots.size > 0 ? await this.#cowJournal() : undefined);
+    if (keeper === undefined) return applyWrites(steps.flatMap((step) => step.writes));
+    const touched = new Set<ReplicaDevice>();
+    for (const step of mergeSteps(steps)) {
+      let fromLsn = step.fromLsn;
+      let piece: PlannedWrite[] = [];
+      const flush = async (toLsn: number, label: string | undefined) => {
+        if (piece.length === 0 && label === undefined && toLsn === fromLsn) return;
+        const chunk = await keeper.preserve({ wrlUuid: step.wrlUuid, wrlName: step.wrlName, fromLsn, toLsn, ...(label === undefined ? {} : { label }), writes: piece });
+        for (const snapshot of this.#snapshots) snapshot.addChunk(chunk, keeper);
+        if (piece.length > 0) for (const device of await applyWrites(piece)) touched.add(device);
+        fromLsn = toLsn;
+        piece = [];
+      };
+      for (const write of step.writes) {
+        piece.push(write);
+        const checkpoint = write.checkpoint;
+        if (checkpoint !== undefined && checkpoint.lsn < step.toLsn) await flush(checkpoint.lsn, checkpoint.label);
+        else if (checkpoint !== undefined) step.label = checkpoint.label;
+      }
+      await flush(step.toLsn, step.label);
+    }
+    return touched;
+  }
+
+  /** The state is saved: its steps are points now. */
+  async committed(state: ReplicaState): Promise<void> {
+    await this.#journal?.commit(state);
+    await this.#cow?.commit(state);
+  }
+
+  /** An apply failed: undo the steps not saved (best effort; the devices stay marked inconsistent if it fails). */
+  async abort(state: ReplicaState, devices: ReadonlyMap<string, ReplicaDevice>): Promise<void> {
+    for (const keeper of [this.#journal, this.#cow]) {
+      if (keeper === undefined) continue;
+      try {
+        const undone = await keeper.undoUncommitted(state, devices);
+        for (const snapshot of this.#snapshots) for (const chunk of undone) snapshot.forgetChunk(chunk);
+      } catch (error) {
+        log.error(`undoing the failed apply from ${keeper.status().directory} failed: ${(error as Error).message}; the devices stay marked inconsistent until staging re-delivers`);
+      }
+    }
+  }
+
+  /**
+   * Failover: takes the WRL's devices back to the point `lsn` on the devices themselves (its
+   * chunks after it undone, newest first, flushed, then cut from the journal). Returns the ranges
+   * undone. `lsn` must be a point (resolvePoint); the current point undoes nothing.
+   */
+  async rollback(wrlUuid: string, lsn: number, devices: ReadonlyMap<string, ReplicaDevice>): Promise<JournalRange[]> {
+    if (this.#journal === undefined) return [];
+    const chunks = this.#journal.chunksAfter(wrlUuid, lsn);
+    await this.#journal.undo(chunks, devices);
+    await this.#journal.cutFrom(chunks);
+    return chunks.flatMap((chunk) => chunk.meta.ranges);
+  }
+
+  /** The devices of a WRL changed outside apply (failover, failback): its older points are gone. */
+  async forget(wrlUuid: string, throughLsn: number): Promise<void> {
+    await this.#journal?.forget(wrlUuid, throughLsn);
+  }
+
+  /** The points of a WRL a restore, snapshot or failover can go to, oldest first. */
+  points(wrlUuid: string, wrlName: string, state: ReplicaState): Point[] {
+    if (this.#journal === undefined) {
+      const wrl = state.wrls.find((entry) => entry.uuid === wrlUuid);
+      return [{ wrl: wrlName, wrlUuid, lsn: wrl?.appliedLsn ?? 0, time: wrl?.lastAppliedAt ?? new Date(this.#now()).toISOString(), current: true }];
+    }
+    return this.#journal.points(wrlUuid, wrlName, state);
+  }
+
+  /**
+   * A fast snapshot of `target` at the point `at` names (undefined: the current point). Call it
+   * between apply groups (under the apply lock): from then on apply preserves what it overwrites.
+   */
+  async snapshot(target: ReplicaDevice, wrl: { uuid: string; name: string } | undefined, at: string | undefined, state: ReplicaState, sizeBytes: number): Promise<Snapshot> {
+    const points = wrl === undefined ? [] : this.points(wrl.uuid, wrl.name, state);
+    const point = at === undefined ? points.at(-1) : resolvePoint(points, at, this.#journal !== undefined);
+    const lsn = point?.lsn ?? 0;
+    const snapshot = new Snapshot(this.#nextSnapshotId++, target, wrl?.name ?? "", wrl?.uuid ?? "", lsn, point?.label, sizeBytes, new Date(this.#now()).toISOString(), (released) => this.#released(released));
+    if (wrl !== undefined && point !== undefined && !point.current) {
+      for (const chunk of this.#journal!.chunksAfter(wrl.uuid, lsn)) snapshot.addChunk(chunk, this.#journal!);
+    }
+    if (this.#journal === undefined) await this.#cowJournal();
+    this.#snapshots.add(snapshot);
+    return snapshot;
+  }
+
+  get snapshots(): SnapshotInfo[] {
+    return [...this.#snapshots].map((snapshot) => snapshot.info());
+  }
+
+  /** A live snapshot by id (SNAPSHOT_UNKNOWN otherwise). */
+  snapshotById(id: number): Snapshot {
+    const found = [...this.#snapshots].find((snapshot) => snapshot.id === id);
+    if (found === undefined) throw new DruvaaError("SNAPSHOT_UNKNOWN", `no live snapshot ${id} on this replica`, "List them with druvaa status --connect REPLICA:6004 (snapshots); they end when the replica restarts", exitCodes.notFound);
+    return found;
+  }
+
+  status(): { journal: JournalStatus | null; snapshots: SnapshotInfo[] } {
+    return { journal: this.#journal?.status() ?? null, snapshots: this.snapshots };
+  }
+
+  async close(): Promise<void> {
+    for (const snapshot of [...this.#snapshots]) snapshot.release();
+    await this.#journal?.close();
+    await this.#cow?.close();
+  }
+
+  async #cowJournal(): Promise<PointJournal> {
+    if (this.#cow !== undefined) return this.#cow;
+    this.#cowSession += 1;
+    this.#cow = await PointJournal.open({ directory: `${this.#cowDirectory}/${this.#cowSession}`, retentionMs: Number.MAX_SAFE_INTEGER, retentionBytes: Number.MAX_SAFE_INTEGER, now: this.#now });
+    return this.#cow;
+  }
+
+  #released(snapshot: Snapshot): void {
+    this.#snapshots.delete(snapshot);
+    if (this.#snapshots.size > 0 || this.#cow === undefined) return;
+    const cow = this.#cow;
+    this.#cow = undefined;
+    const directory = cow.status().directory;
+    void (async () => {
+      await cow.close();
+      await removeDirectory(directory);
+    })().catch((error: unknown) => log.warn(`emptying ${this.#cowDirectory}: ${(error as Error).message}`));
+  }
+}
+
+/** Consecutive steps of one WRL joined (one preserve and fsync for them), labels cut them again. */
+function mergeSteps(steps: readonly ApplyStep[]): (ApplyStep & { label?: string })[] {
+  const merged: (ApplyStep & { label?: string; writes: PlannedWrite[] })[] = [];
+  for (const step of steps) {
+    const last = merged.at(-1);
+    if (last !== undefined && last.wrlUuid === step.wrlUuid && last.toLsn === step.fromLsn) {
+      last.writes.push(...step.writes);
+      last.toLsn = step.toLsn;
+    } else {
+      merged.push({ ...step, writes: [...step.writes] });
+    }
+  }
+  return merged;
+}
