@@ -349,13 +349,13 @@ export interface RestoreDataMessage {
   length: number;
 }
 
-/** Replica -> restorer: done; `sha256` (64 lower-case hex characters) is of the whole image of
- * `sizeBytes` bytes, for the restorer to check what it wrote. Apply resumes. */
+/** Replica -> restorer: done; `crc32c` is of the whole image of `sizeBytes` bytes (CRC32C
+ * continued over the chunks), for the restorer to check what it received end to end. */
 export interface RestoreEndMessage {
   type: "restoreEnd";
   device: string;
   sizeBytes: number;
-  sha256: string;
+  crc32c: number;
 }
 
 export type Message =

@@ -1,10 +1,10 @@
 /**
  * Validators of the replica's restore port: restoreRequest -> restoreBegin -> restoreData* ->
  * restoreEnd. Whether the data messages cover the device, in order, is the restorer's check (it
- * compares restoreEnd's sha256 with what it wrote); here each message is checked on its own.
+ * compares restoreEnd's CRC32C with what it received); here each message is checked on its own.
  */
 import { writePayloadSizeBytesMax } from "../constants.ts";
-import { checkExtent, noPayload, readName, readOptionalText, readSha256Hex, readUint } from "./fields.ts";
+import { checkExtent, noPayload, readName, readOptionalText, readUint } from "./fields.ts";
 import type { RestoreDataMessage, SpecTable } from "./message-types.ts";
 
 export const restoreSpecs: SpecTable<"restoreRequest" | "restoreBegin" | "restoreData" | "restoreEnd"> = {
@@ -43,7 +43,7 @@ export const restoreSpecs: SpecTable<"restoreRequest" | "restoreBegin" | "restor
       type: "restoreEnd",
       device: readName(fields, "restoreEnd", "device"),
       sizeBytes: readUint(fields, "restoreEnd", "sizeBytes"),
-      sha256: readSha256Hex(fields, "restoreEnd", "sha256"),
+      crc32c: readUint(fields, "restoreEnd", "crc32c", 0xffffffff),
     }),
     payloadBytes: noPayload,
   },

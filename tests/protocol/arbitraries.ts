@@ -166,7 +166,7 @@ export const messageArbitraries: { [T in MessageType]: fc.Arbitrary<MessageWithP
   restoreData: fc
     .record({ device: name, offset: fc.nat({ max: 2 ** 50 }), payload: payloadBytes(5000) })
     .map(({ payload, ...fields }) => ({ message: { type: "restoreData" as const, ...fields, length: payload.length }, payload })),
-  restoreEnd: withoutPayload(fc.record({ type: fc.constant("restoreEnd" as const), device: name, sizeBytes: uint, sha256: sha256Hex })),
+  restoreEnd: withoutPayload(fc.record({ type: fc.constant("restoreEnd" as const), device: name, sizeBytes: uint, crc32c: fc.nat({ max: 0xffffffff }) })),
 };
 
 export const anyMessage: fc.Arbitrary<MessageWithPayload> = fc.oneof(...Object.values(messageArbitraries));

@@ -137,9 +137,9 @@ describe("largest messages the bounds allow", () => {
     expect(Buffer.from(frame.payload).equals(Buffer.from(payload))).toBe(true);
   });
 
-  test("restoreEnd keeps the digest as sent; an upper-case digest is refused (one form only)", () => {
-    const sha256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
-    expect(decodeFrame(encodeFrameBytes({ type: "restoreEnd", device: "sda", sizeBytes: 0, sha256 })).message).toEqual({ type: "restoreEnd", device: "sda", sizeBytes: 0, sha256 });
-    expect(codeOf(() => encodeFrame({ type: "restoreEnd", device: "sda", sizeBytes: 0, sha256: sha256.toUpperCase() }))).toBe("PROTO_BAD_FIELD");
+  test("restoreEnd keeps the CRC32C as sent; one above 32 bits or negative is refused", () => {
+    expect(decodeFrame(encodeFrameBytes({ type: "restoreEnd", device: "sda", sizeBytes: 0, crc32c: 0xe3069283 })).message).toEqual({ type: "restoreEnd", device: "sda", sizeBytes: 0, crc32c: 0xe3069283 });
+    expect(codeOf(() => encodeFrame({ type: "restoreEnd", device: "sda", sizeBytes: 0, crc32c: 2 ** 32 }))).toBe("PROTO_BAD_FIELD");
+    expect(codeOf(() => encodeFrame({ type: "restoreEnd", device: "sda", sizeBytes: 0, crc32c: -1 }))).toBe("PROTO_BAD_FIELD");
   });
 });

@@ -5,7 +5,8 @@ import type { BlockDevice } from "../../src/io/block-device.ts";
 import { MemoryDevice } from "../../src/io/memory-device.ts";
 import { ReplicaCore, type RestoreMessage, type ShipReply } from "../../src/roles/replica/core.ts";
 import { MemoryStateStore } from "../../src/roles/replica/state.ts";
-import { applyModel, dataRecord, memoryCore, replicaDevice, sha256, shipment, wrlUuid } from "./helpers.ts";
+import { crc32c } from "../../src/wrl/crc32c.ts";
+import { applyModel, dataRecord, memoryCore, replicaDevice, shipment, wrlUuid } from "./helpers.ts";
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -45,8 +46,8 @@ describe("restore", () => {
     const data = sink.messages.filter((message) => message.type === "restoreData");
     expect(data.map((message) => [message.offset, message.length])).toEqual([[0, restoreChunkBytes], [restoreChunkBytes, restoreChunkBytes], [2 * restoreChunkBytes, 1 * MiB]]);
     expect(sink.image()).toEqual(before);
-    expect(sink.messages[sink.messages.length - 1]).toEqual({ type: "restoreEnd", device: "disk0", sizeBytes: 9 * MiB, sha256: sha256(before) });
-    expect(result).toEqual({ device: "disk0", sizeBytes: 9 * MiB, appliedLsn: 2, sha256: sha256(before) });
+    expect(sink.messages[sink.messages.length - 1]).toEqual({ type: "restoreEnd", device: "disk0", sizeBytes: 9 * MiB, crc32c: crc32c(before) });
+    expect(result).toEqual({ device: "disk0", sizeBytes: 9 * MiB, appliedLsn: 2, crc32c: crc32c(before) });
     expect(await late!).toEqual({ type: "shipAck", wrl: "wrl0", appliedLsn: 3 });
     const model = new Map([["disk0", new Uint8Array(10 * MiB)]]);
     applyModel(model, [...records, dataRecord(3, "disk0", 5 * MiB, 2 * MiB)]);
@@ -57,7 +58,7 @@ describe("restore", () => {
     const { core } = await memoryCore({ disk0: 64 * KiB });
     const sink = collector();
     const result = await core.restore("disk0", sink.send);
-    expect(result).toEqual({ device: "disk0", sizeBytes: 64 * KiB, appliedLsn: 0, sha256: sha256(new Uint8Array(64 * KiB)) });
+    expect(result).toEqual({ device: "disk0", sizeBytes: 64 * KiB, appliedLsn: 0, crc32c: crc32c(new Uint8Array(64 * KiB)) });
     expect(sink.image()).toEqual(new Uint8Array(64 * KiB));
   });
 

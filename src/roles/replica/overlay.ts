@@ -130,6 +130,12 @@ export class Overlay {
  * flight; it is always preserved before it is written) is read from its source instead.
  */
 export async function readThrough(overlay: Overlay, readDevice: (offset: number, length: number) => Promise<Uint8Array>, offset: number, length: number): Promise<Uint8Array> {
+  if (!overlay.touches(offset, offset + length)) {
+    // Nothing preserved there (the common case): the device's own buffer, no copy, unless apply
+    // preserved part of it while the read was in flight.
+    const data = await readDevice(offset, length);
+    if (!overlay.touches(offset, offset + length)) return data;
+  }
   const into = new Uint8Array(length);
   const fill = async (start: number, end: number): Promise<void> => {
     for (const piece of overlay.pieces(start, end)) {

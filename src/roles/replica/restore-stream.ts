@@ -3,9 +3,12 @@
  * device's bytes in restoreChunkBytes chunks, restoreEnd with their SHA-256. The core decides
  * when it may run (a consistent point, apply held) and what size and LSN it announces.
  */
-import { createHash } from "node:crypto";
+import { crc32c } from "../../wrl/crc32c.ts";
 import { assert } from "../../assert.ts";
 import { restoreChunkBytes } from "../../constants.ts";
+
+/** Chunks read ahead of the one being sent (each restoreChunkBytes). */
+const restoreReadAheadChunks = 4;
 import { DruvaaError, exitCodes } from "../../errors.ts";
 import type { RestoreBeginMessage, RestoreDataMessage, RestoreEndMessage } from "../../protocol/messages.ts";
 import type { ReplicaDevice } from "./apply.ts";
@@ -20,7 +23,8 @@ export interface RestoreResult {
   device: string;
   sizeBytes: number;
   appliedLsn: number;
-  sha256: string;
+  /** CRC32C of the image sent (restoreEnd's). */
+  crc32c: number;
 }
 
 /**
@@ -51,7 +55,7 @@ export function restorePoint(target: ReplicaDevice, state: ReplicaState, inconsi
  */
 export async function streamRestore(target: ReplicaDevice, sizeBytes: number, appliedLsn: number, send: RestoreSend, stopping: () => boolean, read: (offset: number, length: number) => Promise<Uint8Array> = (offset, length) => target.device.read(offset, length)): Promise<RestoreResult> {
   await send({ type: "restoreBegin", device: target.name, sizeBytes, appliedLsn });
-  const hash = createHash("sha256");
+  let crc = 0;
   const block = target.device.logicalBlockSizeBytes;
   // The last chunk of a declared size may end inside a replica block (a 512-byte-sector client
   // on a 4 KiB replica): read whole blocks, send the declared bytes.
@@ -61,22 +65,30 @@ export async function streamRestore(target: ReplicaDevice, sizeBytes: number, ap
     const data = await read(offset, readBytes);
     return data.subarray(0, lengthBytes);
   };
-  let next = sizeBytes > 0 ? readChunk(0) : undefined;
+  // Reads run restoreReadAheadChunks ahead of the chunk being sent (the device is read while the
+  // network and the restorer's disk are busy).
+  const ahead: Promise<Uint8Array>[] = [];
+  let nextRead = 0;
+  const fill = () => {
+    while (ahead.length < restoreReadAheadChunks && nextRead < sizeBytes) {
+      ahead.push(readChunk(nextRead));
+      nextRead += restoreChunkBytes;
+    }
+  };
   try {
-    for (let offset = 0; next !== undefined; offset += restoreChunkBytes) {
-      const data = await next;
-      // Read the next chunk while this one is sent.
-      next = offset + restoreChunkBytes < sizeBytes ? readChunk(offset + restoreChunkBytes) : undefined;
+    fill();
+    for (let offset = 0; ahead.length > 0; offset += restoreChunkBytes) {
+      const data = await ahead.shift()!;
+      fill();
       if (stopping()) throw shuttingDown();
-      hash.update(data);
+      crc = crc32c(data, crc);
       await send({ type: "restoreData", device: target.name, offset, length: data.length }, data);
     }
   } finally {
-    next?.catch(() => undefined); // a read started for a restorer that is gone
+    for (const pending of ahead) pending.catch(() => undefined); // reads started for a restorer that is gone
   }
-  const sha256 = hash.digest("hex");
-  await send({ type: "restoreEnd", device: target.name, sizeBytes, sha256 });
-  return { device: target.name, sizeBytes, appliedLsn, sha256 };
+  await send({ type: "restoreEnd", device: target.name, sizeBytes, crc32c: crc });
+  return { device: target.name, sizeBytes, appliedLsn, crc32c: crc };
 }
 
 /** The WRL that last wrote a device (undefined: none yet), from the state. */
