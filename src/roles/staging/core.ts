@@ -178,6 +178,13 @@ export class StagingCore {
     return new StagingCore(wrls, options.store, clock, options.receivedBytesStay ?? false, events);
   }
 
+  /** WRL `name`'s log, uuid and relay (failback.ts), or undefined; wrlNames(): every WRL served. */
+  wrlHandle(name: string): { name: string; uuid: string; wrl: StagingLog; relay: Relay } | undefined {
+    const entry = this.#wrls.get(name);
+    return entry === undefined ? undefined : { name, uuid: entry.uuid, wrl: entry.spec.wrl, relay: entry.relay };
+  }
+  wrlNames = (): string[] => [...this.#wrls.keys()];
+
   /** Starts every relay. */
   start(): void {
     for (const entry of this.#wrls.values()) entry.relay.start();

@@ -47,6 +47,11 @@ export interface RelayStatus {
   /** The last LSN the replica acknowledged (or, before it said, what this WRL freed). */
   appliedLsn: number;
   lastError: LastError | null;
+  /**
+   * Since when (ISO time) the replica has refused this WRL as failed over (druvaa failover; the
+   * records wait here until druvaa failback), or null: relay-retry.ts.
+   */
+  failedOverSince: string | null;
   /** Shipments sent and not answered yet. */
   inflightShipments: number;
   /** The replica's devices and sizes, from its last resumeAck (null before one). */

@@ -9,9 +9,9 @@
  *   every `shipAck {appliedLsn}` frees a window slot and advances the tail.
  *
  * Decision table, per event (the session ends on every row marked "end"; the relay then waits
- * its backoff — stagingRelayDelayMsMin doubling to stagingRelayDelayMsMax, reset once a session
- * got a shipment acknowledged — and starts a new session, which resumes from what the replica
- * says it applied, so nothing is ever skipped or dropped):
+ * its backoff — relay-retry.ts: doubling up to stagingRelayDelayMsMax, or stagingFailedOverRetryMs
+ * while the replica answers FAILED_OVER — and starts a new session, which resumes from what the
+ * replica says it applied, so nothing is ever skipped or dropped):
  *
  *   event                                         action
  *   dial or handshake fails                       lastError = it; end
@@ -27,6 +27,8 @@
  *   shipAck with appliedLsn < that shipment's end lastError PROTO_UNEXPECTED; end (unless `held`
  *                                                   and a span part that says spanContinues)
  *   shipNack (gap, device, busy, …)               lastError = {code, message}; end
+ *   shipNack/resume refused FAILED_OVER           as above; retried slowly, warned once per episode
+ *   paused() (POST /wrl/discard, relay-pause.ts)  end: no error, no backoff, no session meanwhile
  *   connection closed by the replica              lastError NET_CLOSED (or its reason); end
  *   reading the WRL fails (WRL_CORRUPT, …)        lastError = it; end
  *
@@ -57,17 +59,18 @@
  * drops; the lag in the status shows it.
  */
 import type { ConsolaInstance } from "consola/basic";
-import { assert } from "../../assert.ts";
-import { stagingRelayDelayMsMax, stagingRelayDelayMsMin, stagingRelayIdlePollMs, stagingRelayWindowMax, stagingResumeTimeoutMs } from "../../constants.ts";
+import { stagingRelayIdlePollMs, stagingRelayWindowMax } from "../../constants.ts";
 import { DruvaaError } from "../../errors.ts";
 import { logger } from "../../log.ts";
-import type { Frame } from "../../protocol/frame.ts";
 import type { Message } from "../../protocol/messages.ts";
 import { ShipmentCompressor } from "./compression.ts";
 import { realClock, Signal, type Clock } from "./relay-clock.ts";
-import { asDruvaaError, nackError, replicaAheadError, replicaMissingRecordsError, resumeReplyError, resumeTimeoutError } from "./relay-errors.ts";
+import { asDruvaaError, nackError } from "./relay-errors.ts";
 import { RelayCoalescing } from "./relay-coalesce.ts";
 import { RelayGate } from "./relay-pacing.ts";
+import { isPauseEnd, RelayPause } from "./relay-pause.ts";
+import { askResume } from "./relay-resume.ts";
+import { RelayRetry } from "./relay-retry.ts";
 import { RpoMonitor } from "./relay-rpo.ts";
 import type { InflightShipment, LastError, NotPrepared, Packing, RelayLink, RelayOptions, RelayStatus, RelayTargetStatus } from "./relay-types.ts";
 import { buildShipment, defaultShipmentLimits, type ShipmentLimits } from "./shipment.ts";
@@ -100,6 +103,8 @@ export class Relay {
   readonly #gate: RelayGate;
   readonly #rpo: RpoMonitor;
   readonly #coalescing: RelayCoalescing;
+  readonly #retry: RelayRetry;
+  readonly #pause = new RelayPause();
   #shipmentsShipped = 0;
   #bytesShipped = 0;
   #stopping = false;
@@ -115,6 +120,7 @@ export class Relay {
     this.#windowMax = options.windowMax ?? stagingRelayWindowMax;
     this.#compressor = new ShipmentCompressor(options.compression);
     this.#coalescing = new RelayCoalescing(options.coalesce);
+    this.#retry = new RelayRetry({ wrl: options.name, address: options.address, log: this.#log, now: () => this.#clock.now() });
     this.#gate = new RelayGate(this.#clock, options.targets?.rateLimit, options.targets?.schedule, this.#log);
     const onEvent = options.onEvent === undefined ? {} : { onEvent: options.onEvent };
     const drained = () => this.#appliedLsn >= options.wrl.info().headLsn;
@@ -153,6 +159,7 @@ export class Relay {
       connected: this.#connected,
       appliedLsn: this.#appliedLsn,
       lastError: this.#lastError,
+      failedOverSince: this.#retry.failedOverSince,
       inflightShipments: this.#inflight.length,
       replicaDevices: this.#replicaDevices === undefined ? null : [...this.#replicaDevices].map(([name, sizeBytes]) => ({ name, sizeBytes })),
       shipmentsShipped: this.#shipmentsShipped,
@@ -179,31 +186,36 @@ export class Relay {
     await this.#loop;
   }
 
+  /** Runs `task` with no session, nothing in flight or queued (relay-pause.ts; failback.ts). */
+  paused<T>(task: () => Promise<T>): Promise<T> {
+    return this.#pause.run((reason) => this.#link?.abort(reason), () => this.#stopSignal.wake(), task);
+  }
+
+  /** Records up to `lsn` were freed unacknowledged (failback.ts): they count as acknowledged. */
+  noteDiscarded = (lsn: number): void => this.#noteApplied(lsn);
+
   // ---- sessions -----------------------------------------------------------------------------
 
   async #run(): Promise<void> {
-    let delayMs = stagingRelayDelayMsMin;
     while (!this.#stopping) {
+      if (this.#pause.held) await this.#pause.released(); // a session that starts during a pause ends after its dial
       // Outside every window: no session at all (the WRL buffers) until the next opening.
       await this.#gate.untilOpen(() => this.#stopping);
       if (this.#stopping) break;
       this.#sessionAcked = false;
+      const session = this.#session();
+      this.#pause.running(session);
       try {
-        await this.#session();
-        continue; // ended by stop() or by the window closing: no error, no backoff
+        await session;
+        continue; // ended by stop(), a pause or the window closing: no error, no backoff
       } catch (error) {
         if (this.#stopping) break;
-        // A session that got a shipment acknowledged was healthy: the backoff starts over.
-        if (this.#sessionAcked) delayMs = stagingRelayDelayMsMin;
+        if (isPauseEnd(error)) continue;
         const failure = asDruvaaError(error);
-        const repeated = this.#lastError?.code === failure.code && this.#lastError.message === failure.message;
+        const delayMs = this.#retry.failed(failure, this.#lastError, this.#sessionAcked);
         this.#setError(failure);
-        // Every new error at once; the same one again only about once per maximum backoff.
-        if (!repeated || delayMs === stagingRelayDelayMsMax) this.#log.warn(`replica ${this.#o.address}: ${failure.message} (${failure.code}); retrying in ${delayMs} ms`);
+        await this.#stopSignal.wait(this.#clock, delayMs);
       }
-      if (this.#stopping) break;
-      await this.#stopSignal.wait(this.#clock, delayMs);
-      delayMs = Math.min(stagingRelayDelayMsMax, delayMs * 2);
     }
   }
 
@@ -212,9 +224,10 @@ export class Relay {
     const link = await this.#o.dial();
     this.#link = link;
     try {
-      if (this.#stopping) return;
+      if (this.#stopping || this.#pause.held) return;
       let next = await this.#resume(link);
       this.#connected = true;
+      if (next > this.#o.wrl.info().headLsn) this.#retry.accepted(); // nothing to ship: no ack will tell
       this.#inflight = [];
       let over: DruvaaError | undefined;
       const end = (error: unknown) => {
@@ -273,24 +286,9 @@ export class Relay {
 
   /** resume → resumeAck; advances the tail to what the replica applied; returns the first LSN to ship. */
   async #resume(link: RelayLink): Promise<number> {
-    const resume: Message = { type: "resume", wrl: this.#o.name, wrlUuid: this.#o.uuid };
-    await this.#gate.pace(resume, undefined, () => this.#stopping);
-    await link.send(resume);
-    let frame: Frame;
-    try {
-      frame = await link.receive(stagingResumeTimeoutMs);
-    } catch (error) {
-      throw (error as { code?: unknown }).code === "NET_TIMEOUT" ? resumeTimeoutError() : error;
-    }
-    const reply = frame.message;
-    const refused = resumeReplyError(reply, this.#o.name, this.#o.uuid);
-    if (refused !== undefined) throw refused;
-    assert(reply.type === "resumeAck", "resumeReplyError refuses every other answer");
+    const { reply, info } = await askResume(link, this.#o, (resume) => this.#gate.pace(resume, undefined, () => this.#stopping));
     this.#replicaDevices = new Map(reply.devices.map((device) => [device.name, device.sizeBytes]));
     this.#coalescing.resumed(reply.acceptsCoalesced);
-    const info = this.#o.wrl.info();
-    if (reply.appliedLsn > info.headLsn) throw replicaAheadError(this.#o.name, reply.appliedLsn, info.headLsn);
-    if (reply.appliedLsn < info.tailLsn) throw replicaMissingRecordsError(this.#o.address, this.#o.name, reply.appliedLsn, info.tailLsn);
     this.#noteApplied(reply.appliedLsn);
     if (reply.appliedLsn > info.tailLsn) await this.#o.wrl.advanceTail(reply.appliedLsn);
     const next = Math.max(info.tailLsn, reply.appliedLsn) + 1;
@@ -360,6 +358,7 @@ export class Relay {
             throw new DruvaaError("PROTO_UNEXPECTED", `the replica acknowledged LSN ${shipped.firstLsn}..${shipped.lastLsn} with appliedLsn ${reply.appliedLsn}`, "Run the same druvaa release on staging and replica");
           }
           this.#sessionAcked = true;
+          this.#retry.accepted();
           for (const outcome of reply.verified ?? []) this.#o.onVerified?.(outcome);
           if (shipped.pooled !== undefined && this.#spareBuffers.length < this.#windowMax) this.#spareBuffers.push(shipped.pooled);
           this.#work.wake(); // a window slot is free

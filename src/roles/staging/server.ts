@@ -19,6 +19,7 @@ import { ProtocolError } from "../../protocol/errors.ts";
 import { clientHandshake, serverHandshake, type Identity } from "../../protocol/handshake.ts";
 import { guardConnection, nextFrame, statusHeader } from "../server-support.ts";
 import type { StagingCore } from "./core.ts";
+import { failbackRoutes } from "./failback-routes.ts";
 import type { RelayLink } from "./relay.ts";
 
 const log = logger("staging:net");
@@ -28,7 +29,7 @@ export interface StagingServerOptions {
   nodeId: string;
   /** Data port: clients. */
   listen: Address;
-  /** Control port (HTTP GET /status). */
+  /** Control port (HTTP GET /status; failback's GET /wrl/pending and POST /wrl/discard: failback-routes.ts). */
   control: Address;
   /** Milliseconds since the epoch; Date.now unless a test gives a clock. */
   now?: () => number;
@@ -79,7 +80,7 @@ export class StagingServer {
       // Writes spanning socket chunks (every large one) are assembled in pooled buffers; the
       // WRL gives them back once their record is freed (see serve-command.ts, onFreedData).
       server.#data = await listen(options.listen, (connection) => void guardConnection(connection, () => server.#serveClient(connection), log), { allocateFrame: (bytes) => sharedBufferPool.take(bytes), ...(options.tls === undefined ? {} : { tls: options.tls }) });
-      server.#control = await startControlServer(options.control, { "/status": () => server.status() }, "staging", { tls: options.controlTls });
+      server.#control = await startControlServer(options.control, { "/status": () => server.status(), ...failbackRoutes(options.core) }, "staging", { tls: options.controlTls });
     } catch (error) {
       await Promise.all([server.#data?.stop(), server.#control?.stop()]);
       throw error;
