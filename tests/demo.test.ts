@@ -24,6 +24,10 @@ test("druvaa demo replicates a mixed workload and the restored replica equals th
   expect(summary.primarySha256).toBe(summary.restoredSha256);
   expect(summary.appliedLsn).toBe(summary.headLsn);
   expect(summary.headLsn).toBeGreaterThan(100);
+  // Recovery: the checkpoint reached the replica's journal, and its snapshot equals the restore.
+  expect(summary.checkpoint.label).toBe("demo-end");
+  expect(summary.checkpoint.points).toBeGreaterThan(1);
+  expect(summary.checkpoint.snapshotSha256).toBe(summary.restoredSha256);
   // Every tool that is installed took part (CI installs them all).
   const tools = new Set(summary.steps.map((s: { tool: string }) => s.tool));
   expect(tools.has("built-in NBD client")).toBe(true);

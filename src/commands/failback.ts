@@ -17,7 +17,10 @@
  * Then staging drops its records through its head (POST /wrl/discard), the change map is
  * cleared, and the replica resumes after that LSN (POST /failback/complete).
  */
+import { randomUUID } from "node:crypto";
+import { join } from "node:path";
 import { command, jsonFlag, output, repeatedFlag } from "../cli-support.ts";
+import { readJsonState, writeJsonState } from "../io/state-file.ts";
 import { replicaControlPortDefault } from "../constants.ts";
 import { DruvaaError, exitCodes, usageError } from "../errors.ts";
 import { checkName } from "../roles/common.ts";
@@ -37,6 +40,7 @@ export default command({
     staging: { type: "string", valueHint: "HOST:PORT", required: true, description: "staging's control port (its WRL holds the primary's records since the failover)" },
     changemap: { type: "string", valueHint: "PATH", description: "the original client's change map (its writes while disconnected); without it, blocks nobody tracked are compared by checksum" },
     keep: { type: "string", valueHint: "dr|primary", description: "which side's data wins where both were written (split brain)" },
+    "client-state": { type: "string", valueHint: "DIR", description: "the original client's state directory: its generation id is checked against the one the DR side forked from, and the new one written there" },
     "dry-run": { type: "boolean", description: "say what would be sent, change nothing" },
     ...controlToolArgs,
     json: jsonFlag,
@@ -53,6 +57,7 @@ export default command({
     const query = args.device === undefined ? `wrl=${encodeURIComponent(checkName(args.wrl!, "--wrl"))}` : `device=${encodeURIComponent(checkName(args.device, "--device"))}`;
     const view = await replicaControl<FailoverView>(args.connect, `/failover?${query}`, tls);
     const primaries = primaryPaths(repeatedFlag(rawArgs, "primary"), view);
+    const primaryGeneration = args["client-state"] === undefined ? undefined : await checkPrimaryGeneration(args["client-state"], view);
     const pending = await stagingJson<{ headLsn: number; ackedLsn: number; records: number; ranges: { device: string; offset: number; length: number }[] }>(args.staging, `/wrl/pending?wrl=${encodeURIComponent(view.wrl)}`, tls);
     const plan = await planFailback({ view, primaries, pending: pending.ranges, changemap: args.changemap, digestsOf: (body) => replicaControl(args.connect, "/failover/digests", tls, body) });
     const sides = describeSides(plan, view);
@@ -66,12 +71,14 @@ export default command({
       );
     }
     const keep = (args.keep as "dr" | "primary" | undefined) ?? (plan.drChanged || !plan.primaryChanged ? "dr" : "primary");
-    const summary = { wrl: view.wrl, generation: view.generation, atLsn: view.atLsn, keep, direction: keep === "dr" ? "dr-to-primary" : "primary-to-dr", splitBrain: plan.splitBrain, sentBytes: plan.sentBytes, volumeBytes: plan.volumeBytes, sentPercent: (100 * plan.sentBytes) / Math.max(1, plan.volumeBytes), checksummedBytes: plan.checksummedBytes, pendingRecords: pending.records, ranges: plan.union.length, dryRun: args["dry-run"] === true };
+    const generation = keep === "dr" ? view.generation : randomUUID();
+    const summary = { wrl: view.wrl, generation, primaryGeneration: primaryGeneration ?? null, atLsn: view.atLsn, keep, direction: keep === "dr" ? "dr-to-primary" : "primary-to-dr", splitBrain: plan.splitBrain, sentBytes: plan.sentBytes, volumeBytes: plan.volumeBytes, sentPercent: (100 * plan.sentBytes) / Math.max(1, plan.volumeBytes), checksummedBytes: plan.checksummedBytes, pendingRecords: pending.records, ranges: plan.union.length, dryRun: args["dry-run"] === true };
     if (args["dry-run"] !== true) {
       await copyRanges(plan, view, primaries, keep);
       const discarded = await stagingJson<{ ackedLsn: number; discardedRecords: number }>(args.staging, "/wrl/discard", tls, { wrl: view.wrl, throughLsn: pending.headLsn });
       await plan.clearChangemap();
-      const done = await replicaControl<{ appliedLsn: number }>(args.connect, "/failback/complete", tls, { wrl: view.wrl, throughLsn: discarded.ackedLsn });
+      const done = await replicaControl<{ appliedLsn: number }>(args.connect, "/failback/complete", tls, { wrl: view.wrl, throughLsn: discarded.ackedLsn, generation });
+      if (args["client-state"] !== undefined) await writeGeneration(args["client-state"], view.wrlUuid, generation);
       Object.assign(summary, { discardedRecords: discarded.discardedRecords, appliedLsn: done.appliedLsn });
     }
     output(args.json, { ok: true, ...summary }, () =>
@@ -79,11 +86,34 @@ export default command({
         `${summary.dryRun ? "would fail back" : "failed back"} WRL ${view.wrl} (${view.devices.map((device) => device.name).join(", ")}): ${keep === "dr" ? "DR side → original primary" : "original primary → DR side"}${plan.splitBrain ? ` (split brain resolved: --keep ${keep})` : ""}`,
         `  ${sides}`,
         `  sent ${formatBytes(plan.sentBytes)} of ${formatBytes(plan.volumeBytes)} (${summary.sentPercent.toFixed(2)} % of the volume) in ${plan.union.length} range(s)${plan.checksummedBytes > 0 ? `; ${formatBytes(plan.checksummedBytes)} compared by checksum` : ""}`,
-        summary.dryRun ? "  nothing changed (--dry-run)" : `  the DR devices are replicas again (generation ${view.generation}); start the original client again to resume replication`,
+        summary.dryRun ? "  nothing changed (--dry-run)" : `  the DR devices are replicas again; both sides are at generation ${generation}${args["client-state"] === undefined ? " (the primary's generation was not checked: --client-state DIR)" : ""}; start the original client again to resume replication`,
       ].join("\n"),
     );
   },
 });
+
+/**
+ * The original primary's generation (DIR/generation.json, or the WRL's own history `wrl:UUID`
+ * when none was ever written) must be the one the DR side forked from: anything else is another
+ * history (the wrong primary, or one failed back elsewhere meanwhile), refused.
+ */
+async function checkPrimaryGeneration(dir: string, view: FailoverView): Promise<string> {
+  const generations = (await readJsonState<Record<string, string>>(join(dir, "generation.json"))) ?? {};
+  const primary = generations[view.wrlUuid] ?? `wrl:${view.wrlUuid}`;
+  if (primary === view.parentGeneration) return primary;
+  throw new DruvaaError(
+    "GENERATION_MISMATCH",
+    `the original primary's history is generation ${primary} (${join(dir, "generation.json")}), but the DR side of WRL ${view.wrl} was failed over from generation ${view.parentGeneration}: ${primary === view.generation ? "it already holds the DR side's history (failed back before?)" : "this is not the primary the DR side forked from"}; nothing was changed`,
+    "Check --primary and --client-state name the original primary of this WRL; druvaa status --connect REPLICA:6004 shows the failover's generations",
+    exitCodes.refused,
+  );
+}
+
+async function writeGeneration(dir: string, wrlUuid: string, generation: string): Promise<void> {
+  const path = join(dir, "generation.json");
+  const generations = (await readJsonState<Record<string, string>>(path)) ?? {};
+  await writeJsonState(path, { ...generations, [wrlUuid]: generation });
+}
 
 function primaryPaths(values: readonly string[], view: FailoverView): Map<string, string> {
   const paths = new Map<string, string>();

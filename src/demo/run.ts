@@ -5,8 +5,12 @@
  * equals the primary byte for byte. Cleans up its processes on every exit path, Ctrl-C included.
  * Every link is TLS 1.3 with a CA of the demo's own; the control ports are HTTPS too, and the demo
  * reads them (live status, --wait-drained) with the admin certificate it issued itself.
+ * Recovery too: the replica keeps a point-in-time journal, the demo marks a checkpoint, and a fast
+ * snapshot of that label, served over NBD by the replica, must equal the restored image.
  */
+import { createHash } from "node:crypto";
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { connectNbd } from "../nbd/client.ts";
 import { open } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -43,6 +47,8 @@ export interface DemoResult {
   primarySha256: string;
   restoredSha256: string;
   verified: boolean;
+  /** The checkpoint the demo marked, and the SHA-256 of a fast snapshot of it (equals restoredSha256). */
+  checkpoint: { label: string; lsn: number; points: number; snapshotSha256: string };
   pids: Record<string, number>;
 }
 
@@ -97,7 +103,7 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
     const tls = (node: DemoNode) => Object.entries(certificates(node)).flatMap(([flag, path]) => [`--${flag}`, path]);
     const controlTls = await resolveControlToolSecurity(certificates("admin"));
     say(`made a CA and certificates for replica, staging, client (device disk0) and admin (restore, HTTPS status) in ${join(workDir, "tls")}`);
-    const replica = await startRole("replica", ["replica", "apply", "--listen", "127.0.0.1:0", "--control", "127.0.0.1:0", "--restore", "127.0.0.1:0", "--device", `disk0=${paths.replica}`, "--state-dir", join(workDir, "replica-state"), ...tls("replica")]);
+    const replica = await startRole("replica", ["replica", "apply", "--listen", "127.0.0.1:0", "--control", "127.0.0.1:0", "--restore", "127.0.0.1:0", "--device", `disk0=${paths.replica}`, "--state-dir", join(workDir, "replica-state"), "--retention", "1h", ...tls("replica")]);
     roles.push(replica);
     const staging = await startRole("staging", ["staging", "serve", "--listen", "127.0.0.1:0", "--control", "127.0.0.1:0", "--wrl", `wrl0=${paths.wrl}`, "--replica", `wrl0=${replica.ready.listen}`, "--state-dir", join(workDir, "staging-state"), ...tls("staging")]);
     roles.push(staging);
@@ -145,6 +151,11 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
     const wrl = finalStatus.wrls[0]!;
     say(`drained in ${drainSeconds.toFixed(2)} s: head LSN ${wrl.headLsn}, applied LSN ${wrl.replica?.appliedLsn}`);
 
+    // An application-consistent point (an application would freeze first), through the log.
+    const marked = JSON.parse(await runDruvaa(["checkpoint", "--client", clientControl, "--label", "demo-end", "--json", ...tls("admin")])) as { checkpoints: { lsn: number }[] };
+    await runDruvaa(["status", "--connect", stagingControl, "--wait-drained", "--timeout", "120", ...tls("admin")]);
+    const checkpointLsn = marked.checkpoints[0]!.lsn;
+    say(`marked checkpoint demo-end at LSN ${checkpointLsn}`);
     await runDruvaa(["restore", "--replica", String(replica.ready.restore), "--device", "disk0", "--to", paths.restored, ...tls("admin")]);
     // Compare the primary as the client sees it: stop the client first so every write is flushed.
     await client.stop();
@@ -152,10 +163,13 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
     const verified = primarySha256 === restoredSha256;
     say(`restored the replica to ${paths.restored}: sha256 ${restoredSha256.slice(0, 16)}…, primary ${primarySha256.slice(0, 16)}… → ${verified ? "IDENTICAL" : "DIFFERENT"}`);
     if (!verified) throw new DruvaaError("DEMO_VERIFY_FAILED", "the restored replica differs from the primary", `Files kept in ${workDir} for inspection`);
+    const checkpoint = await snapshotOfLabel(String(replica.ready.control), "demo-end", join(workDir, "snapshot.sock"), size, tls("admin"));
+    say(`replica points: ${checkpoint.points}; a fast snapshot of demo-end (LSN ${checkpoint.lsn}) over NBD: sha256 ${checkpoint.snapshotSha256.slice(0, 16)}… → ${checkpoint.snapshotSha256 === restoredSha256 ? "IDENTICAL to the restore" : "DIFFERENT"}`);
+    if (checkpoint.snapshotSha256 !== restoredSha256 || checkpoint.lsn !== checkpointLsn) throw new DruvaaError("DEMO_VERIFY_FAILED", "the snapshot of the checkpoint differs from the restored replica", `Files kept in ${workDir} for inspection`);
     const bytesWritten = steps.reduce((sum, s) => sum + s.bytes, 0);
     return {
       ok: true, workDir, sizeBytes: size, steps, bytesWritten, writeSeconds, drainSeconds,
-      headLsn: wrl.headLsn, appliedLsn: wrl.replica?.appliedLsn ?? 0, primarySha256, restoredSha256, verified,
+      headLsn: wrl.headLsn, appliedLsn: wrl.replica?.appliedLsn ?? 0, primarySha256, restoredSha256, verified, checkpoint,
       pids: Object.fromEntries(roles.map((r) => [r.name, r.pid])),
     };
   } catch (error) {
@@ -170,6 +184,21 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
 }
 
 type DemoNode = "replica" | "staging" | "client" | "admin";
+
+/** A fast snapshot of `label`, exported on `socket`, read whole over NBD and hashed, then released. */
+async function snapshotOfLabel(control: string, label: string, socket: string, sizeBytes: number, tls: string[]): Promise<DemoResult["checkpoint"]> {
+  const points = JSON.parse(await runDruvaa(["replica", "points", "--connect", control, "--device", "disk0", "--json", ...tls])) as { points: unknown[] };
+  const snapshot = JSON.parse(await runDruvaa(["restore", "--control", control, "--device", "disk0", "--snapshot", "--export", `unix:${socket}`, "--at", label, "--json", ...tls])) as { id: number; lsn: number };
+  const hash = createHash("sha256");
+  const nbd = await connectNbd(`unix:${socket}`);
+  try {
+    for (let offset = 0; offset < sizeBytes; offset += 4 * 1024 * 1024) hash.update(await nbd.read(offset, Math.min(4 * 1024 * 1024, sizeBytes - offset)));
+  } finally {
+    await nbd.close();
+    await runDruvaa(["restore", "--control", control, "--release", String(snapshot.id), ...tls]);
+  }
+  return { label, lsn: snapshot.lsn, points: points.points.length, snapshotSha256: hash.digest("hex") };
+}
 
 /**
  * A CA in WORKDIR/tls/ca and a certificate per demo node in WORKDIR/tls, made with the same

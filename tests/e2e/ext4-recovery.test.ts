@@ -16,7 +16,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { attachLoop, hashTree, mountFs, runFileWorkload, sh, startNbdfuse, Teardown } from "./ext4-helpers.ts";
 import { mountExt4OnExport, withTeardown } from "./ext4-flow.ts";
-import { druvaaOk, MiB, startSystem, type System } from "./helpers.ts";
+import { druvaa, druvaaOk, MiB, startSystem, type System } from "./helpers.ts";
 
 const teardown = new Teardown();
 afterAll(async () => {
@@ -103,6 +103,12 @@ test("ext4: snapshot of a label while apply goes on, restore --at, a drill, fail
     const restoredLoop = await attachLoop(teardown, restored, ["--read-only"]);
     const unmountRestored = await mountFs(teardown, restoredLoop.device, dirs.restoredFs!, ["ro"]);
     expect(Object.fromEntries(hashTree(dirs.restoredFs!))).toEqual(Object.fromEntries(atLabel));
+    // Restoring over a mounted target is refused, even with --force, and changes nothing.
+    const before = await sh(["sha256sum", restored]);
+    const overMounted = await druvaa(["restore", "--replica", sys.replicaRestore, "--device", "disk0", "--to", restored, "--force"]);
+    expect(overMounted.exitCode).toBe(4);
+    expect(overMounted.stderr).toContain(`attached to ${restoredLoop.device}, mounted at ${dirs.restoredFs}`);
+    expect((await sh(["sha256sum", restored])).stdout).toBe(before.stdout);
     await unmountRestored();
     await restoredLoop.detach();
 

@@ -6,6 +6,7 @@
  * loses no block.
  */
 import { afterEach, describe, expect, test } from "bun:test";
+import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { druvaa, druvaaOk, MiB, qemuIo, startSystem, type System } from "./helpers.ts";
@@ -74,7 +75,18 @@ describe("failover and failback", () => {
     // The original site is down; the application runs at the DR site and changes 1% of the volume.
     await sys.kill("client", "SIGTERM");
     await write(drUri, 0xd4, 8 * MiB, 160 * 1024);
-    const back = JSON.parse(await druvaaOk(["failback", "--connect", sys.replicaControl, "--device", "disk0", "--primary", sys.primaryPath("disk0"), "--staging", sys.stagingControl, "--changemap", join(sys.dir, "changemap.img"), "--json"]));
+    const failbackArgs = ["failback", "--connect", sys.replicaControl, "--device", "disk0", "--primary", sys.primaryPath("disk0"), "--staging", sys.stagingControl, "--changemap", join(sys.dir, "changemap.img"), "--client-state", join(sys.dir, "client-state"), "--json"];
+    // A primary of another history (its generation file says so) is refused, nothing changed.
+    const generationFile = join(sys.dir, "client-state", "generation.json");
+    writeFileSync(generationFile, JSON.stringify({ [record.wrlUuid]: "some-other-history" }));
+    const wrongPrimary = await druvaa(failbackArgs);
+    expect(wrongPrimary.exitCode).toBe(4);
+    expect(wrongPrimary.stdout).toContain("GENERATION_MISMATCH");
+    rmSync(generationFile);
+    const back = JSON.parse(await druvaaOk(failbackArgs));
+    expect(back.primaryGeneration).toBe(record.parentGeneration);
+    expect(back.generation).toBe(record.generation);
+    expect(JSON.parse(readFileSync(generationFile, "utf8"))).toEqual({ [record.wrlUuid]: record.generation });
     expect(back.keep).toBe("dr");
     expect(back.splitBrain).toBe(false);
     expect(back.sentBytes).toBeGreaterThanOrEqual(160 * 1024);
@@ -89,6 +101,9 @@ describe("failover and failback", () => {
     await sys.waitDrained();
     const hashes = await sys.verifyAll();
     expect(hashes.disk0!.restored).toBe(hashes.disk0!.primary);
+    // Both sides are at the DR side's generation now: the next failover forks from it.
+    const again = JSON.parse(await druvaaOk(["failover", "--connect", sys.replicaControl, "--device", "disk0", "--json"]));
+    expect(again.parentGeneration).toBe(record.generation);
     sys.assertAlive();
   }, 180_000);
 

@@ -25,7 +25,7 @@ import { logger } from "../../log.ts";
 import { directIoAlignmentBytes } from "../../constants.ts";
 import { protectCopyPieceBytesMax, protectMarkerBlockBytes } from "../../protect-constants.ts";
 import { checkName } from "../common.ts";
-import { removeFailover } from "./failover-state.ts";
+import { recordGeneration, removeFailover } from "./failover-state.ts";
 import type { Failovers, FailoverRequest, Promoted } from "./failover.ts";
 import type { JournalRange } from "./journal-format.ts";
 import { protectedLogicalSizeBytes, ProtectedDevice } from "./protected-device.ts";
@@ -58,9 +58,12 @@ export function failoverRoutes(failovers: Failovers): Record<string, ControlRout
       return { device, offset, blockBytes, digests: await digests(promoted.plain.get(device)!, offset, length, blockBytes) };
     },
     "POST /failback/complete": async (request) => {
-      const body = (await request.json().catch(() => undefined)) as { wrl?: unknown; throughLsn?: unknown } | undefined;
-      if (typeof body?.wrl !== "string" || !Number.isSafeInteger(body.throughLsn) || (body.throughLsn as number) < 0) throw usageError("POST /failback/complete needs {wrl, throughLsn}", "druvaa failback sends it once the original primary holds the chosen data");
-      return completeFailback(failovers, promotedOf(failovers, body.wrl, undefined), body.throughLsn as number);
+      const body = (await request.json().catch(() => undefined)) as { wrl?: unknown; throughLsn?: unknown; generation?: unknown } | undefined;
+      if (typeof body?.wrl !== "string" || !Number.isSafeInteger(body.throughLsn) || (body.throughLsn as number) < 0 || (body.generation !== undefined && typeof body.generation !== "string")) {
+        throw usageError("POST /failback/complete needs {wrl, throughLsn, generation?}", "druvaa failback sends it once the original primary holds the chosen data");
+      }
+      const promoted = promotedOf(failovers, body.wrl, undefined);
+      return completeFailback(failovers, promoted, body.throughLsn as number, (body.generation as string | undefined) ?? promoted.record.generation);
     },
   };
 }
@@ -90,7 +93,7 @@ async function digests(device: BlockDevice, offset: number, length: number, bloc
 }
 
 /** Ends the failover of `promoted` (see the file comment); holds the apply lock. */
-function completeFailback(failovers: Failovers, promoted: Promoted, throughLsn: number) {
+function completeFailback(failovers: Failovers, promoted: Promoted, throughLsn: number, generation: string) {
   const host = failovers.host;
   return host.exclusive(async () => {
     const { record } = promoted;
@@ -105,11 +108,12 @@ function completeFailback(failovers: Failovers, promoted: Promoted, throughLsn: 
     const state = host.state();
     await host.save({ ...state, wrls: state.wrls.map((wrl) => (wrl.uuid === record.wrlUuid ? { ...wrl, appliedLsn: throughLsn } : wrl)) });
     await host.history?.forget(record.wrlUuid, Math.max(throughLsn, record.appliedLsnBefore));
+    await recordGeneration(failovers.stateDir, record.wrlUuid, generation);
     await removeFailover(failovers.stateDir, record.wrlUuid);
     failovers.promoted.delete(record.wrlUuid);
     failovers.failedOver.delete(record.wrlUuid);
-    log.info(`WRL ${record.wrl} failed back: the devices are replicas again (header sectors swapped), applying from LSN ${throughLsn + 1}; generation ${record.generation} is the history now`);
-    return { ok: true, wrl: record.wrl, generation: record.generation, appliedLsn: throughLsn, devices: record.devices.map((device) => device.name) };
+    log.info(`WRL ${record.wrl} failed back: the devices are replicas again (header sectors swapped), applying from LSN ${throughLsn + 1}; generation ${generation} is the history now`);
+    return { ok: true, wrl: record.wrl, generation, appliedLsn: throughLsn, devices: record.devices.map((device) => device.name) };
   });
 }
 

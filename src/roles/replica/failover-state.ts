@@ -85,6 +85,21 @@ export async function removeFailover(stateDir: string, wrlUuid: string): Promise
   await rm(join(failoverDirectory(stateDir), `${wrlUuid}.json`), { force: true });
 }
 
+/**
+ * The generation id of a WRL's history at this replica: `wrl:UUID` until a failback made another
+ * one current (STATE_DIR/failover/generations.json). A failover forks a new generation from it.
+ */
+export async function currentGeneration(stateDir: string, wrlUuid: string): Promise<string> {
+  const generations = (await readJsonState<Record<string, { generation: string }>>(join(failoverDirectory(stateDir), "generations.json"))) ?? {};
+  return generations[wrlUuid]?.generation ?? `wrl:${wrlUuid}`;
+}
+
+export async function recordGeneration(stateDir: string, wrlUuid: string, generation: string): Promise<void> {
+  const path = join(failoverDirectory(stateDir), "generations.json");
+  const generations = (await readJsonState<Record<string, { generation: string; since: string }>>(path)) ?? {};
+  await writeJsonState(path, { ...generations, [wrlUuid]: { generation, since: new Date().toISOString() } });
+}
+
 /** Sorted, merged ranges (touching ones joined). */
 export function mergeRanges(ranges: readonly JournalRange[]): JournalRange[] {
   const sorted = [...ranges].sort((a, b) => (a.device === b.device ? a.offset - b.offset : a.device < b.device ? -1 : 1));

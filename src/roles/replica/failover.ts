@@ -27,7 +27,7 @@ import type { NbdExport } from "../../nbd/backend.ts";
 import { startNbdServer, type NbdServer } from "../../nbd/server.ts";
 import type { ReplicaDevice } from "./apply.ts";
 import type { RecoveryHost } from "./core-recovery.ts";
-import { loadFailoverRecords, mergeRanges, openDrMap, saveFailoverRecord, type FailoverRecord } from "./failover-state.ts";
+import { currentGeneration, loadFailoverRecords, mergeRanges, openDrMap, saveFailoverRecord, type FailoverRecord } from "./failover-state.ts";
 import { resolvePoint } from "./points.ts";
 import { ProtectedDevice, unprotect } from "./protected-device.ts";
 import type { ReplicaState } from "./state.ts";
@@ -112,7 +112,7 @@ export class Failovers {
         wrl: wrl.name,
         wrlUuid: wrl.uuid,
         generation: randomUUID(),
-        parentGeneration: `wrl:${wrl.uuid}`,
+        parentGeneration: await currentGeneration(this.stateDir, wrl.uuid),
         atLsn,
         appliedLsnBefore: wrl.appliedLsn,
         at: new Date(host.now()).toISOString(),
