@@ -16,6 +16,7 @@ import { formatBytes, parseDurationMs, parseSizeBytes } from "../../units.ts";
 import { ReplicaHistory } from "./history.ts";
 import { journalRetentionMsDefault } from "./journal-constants.ts";
 import { SnapshotExports } from "./snapshot-exports.ts";
+import { removeDirectory } from "../../io/append-file.ts";
 import { Failovers } from "./failover.ts";
 import { protectReserveBytesDefault } from "../../protect-constants.ts";
 import { checkReserve, openProtected, ProtectedDevice } from "./protected-device.ts";
@@ -170,6 +171,7 @@ export default command({
       history = await ReplicaHistory.open({ stateDir, ...retentionOf(args.retention, args["retention-size"], devices) });
       const { failovers, records } = await Failovers.load(stateDir);
       const core = await ReplicaCore.open({ devices, store: fileStateStore(stateDir), rsWrl, history, failedOver: failovers.failedOver });
+      await removeDirectory(`${stateDir}/snapshot-scratch`); // writable snapshots' writes do not outlive the process
       const recovery = new SnapshotExports(core, `${stateDir}/snapshot-scratch`);
       failovers.setReleaseSnapshots((names) => recovery.releaseDevices(names));
       await failovers.resume(core.recoveryHost, records);

@@ -17,7 +17,7 @@ import { DruvaaError, exitCodes } from "../../errors.ts";
 import { removeDirectory } from "../../io/append-file.ts";
 import { logger } from "../../log.ts";
 import { applyWrites, type PlannedWrite, type ReplicaDevice } from "./apply.ts";
-import { PointJournal, type JournalStatus, type Point } from "./journal.ts";
+import { PointJournal, type Chunk, type JournalStatus, type Point } from "./journal.ts";
 import type { JournalRange } from "./journal-format.ts";
 import { resolvePoint } from "./points.ts";
 import { Snapshot, type SnapshotInfo } from "./snapshot.ts";
@@ -82,8 +82,8 @@ export class ReplicaHistory {
       let piece: PlannedWrite[] = [];
       const flush = async (toLsn: number, label: string | undefined) => {
         if (piece.length === 0 && label === undefined && toLsn === fromLsn) return;
-        const chunk = await keeper.preserve({ wrlUuid: step.wrlUuid, wrlName: step.wrlName, fromLsn, toLsn, ...(label === undefined ? {} : { label }), writes: piece });
-        for (const snapshot of this.#snapshots) snapshot.addChunk(chunk, keeper);
+        const chunk = await this.#preserve(keeper, { wrlUuid: step.wrlUuid, wrlName: step.wrlName, fromLsn, toLsn, ...(label === undefined ? {} : { label }), writes: piece });
+        if (chunk !== undefined) for (const snapshot of this.#snapshots) snapshot.addChunk(chunk, keeper);
         if (piece.length > 0) for (const device of await applyWrites(piece)) touched.add(device);
         fromLsn = toLsn;
         piece = [];
@@ -97,6 +97,41 @@ export class ReplicaHistory {
       await flush(step.toLsn, step.label);
     }
     return touched;
+  }
+
+  /**
+   * keeper.preserve(), and when its file system is full: the oldest segment no snapshot holds is
+   * dropped and it is tried again, one segment at a time; none left, the live snapshots of the
+   * step's devices end (SNAPSHOT_LOST: their reads fail, their history is let go) and it goes on;
+   * still full with nothing to drop, the step goes unprotected (undefined) so apply is never
+   * held, and the points before it are gone (no chunk links them to the present).
+   */
+  async #preserve(keeper: PointJournal, step: Parameters<PointJournal["preserve"]>[0]): Promise<Chunk | undefined> {
+    const devices = new Set(step.writes.map((write) => write.target.name));
+    let snapshotsEnded = false;
+    for (;;) {
+      try {
+        return await keeper.preserve(step);
+      } catch (error) {
+        if (!(error instanceof DruvaaError && error.code === "NO_SPACE")) throw error;
+        const freed = await keeper.dropOldestUnpinned();
+        if (freed > 0) {
+          log.warn(`the point-in-time journal in ${keeper.status().directory} is out of space: dropped its oldest segment (${freed} bytes) so apply goes on`);
+          continue;
+        }
+        if (!snapshotsEnded) {
+          snapshotsEnded = true;
+          const ending = [...this.#snapshots].filter((snapshot) => devices.has(snapshot.target.name));
+          for (const snapshot of ending) snapshot.lose(new DruvaaError("SNAPSHOT_LOST", `snapshot ${snapshot.id} of ${snapshot.target.name} ended: the journal had no space to keep what apply overwrote`, "Free space in the replica's state directory and take a new snapshot", exitCodes.failure));
+          if (ending.length > 0) {
+            log.error(`the point-in-time journal in ${keeper.status().directory} is out of space and every segment is held by snapshots: snapshots ${ending.map((snapshot) => snapshot.id).join(", ")} ended`);
+            continue;
+          }
+        }
+        log.error(`the point-in-time journal in ${keeper.status().directory} is out of space with nothing left to drop (${(error as Error).message}): WRL ${step.wrlName} LSN ${step.fromLsn}..${step.toLsn} is applied without before-images; its earlier points are gone`);
+        return undefined;
+      }
+    }
   }
 
   /** The state is saved: its steps are points now. */
@@ -186,7 +221,7 @@ export class ReplicaHistory {
   async #cowJournal(): Promise<PointJournal> {
     if (this.#cow !== undefined) return this.#cow;
     this.#cowSession += 1;
-    this.#cow = await PointJournal.open({ directory: `${this.#cowDirectory}/${this.#cowSession}`, retentionMs: Number.MAX_SAFE_INTEGER, retentionBytes: Number.MAX_SAFE_INTEGER, now: this.#now });
+    this.#cow = await PointJournal.open({ directory: `${this.#cowDirectory}/${this.#cowSession}`, retentionMs: Number.MAX_SAFE_INTEGER, retentionBytes: Number.MAX_SAFE_INTEGER, now: this.#now, durable: false });
     return this.#cow;
   }
 

@@ -39,6 +39,11 @@ export interface JournalOptions {
   retentionBytes: number;
   /** Segment file size (default journalSegmentBytes; tests make it small). */
   segmentBytes?: number;
+  /**
+   * fsync each chunk before the writes it protects (default true). The snapshots' copy-on-write
+   * journal is not (it does not outlive the process, and a crash re-applies from the state).
+   */
+  durable?: boolean;
   now?: () => number;
 }
 
@@ -91,11 +96,13 @@ export class PointJournal {
   #droppedBytes = 0;
   /** Per WRL: the point its last chunk ends at, and when it was reached. */
   readonly #last = new Map<string, { lsn: number; timeMs: number }>();
+  /** Chunks appended and not committed yet (the state has not been saved past them). */
+  #uncommitted: Chunk[] = [];
   /** Per WRL: chunks up to this LSN are history no longer reachable (forget()). */
   #forgotten: Record<string, number> = {};
 
   private constructor(options: JournalOptions) {
-    this.#options = { now: Date.now, segmentBytes: journalSegmentBytes, ...options };
+    this.#options = { now: Date.now, segmentBytes: journalSegmentBytes, durable: true, ...options };
   }
 
   /** Opens the journal's directory, reads every chunk back, cuts a torn tail. */
@@ -161,21 +168,29 @@ export class PointJournal {
     const segment = await this.#segmentFor(dataBytes);
     const { head, paddingBytes } = entryHead(meta, dataBytes);
     let bodyCrc = crc32c(head.subarray(journalHeaderBytes));
-    const entryStart = await segment.file.append(head);
+    const entryStart = segment.file.sizeBytes;
     const dataPositions = positionsOf(ranges, entryStart + head.length);
-    for (const range of ranges) {
-      const device = byName.get(range.device)!.device;
-      for (let done = 0; done < range.length; done += journalPieceBytes) {
-        const piece = await device.read(range.offset + done, Math.min(journalPieceBytes, range.length - done));
-        bodyCrc = crc32c(piece, bodyCrc);
-        await segment.file.append(piece);
+    try {
+      await segment.file.append(head);
+      for (const range of ranges) {
+        const device = byName.get(range.device)!.device;
+        for (let done = 0; done < range.length; done += journalPieceBytes) {
+          const piece = await device.read(range.offset + done, Math.min(journalPieceBytes, range.length - done));
+          bodyCrc = crc32c(piece, bodyCrc);
+          await segment.file.append(piece);
+        }
       }
+      if (paddingBytes > 0) await segment.file.append(new Uint8Array(paddingBytes));
+      await segment.file.writeAt(entryStart, sealHeader(head, bodyCrc));
+      if (this.#options.durable) await segment.file.sync();
+    } catch (error) {
+      // No torn entry left behind: the next chunk goes where this one started.
+      await segment.file.truncate(entryStart).catch(() => undefined);
+      throw error;
     }
-    if (paddingBytes > 0) await segment.file.append(new Uint8Array(paddingBytes));
-    await segment.file.writeAt(entryStart, sealHeader(head, bodyCrc));
-    await segment.file.sync();
     const chunk: Chunk = { meta, segment, dataPositions, entryStart, entryEnd: segment.file.sizeBytes, committed: false };
     segment.chunks.push(chunk);
+    this.#uncommitted.push(chunk);
     this.#last.set(step.wrlUuid, { lsn: step.toLsn, timeMs: nowMs });
     return chunk;
   }
@@ -193,9 +208,8 @@ export class PointJournal {
 
   /** The state is saved: chunks it covers are points now; then retention runs. */
   async commit(state: ReplicaState): Promise<void> {
-    for (const chunk of this.chunks()) {
-      if (!chunk.committed && chunk.meta.toLsn <= appliedOf(state, chunk.meta.wrlUuid)) chunk.committed = true;
-    }
+    for (const chunk of this.#uncommitted) if (chunk.meta.toLsn <= appliedOf(state, chunk.meta.wrlUuid)) chunk.committed = true;
+    this.#uncommitted = this.#uncommitted.filter((chunk) => !chunk.committed);
     await this.enforceRetention();
   }
 
@@ -218,6 +232,7 @@ export class PointJournal {
       await segment.file.truncate(end);
       segment.chunks.splice(keep.length, dropped);
     }
+    this.#uncommitted = this.#uncommitted.filter((chunk) => !pending.includes(chunk));
     this.#last.clear();
     for (const chunk of this.chunks()) this.#last.set(chunk.meta.wrlUuid, { lsn: chunk.meta.toLsn, timeMs: chunk.meta.timeMs });
     log.info(`undid ${pending.length} journal chunk(s) not covered by the saved state: the devices are back at their applied point`);
@@ -350,12 +365,27 @@ export class PointJournal {
     }
   }
 
+  /**
+   * Out of space: drops the oldest segment no snapshot holds (never the one being written),
+   * counted like retention. Returns the bytes freed (0: nothing to drop).
+   */
+  async dropOldestUnpinned(): Promise<number> {
+    const segment = this.#segments.slice(0, -1).find((candidate) => candidate.pins === 0 && candidate.chunks.every((chunk) => chunk.committed));
+    if (segment === undefined) return 0;
+    this.#segments.splice(this.#segments.indexOf(segment), 1);
+    this.#droppedChunks += segment.chunks.length;
+    this.#droppedBytes += segment.file.sizeBytes;
+    await segment.file.close();
+    await removeFile(this.#options.directory, segment.name);
+    return Math.max(segment.file.sizeBytes, 1);
+  }
+
   status(): JournalStatus {
     return {
       directory: this.#options.directory,
       bytes: this.#segments.reduce((sum, segment) => sum + segment.file.sizeBytes, 0),
       segments: this.#segments.length,
-      chunks: [...this.chunks()].length,
+      chunks: this.#segments.reduce((sum, segment) => sum + segment.chunks.length, 0),
       retentionSeconds: this.#options.retentionMs / 1000,
       retentionBytes: this.#options.retentionBytes,
       droppedChunks: this.#droppedChunks,

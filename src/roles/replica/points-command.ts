@@ -28,9 +28,9 @@ export default command({
   async run({ args }) {
     const device = checkName(args.device, "--device");
     const tls = await resolveControlToolSecurity(args);
-    const answer = await replicaControl<{ device: string; points: Point[]; journal: JournalStatus | null }>(args.connect, `/points?device=${encodeURIComponent(device)}`, tls);
+    const answer = await replicaControl<{ device: string; points: Point[]; omitted?: number; journal: JournalStatus | null }>(args.connect, `/points?device=${encodeURIComponent(device)}`, tls);
     output(args.json, { ok: true, ...answer }, () => {
-      const lines = [`${answer.points.length} point(s) of ${device}${answer.points[0] === undefined ? "" : ` (WRL ${answer.points[0].wrl})`}:`];
+      const lines = [`${answer.points.length} point(s) of ${device}${answer.points[0] === undefined ? "" : ` (WRL ${answer.points[0].wrl})`}${(answer.omitted ?? 0) > 0 ? `; ${answer.omitted} more unlabelled ones between the oldest and the newest not listed` : ""}:`];
       lines.push("  TIME                       LSN          LABEL");
       for (const point of answer.points) lines.push(`  ${point.time.padEnd(26)} ${String(point.lsn).padEnd(12)} ${point.label ?? ""}${point.current ? "  (current)" : ""}`);
       const journal = answer.journal;

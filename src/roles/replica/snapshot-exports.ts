@@ -23,6 +23,7 @@ import { parseListenAddress, startNbdServer, type NbdServer } from "../../nbd/se
 import type { ReplicaCore } from "./core.ts";
 import type { OverlaySource } from "./overlay.ts";
 import type { Snapshot } from "./snapshot.ts";
+import type { Point } from "./journal.ts";
 import { mkdir } from "node:fs/promises";
 
 const log = logger("replica:snapshot");
@@ -49,7 +50,7 @@ export class SnapshotExports {
     return {
       "GET /points": (request) => {
         const device = checkName(new URL(request.url).searchParams.get("device") ?? "", "device");
-        return { device, points: this.core.points(device), journal: this.core.history?.status().journal ?? null };
+        return { device, ...listed(this.core.points(device)), journal: this.core.history?.status().journal ?? null };
       },
       "GET /snapshots": () => ({ snapshots: this.list() }),
       "POST /snapshots": async (request) => this.create(await request.json().catch(() => undefined)),
@@ -116,6 +117,16 @@ export class SnapshotExports {
   async stopAll(): Promise<void> {
     for (const id of [...this.#exports.keys()]) await this.release(id).catch(() => undefined);
   }
+}
+
+/** Points listed at most (a busy replica keeps one per apply group): labelled ones, the oldest and the newest. */
+const pointsListedMax = 1000;
+
+function listed(points: Point[]): { points: Point[]; omitted: number } {
+  if (points.length <= pointsListedMax) return { points, omitted: 0 };
+  const newest = new Set(points.slice(-(pointsListedMax - 1)));
+  const kept = points.filter((point, index) => index === 0 || point.label !== undefined || newest.has(point));
+  return { points: kept, omitted: points.length - kept.length };
 }
 
 /**

@@ -40,6 +40,7 @@ export interface SnapshotInfo {
 export class Snapshot {
   readonly overlay = new Overlay();
   #released = false;
+  #lost: DruvaaError | undefined;
   readonly #unpins = new Map<object, () => void>();
   export: string | undefined;
 
@@ -61,6 +62,7 @@ export class Snapshot {
 
   /** Takes in the before-images of `chunk` where the view has nothing yet; its segment is kept until release. */
   addChunk(chunk: Chunk, journal: { pin(chunks: readonly Chunk[]): () => void }): void {
+    if (this.#lost !== undefined) return;
     if (!this.#unpins.has(chunk.segment)) this.#unpins.set(chunk.segment, journal.pin([chunk]));
     for (const [index, range] of chunk.meta.ranges.entries()) {
       if (range.device !== this.target.name) continue;
@@ -74,8 +76,16 @@ export class Snapshot {
     if (source !== undefined) this.overlay.removeSource(source);
   }
 
+  /** The snapshot can no longer be kept (its before-images had no room): every read fails with `reason`. */
+  lose(reason: DruvaaError): void {
+    this.#lost = reason;
+    for (const unpin of this.#unpins.values()) unpin();
+    this.#unpins.clear();
+  }
+
   /** `length` bytes at `offset` as they were at the snapshot's point. */
   read(offset: number, length: number): Promise<Uint8Array> {
+    if (this.#lost !== undefined) return Promise.reject(this.#lost);
     if (this.#released) return Promise.reject(new DruvaaError("SNAPSHOT_RELEASED", `snapshot ${this.id} of ${this.target.name} was released`, "Take a new one: druvaa restore --snapshot", exitCodes.refused));
     return readThrough(this.overlay, (at, bytes) => this.target.device.read(at, bytes), offset, length);
   }
