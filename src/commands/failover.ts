@@ -27,7 +27,7 @@ export default command({
     device: { type: "string", valueHint: "NAME", description: "the replica device to fail over (alone in its WRL; else use --wrl)" },
     wrl: { type: "string", valueHint: "NAME", description: "fail over every device of this WRL together (a consistency group)" },
     at: { type: "string", valueHint: "TIME|LSN|LABEL", description: "the consistent point to fail over to (druvaa replica points lists them); default the latest" },
-    export: { type: "string", valueHint: "unix:PATH|HOST:PORT", description: "where the replica serves the promoted devices over NBD (export names: the device names)" },
+    export: { type: "string", valueHint: "unix:PATH|HOST:PORT", required: true, description: "where the replica serves the promoted devices over NBD (export names: the device names); the DR side writes through it, every write recorded for failback" },
     test: { type: "boolean", description: "a drill: a writable fast snapshot is exported instead; replication goes on untouched" },
     ...controlToolArgs,
     json: jsonFlag,
@@ -49,7 +49,7 @@ export default command({
       );
       return;
     }
-    const body = { ...(args.device === undefined ? {} : { device: checkName(args.device, "--device") }), ...(args.wrl === undefined ? {} : { wrl: checkName(args.wrl, "--wrl") }), ...(args.at === undefined ? {} : { at: args.at }), ...(args.export === undefined ? {} : { export: args.export }) };
+    const body = { ...(args.device === undefined ? {} : { device: checkName(args.device, "--device") }), ...(args.wrl === undefined ? {} : { wrl: checkName(args.wrl, "--wrl") }), ...(args.at === undefined ? {} : { at: args.at }), export: args.export };
     const record = await replicaControl<FailoverRecord & { uris: Record<string, string>; undoneBytes: number }>(args.connect, "/failover", tls, body);
     output(args.json, record, () =>
       [

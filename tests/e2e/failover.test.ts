@@ -69,7 +69,7 @@ describe("failover and failback", () => {
     const refused = await druvaa(["restore", "--replica", sys.replicaRestore, "--device", "disk0", "--to", join(sys.dir, "no.img")]);
     expect(refused.exitCode).toBe(4);
     expect(refused.stderr).toContain("failed over");
-    const twice = await druvaa(["failover", "--connect", sys.replicaControl, "--device", "disk0"]);
+    const twice = await druvaa(["failover", "--connect", sys.replicaControl, "--device", "disk0", "--export", `unix:${join(sys.dir, "dr-twice.sock")}`]);
     expect(twice.exitCode).toBe(4);
 
     // The original site is down; the application runs at the DR site and changes 1% of the volume.
@@ -102,7 +102,7 @@ describe("failover and failback", () => {
     const hashes = await sys.verifyAll();
     expect(hashes.disk0!.restored).toBe(hashes.disk0!.primary);
     // Both sides are at the DR side's generation now: the next failover forks from it.
-    const again = JSON.parse(await druvaaOk(["failover", "--connect", sys.replicaControl, "--device", "disk0", "--json"]));
+    const again = JSON.parse(await druvaaOk(["failover", "--connect", sys.replicaControl, "--device", "disk0", "--export", `unix:${join(sys.dir, "dr-again.sock")}`, "--json"]));
     expect(again.parentGeneration).toBe(record.generation);
     sys.assertAlive();
   }, 180_000);

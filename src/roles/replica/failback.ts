@@ -24,6 +24,7 @@ import type { ControlRoute } from "../../io/control-server.ts";
 import { logger } from "../../log.ts";
 import { directIoAlignmentBytes } from "../../constants.ts";
 import { protectCopyPieceBytesMax, protectMarkerBlockBytes } from "../../protect-constants.ts";
+import { parseListenAddress } from "../../nbd/server.ts";
 import { checkName } from "../common.ts";
 import { recordGeneration, removeFailover } from "./failover-state.ts";
 import type { Failovers, FailoverRequest, Promoted } from "./failover.ts";
@@ -43,7 +44,10 @@ export function failoverRoutes(failovers: Failovers): Record<string, ControlRout
     },
     "POST /failover": async (request) => {
       const body = (await request.json().catch(() => undefined)) as FailoverRequest | undefined;
-      if (body === undefined || (typeof body.device !== "string" && typeof body.wrl !== "string")) throw usageError("POST /failover needs {device} or {wrl}", "e.g. {\"device\":\"disk0\",\"export\":\"10.0.0.9:10810\"}");
+      if (body === undefined || (typeof body.device !== "string" && typeof body.wrl !== "string") || typeof body.export !== "string") {
+        throw usageError("POST /failover needs {device} or {wrl}, and {export}: the DR side is written through it, every write recorded for failback", "e.g. {\"device\":\"disk0\",\"export\":\"10.0.0.9:10810\"}");
+      }
+      parseListenAddress(body.export); // a bad address is refused before anything changes
       const record = await failovers.failover(body);
       return { ok: true, ...record, undone: undefined, undoneBytes: record.undone.reduce((sum, range) => sum + range.length, 0) };
     },
