@@ -6,7 +6,7 @@
  */
 import { afterEach, describe, expect, test } from "bun:test";
 import fc from "fast-check";
-import { mkdtempSync, rmSync } from "node:fs";
+import { appendFileSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { BlockDevice } from "../../src/io/block-device.ts";
@@ -169,6 +169,28 @@ describe("point-in-time journal", () => {
     const again = await historyCore({ stateDir, device: memory, store });
     expect(Buffer.compare(memory.snapshot(), saved)).toBe(0);
     expect(again.core.points("disk0").map((point) => point.lsn)).toEqual([0, 1]);
+    await again.history.close();
+  });
+
+  test("a torn entry at the journal's end (a crash while appending) is cut at the next start; the points before it stay", async () => {
+    const stateDir = tempDir();
+    const memory = new MemoryDevice(deviceBytes, "disk0");
+    const store = new MemoryStateStore();
+    const opened = await historyCore({ stateDir, device: memory, store });
+    for (let lsn = 1; lsn <= 3; lsn += 1) {
+      const ship = shipment([dataRecord(lsn, "disk0", (lsn - 1) * 16 * KiB, 32 * KiB)]);
+      await opened.core.ship(ship.message, ship.payload);
+    }
+    const atTwo = (await restoreImage(opened.core, "2")).image;
+    await opened.history.close();
+    // Half an entry after the last one: a header that promises more than follows.
+    const segment = join(stateDir, "journal", "00000001.jnl");
+    const whole = readFileSync(segment);
+    appendFileSync(segment, whole.subarray(0, 6000));
+    const again = await historyCore({ stateDir, device: memory, store });
+    expect(again.core.points("disk0").map((point) => point.lsn)).toEqual([0, 1, 2, 3]);
+    expect(statSync(segment).size).toBe(whole.length);
+    expect((await restoreImage(again.core, "2")).image).toEqual(atTwo);
     await again.history.close();
   });
 
