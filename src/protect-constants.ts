@@ -18,7 +18,12 @@ const MiB = 1024 * KiB;
 export const protectReserveBytesDefault = 1 * MiB;
 /** The marker block at physical offset 0: one O_DIRECT-aligned block, zeros after the marker. */
 export const protectMarkerBlockBytes = 4 * KiB;
-/** The marker itself fits the first 512-byte sector (written as one sector when unprotecting). */
+/**
+ * The marker itself: the first 512-byte sector of the marker block (sector 1 holds the unswapping
+ * copy during an unprotect). It is never written alone: the whole marker block is (one aligned
+ * 4 KiB write, O_DIRECT-safe), and a disk tears a write only between sectors, so sector 0 is
+ * either the whole marker or what replaced it.
+ */
 export const protectMarkerBytes = 512;
 /** Largest piece moved at once when unprotecting (copying the header back to the front). */
 export const protectCopyPieceBytesMax = 1 * MiB;

@@ -6,6 +6,8 @@
  * AUH/MUH: average/maximum update rate (bytes per hour), BPH: burst period (hours), OH: longest
  * staging→replica outage (hours), DMH: longest disconnected-mode period (hours), SF: safety factor.
  */
+import { protectMarkerBlockBytes } from "./protect-constants.ts";
+
 export interface StagingSizingInput {
   avgUpdateBytesPerHour: number;
   maxUpdateBytesPerHour: number;
@@ -35,10 +37,15 @@ export function changeMapBitmapBytes(volumeSizeBytes: number, blockSizeBytes: nu
 }
 
 /**
- * Bytes a replica device needs for a primary of `primarySizeBytes`: the primary's size plus the
- * header reserve of a protected replica device (druvaa replica apply --protect-headers; 0 when
- * unprotected), whose head is kept at the end of the device.
+ * Bytes a replica device needs for a primary of `primarySizeBytes`: the primary's size itself when
+ * unprotected (`protectHeadersBytes` 0); protected (druvaa replica apply --protect-headers), the
+ * primary's size rounded up to 4096 (the logical size of a protected device is whole 4 KiB units:
+ * protectedLogicalSizeBytes) and at least the reserve (the device holds it twice), plus the
+ * reserve, whose copy of the head is kept at the end of the device.
  */
 export function replicaDeviceSizeBytes(primarySizeBytes: number, protectHeadersBytes: number): number {
-  return primarySizeBytes + protectHeadersBytes;
+  if (protectHeadersBytes === 0) return primarySizeBytes;
+  const unitBytes = protectMarkerBlockBytes;
+  const logicalSizeBytes = Math.max(Math.ceil(primarySizeBytes / unitBytes) * unitBytes, protectHeadersBytes);
+  return logicalSizeBytes + protectHeadersBytes;
 }

@@ -71,6 +71,24 @@ describe("druvaa sizing (install guide formulas)", () => {
     expect(odd.exitCode).toBe(2);
   });
 
+  test("a primary size not whole 4 KiB is rounded up to 4 KiB before the reserve is added; --protect-headers 0 is the primary's size", async () => {
+    const primary = 16 * 1024 ** 2 + 1024;
+    const result = await druvaa(["sizing", "--primary-size", String(primary), "--json"]);
+    expect(result.exitCode).toBe(0);
+    expect(JSON.parse(result.stdout)).toMatchObject({ primarySizeBytes: primary, replicaDeviceSizeBytes: 16 * 1024 ** 2 + 4096 + 1024 ** 2 });
+    const human = await druvaa(["sizing", "--primary-size", String(primary)]);
+    expect(human.stdout).toContain(`truncate -s ${16 * 1024 ** 2 + 4096 + 1024 ** 2} PATH`);
+    expect(human.stdout).toContain("rounded up");
+    const unprotected = await druvaa(["sizing", "--primary-size", String(primary), "--protect-headers", "0", "--json"]);
+    expect(JSON.parse(unprotected.stdout)).toMatchObject({ replicaDeviceSizeBytes: primary });
+  });
+
+  test("--protect-headers follows the rule of replica apply: 128MiB is over the bound and refused", async () => {
+    const result = await druvaa(["sizing", "--primary-size", "1G", "--protect-headers", "128MiB"]);
+    expect(result.exitCode).toBe(2);
+    expect(result.stderr).toContain("at most 64");
+  });
+
   test("staging WRL follows SF × (AUH × OH + MUH × BPH)", async () => {
     const base = ["sizing", "--avg-update-rate", "10MB/h", "--max-update-rate", "100MB/h", "--burst-hours", "1", "--json"];
     const twelve = JSON.parse((await druvaa([...base, "--outage-hours", "12"])).stdout);

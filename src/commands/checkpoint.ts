@@ -13,7 +13,7 @@
  */
 import { command, jsonFlag, output } from "../cli-support.ts";
 import { DruvaaError, exitCodes, usageError } from "../errors.ts";
-import { checkpointLabelRule, isCheckpointLabel } from "../protocol/checkpoint-label.ts";
+import { checkpointLabelAmbiguityHint, checkpointLabelRule, newCheckpointLabelProblem } from "../protocol/checkpoint-label.ts";
 import { controlToolArgs, resolveControlToolSecurity } from "../roles/link-security.ts";
 import type { CheckpointResult } from "../roles/client/checkpoint.ts";
 import { controlRequest } from "./status-format.ts";
@@ -53,7 +53,8 @@ export default command({
     "druvaa checkpoint --client app1:6007 --label pre-patch --tls-cert tls/ops.pem --tls-key tls/ops.key --tls-ca tls/ca.pem   # a client running with TLS",
   ],
   async run({ args }) {
-    if (!isCheckpointLabel(args.label)) throw usageError(`--label ${args.label}: not a valid checkpoint label`, `Use ${checkpointLabelRule}, e.g. --label before-upgrade`);
+    const problem = newCheckpointLabelProblem(args.label);
+    if (problem !== undefined) throw usageError(`--label ${args.label}: not a valid checkpoint label: ${problem}`, `Use ${checkpointLabelRule}; ${checkpointLabelAmbiguityHint}, e.g. --label before-upgrade`);
     const body: Record<string, string> = { label: args.label };
     if (args.device !== undefined) body.device = args.device;
     const tls = await resolveControlToolSecurity(args);

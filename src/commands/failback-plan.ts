@@ -7,7 +7,6 @@ import { createHash } from "node:crypto";
 import { openChangeMapAtPath, type ChangeMap } from "../changemap/index.ts";
 import { DruvaaError, exitCodes } from "../errors.ts";
 import type { BlockDevice } from "../io/block-device.ts";
-import { inUseBy } from "../io/mounts.ts";
 import { openBlockDevice } from "../io/open-device.ts";
 import { connectNbd } from "../nbd/client.ts";
 import type { FailoverRecord } from "../roles/replica/failover-state.ts";
@@ -33,7 +32,10 @@ export interface FailbackPlan {
   sentBytes: number;
   volumeBytes: number;
   checksummedBytes: number;
+  /** Clears the client's change map (the failback made its writes moot), durably. */
   clearChangemap(): Promise<void>;
+  /** Closes the change map (idempotent). */
+  close(): Promise<void>;
 }
 
 /** Copies and checksums move whole 4 KiB pages, at most this much at a time. */
@@ -77,7 +79,7 @@ export async function planFailback(options: {
   if (map === undefined) {
     const known = mergeRanges([...primaryRanges, ...drRanges]);
     for (const device of view.devices) {
-      const result = await checksumPass(device.name, device.sizeBytes, options.primaries.get(device.name)!, known.filter((range) => range.device === device.name), options.digestsOf);
+      const result = await checksumPass(device.name, device.sizeBytes, options.primaries.get(device.name)!, known.filter((range) => range.device === device.name).sort((a, b) => a.offset - b.offset), options.digestsOf);
       checksumDiffer = [...checksumDiffer, ...result.differ];
       checksummedBytes += result.comparedBytes;
     }
@@ -98,22 +100,29 @@ export async function planFailback(options: {
     checksummedBytes,
     clearChangemap: async () => {
       if (map === undefined) return;
-      for (const device of view.devices) {
-        const region = map.region(device.name, { volumeSizeBytes: device.sizeBytes });
-        region.clearClean(0, device.sizeBytes);
-      }
+      for (const device of view.devices) map.region(device.name, { volumeSizeBytes: device.sizeBytes }).clearClean(0, device.sizeBytes);
       await map.sync();
-      await map.close();
+    },
+    close: async () => {
+      const open = map;
+      map = undefined;
+      await open?.close();
     },
   };
 }
 
-/** Compares, by sha256 per 1 MiB, the blocks of a device not wholly inside `known`. */
+/**
+ * Compares, by sha256, what no side's tracking covers: each 1 MiB block outside `known` (sorted,
+ * merged ranges of the device) whole, and a block `known` covers in part page by page (4 KiB
+ * digests of that block, only its uncovered pages compared), so a write the DR side recorded is
+ * never mistaken for the primary's.
+ */
 async function checksumPass(device: string, sizeBytes: number, primaryPath: string, known: readonly JournalRange[], digestsOf: (body: { device: string; offset: number; length: number; blockBytes: number }) => Promise<{ digests: string[] }>): Promise<{ differ: JournalRange[]; comparedBytes: number }> {
   const primary = await openBlockDevice(primaryPath, { readOnly: true });
   const differ: JournalRange[] = [];
   let comparedBytes = 0;
-  const covered = (start: number, end: number) => known.some((range) => range.offset <= start && range.offset + range.length >= end);
+  let cursor = 0; // the first range of `known` that may overlap the block looked at
+  const sha = (data: Uint8Array) => createHash("sha256").update(data).digest("hex");
   try {
     for (let offset = 0; offset < sizeBytes; offset += digestRequestBytes) {
       const length = Math.min(digestRequestBytes, sizeBytes - offset);
@@ -121,16 +130,31 @@ async function checksumPass(device: string, sizeBytes: number, primaryPath: stri
       for (const [index, remote] of digests.entries()) {
         const start = offset + index * checksumBlockBytes;
         const end = Math.min(start + checksumBlockBytes, sizeBytes);
-        if (covered(start, end)) continue;
-        comparedBytes += end - start;
-        const local = createHash("sha256").update(await primary.read(start, end - start)).digest("hex");
-        if (local !== remote) differ.push({ device, offset: start, length: end - start });
+        while (cursor < known.length && known[cursor]!.offset + known[cursor]!.length <= start) cursor += 1;
+        const overlapping: JournalRange[] = [];
+        for (let at = cursor; at < known.length && known[at]!.offset < end; at += 1) overlapping.push(known[at]!);
+        const coveredBytes = overlapping.reduce((sum, range) => sum + Math.min(end, range.offset + range.length) - Math.max(start, range.offset), 0);
+        if (coveredBytes >= end - start) continue;
+        if (coveredBytes === 0) {
+          comparedBytes += end - start;
+          if (sha(await primary.read(start, end - start)) !== remote) differ.push({ device, offset: start, length: end - start });
+          continue;
+        }
+        const pagesRemote = (await digestsOf({ device, offset: start, length: end - start, blockBytes: pageBytes })).digests;
+        const local = await primary.read(start, end - start);
+        for (const [page, digest] of pagesRemote.entries()) {
+          const pageStart = start + page * pageBytes;
+          const pageEnd = Math.min(pageStart + pageBytes, end);
+          if (overlapping.some((range) => range.offset < pageEnd && range.offset + range.length > pageStart)) continue;
+          comparedBytes += pageEnd - pageStart;
+          if (sha(local.subarray(pageStart - start, pageEnd - start)) !== digest) differ.push({ device, offset: pageStart, length: pageEnd - pageStart });
+        }
       }
     }
   } finally {
     await primary.close();
   }
-  return { differ, comparedBytes };
+  return { differ: mergeRanges(differ), comparedBytes };
 }
 
 /** One line on what each side wrote since the failover. */
@@ -148,10 +172,11 @@ export async function copyRanges(plan: FailbackPlan, view: FailoverView, primari
   if (view.export === undefined) throw new DruvaaError("NO_EXPORT", `WRL ${view.wrl} was failed over without --export: failback has no way to the DR devices`, "Fail over again with --export, or copy with druvaa restore", exitCodes.refused);
   for (const device of view.devices) {
     const path = primaries.get(device.name)!;
-    const user = await inUseBy(path);
-    if (user !== undefined) throw new DruvaaError("TARGET_IN_USE", `--primary ${path}: ${user}`, "Stop what uses the original primary (the application, its mount, the client) before failing back", exitCodes.refused);
     const primary: BlockDevice = await openBlockDevice(path);
-    const dr = await connectNbd(view.export, device.name);
+    const dr = await connectNbd(view.export, device.name).catch(async (error: unknown) => {
+      await primary.close();
+      throw error;
+    });
     try {
       for (const range of plan.union.filter((entry) => entry.device === device.name)) {
         for (let done = 0; done < range.length; done += pieceBytes) {

@@ -28,7 +28,7 @@ export default command({
     replica: { type: "string", valueHint: "HOST:PORT", default: "127.0.0.1", description: `the replica's restore port (default port ${replicaRestorePortDefault})` },
     device: { type: "string", valueHint: "NAME", description: "the replica device to restore (its --device NAME)" },
     to: { type: "string", valueHint: "PATH", description: "target: a new image file (created at the image's size), or with --force an existing file or block device (refused while mounted)" },
-    at: { type: "string", valueHint: "TIME|LSN|LABEL", description: "the consistent point: a label (druvaa checkpoint --label), an LSN, a time (2026-12-05T10:00:00Z, or -10m); default the latest (druvaa replica points lists them)" },
+    at: { type: "string", valueHint: "TIME|LSN|LABEL", description: "the consistent point: a label (druvaa checkpoint --label; label:NAME to be explicit), an LSN, a time (2026-12-05T10:00:00Z, or -10m); default the latest (druvaa replica points lists them)" },
     snapshot: { type: "boolean", description: "a fast snapshot: with --export, served over NBD by the replica while apply goes on" },
     export: { type: "string", valueHint: "unix:PATH|HOST:PORT", description: "with --snapshot: where the replica serves the snapshot (an address on the replica host)" },
     writable: { type: "boolean", description: "with --snapshot --export: accept writes (kept in the snapshot, never on the replica): for drills and file-system journal replay" },

@@ -1,6 +1,6 @@
 import { command, jsonFlag, output } from "../cli-support.ts";
 import { usageError } from "../errors.ts";
-import { protectReserveBytesDefault } from "../protect-constants.ts";
+import { checkReserve } from "../roles/replica/protected-device.ts";
 import { changeMapBitmapBytes, replicaDeviceSizeBytes, replicaWrlSizeBytes, stagingWrlSizeBytes } from "../sizing.ts";
 import { formatBytes, parseRateBytesPerHour, parseSizeBytes } from "../units.ts";
 
@@ -24,7 +24,7 @@ export default command({
     "safety-factor": { type: "string", valueHint: "SF", default: "10", description: "SF: safety factor against the unexpected" },
     "volume-size": { type: "string", valueHint: "SIZE", description: "client volume size, to size its change map, e.g. 100GB" },
     "change-map-block-size": { type: "string", valueHint: "SIZE", default: "512", description: "bytes covered by one change-map bit" },
-    "primary-size": { type: "string", valueHint: "SIZE", description: "primary volume size, to size its replica device (primary + header reserve), e.g. 100GB" },
+    "primary-size": { type: "string", valueHint: "SIZE", description: "primary volume size, to size its replica device (primary rounded up to 4 KiB + header reserve), e.g. 100GB" },
     "protect-headers": { type: "string", valueHint: "BYTES", default: "1MiB", description: "the replica's header reserve (druvaa replica apply --protect-headers; 0: unprotected)" },
     json: jsonFlag,
   },
@@ -73,12 +73,14 @@ export default command({
     if (args["primary-size"] !== undefined) {
       const primary = parseSizeBytes(args["primary-size"], "--primary-size");
       const reserve = parseSizeBytes(args["protect-headers"], "--protect-headers");
-      if (reserve % 4096 !== 0) throw usageError(`--protect-headers ${args["protect-headers"]}: must be a multiple of 4096 bytes`, `Use the default (${formatBytes(protectReserveBytesDefault)}), or 0 for an unprotected replica`);
+      if (reserve > 0) checkReserve(reserve); // the rule of druvaa replica apply --protect-headers
       const bytes = replicaDeviceSizeBytes(primary, reserve);
       result.primarySizeBytes = primary;
       result.protectedHeaderBytes = reserve;
       result.replicaDeviceSizeBytes = bytes;
-      lines.push(`replica device: ≥ ${bytes} bytes (${formatBytes(bytes)})  = primary ${formatBytes(primary)} + header reserve ${formatBytes(reserve)} (--protect-headers); an image: truncate -s ${bytes} PATH`);
+      const rounded = reserve > 0 && bytes - reserve !== primary ? ` rounded up to ${formatBytes(bytes - reserve)} (whole 4 KiB, at least the reserve)` : "";
+      const sum = reserve > 0 ? `primary ${formatBytes(primary)}${rounded} + header reserve ${formatBytes(reserve)} (--protect-headers)` : `primary ${formatBytes(primary)} (unprotected: --protect-headers 0)`;
+      lines.push(`replica device: ≥ ${bytes} bytes (${formatBytes(bytes)})  = ${sum}; an image: truncate -s ${bytes} PATH`);
     }
     if (lines.length === 0) {
       throw usageError("nothing to size", "Give the staging flags (--avg-update-rate --max-update-rate --burst-hours --outage-hours), --disconnected-hours with --max-update-rate, --volume-size, or --primary-size");

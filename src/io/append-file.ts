@@ -33,11 +33,13 @@ export class AppendFile {
     return this.#sizeBytes;
   }
 
-  /** Appends `data` (not durable until sync()); returns the position it was written at. */
+  /** Appends `data` (not durable until sync()); returns the position it was written at. Appends may run concurrently. */
   async append(data: Uint8Array): Promise<number> {
+    // The place is taken before the write is awaited: appends in flight together never share
+    // one (a failed one leaves a hole nobody points at; truncate() cuts it off).
     const position = this.#sizeBytes;
-    await this.#writeAll(position, data);
     this.#sizeBytes += data.length;
+    await this.#writeAll(position, data);
     return position;
   }
 

@@ -8,6 +8,9 @@
  *
  * Rules: those of device and WRL names (roles/common.ts checkName): 1..64 letters, digits, '.',
  * '_' or '-', starting with a letter or digit. ASCII only, so characters and UTF-8 bytes agree.
+ * A new label (made by `druvaa checkpoint` or the client's control port) must also be one that
+ * `--at NAME` selects: newCheckpointLabelProblem. The wire and the logs keep the syntax rule alone,
+ * so records logged before that rule stay valid (`--at label:NAME` selects them).
  */
 import { ProtocolError } from "./errors.ts";
 import { badField, type Fields } from "./fields.ts";
@@ -27,6 +30,29 @@ export function isCheckpointLabel(label: unknown): label is string {
 
 /** What a label must be, for messages. */
 export const checkpointLabelRule = `1..${checkpointLabelBytesMax} letters, digits, '.', '_' or '-', starting with a letter or digit`;
+
+/** Why a new label could not be selected with --at NAME, for the hint. */
+export const checkpointLabelAmbiguityHint = "a label needs a letter and must not look like a time or an LSN";
+
+/**
+ * The time forms of --at (roles/replica/points.ts parsePointSpec; kept equal to its pattern, a
+ * test checks they agree). Of them only a date with a Z zone (2026-01-31Z) is valid label syntax.
+ */
+const pointTimePattern = /^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?$/;
+
+/**
+ * Why `label` cannot name a new checkpoint, or undefined when it can: not the label syntax, or
+ * read by --at as something else: no letter (all digits is an LSN, 2026-01-31 a date), a date
+ * with a zone (2026-01-31Z), now or latest in any case (the current point). The relative -5m
+ * form cannot start a label.
+ */
+export function newCheckpointLabelProblem(label: unknown): string | undefined {
+  if (!isCheckpointLabel(label)) return `it is not ${checkpointLabelRule}`;
+  if (!/[A-Za-z]/.test(label)) return "it has no letter: --at reads it as an LSN or a time";
+  if (/^(now|latest)$/i.test(label)) return "--at reads it as the current point";
+  if (pointTimePattern.test(label)) return "--at reads it as a time";
+  return undefined;
+}
 
 /** The label's bytes as a record payload. */
 export function checkpointLabelPayload(label: string): Uint8Array {

@@ -12,6 +12,7 @@ import { startRole, type RoleProcess } from "../../src/demo/processes.ts";
 import { sha256File } from "../../src/io/file-hash.ts";
 import { protectReserveBytesDefault } from "../../src/protect-constants.ts";
 import { plainSha256, readPlain } from "../../src/roles/replica/protected-device.ts";
+import { replicaDeviceSizeBytes } from "../../src/sizing.ts";
 import { bunPath, cliPath, repoRoot, withTestLinkSecurity } from "../helpers/cli.ts";
 
 // Under `bun test` process.argv[1] is the test file, not the CLI: tell startRole/runDruvaa.
@@ -46,15 +47,15 @@ export { sha256File };
 
 /**
  * The header reserve of a protected replica device (druvaa replica apply --protect-headers, on by
- * default): a replica image holds the primary's size plus this. Compare a replica image with
+ * default): a replica image holds the primary's size (rounded up to 4 KiB) plus this. Compare a replica image with
  * plainSha256/readPlain (they un-swap the head), never its bytes as they are on disk.
  */
 export const replicaReserveBytes = protectReserveBytesDefault;
 export { plainSha256, readPlain };
 
-/** A replica image for a primary of `primaryBytes` (plus the header reserve), created sparse. */
+/** A replica image for a primary of `primaryBytes` (rounded up to 4 KiB, plus the header reserve), created sparse. */
 export function createReplicaImage(path: string, primaryBytes: number): Promise<void> {
-  return createImage(path, primaryBytes + replicaReserveBytes);
+  return createImage(path, replicaDeviceSizeBytes(primaryBytes, replicaReserveBytes));
 }
 
 export async function readRange(path: string, offset: number, length: number): Promise<Uint8Array> {

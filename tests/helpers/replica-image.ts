@@ -1,7 +1,7 @@
 /**
  * Replica images for tests that start `druvaa replica apply` on image files. Replica devices are
  * protected by default (src/roles/replica/protected-device.ts): an image holds the primary's size
- * plus the header reserve, its head lives at its end and its front holds a marker. So a test
+ * (rounded up to 4 KiB) plus the header reserve, its head lives at its end and its front holds a marker. So a test
  * creates it with replicaImageBytes() and compares its contents through readPlain/plainSha256
  * (or druvaa restore), never the file's bytes as they are.
  */
@@ -9,13 +9,14 @@ import { writeFileSync } from "node:fs";
 import { FileDevice } from "../../src/io/file-device.ts";
 import { protectReserveBytesDefault } from "../../src/protect-constants.ts";
 import { openProtected, plainSha256, readPlain } from "../../src/roles/replica/protected-device.ts";
+import { replicaDeviceSizeBytes } from "../../src/sizing.ts";
 
 export const replicaReserveBytes = protectReserveBytesDefault;
 export { plainSha256, readPlain };
 
-/** Bytes of a replica image for a primary of `primaryBytes`. */
+/** Bytes of a replica image for a primary of `primaryBytes` (what druvaa sizing --primary-size says). */
 export function replicaImageBytes(primaryBytes: number): number {
-  return primaryBytes + replicaReserveBytes;
+  return replicaDeviceSizeBytes(primaryBytes, replicaReserveBytes);
 }
 
 /** A new, zeroed replica image for a primary of `primaryBytes` (replica apply formats it). */

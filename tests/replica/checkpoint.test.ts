@@ -5,6 +5,7 @@
  * set and applied there as nothing.
  */
 import { describe, expect, test } from "bun:test";
+import { DruvaaError } from "../../src/errors.ts";
 import { MemoryDevice } from "../../src/io/memory-device.ts";
 import { checkpointLabelPayload } from "../../src/protocol/checkpoint-label.ts";
 import { checkpointFlags, recordFlags } from "../../src/protocol/messages.ts";
@@ -72,6 +73,25 @@ describe("planning checkpoint records", () => {
     expect(planShipment(withData.message, withData.payload, 0, devices)).toMatchObject({ code: "DEVICE_UNKNOWN" });
   });
 
+  test("a declared device the replica lacks, named only by a checkpoint, is not recorded in the replica's state", async () => {
+    const { core, store, memory } = await memoryCore({ disk0: 64 * KiB });
+    const declared = [{ name: "disk0", sizeBytes: 64 * KiB }, { name: "disk1", sizeBytes: 1 * MiB }];
+    const records = [dataRecord(1, "disk0", 0, 8 * KiB), checkpoint(2, "disk1", "both")];
+    expect(ackedLsn(await send(core, records, { devices: declared }))).toBe(2);
+    expect(ackedLsn(await send(core, [checkpoint(3, "disk1", "only-disk1")], { devices: declared }))).toBe(3);
+    expect(store.saved?.devices.map((device) => device.name)).toEqual(["disk0"]);
+    expect(store.saved?.devices[0]).toMatchObject({ name: "disk0", declaredSizeBytes: 64 * KiB, wrlUuid });
+    expect(memory("disk0").snapshot()).toEqual(imageAfter(64 * KiB, records));
+  });
+
+  test("the same through an RS-WRL (a shipment that opens a resync set)", async () => {
+    const { core, store } = await rsWrlCore({ disk0: 64 * KiB });
+    const declared = [{ name: "disk0", sizeBytes: 64 * KiB }, { name: "disk1", sizeBytes: 1 * MiB }];
+    const records = [dataRecord(1, "disk0", 0, 8 * KiB), checkpoint(2, "disk1", "before-set"), resyncRecord(3, "disk0", 0, 4 * KiB), checkpoint(4, "disk1", "in-set"), resyncEnd(5, "disk0")];
+    expect(ackedLsn(await send(core, records, { devices: declared }))).toBe(5);
+    expect(store.saved?.devices.map((device) => device.name)).toEqual(["disk0"]);
+  });
+
   test("through the core: acknowledged, applied LSN past it, the device holds the data only", async () => {
     const { core, memory } = await memoryCore({ disk0: 64 * KiB });
     const records = [dataRecord(1, "disk0", 0, 16 * KiB), checkpoint(2, "disk0", "before-x"), checkpoint(3, "other", "before-x"), dataRecord(4, "disk0", 8 * KiB, 4 * KiB)];
@@ -98,6 +118,26 @@ describe("checkpoints and the RS-WRL", () => {
     expect(planned.checkpoint).toEqual({ label: "in-set", lsn: 7 });
     expect(planned.data).toBeUndefined();
     expect(await applyWrites([planned])).toEqual(new Set());
+  });
+
+  test("a label read back that is not a label (the log's CRC held) is RS_WRL_CORRUPT, not an assert", async () => {
+    const rsLog = await createRsWrl(new MemoryDevice(1 * MiB, "rswrl"));
+    const label = new TextEncoder().encode("-not a label");
+    const record = { lsn: 7, epoch: 7, device: "disk0", offset: 0, length: 0, flags: checkpointFlags(label.length) };
+    expect((await rsLog.append({ wrl: "w0", wrlUuid, prevLsn: 6, throughLsn: 7, records: [{ record, payload: label }] })).refused).toBeUndefined();
+    const events: LogEvent[] = [];
+    for await (const piece of rsLog.readAll(new GroupReader(new Map([[wrlUuid, 6]])))) events.push(...piece);
+    const read = events.find((event) => event.kind === "record");
+    if (read?.kind !== "record") throw new Error("the record was not read back");
+    let thrown: unknown;
+    try {
+      plannedOf(new Map(), "w0", read.record, read.payload);
+    } catch (error) {
+      thrown = error;
+    }
+    expect(thrown).toBeInstanceOf(DruvaaError);
+    expect((thrown as DruvaaError).code).toBe("RS_WRL_CORRUPT");
+    expect((thrown as DruvaaError).message).toContain("checkpoint record at LSN 7");
   });
 
   test("inside a resync set: held with the set, applied as nothing when the set completes", async () => {

@@ -27,9 +27,9 @@ async function setup(names: string[]) {
   dirs.push(stateDir);
   const memories = new Map(names.map((name) => [name, new MemoryDevice(256 * KiB, name)]));
   const history = await ReplicaHistory.open({ stateDir, retention: { ms: 3600_000, bytes: 1 << 30 } });
-  const { failovers, records } = await Failovers.load(stateDir);
+  const failovers = await Failovers.load(stateDir);
   const core = await ReplicaCore.open({ devices: [...memories].map(([name, memory]) => replicaDevice(name, memory)), store: new MemoryStateStore(), history, failedOver: failovers.failedOver });
-  await failovers.resume(core.recoveryHost, records);
+  await failovers.resume(core.recoveryHost);
   return { core, failovers, history, memories, stateDir };
 }
 

@@ -14,7 +14,7 @@ import { MemoryDevice } from "../../src/io/memory-device.ts";
 import { ReplicaCore, type RestoreMessage } from "../../src/roles/replica/core.ts";
 import { ReplicaHistory } from "../../src/roles/replica/history.ts";
 import { MemoryStateStore } from "../../src/roles/replica/state.ts";
-import { checkpointFlags } from "../../src/protocol/messages.ts";
+import { checkpointFlags, recordFlags } from "../../src/protocol/messages.ts";
 import { applyModel, dataRecord, replicaDevice, shipment, zeroRecord, type TestRecord } from "./helpers.ts";
 
 const KiB = 1024;
@@ -56,13 +56,16 @@ const recordArb = fc.record({ block: fc.integer({ min: 0, max: deviceBytes / (4 
 describe("point-in-time journal", () => {
   test("property: every point listed restores exactly the model's image at that LSN; a snapshot keeps its point while apply goes on", async () => {
     await fc.assert(
-      fc.asyncProperty(fc.array(fc.array(recordArb, { minLength: 1, maxLength: 5 }), { minLength: 1, maxLength: 12 }), fc.nat(), async (shipments, snapshotAt) => {
+      fc.asyncProperty(fc.array(fc.array(recordArb, { minLength: 1, maxLength: 5 }), { minLength: 1, maxLength: 12 }), fc.nat(), fc.boolean(), async (shipments, snapshotAt, together) => {
         const { core, history } = await historyCore();
         try {
         const model = new Map([["disk0", new Uint8Array(deviceBytes)]]);
         const images = new Map<number, Uint8Array>([[0, new Uint8Array(deviceBytes)]]);
         let lsn = 0;
         let snapshot: { lsn: number; read: (offset: number, length: number) => Promise<Uint8Array>; release(): void } | undefined;
+        // `together`: every shipment sent at once, so the replica applies them in groups (a
+        // point only at a group's end); else one at a time (a point after each).
+        const inFlight: Promise<{ type: string }>[] = [];
         for (const [index, records] of shipments.entries()) {
           const built: TestRecord[] = records.map((record) => {
             lsn += 1;
@@ -71,13 +74,22 @@ describe("point-in-time journal", () => {
             return record.zero ? zeroRecord(lsn, "disk0", offset, length) : dataRecord(lsn, "disk0", offset, length);
           });
           const ship = shipment(built);
-          expect((await core.ship(ship.message, ship.payload)).type).toBe("shipAck");
+          if (together) inFlight.push(core.ship(ship.message, ship.payload));
+          else expect((await core.ship(ship.message, ship.payload)).type).toBe("shipAck");
           applyModel(model, built);
           images.set(lsn, model.get("disk0")!.slice());
-          if (index === snapshotAt % shipments.length) snapshot = await core.snapshot("disk0");
+          if (!together && index === snapshotAt % shipments.length) snapshot = await core.snapshot("disk0");
         }
+        for (const reply of await Promise.all(inFlight)) expect(reply.type).toBe("shipAck");
+        snapshot ??= await core.snapshot("disk0");
         const points = core.points("disk0");
-        expect(points.map((point) => point.lsn)).toEqual([...images.keys()]);
+        if (together) {
+          // Points at group ends only: each a shipment's end, the first and last always there.
+          expect(points.every((point) => images.has(point.lsn))).toBe(true);
+          expect(points.at(-1)!.lsn).toBe(lsn);
+        } else {
+          expect(points.map((point) => point.lsn)).toEqual([...images.keys()]);
+        }
         expect(points.at(-1)!.current).toBe(true);
         for (const point of points) {
           const restored = await restoreImage(core, String(point.lsn));
@@ -192,6 +204,48 @@ describe("point-in-time journal", () => {
     expect(statSync(segment).size).toBe(whole.length);
     expect((await restoreImage(again.core, "2")).image).toEqual(atTwo);
     await again.history.close();
+  });
+
+  test("inside a resync applied as it came (no replica WRL) no point is listed; the resync's end is one", async () => {
+    const { core, history } = await historyCore();
+    const first = shipment([dataRecord(1, "disk0", 0, 8 * KiB)]);
+    await core.ship(first.message, first.payload);
+    for (const lsn of [2, 3]) {
+      const resync = shipment([{ ...dataRecord(lsn, "disk0", lsn * 16 * KiB, 8 * KiB), flags: recordFlags.resync }]);
+      expect((await core.ship(resync.message, resync.payload)).type).toBe("shipAck");
+    }
+    expect(core.points("disk0").map((point) => point.lsn)).toEqual([0, 1, 3]); // 3: the current point (restores refuse it while unsettled)
+    await expect(restoreImage(core, "2")).rejects.toMatchObject({ code: "REPLICA_INCONSISTENT" });
+    const end = shipment([{ lsn: 4, device: "disk0", offset: 0, length: 0, flags: recordFlags.resyncEnd }]);
+    await core.ship(end.message, end.payload);
+    expect(core.points("disk0").map((point) => point.lsn)).toEqual([0, 1, 4]);
+    await history.close();
+  });
+
+  test("a checkpoint inside an atomic step (a resync set) is no point of its own", async () => {
+    const { history } = await historyCore();
+    const memory = new MemoryDevice(deviceBytes, "disk9");
+    const target = replicaDevice("disk9", memory);
+    const label = { label: "inside", lsn: 2 };
+    const write = (lsn: number, offset: number) => ({ record: { lsn, epoch: lsn, device: "disk9", offset, length: 4 * KiB, flags: 0 }, target, data: new Uint8Array(4 * KiB).fill(lsn), probe: undefined });
+    const checkpoint = { record: { lsn: 2, epoch: 2, device: "disk9", offset: 0, length: 0, flags: checkpointFlags(6) }, target, data: undefined, probe: undefined, checkpoint: label };
+    await history.apply([{ wrlUuid: "w", wrlName: "w", fromLsn: 0, toLsn: 3, writes: [write(1, 0), checkpoint, write(3, 0)], atomic: true }]);
+    const state = { version: 1 as const, wrls: [{ name: "w", uuid: "w", appliedLsn: 3, lastAppliedAt: null }], devices: [] };
+    await history.committed(state);
+    expect(history.points("w", "w", state).map((point) => [point.lsn, point.label])).toEqual([[0, undefined], [3, undefined]]);
+    await history.close();
+  });
+
+  test("releasing the last snapshot while apply keeps going never fails an apply (the copy-on-write journal goes between groups)", async () => {
+    const { core, history } = await historyCore({ journal: false });
+    for (let round = 1; round <= 5; round += 1) {
+      const snapshot = await core.snapshot("disk0");
+      const ship = shipment([dataRecord(round, "disk0", 0, 16 * KiB)]);
+      const applied = core.ship(ship.message, ship.payload);
+      snapshot.release();
+      expect((await applied).type).toBe("shipAck");
+    }
+    await history.close();
   });
 
   test("retention: past --retention-size the oldest points are dropped and reported; an --at before them is refused", async () => {

@@ -266,9 +266,9 @@ describe("unprotect", () => {
       if (again !== undefined) {
         // Only a torn marker block is left for the operator, with the dd command that ends it.
         expect(again.code).toBe("REPLICA_UNPROTECT_INTERRUPTED");
-        expect(again.hint).toContain(`skip=${logicalSize / 512} seek=0 count=1`);
+        expect(again.hint).toContain(`bs=4096 skip=${logicalSize / 4096} seek=0 count=1`);
         tornSeen += 1;
-        await disk.write(0, await disk.read(logicalSize, 512)); // what the dd does
+        await disk.write(0, await disk.read(logicalSize, 4096)); // what the dd does
       }
       expect(Buffer.compare(disk.snapshot().subarray(0, logicalSize), image)).toBe(0);
       expect(budget).toBeLessThan(20);

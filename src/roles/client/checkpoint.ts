@@ -31,7 +31,7 @@ import { DruvaaError, exitCodes, usageError } from "../../errors.ts";
 import type { ControlRoute } from "../../io/control-server.ts";
 import { logger } from "../../log.ts";
 import type { EpochAssigner } from "../../order/epochs.ts";
-import { checkpointLabelRule, isCheckpointLabel } from "../../protocol/checkpoint-label.ts";
+import { checkpointLabelAmbiguityHint, checkpointLabelRule, newCheckpointLabelProblem } from "../../protocol/checkpoint-label.ts";
 import type { ClientDevice, ClientMode, ClientModeStatus } from "./types.ts";
 import type { ProbeChannel } from "./verify-link.ts";
 
@@ -80,7 +80,8 @@ function unavailable(message: string, hint = retryHint): DruvaaError {
 
 /** The checks of the decision table before anything is sent. */
 function checkRequest(options: CheckpointOptions, request: CheckpointRequest): Pick<ClientDevice, "name" | "wrl">[] {
-  if (!isCheckpointLabel(request.label)) throw usageError(`checkpoint label ${JSON.stringify(String(request.label).slice(0, 80))} is not valid`, `Use ${checkpointLabelRule}, e.g. before-upgrade-2026-01-31`);
+  const problem = newCheckpointLabelProblem(request.label);
+  if (problem !== undefined) throw usageError(`checkpoint label ${JSON.stringify(String(request.label).slice(0, 80))} is not valid: ${problem}`, `Use ${checkpointLabelRule}; ${checkpointLabelAmbiguityHint}, e.g. before-upgrade-2026-01-31`);
   const devices = request.device === undefined ? [...options.devices] : options.devices.filter((device) => device.name === request.device);
   if (devices.length === 0) {
     throw new DruvaaError("DEVICE_UNKNOWN", `this client serves no device named ${request.device}`, `It serves: ${options.devices.map((device) => device.name).join(", ")}; or leave out the device to checkpoint all of them`, exitCodes.refused);

@@ -19,7 +19,8 @@ import { SnapshotExports } from "./snapshot-exports.ts";
 import { removeDirectory } from "../../io/append-file.ts";
 import { Failovers } from "./failover.ts";
 import { protectReserveBytesDefault } from "../../protect-constants.ts";
-import { checkReserve, openProtected, ProtectedDevice } from "./protected-device.ts";
+import { checkReserve, openProtected, ProtectedDevice, protectedLogicalSizeBytes } from "./protected-device.ts";
+import { replicaDeviceSizeBytes } from "../../sizing.ts";
 import { announceReady, nodeIdFlag, parseNamedValues, parseServeAddress, resolveStateDir, untilSignalled } from "../common.ts";
 import { linkSecurityArgs, resolveLinkSecurity } from "../link-security.ts";
 import { ReplicaCore, type ReplicaDevice } from "./core.ts";
@@ -43,11 +44,16 @@ function retentionOf(duration: string | undefined, size: string | undefined, dev
 /**
  * Opens every `--device NAME=PATH`, refusing a path given twice; closes what it opened on failure.
  * Each device is wrapped as a protected replica device (header sectors swapped, protected-device.ts)
- * with a reserve of `protectHeadersBytes`; 0 opens it plain (unprotected).
+ * with a reserve of `protectHeadersBytes`; 0 opens it plain (unprotected). Before anything is
+ * written (a new replica's marker), a device smaller than the size its primary declared
+ * (`declared`, from the saved state) is refused. The devices of a failed-over WRL (`unchecked`,
+ * name → the reserve they had) are wrapped without the marker checks: their head is plain now,
+ * or being swapped back.
  */
-export async function openReplicaDevices(specs: ReadonlyMap<string, string>, protectHeadersBytes = protectReserveBytesDefault): Promise<ReplicaDevice[]> {
+export async function openReplicaDevices(specs: ReadonlyMap<string, string>, protectHeadersBytes = protectReserveBytesDefault, options: { declared?: ReadonlyMap<string, number>; unchecked?: ReadonlyMap<string, number> } = {}): Promise<ReplicaDevice[]> {
   const opened: ReplicaDevice[] = [];
   const byRealPath = new Map<string, string>();
+  const within = (flag: string, error: unknown) => (error instanceof DruvaaError ? new DruvaaError(error.code, `${flag}: ${error.message}`, error.hint, error.exitCode, { cause: error }) : error);
   try {
     for (const [name, path] of specs) {
       const flag = `--device ${name}=${path}`;
@@ -60,31 +66,31 @@ export async function openReplicaDevices(specs: ReadonlyMap<string, string>, pro
       const other = byRealPath.get(real);
       if (other !== undefined) throw usageError(`${flag}: the same device as --device ${other}`, "Give every replica device its own path");
       byRealPath.set(real, name);
-      let device: BlockDevice;
+      const physical = await openBlockDevice(path, { direct: true }).catch((error: unknown) => {
+        throw within(flag, error);
+      });
+      const reserve = options.unchecked?.get(name) ?? protectHeadersBytes;
+      let device: BlockDevice = physical;
       try {
-        device = await openBlockDevice(path, { direct: true });
-      } catch (error) {
-        if (error instanceof DruvaaError) throw new DruvaaError(error.code, `${flag}: ${error.message}`, error.hint, error.exitCode, { cause: error });
-        throw error;
-      }
-      const physical = device;
-      try {
-        if (protectHeadersBytes > 0) device = await openProtected(physical, { reserveBytes: protectHeadersBytes });
+        const logicalBytes = reserve > 0 ? protectedLogicalSizeBytes(physical.sizeBytes, reserve, physical.logicalBlockSizeBytes) : physical.sizeBytes;
+        checkDeclaredSize(name, path, logicalBytes, options.declared?.get(name), reserve);
+        if (options.unchecked?.has(name)) device = reserve > 0 ? new ProtectedDevice(physical, reserve) : physical;
+        else if (reserve > 0) device = await openProtected(physical, { reserveBytes: reserve });
       } catch (error) {
         await physical.close().catch(() => undefined); // already failing with the better error
-        if (error instanceof DruvaaError) throw new DruvaaError(error.code, `${flag}: ${error.message}`, error.hint, error.exitCode, { cause: error });
-        throw error;
+        throw within(flag, error);
       }
+      const entry: ReplicaDevice = { name, path, device, discardReadsZeros: true };
+      opened.push(entry);
       // Raw devices do not promise that a discard reads back zeros: ZERO records write zeros there.
       const imageFile = !(await isBlockDevicePath(path));
-      const entry: ReplicaDevice = { name, path, device, discardReadsZeros: imageFile };
-      opened.push(entry);
+      (entry as { discardReadsZeros: boolean }).discardReadsZeros = imageFile;
       // An image file is written O_DIRECT (large records go to the disk as they are applied, so
       // the group's flush is short); small records go through a second, buffered handle: a
       // page-cache copy instead of a thread-pool round trip and a disk write each (apply.ts).
       if (imageFile && physical instanceof FileDevice && physical.direct) {
         const small = await openBlockDevice(path);
-        entry.smallWrites = protectHeadersBytes > 0 ? new ProtectedDevice(small, protectHeadersBytes) : small;
+        entry.smallWrites = reserve > 0 ? new ProtectedDevice(small, reserve) : small;
       }
     }
   } catch (error) {
@@ -92,6 +98,14 @@ export async function openReplicaDevices(specs: ReadonlyMap<string, string>, pro
     throw error;
   }
   return opened;
+}
+
+/** Refuses, before anything is written to it, a device smaller than the size its primary declared. */
+function checkDeclaredSize(name: string, path: string, logicalBytes: number, declaredBytes: number | undefined, reserve: number): void {
+  if (declaredBytes === undefined || declaredBytes <= logicalBytes) return;
+  const neededBytes = replicaDeviceSizeBytes(declaredBytes, reserve);
+  const withReserve = reserve > 0 ? ` plus the ${formatBytes(reserve)} header reserve (--protect-headers)` : "";
+  throw new DruvaaError("REPLICA_DEVICE_TOO_SMALL", `offers ${logicalBytes} bytes, but its primary declared ${declaredBytes}: it needs ${neededBytes} bytes (the primary's size${withReserve})`, `Grow it, e.g. for an image: truncate -s ${neededBytes} ${path}`, exitCodes.refused);
 }
 
 /** Opens the written-since-media-point bitmap of every --await-seed device; returns those seeded already. */
@@ -111,17 +125,6 @@ async function openSeedTrackers(devices: ReplicaDevice[], names: string[], state
     log.info(`device ${name} awaits its seed: ${formatBytes(tracker.writtenBytes)} written by replication since the media point`);
   }
   return seeded;
-}
-
-/** Refuses at start a device smaller than the size its primary declared (state), with the size it needs. */
-function checkDeclaredSizes(devices: readonly ReplicaDevice[], declared: (name: string) => number | undefined, protectHeadersBytes: number): void {
-  for (const entry of devices) {
-    const declaredBytes = declared(entry.name);
-    if (declaredBytes === undefined || declaredBytes <= entry.device.sizeBytes) continue;
-    const neededBytes = declaredBytes + protectHeadersBytes;
-    const reserve = protectHeadersBytes > 0 ? ` plus the ${formatBytes(protectHeadersBytes)} header reserve (--protect-headers)` : "";
-    throw new DruvaaError("REPLICA_DEVICE_TOO_SMALL", `--device ${entry.name}=${entry.path}: offers ${entry.device.sizeBytes} bytes, but its primary declared ${declaredBytes}: it needs ${neededBytes} bytes (the primary's size${reserve})`, `Grow it, e.g. for an image: truncate -s ${neededBytes} ${entry.path}`, exitCodes.refused);
-  }
 }
 
 export default command({
@@ -160,7 +163,15 @@ export default command({
     const rsWrl = args.wrl === undefined ? undefined : await ResyncLog.open(args.wrl);
     const protectHeadersBytes = parseSizeBytes(args["protect-headers"], "--protect-headers");
     if (protectHeadersBytes > 0) checkReserve(protectHeadersBytes);
-    const devices = await openReplicaDevices(specs, protectHeadersBytes).catch(async (error: unknown) => {
+    // The saved state and the failover records first: a device too small for what its primary
+    // declared is refused before anything is written, and failed-over devices open as they are.
+    const store = fileStateStore(stateDir);
+    const failovers = await Failovers.load(stateDir).catch(async (error: unknown) => {
+      await rsWrl?.close().catch(() => undefined);
+      throw error;
+    });
+    const declaredSizes = new Map(((await store.load().catch(() => undefined))?.devices ?? []).flatMap((device) => (device.declaredSizeBytes === undefined ? [] : [[device.name, device.declaredSizeBytes] as const])));
+    const devices = await openReplicaDevices(specs, protectHeadersBytes, { declared: declaredSizes, unchecked: failovers.plainDevices() }).catch(async (error: unknown) => {
       await rsWrl?.close().catch(() => undefined); // already failing with the better error
       throw error;
     });
@@ -169,14 +180,15 @@ export default command({
       const awaitSeed = repeatedFlag(rawArgs, "await-seed");
       const seededAlready = await openSeedTrackers(devices, awaitSeed, stateDir);
       history = await ReplicaHistory.open({ stateDir, ...retentionOf(args.retention, args["retention-size"], devices) });
-      const { failovers, records } = await Failovers.load(stateDir);
-      const core = await ReplicaCore.open({ devices, store: fileStateStore(stateDir), rsWrl, history, failedOver: failovers.failedOver });
+      const core = await ReplicaCore.open({ devices, store, rsWrl, history, failedOver: failovers.failedOver });
       await removeDirectory(`${stateDir}/snapshot-scratch`); // writable snapshots' writes do not outlive the process
       const recovery = new SnapshotExports(core, `${stateDir}/snapshot-scratch`);
-      failovers.setReleaseSnapshots((names) => recovery.releaseDevices(names));
-      await failovers.resume(core.recoveryHost, records);
+      failovers.setEndSnapshots(async (names) => {
+        history?.endSnapshotsOf(names);
+        await recovery.releaseDevices(names);
+      });
+      await failovers.resume(core.recoveryHost);
       const declared = (name: string) => core.status().devices.find((device) => device.name === name)?.declaredSizeBytes ?? undefined;
-      checkDeclaredSizes(devices, declared, protectHeadersBytes);
       const tls = { data: security.forPeer("staging"), restore: security.forPeer(["admin", "panel"]), control: security.forControl() };
       const running = await ReplicaServer.start({ core, nodeId, listen: listenAddress, restore: restoreAddress, control: controlAddress, tls, recovery, failovers, ...(awaitSeed.length > 0 ? { seeds: new SeedRuns({ devices, exclusive: core.exclusive, declaredSizeBytes: declared, seededAlready }) } : {}) });
       const applied = core.status().wrls.map((wrl) => `${wrl.name} at LSN ${wrl.appliedLsn}`).join(", ");

@@ -87,9 +87,11 @@ export function failGroup(members: readonly GroupMember[], why: string, inconsis
  * The state after `ship` is applied to `base` at `nowMs` (lastAppliedAt): a new object, so a
  * failed save leaves the core's committed state as it was. `changes` (default: the shipment's
  * lastLsn, the WRL's resync marks kept) sets the applied LSN, the devices left in an unbuffered
- * resync (an empty list clears them), and the open resync set (null: none).
+ * resync (an empty list clears them), and the open resync set (null: none). `changes.absent`
+ * names declared devices the replica lacks (only checkpoints named them: ShipmentPlan.absent): they
+ * are not recorded, so the state lists only devices the replica has.
  */
-export function nextState(base: ReplicaState, ship: ShipMessage, written: ReadonlySet<string>, nowMs: number, changes: { appliedLsn?: number; resyncUnbuffered?: string[]; resyncSet?: ResyncSetState | null } = {}): ReplicaState {
+export function nextState(base: ReplicaState, ship: ShipMessage, written: ReadonlySet<string>, nowMs: number, changes: { appliedLsn?: number; resyncUnbuffered?: string[]; resyncSet?: ResyncSetState | null; absent?: ReadonlySet<string> } = {}): ReplicaState {
   const before = base.wrls.find((other) => other.uuid === ship.wrlUuid);
   const wrl: WrlState = { name: ship.wrl, uuid: ship.wrlUuid, appliedLsn: changes.appliedLsn ?? ship.lastLsn, lastAppliedAt: new Date(nowMs).toISOString() };
   const resyncSet = changes.resyncSet === undefined ? before?.resyncSet : changes.resyncSet ?? undefined;
@@ -101,6 +103,7 @@ export function nextState(base: ReplicaState, ship: ShipMessage, written: Readon
   const devices = new Map<string, DeviceState>(base.devices.map((device) => [device.name, { ...device }]));
   const entry = (name: string) => devices.get(name) ?? devices.set(name, { name }).get(name)!;
   for (const { name, sizeBytes } of ship.devices ?? []) {
+    if (changes.absent?.has(name) === true) continue;
     entry(name).declaredSizeBytes = sizeBytes;
     entry(name).wrlUuid = ship.wrlUuid;
   }

@@ -86,6 +86,8 @@ export interface ProbeCheck {
 export interface ShipmentPlan {
   readonly writes: PlannedWrite[];
   readonly flags: number;
+  /** Declared devices the replica lacks (only checkpoints name them): not to be recorded in its state. */
+  readonly absent: ReadonlySet<string>;
 }
 
 export interface ShipRefusal {
@@ -106,14 +108,18 @@ export interface ShipRefusal {
  */
 export function planShipment(ship: ShipMessage, payload: Uint8Array, appliedLsn: number, devices: ReadonlyMap<string, ReplicaDevice>): ShipmentPlan | ShipRefusal {
   const declared = new Map<string, number>();
+  const absent = new Set<string>();
   for (const { name, sizeBytes } of ship.devices ?? []) {
     const target = devices.get(name);
-    if (target === undefined && onlyCheckpointsOf(ship, name)) continue;
+    if (target === undefined && onlyCheckpointsOf(ship, name)) {
+      absent.add(name);
+      continue;
+    }
     if (target === undefined) return unknownDevice(ship, name, devices);
     if (sizeBytes > target.device.sizeBytes) {
       return {
         code: "DEVICE_TOO_SMALL",
-        message: `replica device ${name} (${target.path ?? target.device.name}) has ${target.device.sizeBytes} bytes, but WRL ${ship.wrl} declares ${sizeBytes} bytes for it; give the replica a device at least that big, plus the header reserve of a protected replica device (--protect-headers, default 1 MiB; druvaa sizing --primary-size) (nothing of this shipment was applied)`,
+        message: `replica device ${name} (${target.path ?? target.device.name}) has ${target.device.sizeBytes} bytes, but WRL ${ship.wrl} declares ${sizeBytes} bytes for it; give the replica a device at least that big (rounded up to 4 KiB when protected), plus the header reserve of a protected replica device (--protect-headers, default 1 MiB; druvaa sizing --primary-size) (nothing of this shipment was applied)`,
       };
     }
     declared.set(name, sizeBytes);
@@ -167,7 +173,7 @@ export function planShipment(ship: ShipMessage, payload: Uint8Array, appliedLsn:
     writes.push({ record, target, data, probe });
   }
   assert(payloadOffset === payload.length, "the frame codec checked the shipment's payload length");
-  return { writes, flags };
+  return { writes, flags, absent };
 }
 
 function unknownDevice(ship: ShipMessage, name: string, devices: ReadonlyMap<string, ReplicaDevice>): ShipRefusal {

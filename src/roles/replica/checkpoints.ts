@@ -12,7 +12,7 @@
 import { assert } from "../../assert.ts";
 import { DruvaaError, exitCodes } from "../../errors.ts";
 import type { BlockDevice } from "../../io/block-device.ts";
-import { checkpointLabelOf, checkpointLabelPayload } from "../../protocol/checkpoint-label.ts";
+import { checkpointLabelOf, checkpointLabelPayload, checkpointLabelRule } from "../../protocol/checkpoint-label.ts";
 import { recordFlags, type ShipMessage, type ShipRecord } from "../../protocol/messages.ts";
 import type { PlannedWrite, ReplicaDevice } from "./apply.ts";
 
@@ -41,13 +41,22 @@ export function onlyCheckpointsOf(ship: ShipMessage, device: string): boolean {
 }
 
 /**
- * The PlannedWrite of a checkpoint record whose payload is `labelBytes` (checked at decode,
- * checkShipCheckpoints; read back from the RS-WRL, its CRC held): data and probe undefined.
+ * The PlannedWrite of a checkpoint record whose payload is `labelBytes`: data and probe undefined.
+ * A shipment's labels were checked at decode (checkShipCheckpoints); one read back from the RS-WRL
+ * held its CRC but was never checked as a label, so a bad one (a log written by another release,
+ * or a bug) is the typed RS_WRL_CORRUPT, never an assert that stops the replica at start.
  */
 export function plannedCheckpoint(record: ShipRecord, labelBytes: Uint8Array, devices: ReadonlyMap<string, ReplicaDevice>): PlannedWrite {
   assert(isCheckpointRecord(record), "a checkpoint record");
   const label = checkpointLabelOf(labelBytes);
-  assert(label !== undefined, "checkpoint labels are checked when the shipment is opened");
+  if (label === undefined) {
+    throw new DruvaaError(
+      "RS_WRL_CORRUPT",
+      `the checkpoint record at LSN ${record.lsn} (device ${record.device}) carries a label that is not ${checkpointLabelRule}`,
+      "The replica WRL holds a record this druvaa did not write: run the release that wrote it, or start the replica afresh (an initial sync)",
+      exitCodes.failure,
+    );
+  }
   const target = devices.get(record.device) ?? absentDevice(record.device);
   return { record, target, data: undefined, probe: undefined, checkpoint: { label, lsn: record.lsn } };
 }

@@ -55,12 +55,17 @@ export function targetOf(host: RecoveryHost, deviceName: string): ReplicaDevice 
   if (target === undefined) {
     throw new DruvaaError("DEVICE_UNKNOWN", `the replica has no device ${deviceName}`, `Devices on this replica: ${[...host.devices.keys()].join(", ") || "none"}`, exitCodes.notFound);
   }
+  assertReplica(host, target);
+  return target;
+}
+
+/** SHUTTING_DOWN, or FAILED_OVER for a device that is a primary at the DR site now; checked again inside the turn. */
+function assertReplica(host: RecoveryHost, target: ReplicaDevice): void {
   if (host.stopping()) throw shuttingDown();
   const { wrl } = wrlOfDevice(target, host.state());
   if (wrl !== undefined && host.failedOver.has(wrl.uuid)) {
-    throw new DruvaaError("FAILED_OVER", `device ${deviceName} was failed over (WRL ${wrl.name}): it is a primary at the DR site now, not a replica`, "Read it through its failover export (druvaa status --connect REPLICA:6004 shows it), or fail back first: druvaa failback", exitCodes.refused);
+    throw new DruvaaError("FAILED_OVER", `device ${target.name} was failed over (WRL ${wrl.name}): it is a primary at the DR site now, not a replica`, "Read it through its failover export (druvaa status --connect REPLICA:6004 shows it), or fail back first: druvaa failback", exitCodes.refused);
   }
-  return target;
 }
 
 /**
@@ -77,6 +82,7 @@ export async function restoreDevice(host: RecoveryHost, deviceName: string, send
   try {
     const taken = await inTurn(host, `restore of ${deviceName}`, async () => {
       if (host.history === undefined && at === undefined) {
+        assertReplica(host, target);
         const { sizeBytes, appliedLsn } = restorePoint(target, host.state(), host.inconsistent);
         return streamRestore(target, sizeBytes, appliedLsn, send, host.stopping);
       }
@@ -137,7 +143,7 @@ async function inTurn<T>(host: RecoveryHost, what: string, task: () => Promise<T
 }
 
 async function snapshotNow(host: RecoveryHost, target: ReplicaDevice, at: string | undefined): Promise<Snapshot> {
-  if (host.stopping()) throw shuttingDown();
+  assertReplica(host, target);
   const state = host.state();
   const { sizeBytes } = restorePoint(target, state, host.inconsistent);
   const { wrl } = wrlOfDevice(target, state);

@@ -310,6 +310,7 @@ export class ReplicaCore {
             plans.push({ wrlUuid: ship.wrlUuid, wrlName: ship.wrl, fromLsn: appliedLsnOf(state, ship.wrlUuid), toLsn: ship.lastLsn, writes: outcome.writes });
             if ((outcome.flags & recordFlags.verify) !== 0) probed.push({ wrlUuid: ship.wrlUuid, writes: outcome.writes });
             state = nextState(state, ship, planned, this.#now(), unbufferedChange(state, ship, outcome, this.#warnedUnbuffered));
+            plans.at(-1)!.unsettled = (state.wrls.find((wrl) => wrl.uuid === ship.wrlUuid)?.resyncUnbuffered?.length ?? 0) > 0;
           } else {
             members.push({ entry, planned: new Set(), applied: false, reply: outcome });
             if (outcome.type === "shipNack") {

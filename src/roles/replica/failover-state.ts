@@ -8,9 +8,14 @@
  *               export is marked (durably) before it is written: the DR side's writes since
  *               the failover, for failback
  *
- * Phases, each saved before the next step starts, so a restart finishes an interrupted failover:
- * rollback (devices being rolled back to the point) → unprotect (header sectors being swapped
- * back) → promoted (a plain, writable primary at the DR site).
+ * Phases, each saved before the next step starts, so a restart finishes an interrupted failover
+ * or failback: rollback (the ranges to roll back are saved first, then the devices go back to the
+ * point) → unprotect (header sectors being swapped back) → promoted (a plain, writable primary at
+ * the DR site) → failing-back (the export closed, header sectors being swapped in again, the WRL
+ * resuming at `failback.throughLsn`; the record goes once that is saved).
+ *
+ * While promoted, `failback` says a failback has begun: the export takes no more writes from the
+ * DR side (keep dr: read-only; keep primary: only failback's own copy, not recorded in the map).
  */
 import { mkdir, rm } from "node:fs/promises";
 import { join } from "node:path";
@@ -22,7 +27,7 @@ import { pathExists } from "../../io/open-device.ts";
 import { readJsonState, writeJsonState } from "../../io/state-file.ts";
 import type { JournalRange } from "./journal-format.ts";
 
-export type FailoverPhase = "rollback" | "unprotect" | "promoted";
+export type FailoverPhase = "rollback" | "unprotect" | "promoted" | "failing-back";
 
 export interface FailoverRecord {
   version: 1;
@@ -43,6 +48,8 @@ export interface FailoverRecord {
   export?: string;
   /** Ranges the rollback restored: writes of the original primary after atLsn. */
   undone: JournalRange[];
+  /** A failback began (the side that wins), and, once the copy is done, where the WRL resumes. */
+  failback?: { keep: "dr" | "primary"; throughLsn?: number; generation?: string };
 }
 
 export function failoverDirectory(stateDir: string): string {

@@ -1,21 +1,27 @@
 /**
  * Failover at the replica (`druvaa failover`): the devices of a WRL (a consistency group) become
- * a writable primary at the DR site. In one turn of the apply lock, each step saved before the
- * next (failover-state.ts), so a restart finishes an interrupted failover:
+ * a writable primary at the DR site. In one turn of the apply lock, each phase saved before its
+ * steps run (failover-state.ts), so a restart finishes an interrupted failover or failback:
  *
- *   refuse     WRL unknown or failed over already; a resync set open, an unbuffered resync or a
- *              failed apply (the devices are not at a consistent point: DEVICE_RESYNCING); a
- *              --device that shares its WRL with others (use --wrl: the group fails over whole)
- *   record     phase rollback; from now on the WRL's shipments are refused FAILED_OVER (its
- *              records wait in staging's WRL); live snapshots of the devices are released
- *   rollback   the devices go back to the chosen point (journal before-images, newest first);
- *              appliedLsn = the point; the undone ranges are kept for failback
+ *   refuse     WRL unknown or failed over already (served); a resync set open, an unbuffered
+ *              resync or a failed apply (not at a consistent point: DEVICE_RESYNCING); a --device
+ *              that shares its WRL (use --wrl: the group fails over whole); a device of the group
+ *              this replica was not started with
+ *   record     phase rollback; the WRL's shipments are refused FAILED_OVER from now on (its
+ *              records wait in staging's WRL); every snapshot of the devices ends
+ *   rollback   the ranges to roll back are saved in the record, then the devices go back to the
+ *              point (journal before-images, newest first), those chunks are forgotten and
+ *              appliedLsn = the point
  *   unprotect  header sectors swapped back (protected-device.ts): the devices are plain
- *   promoted   each device served read-write over NBD at --export (export named after the
- *              device); every write is marked in the DR change map first
+ *   promoted   each device served read-write over NBD at --export (named after the device); every
+ *              write is marked in the DR change map first. A failover whose export could not be
+ *              served stays failed over: `druvaa failover` again (another --export) serves it
+ *   failback   failback.ts: begin (the export stops taking the DR side's writes), complete
+ *              (phase failing-back: export closed, header sectors swapped in, resume at an LSN)
  *
- * A drill (`--test`) is a writable fast snapshot instead (snapshot-exports.ts): replication goes on.
- * Failback ends it (failback.ts).
+ * At start, the devices of a failed-over WRL are opened without the protection checks (their head
+ * is plain, or being swapped): apply-command.ts asks plainDevices().
+ * A drill (`--test`) is a writable fast snapshot instead (snapshot-exports.ts).
  */
 import { randomUUID } from "node:crypto";
 import type { ChangeMap } from "../../changemap/index.ts";
@@ -41,48 +47,61 @@ export interface FailoverRequest {
   export?: string;
 }
 
-/** A promoted WRL while it runs at the DR site. */
+/** A failed-over WRL while it is served at the DR site. */
 export interface Promoted {
+  /** The record as last saved (replaced on every save). */
   record: FailoverRecord;
   map: ChangeMap;
-  /** Plain handles of the promoted devices (their paths opened anew, buffered). */
+  /** Handles of the promoted devices, their paths opened anew. */
   plain: Map<string, BlockDevice>;
-  server: NbdServer | undefined;
+  server: NbdServer;
 }
+
+/** What a failover needs besides the core's host: ending the devices' snapshots. */
+export type EndSnapshots = (devices: readonly string[]) => Promise<void>;
 
 export class Failovers {
   /** WRL uuids failed over: ReplicaCore refuses their shipments (FAILED_OVER). */
   readonly failedOver = new Set<string>();
+  /** Every failover record, by WRL uuid (served or not). */
+  readonly records = new Map<string, FailoverRecord>();
   readonly promoted = new Map<string, Promoted>();
   #host: RecoveryHost | undefined;
+  #endSnapshots: EndSnapshots = async () => undefined;
 
-  #releaseSnapshots: (devices: readonly string[]) => Promise<void>;
+  private constructor(readonly stateDir: string) {}
 
-  private constructor(
-    readonly stateDir: string,
-    releaseSnapshots: (devices: readonly string[]) => Promise<void>,
-  ) {
-    this.#releaseSnapshots = releaseSnapshots;
+  /** Loads the failover records: before the devices are opened and the core refuses their WRLs. */
+  static async load(stateDir: string): Promise<Failovers> {
+    const failovers = new Failovers(stateDir);
+    for (const record of await loadFailoverRecords(stateDir)) {
+      failovers.failedOver.add(record.wrlUuid);
+      failovers.records.set(record.wrlUuid, record);
+    }
+    return failovers;
   }
 
-  /** Loads the failover records (before the core opens: it must refuse their WRLs from the start). */
-  static async load(stateDir: string, releaseSnapshots: (devices: readonly string[]) => Promise<void> = async () => undefined): Promise<{ failovers: Failovers; records: FailoverRecord[] }> {
-    const failovers = new Failovers(stateDir, releaseSnapshots);
-    const records = await loadFailoverRecords(stateDir);
-    for (const record of records) failovers.failedOver.add(record.wrlUuid);
-    return { failovers, records };
+  /** Devices to open without the protection checks (past rollback: plain head, or being swapped), with their reserve. */
+  plainDevices(): Map<string, number> {
+    const devices = new Map<string, number>();
+    for (const record of this.records.values()) if (record.phase !== "rollback") for (const device of record.devices) devices.set(device.name, device.reserveBytes);
+    return devices;
   }
 
-  setReleaseSnapshots(release: (devices: readonly string[]) => Promise<void>): void {
-    this.#releaseSnapshots = release;
+  setEndSnapshots(end: EndSnapshots): void {
+    this.#endSnapshots = end;
   }
 
-  /** Once the core is open: finishes interrupted failovers and serves the promoted devices again. */
-  async resume(host: RecoveryHost, records: readonly FailoverRecord[]): Promise<void> {
+  /** Once the core is open: finishes interrupted failovers and failbacks, serves the promoted devices. */
+  async resume(host: RecoveryHost): Promise<void> {
     this.#host = host;
-    for (const record of records) {
-      await host.exclusive(() => this.#finish(host, record));
-      log.info(`WRL ${record.wrl} is failed over (generation ${record.generation}, at LSN ${record.atLsn})${record.export === undefined ? "" : `: served at ${record.export}`}`);
+    for (const record of [...this.records.values()]) {
+      try {
+        const finished = await host.exclusive(() => this.finish(record));
+        if (finished !== undefined) log.info(`WRL ${record.wrl} is failed over (generation ${record.generation}, at LSN ${record.atLsn}): served at ${record.export}`);
+      } catch (error) {
+        log.error(`WRL ${record.wrl} is failed over, but finishing or serving it failed: ${(error as Error).message}; fail it over again (druvaa failover --wrl ${record.wrl} --export …) to serve it`);
+      }
     }
   }
 
@@ -91,21 +110,29 @@ export class Failovers {
     return this.#host;
   }
 
-  /** Fails a WRL over (see the file comment); resolves with the record once promoted. */
+  /** Fails a WRL over (see the file comment); resolves with the record once served. */
   failover(request: FailoverRequest): Promise<FailoverRecord & { uris: Record<string, string> }> {
     const host = this.host;
     return host.exclusive(async () => {
       const state = host.state();
       const wrl = this.#wrlOf(request, state);
+      const earlier = this.records.get(wrl.uuid);
+      if (earlier !== undefined) {
+        if (this.promoted.has(wrl.uuid) || earlier.phase === "failing-back") throw new DruvaaError("FAILED_OVER", `WRL ${wrl.name} is failed over already (served at ${earlier.export})`, "Fail back first: druvaa failback", exitCodes.refused);
+        // Failed over, not served (its export could not be bound): serve it where asked now.
+        const again = { ...earlier, ...(request.export === undefined ? {} : { export: request.export }) };
+        await this.#save(again);
+        return { ...(await this.finish(again))!, uris: this.uris(wrl.uuid) };
+      }
       const names = state.devices.filter((device) => device.wrlUuid === wrl.uuid).map((device) => device.name);
-      if (this.failedOver.has(wrl.uuid)) throw new DruvaaError("FAILED_OVER", `WRL ${wrl.name} is failed over already`, "Fail back first: druvaa failback", exitCodes.refused);
+      const missing = names.filter((name) => !host.devices.has(name));
+      if (missing.length > 0) throw new DruvaaError("DEVICE_UNKNOWN", `WRL ${wrl.name} also has devices ${missing.join(", ")}, which this replica was not started with`, `Start the replica with --device NAME=PATH for ${missing.join(", ")} too`, exitCodes.refused);
       const unsettled = wrl.resyncSet !== undefined || (wrl.resyncUnbuffered?.length ?? 0) > 0 || host.resyncOpen(wrl.uuid) || names.some((name) => host.inconsistent.has(name));
       if (unsettled) {
         throw new DruvaaError("DEVICE_RESYNCING", `the devices of WRL ${wrl.name} (${names.join(", ")}) are in the middle of a resync or a failed apply: they are not at a consistent point to fail over to`, "Wait until the resync has ended (druvaa status --connect REPLICA:6004), or fail over --test (a drill on a fast snapshot)", exitCodes.refused);
       }
       const points = host.history?.points(wrl.uuid, wrl.name, state) ?? [];
       const point = request.at === undefined ? undefined : resolvePoint(points, request.at, host.history?.journaled === true);
-      const atLsn = point?.lsn ?? wrl.appliedLsn;
       const devices = names.map((name) => host.devices.get(name)!);
       const record: FailoverRecord = {
         version: 1,
@@ -113,7 +140,7 @@ export class Failovers {
         wrlUuid: wrl.uuid,
         generation: randomUUID(),
         parentGeneration: await currentGeneration(this.stateDir, wrl.uuid),
-        atLsn,
+        atLsn: point?.lsn ?? wrl.appliedLsn,
         appliedLsnBefore: wrl.appliedLsn,
         at: new Date(host.now()).toISOString(),
         phase: "rollback",
@@ -121,61 +148,88 @@ export class Failovers {
         ...(request.export === undefined ? {} : { export: request.export }),
         undone: [],
       };
-      await saveFailoverRecord(this.stateDir, record);
+      await this.#endSnapshots(names);
+      await this.#save(record);
       this.failedOver.add(wrl.uuid);
-      await this.#releaseSnapshots(names);
-      log.warn(`failing over WRL ${wrl.name} (${names.join(", ")}) at LSN ${atLsn}${point?.label === undefined ? "" : ` (${point.label})`}: its shipments are refused from now on`);
-      return { ...(await this.#finish(host, record)), uris: this.uris(wrl.uuid) };
+      log.warn(`failing over WRL ${wrl.name} (${names.join(", ")}) at LSN ${record.atLsn}${point?.label === undefined ? "" : ` (${point.label})`}: its shipments are refused from now on`);
+      return { ...(await this.finish(record))!, uris: this.uris(wrl.uuid) };
     });
   }
 
   /** The NBD URIs of a promoted WRL's devices. */
   uris(wrlUuid: string): Record<string, string> {
     const promoted = this.promoted.get(wrlUuid);
-    const server = promoted?.server;
-    return Object.fromEntries(server === undefined ? [] : promoted!.record.devices.map((device) => [device.name, server.uri(device.name)]));
+    return Object.fromEntries(promoted === undefined ? [] : promoted.record.devices.map((device) => [device.name, promoted.server.uri(device.name)]));
   }
 
-  /** Runs the steps of `record` from its phase on (idempotent); holds the apply lock. */
-  async #finish(host: RecoveryHost, record: FailoverRecord): Promise<FailoverRecord> {
-    const devices = new Map(record.devices.map((device) => [device.name, host.devices.get(device.name)]).filter((entry): entry is [string, ReplicaDevice] => entry[1] !== undefined));
-    if (devices.size !== record.devices.length) {
-      throw new DruvaaError("DEVICE_UNKNOWN", `WRL ${record.wrl} was failed over with devices ${record.devices.map((device) => device.name).join(", ")}, and this replica lacks some`, "Start the replica with the same --device flags as at the failover", exitCodes.refused);
-    }
+  /**
+   * Runs the steps of `record` from its phase on (idempotent); holds the apply lock. Resolves
+   * with the record once served, or undefined once a failback it was in has completed.
+   */
+  async finish(record: FailoverRecord): Promise<FailoverRecord | undefined> {
+    const host = this.host;
+    const devices = this.#devicesOf(record);
     if (record.phase === "rollback") {
-      const undone = (await host.history?.rollback(record.wrlUuid, record.atLsn, devices)) ?? [];
+      // The ranges first: once the chunks are forgotten, nothing could tell them again.
+      record = { ...record, undone: mergeRanges([...record.undone, ...(host.history?.rollbackRanges(record.wrlUuid, record.atLsn) ?? [])]) };
+      await this.#save(record);
+      await host.history?.rollback(record.wrlUuid, record.atLsn, devices);
+      await host.history?.forget(record.wrlUuid, record.appliedLsnBefore);
       const state = host.state();
       await host.save({ ...state, wrls: state.wrls.map((wrl) => (wrl.uuid === record.wrlUuid ? { ...wrl, appliedLsn: Math.min(wrl.appliedLsn, record.atLsn) } : wrl)) });
-      await host.history?.forget(record.wrlUuid, record.appliedLsnBefore);
-      record = { ...record, phase: "unprotect", undone: mergeRanges([...record.undone, ...undone]) };
-      await saveFailoverRecord(this.stateDir, record);
+      record = { ...record, phase: "unprotect" };
+      await this.#save(record);
     }
     if (record.phase === "unprotect") {
       for (const entry of devices.values()) if (entry.device instanceof ProtectedDevice) await unprotect(entry.device.physical, { reserveBytes: entry.device.reserveBytes });
       record = { ...record, phase: "promoted" };
-      await saveFailoverRecord(this.stateDir, record);
+      await this.#save(record);
     }
+    if (record.phase === "failing-back") {
+      const { completeFailback } = await import("./failback.ts");
+      await completeFailback(this, record, devices);
+      return undefined;
+    }
+    if (record.export === undefined) throw new DruvaaError("NO_EXPORT", `WRL ${record.wrl} is failed over but has no export address`, `Fail it over again with --export: druvaa failover --wrl ${record.wrl} --export HOST:PORT`, exitCodes.usage);
     await this.#serve(record);
     return record;
+  }
+
+  /** Saves `record` durably and makes it the current one (in records and, if served, promoted). */
+  async #save(record: FailoverRecord): Promise<void> {
+    await saveFailoverRecord(this.stateDir, record);
+    this.records.set(record.wrlUuid, record);
+    const promoted = this.promoted.get(record.wrlUuid);
+    if (promoted !== undefined) promoted.record = record;
+  }
+
+  save = (record: FailoverRecord): Promise<void> => this.#save(record);
+
+  #devicesOf(record: FailoverRecord): Map<string, ReplicaDevice> {
+    const devices = new Map<string, ReplicaDevice>();
+    for (const device of record.devices) {
+      const entry = this.host.devices.get(device.name);
+      if (entry === undefined) throw new DruvaaError("DEVICE_UNKNOWN", `WRL ${record.wrl} was failed over with devices ${record.devices.map((each) => each.name).join(", ")}, and this replica lacks ${device.name}`, "Start the replica with the same --device flags as at the failover", exitCodes.refused);
+      devices.set(device.name, entry);
+    }
+    return devices;
   }
 
   /** Opens the plain devices and the DR map, and serves them at the record's export address. */
   async #serve(record: FailoverRecord): Promise<void> {
     const map = await openDrMap(this.stateDir, record);
     const plain = new Map<string, BlockDevice>();
-    let server: NbdServer | undefined;
     try {
       for (const device of record.devices) plain.set(device.name, await openBlockDevice(device.path));
-      if (record.export !== undefined) {
-        const exports = record.devices.map((device) => promotedExport(device.name, device.sizeBytes, plain.get(device.name)!, map, record));
-        server = await startNbdServer({ listen: record.export, exports, log });
-      }
+      const promoted = { record, map, plain } as Promoted;
+      const exports = record.devices.map((device) => promotedExport(device.name, device.sizeBytes, plain.get(device.name)!, map, promoted));
+      promoted.server = await startNbdServer({ listen: record.export!, exports, log });
+      this.promoted.set(record.wrlUuid, promoted);
     } catch (error) {
       await Promise.allSettled([...plain.values()].map((device) => device.close()));
       await map.close();
       throw error;
     }
-    this.promoted.set(record.wrlUuid, { record, map, plain, server });
   }
 
   /** The WRL a request names (by --wrl, or its --device's WRL, refusing a shared one). */
@@ -196,53 +250,72 @@ export class Failovers {
   }
 
   status(): unknown[] {
-    return [...this.promoted.values()].map(({ record, map }) => ({
-      wrl: record.wrl,
-      generation: record.generation,
-      atLsn: record.atLsn,
-      at: record.at,
-      devices: record.devices.map((device) => ({ name: device.name, drWrittenBytes: map.region(device.name).dirtyBytes })),
-      uris: this.uris(record.wrlUuid),
-    }));
+    return [...this.records.values()].map((record) => {
+      const promoted = this.promoted.get(record.wrlUuid);
+      return {
+        wrl: record.wrl,
+        phase: record.phase,
+        served: promoted !== undefined,
+        generation: record.generation,
+        parentGeneration: record.parentGeneration,
+        atLsn: record.atLsn,
+        at: record.at,
+        failback: record.failback ?? null,
+        devices: record.devices.map((device) => ({ name: device.name, drWrittenBytes: promoted?.map.region(device.name).dirtyBytes ?? null })),
+        uris: this.uris(record.wrlUuid),
+      };
+    });
   }
 
+  /** Stops serving (closes every export, handle and map, whatever fails). */
   async close(): Promise<void> {
-    for (const promoted of this.promoted.values()) {
-      await promoted.server?.close();
-      await Promise.allSettled([...promoted.plain.values()].map((device) => device.close()));
-      await promoted.map.close();
-    }
+    for (const promoted of this.promoted.values()) await closePromoted(promoted);
     this.promoted.clear();
   }
+}
+
+/** Closes a promoted WRL's export, handles (flushed) and map; every step is tried; the first error is thrown. */
+export async function closePromoted(promoted: Promoted): Promise<void> {
+  const results = await Promise.allSettled([promoted.server.close()]);
+  results.push(...(await Promise.allSettled([...promoted.plain.values()].map(async (device) => {
+    await device.flush();
+    await device.close();
+  }))));
+  results.push(...(await Promise.allSettled([promoted.map.close()])));
+  const failed = results.find((result): result is PromiseRejectedResult => result.status === "rejected");
+  if (failed !== undefined) throw failed.reason;
 }
 
 function declaredSize(state: ReplicaState, entry: ReplicaDevice): number {
   return state.devices.find((device) => device.name === entry.name)?.declaredSizeBytes ?? entry.device.sizeBytes;
 }
 
-/** A promoted device as a read-write NBD export: writes are marked in the DR map before they land. */
-function promotedExport(name: string, sizeBytes: number, device: BlockDevice, map: ChangeMap, record: FailoverRecord): NbdExport {
+/**
+ * A promoted device as a read-write NBD export: writes are marked in the DR map before they land.
+ * Once a failback began (record.failback): keep dr → read-only; keep primary → only failback's
+ * copy writes, not marked (they are the primary's data, not the DR side's).
+ */
+function promotedExport(name: string, sizeBytes: number, device: BlockDevice, map: ChangeMap, promoted: Promoted): NbdExport {
   const region = map.region(name);
   const block = device.logicalBlockSizeBytes;
+  const write = async (offset: number, data: Uint8Array, fua: boolean) => {
+    const failback = promoted.record.failback;
+    if (failback?.keep === "dr") throw new DruvaaError("IO_READ_ONLY", `${name}: a failback is copying from it; it takes no writes`, "Abort the failback (druvaa failback --abort) to write at the DR site again", exitCodes.refused);
+    if (failback === undefined) await region.markDirty(offset, data.length);
+    await device.write(offset, data);
+    if (fua) await device.flush();
+  };
   return {
     name,
-    description: `druvaa: ${name} failed over (WRL ${record.wrl}, generation ${record.generation}, from LSN ${record.atLsn})`,
+    description: `druvaa: ${name} failed over (WRL ${promoted.record.wrl}, generation ${promoted.record.generation}, from LSN ${promoted.record.atLsn})`,
     sizeBytes: sizeBytes - (sizeBytes % block),
     logicalBlockSizeBytes: block,
     readOnly: false,
     canMultiConn: true,
     read: (offset, length) => device.read(offset, length),
-    write: async (offset, data, fua) => {
-      await region.markDirty(offset, data.length);
-      await device.write(offset, data);
-      if (fua) await device.flush();
-    },
+    write,
     flush: () => device.flush(),
     trim: async () => undefined,
-    writeZeroes: async (offset, length, fua) => {
-      await region.markDirty(offset, length);
-      await device.write(offset, new Uint8Array(length));
-      if (fua) await device.flush();
-    },
+    writeZeroes: (offset, length, fua) => write(offset, new Uint8Array(length), fua),
   };
 }

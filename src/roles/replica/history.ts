@@ -32,6 +32,10 @@ export interface ApplyStep {
   fromLsn: number;
   toLsn: number;
   writes: readonly PlannedWrite[];
+  /** One step whatever it holds (a resync set: a checkpoint inside it is no point of its own). */
+  atomic?: boolean;
+  /** Its end falls inside a resync applied as it came (no replica WRL): no consistent point. */
+  unsettled?: boolean;
 }
 
 export class ReplicaHistory {
@@ -74,15 +78,19 @@ export class ReplicaHistory {
    * devices written, for the caller to flush.
    */
   async apply(steps: readonly ApplyStep[]): Promise<Set<ReplicaDevice>> {
+    await this.#dropIdleCow();
     const keeper = this.#journal ?? (this.#snapshots.size > 0 ? await this.#cowJournal() : undefined);
     if (keeper === undefined) return applyWrites(steps.flatMap((step) => step.writes));
+    // Without a journal only the devices of live snapshots need their before-images kept.
+    const kept = this.#journal !== undefined ? undefined : new Set([...this.#snapshots].map((snapshot) => snapshot.target.name));
     const touched = new Set<ReplicaDevice>();
     for (const step of mergeSteps(steps)) {
       let fromLsn = step.fromLsn;
       let piece: PlannedWrite[] = [];
       const flush = async (toLsn: number, label: string | undefined) => {
         if (piece.length === 0 && label === undefined && toLsn === fromLsn) return;
-        const chunk = await this.#preserve(keeper, { wrlUuid: step.wrlUuid, wrlName: step.wrlName, fromLsn, toLsn, ...(label === undefined ? {} : { label }), writes: piece });
+        const preserved = kept === undefined ? piece : piece.filter((write) => kept.has(write.target.name));
+        const chunk = await this.#preserve(keeper, { wrlUuid: step.wrlUuid, wrlName: step.wrlName, fromLsn, toLsn, ...(label === undefined ? {} : { label }), ...(step.unsettled === true ? { unsettled: true } : {}), writes: preserved });
         if (chunk !== undefined) for (const snapshot of this.#snapshots) snapshot.addChunk(chunk, keeper);
         if (piece.length > 0) for (const device of await applyWrites(piece)) touched.add(device);
         fromLsn = toLsn;
@@ -91,6 +99,7 @@ export class ReplicaHistory {
       for (const write of step.writes) {
         piece.push(write);
         const checkpoint = write.checkpoint;
+        if (checkpoint !== undefined && step.atomic === true) continue;
         if (checkpoint !== undefined && checkpoint.lsn < step.toLsn) await flush(checkpoint.lsn, checkpoint.label);
         else if (checkpoint !== undefined) step.label = checkpoint.label;
       }
@@ -129,6 +138,10 @@ export class ReplicaHistory {
           }
         }
         log.error(`the point-in-time journal in ${keeper.status().directory} is out of space with nothing left to drop (${(error as Error).message}): WRL ${step.wrlName} LSN ${step.fromLsn}..${step.toLsn} is applied without before-images; its earlier points are gone`);
+        // No chunk links the points before this step to what follows; should the group fail
+        // or the process crash before the state is saved, its writes cannot be undone either, so
+        // no earlier chunk of this WRL may ever count again (best effort on a full file system).
+        await keeper.forget(step.wrlUuid, step.toLsn).catch((forgetError: unknown) => log.error(`recording that in ${keeper.status().directory} failed too: ${(forgetError as Error).message}`));
         return undefined;
       }
     }
@@ -138,6 +151,7 @@ export class ReplicaHistory {
   async committed(state: ReplicaState): Promise<void> {
     await this.#journal?.commit(state);
     await this.#cow?.commit(state);
+    await this.#dropIdleCow();
   }
 
   /** An apply failed: undo the steps not saved (best effort; the devices stay marked inconsistent if it fails). */
@@ -145,25 +159,35 @@ export class ReplicaHistory {
     for (const keeper of [this.#journal, this.#cow]) {
       if (keeper === undefined) continue;
       try {
-        const undone = await keeper.undoUncommitted(state, devices);
-        for (const snapshot of this.#snapshots) for (const chunk of undone) snapshot.forgetChunk(chunk);
+        // Snapshots read the devices again for these ranges before the entries are cut off.
+        await keeper.undoUncommitted(state, devices, (undone) => {
+          for (const snapshot of this.#snapshots) for (const chunk of undone) snapshot.forgetChunk(chunk);
+        });
       } catch (error) {
         log.error(`undoing the failed apply from ${keeper.status().directory} failed: ${(error as Error).message}; the devices stay marked inconsistent until staging re-delivers`);
       }
     }
   }
 
+  /** Failover: the ranges going back to the point `lsn` restores (save them before rollback()). */
+  rollbackRanges(wrlUuid: string, lsn: number): JournalRange[] {
+    return (this.#journal?.chunksAfter(wrlUuid, lsn) ?? []).flatMap((chunk) => chunk.meta.ranges);
+  }
+
   /**
    * Failover: takes the WRL's devices back to the point `lsn` on the devices themselves (its
-   * chunks after it undone, newest first, flushed, then cut from the journal). Returns the ranges
-   * undone. `lsn` must be a point (resolvePoint); the current point undoes nothing.
+   * chunks after it undone, newest first, flushed). The caller then forgets them (forget()), so
+   * they are never undone again; doing it twice is harmless (the same before-images).
    */
-  async rollback(wrlUuid: string, lsn: number, devices: ReadonlyMap<string, ReplicaDevice>): Promise<JournalRange[]> {
-    if (this.#journal === undefined) return [];
-    const chunks = this.#journal.chunksAfter(wrlUuid, lsn);
-    await this.#journal.undo(chunks, devices);
-    await this.#journal.cutFrom(chunks);
-    return chunks.flatMap((chunk) => chunk.meta.ranges);
+  async rollback(wrlUuid: string, lsn: number, devices: ReadonlyMap<string, ReplicaDevice>): Promise<void> {
+    if (this.#journal !== undefined) await this.#journal.undo(this.#journal.chunksAfter(wrlUuid, lsn), devices);
+  }
+
+  /** A failover takes these devices: their snapshots end (reads fail) rather than show a primary's writes. */
+  endSnapshotsOf(names: readonly string[]): void {
+    for (const snapshot of this.#snapshots) {
+      if (names.includes(snapshot.target.name)) snapshot.lose(new DruvaaError("SNAPSHOT_LOST", `snapshot ${snapshot.id} of ${snapshot.target.name} ended: the device was failed over`, "Take snapshots of it again after failback", exitCodes.refused));
+    }
   }
 
   /** The devices of a WRL changed outside apply (failover, failback): its older points are gone. */
@@ -227,14 +251,19 @@ export class ReplicaHistory {
 
   #released(snapshot: Snapshot): void {
     this.#snapshots.delete(snapshot);
-    if (this.#snapshots.size > 0 || this.#cow === undefined) return;
+  }
+
+  /**
+   * The copy-on-write journal goes once no snapshot needs it, at a moment apply does not use it
+   * (apply() and committed() run under the apply lock).
+   */
+  async #dropIdleCow(): Promise<void> {
+    if (this.#snapshots.size > 0 || this.#cow === undefined || this.#cow.hasUncommitted) return;
     const cow = this.#cow;
     this.#cow = undefined;
     const directory = cow.status().directory;
-    void (async () => {
-      await cow.close();
-      await removeDirectory(directory);
-    })().catch((error: unknown) => log.warn(`emptying ${this.#cowDirectory}: ${(error as Error).message}`));
+    await cow.close().catch(() => undefined);
+    await removeDirectory(directory).catch((error: unknown) => log.warn(`emptying ${directory}: ${(error as Error).message}`));
   }
 }
 
@@ -246,6 +275,7 @@ function mergeSteps(steps: readonly ApplyStep[]): (ApplyStep & { label?: string 
     if (last !== undefined && last.wrlUuid === step.wrlUuid && last.toLsn === step.fromLsn) {
       last.writes.push(...step.writes);
       last.toLsn = step.toLsn;
+      last.unsettled = step.unsettled;
     } else {
       merged.push({ ...step, writes: [...step.writes] });
     }

@@ -43,6 +43,8 @@ export interface JournalChunkMeta {
   fromTimeMs: number;
   /** An application-consistent checkpoint (druvaa checkpoint --label) at toLsn. */
   label?: string;
+  /** toLsn falls inside a resync applied as it came (no replica WRL): not a consistent point. */
+  unsettled?: true;
   ranges: JournalRange[];
 }
 
@@ -97,4 +99,15 @@ export function decodeBody(body: Uint8Array, metaBytes: number, crc: number | un
   } catch {
     return "meta is not JSON";
   }
+}
+
+/** Where each range's before-image starts in the file, for data starting at `dataStart`. */
+export function positionsOf(ranges: readonly JournalRange[], dataStart: number): number[] {
+  const positions: number[] = [];
+  let at = dataStart;
+  for (const range of ranges) {
+    positions.push(at);
+    at += range.length;
+  }
+  return positions;
 }

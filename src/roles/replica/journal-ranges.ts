@@ -1,7 +1,11 @@
-/** The ranges an apply step overwrites, as the journal (journal.ts) keeps their before-images. */
+/**
+ * The ranges an apply step overwrites, as the journal (journal.ts) keeps their before-images, and
+ * the points its chunks give.
+ */
 import { recordFlags } from "../../protocol/messages.ts";
 import type { PlannedWrite, ReplicaDevice } from "./apply.ts";
-import type { JournalRange } from "./journal-format.ts";
+import type { JournalChunkMeta, JournalRange } from "./journal-format.ts";
+import type { Chunk, Point } from "./journal.ts";
 
 /**
  * The ranges `writes` overwrite, merged per device (sorted, overlapping and touching ranges
@@ -32,4 +36,43 @@ export function mergedRanges(writes: readonly PlannedWrite[], byName: Map<string
     ranges.push({ device, offset: start, length: end - start });
   }
   return ranges;
+}
+
+/**
+ * The points `chunks` (one WRL's committed chunks, oldest first) give: only those reachable through
+ * an unbroken chain of steps back from the current point (`applied`); a step is one chunk, or
+ * several with the same from and to (a resync set applied in pieces). Oldest first, ending with
+ * the current point.
+ */
+export function chainPoints(chunks: readonly Chunk[], where: { wrl: string; wrlUuid: string; applied: number; lastAppliedAt: string }): Point[] {
+  const points: Point[] = [];
+  // Reachable only through an unbroken chain of steps back from the current point; a step is
+  // one chunk, or several with the same from and to (a resync set applied in pieces).
+  let expectTo = where.applied;
+  let step: JournalChunkMeta | undefined;
+  const reachable: Chunk[] = [];
+  for (const chunk of [...chunks].reverse()) {
+    if (step !== undefined && chunk.meta.fromLsn === step.fromLsn && chunk.meta.toLsn === step.toLsn) {
+      reachable.push(chunk);
+      continue;
+    }
+    if (step !== undefined) expectTo = step.fromLsn;
+    if (chunk.meta.toLsn !== expectTo) break;
+    reachable.push(chunk);
+    step = chunk.meta;
+  }
+  reachable.reverse();
+  const first = reachable[0];
+  if (first !== undefined) points.push({ wrl: where.wrl, wrlUuid: where.wrlUuid, lsn: first.meta.fromLsn, time: new Date(first.meta.fromTimeMs).toISOString(), current: false });
+  for (const [index, chunk] of reachable.entries()) {
+    const next = reachable[index + 1];
+    if (next !== undefined && next.meta.fromLsn === chunk.meta.fromLsn && next.meta.toLsn === chunk.meta.toLsn) continue;
+    // Inside a resync applied as it came (no replica WRL), a step's end is no consistent point.
+    if (chunk.meta.unsettled === true) continue;
+    points.push({ wrl: where.wrl, wrlUuid: where.wrlUuid, lsn: chunk.meta.toLsn, time: new Date(chunk.meta.timeMs).toISOString(), ...(chunk.meta.label === undefined ? {} : { label: chunk.meta.label }), current: false });
+  }
+  const last = points.at(-1);
+  if (last !== undefined && last.lsn === where.applied) last.current = true;
+  else points.push({ wrl: where.wrl, wrlUuid: where.wrlUuid, lsn: where.applied, time: where.lastAppliedAt, current: true });
+  return points;
 }

@@ -9,25 +9,26 @@
  *   event                                  journal
  *   apply step (records fromLsn..toLsn)    before-images appended and fsynced, then apply writes
  *   group saved (appliedLsn persisted)     its chunks are committed (points from then on)
- *   group failed / crash before the save   its chunks are undone on the device and cut off
- *   over --retention-size / older than     oldest whole segments dropped (never blocks apply),
- *     --retention                            logged and counted in status
+ *   group failed / crash before the save   its chunks are undone on the device and cut off (or,
+ *                                            not at the tail, forgotten: never points again)
+ *   over --retention-size / older than     oldest whole segments dropped, logged and counted in
+ *     --retention                            status; it stops at a segment a snapshot pins
+ *   failover, failback                     the WRL's chunks through an LSN forgotten (forget())
  *
  * Files: DIR/NNNNNNNN.jnl segments of journalSegmentBytes (an entry bigger than that gets a
- * segment of its own), entries in journal-format.ts. A snapshot pins the segments it reads from,
- * so retention skips them until it is released.
+ * segment of its own), entries in journal-format.ts; DIR/forgotten.json. Retention errors are
+ * logged, never fail an apply (the state was saved already).
  */
-import { assert } from "../../assert.ts";
 import { DruvaaError, exitCodes } from "../../errors.ts";
 import { AppendFile, listDirectory, removeFile } from "../../io/append-file.ts";
 import { readJsonState, writeJsonState } from "../../io/state-file.ts";
 import { logger } from "../../log.ts";
 import { crc32c } from "../../wrl/crc32c.ts";
 import type { PlannedWrite, ReplicaDevice } from "./apply.ts";
-import { mergedRanges } from "./journal-ranges.ts";
-import { decodeBody, decodeHeader, entryBytes, entryHead, journalHeaderBytes, sealHeader, type JournalChunkMeta, type JournalRange } from "./journal-format.ts";
+import { chainPoints, mergedRanges } from "./journal-ranges.ts";
+import { decodeBody, decodeHeader, entryBytes, entryHead, journalHeaderBytes, positionsOf, sealHeader, type JournalChunkMeta } from "./journal-format.ts";
 import { journalPieceBytes, journalSegmentBytes } from "./journal-constants.ts";
-import type { ReplicaState } from "./state.ts";
+import { appliedLsnOf, type ReplicaState } from "./state.ts";
 
 const log = logger("replica:journal");
 
@@ -53,6 +54,8 @@ interface Segment {
   file: AppendFile;
   chunks: Chunk[];
   pins: number;
+  /** A failed entry could not be cut off: nothing more is appended here. */
+  sealed?: boolean;
 }
 
 export interface Chunk {
@@ -115,8 +118,8 @@ export class PointJournal {
       journal.#segments.push(segment);
       await journal.#scan(segment, index === names.length - 1);
     }
-    for (const chunk of journal.chunks()) journal.#last.set(chunk.meta.wrlUuid, { lsn: chunk.meta.toLsn, timeMs: chunk.meta.timeMs });
     journal.#forgotten = (await readJsonState<Record<string, number>>(`${options.directory}/forgotten.json`)) ?? {};
+    journal.#rebuildLast();
     return journal;
   }
 
@@ -126,8 +129,10 @@ export class PointJournal {
       const header = decodeHeader(await segment.file.read(position, journalHeaderBytes));
       let meta: JournalChunkMeta | string = typeof header === "string" ? header : "";
       if (typeof header !== "string") {
-        const body = await segment.file.read(position + journalHeaderBytes, last ? header.metaBytes + header.dataBytes : header.metaBytes);
-        meta = body.length < header.metaBytes + (last ? header.dataBytes : 0) ? "ends early" : decodeBody(body, header.metaBytes, last ? header.crc : undefined);
+        const metaBody = await segment.file.read(position + journalHeaderBytes, header.metaBytes);
+        meta = metaBody.length < header.metaBytes ? "ends early" : decodeBody(metaBody, header.metaBytes, undefined);
+        // The last segment may end in a torn entry: its data is checked too, in pieces.
+        if (last && typeof meta !== "string") meta = (await this.#dataIntact(segment.file, position + journalHeaderBytes, metaBody, header.dataBytes, header.crc)) ? meta : "data torn";
       }
       if (typeof meta === "string" || typeof header === "string") {
         log.warn(`${segment.file.path}: entry at ${position}: ${meta || header}; cutting the journal there (a crash while it was being written)`);
@@ -141,6 +146,23 @@ export class PointJournal {
     }
   }
 
+  /** The body CRC of an entry (its meta, then `dataBytes` read in pieces) equals `crc`. */
+  async #dataIntact(file: AppendFile, metaAt: number, metaBody: Uint8Array, dataBytes: number, crc: number): Promise<boolean> {
+    let bodyCrc = crc32c(metaBody);
+    const dataAt = metaAt + metaBody.length;
+    for (let done = 0; done < dataBytes; done += journalPieceBytes) {
+      const piece = await file.read(dataAt + done, Math.min(journalPieceBytes, dataBytes - done));
+      if (piece.length < Math.min(journalPieceBytes, dataBytes - done)) return false;
+      bodyCrc = crc32c(piece, bodyCrc);
+    }
+    return bodyCrc >>> 0 === crc;
+  }
+
+  #rebuildLast(): void {
+    this.#last.clear();
+    for (const chunk of this.chunks()) if (!this.#isForgotten(chunk)) this.#last.set(chunk.meta.wrlUuid, { lsn: chunk.meta.toLsn, timeMs: chunk.meta.timeMs });
+  }
+
   *chunks(): Generator<Chunk> {
     for (const segment of this.#segments) yield* segment.chunks;
   }
@@ -149,7 +171,7 @@ export class PointJournal {
    * Keeps, durably, what `writes` (an apply step of a WRL, taking it from `fromLsn` to `toLsn`)
    * are about to overwrite. Call before writing any of them; commit() once the step is saved.
    */
-  async preserve(step: { wrlUuid: string; wrlName: string; fromLsn: number; toLsn: number; label?: string; writes: readonly PlannedWrite[] }): Promise<Chunk> {
+  async preserve(step: { wrlUuid: string; wrlName: string; fromLsn: number; toLsn: number; label?: string; unsettled?: boolean; writes: readonly PlannedWrite[] }): Promise<Chunk> {
     const byName = new Map<string, ReplicaDevice>();
     const ranges = mergedRanges(step.writes, byName);
     const nowMs = this.#options.now();
@@ -162,6 +184,7 @@ export class PointJournal {
       timeMs: nowMs,
       fromTimeMs: previous !== undefined && previous.lsn === step.fromLsn ? previous.timeMs : nowMs,
       ...(step.label === undefined ? {} : { label: step.label }),
+      ...(step.unsettled === true ? { unsettled: true } : {}),
       ranges,
     };
     const dataBytes = ranges.reduce((sum, range) => sum + range.length, 0);
@@ -184,8 +207,12 @@ export class PointJournal {
       await segment.file.writeAt(entryStart, sealHeader(head, bodyCrc));
       if (this.#options.durable) await segment.file.sync();
     } catch (error) {
-      // No torn entry left behind: the next chunk goes where this one started.
-      await segment.file.truncate(entryStart).catch(() => undefined);
+      // No torn entry left behind: the next chunk goes where this one started; if even the cut
+      // fails, the segment takes no more entries (a scan cuts a torn tail of any segment).
+      await segment.file.truncate(entryStart).catch((cutError: unknown) => {
+        segment.sealed = true;
+        log.error(`${segment.file.path}: could not cut a failed entry (${(cutError as Error).message}); the next chunks go to a new segment`);
+      });
       throw error;
     }
     const chunk: Chunk = { meta, segment, dataPositions, entryStart, entryEnd: segment.file.sizeBytes, committed: false };
@@ -197,8 +224,8 @@ export class PointJournal {
 
   async #segmentFor(dataBytes: number): Promise<Segment> {
     const current = this.#segments.at(-1);
-    if (current !== undefined && current.file.sizeBytes + dataBytes <= this.#options.segmentBytes) return current;
-    if (current !== undefined && current.file.sizeBytes === 0) return current;
+    if (current !== undefined && current.sealed !== true && current.file.sizeBytes + dataBytes <= this.#options.segmentBytes) return current;
+    if (current !== undefined && current.sealed !== true && current.file.sizeBytes === 0) return current;
     const seq = (current?.seq ?? 0) + 1;
     const name = `${String(seq).padStart(8, "0")}.jnl`;
     const segment: Segment = { seq, name, file: await AppendFile.open(`${this.#options.directory}/${name}`), chunks: [], pins: 0 };
@@ -206,11 +233,17 @@ export class PointJournal {
     return segment;
   }
 
+  /** Some chunk waits for its state save (or its undo). */
+  get hasUncommitted(): boolean {
+    return this.#uncommitted.length > 0;
+  }
+
   /** The state is saved: chunks it covers are points now; then retention runs. */
   async commit(state: ReplicaState): Promise<void> {
-    for (const chunk of this.#uncommitted) if (chunk.meta.toLsn <= appliedOf(state, chunk.meta.wrlUuid)) chunk.committed = true;
+    for (const chunk of this.#uncommitted) if (chunk.meta.toLsn <= appliedLsnOf(state, chunk.meta.wrlUuid)) chunk.committed = true;
     this.#uncommitted = this.#uncommitted.filter((chunk) => !chunk.committed);
-    await this.enforceRetention();
+    // The state is saved already: retention is best effort, it never fails the group.
+    await this.enforceRetention().catch((error: unknown) => log.error(`retention of ${this.#options.directory} failed (${(error as Error).message}); it is tried again after the next apply`));
   }
 
   /**
@@ -219,22 +252,34 @@ export class PointJournal {
    * chunks undone. Throws if a device cannot be written: the caller keeps them marked
    * inconsistent.
    */
-  async undoUncommitted(state: ReplicaState, devices: ReadonlyMap<string, ReplicaDevice>): Promise<Chunk[]> {
-    const pending = [...this.chunks()].filter((chunk) => chunk.meta.toLsn > appliedOf(state, chunk.meta.wrlUuid));
+  async undoUncommitted(state: ReplicaState, devices: ReadonlyMap<string, ReplicaDevice>, undone?: (chunks: readonly Chunk[]) => void): Promise<Chunk[]> {
+    const pending = [...this.chunks()].filter((chunk) => chunk.meta.toLsn > appliedLsnOf(state, chunk.meta.wrlUuid) && !this.#isForgotten(chunk));
     if (pending.length === 0) return [];
-    await this.undo(pending, devices);
-    for (const segment of [...this.#segments].reverse()) {
-      const keep = segment.chunks.filter((chunk) => !pending.includes(chunk));
-      if (keep.length === segment.chunks.length) continue;
-      const dropped = segment.chunks.length - keep.length;
-      assert(segment.chunks.slice(keep.length).every((chunk) => pending.includes(chunk)), "uncommitted chunks are the journal's tail");
-      const end = keep.length === 0 ? 0 : keep.at(-1)!.entryEnd;
-      await segment.file.truncate(end);
-      segment.chunks.splice(keep.length, dropped);
+    const pendingSet = new Set(pending);
+    try {
+      await this.undo(pending, devices);
+    } catch (error) {
+      // The devices are neither here nor there: these chunks must never count as points, nor be
+      // undone again over what a re-delivery writes. Their WRLs' history goes with them.
+      for (const chunk of pending) await this.forget(chunk.meta.wrlUuid, chunk.meta.toLsn).catch(() => undefined);
+      this.#uncommitted = this.#uncommitted.filter((chunk) => !pendingSet.has(chunk));
+      throw error;
     }
-    this.#uncommitted = this.#uncommitted.filter((chunk) => !pending.includes(chunk));
-    this.#last.clear();
-    for (const chunk of this.chunks()) this.#last.set(chunk.meta.wrlUuid, { lsn: chunk.meta.toLsn, timeMs: chunk.meta.timeMs });
+    // Whoever reads these before-images (snapshots) reads the devices again from now on.
+    undone?.(pending);
+    for (const segment of [...this.#segments].reverse()) {
+      const keep = segment.chunks.filter((chunk) => !pendingSet.has(chunk));
+      if (keep.length === segment.chunks.length) continue;
+      if (!segment.chunks.slice(keep.length).every((chunk) => pendingSet.has(chunk))) {
+        // Not the tail (an earlier failed undo left them in the middle): never points again.
+        for (const chunk of pending) if (chunk.segment === segment) await this.forget(chunk.meta.wrlUuid, chunk.meta.toLsn);
+        continue;
+      }
+      await segment.file.truncate(keep.length === 0 ? 0 : keep.at(-1)!.entryEnd);
+      segment.chunks.splice(keep.length);
+    }
+    this.#uncommitted = this.#uncommitted.filter((chunk) => !pendingSet.has(chunk));
+    this.#rebuildLast();
     log.info(`undid ${pending.length} journal chunk(s) not covered by the saved state: the devices are back at their applied point`);
     return pending;
   }
@@ -275,61 +320,12 @@ export class PointJournal {
     await writeJsonState(`${this.#options.directory}/forgotten.json`, this.#forgotten);
   }
 
-  /**
-   * Cuts `chunks` (the newest chunks of a WRL, just undone by a failover's rollback) out of the
-   * journal: everything from the oldest of them on goes (another WRL's chunks after it too, said
-   * in the log). Durable when it resolves.
-   */
-  async cutFrom(chunks: readonly Chunk[]): Promise<void> {
-    const first = chunks[0];
-    if (first === undefined) return;
-    const segmentIndex = this.#segments.indexOf(first.segment);
-    assert(segmentIndex >= 0, "a chunk of this journal");
-    const others = [...this.chunks()].filter((chunk) => !chunks.includes(chunk) && (this.#segments.indexOf(chunk.segment) > segmentIndex || (chunk.segment === first.segment && chunk.entryStart >= first.entryStart)));
-    if (others.length > 0) log.warn(`cutting the journal at the rolled-back chunks also drops ${others.length} later point(s) of other WRLs`);
-    for (const segment of this.#segments.splice(segmentIndex + 1)) {
-      await segment.file.close();
-      await removeFile(this.#options.directory, segment.name);
-    }
-    first.segment.chunks.splice(first.segment.chunks.indexOf(first));
-    await first.segment.file.truncate(first.entryStart);
-    this.#last.clear();
-    for (const chunk of this.chunks()) this.#last.set(chunk.meta.wrlUuid, { lsn: chunk.meta.toLsn, timeMs: chunk.meta.timeMs });
-  }
-
   /** The consistent points of a WRL, oldest first, ending with the current one. */
   points(wrlUuid: string, wrlName: string, state: ReplicaState): Point[] {
-    const applied = appliedOf(state, wrlUuid);
+    const applied = appliedLsnOf(state, wrlUuid);
     const chunks = [...this.chunks()].filter((chunk) => chunk.committed && chunk.meta.wrlUuid === wrlUuid && !this.#isForgotten(chunk));
-    const points: Point[] = [];
-    // Reachable only through an unbroken chain of steps back from the current point; a step is
-    // one chunk, or several with the same from and to (a resync set applied in pieces).
-    let expectTo = applied;
-    let step: JournalChunkMeta | undefined;
-    const reachable: Chunk[] = [];
-    for (const chunk of [...chunks].reverse()) {
-      if (step !== undefined && chunk.meta.fromLsn === step.fromLsn && chunk.meta.toLsn === step.toLsn) {
-        reachable.unshift(chunk);
-        continue;
-      }
-      if (step !== undefined) expectTo = step.fromLsn;
-      step = undefined;
-      if (chunk.meta.toLsn > expectTo) continue;
-      if (chunk.meta.toLsn < expectTo) break;
-      reachable.unshift(chunk);
-      step = chunk.meta;
-    }
-    const first = reachable[0];
-    if (first !== undefined) points.push({ wrl: wrlName, wrlUuid, lsn: first.meta.fromLsn, time: new Date(first.meta.fromTimeMs).toISOString(), current: false });
-    for (const [index, chunk] of reachable.entries()) {
-      const next = reachable[index + 1];
-      if (next !== undefined && next.meta.fromLsn === chunk.meta.fromLsn && next.meta.toLsn === chunk.meta.toLsn) continue;
-      points.push({ wrl: wrlName, wrlUuid, lsn: chunk.meta.toLsn, time: new Date(chunk.meta.timeMs).toISOString(), ...(chunk.meta.label === undefined ? {} : { label: chunk.meta.label }), current: false });
-    }
-    const last = points.at(-1);
-    if (last !== undefined && last.lsn === applied) last.current = true;
-    else points.push({ wrl: wrlName, wrlUuid, lsn: applied, time: state.wrls.find((wrl) => wrl.uuid === wrlUuid)?.lastAppliedAt ?? new Date(this.#options.now()).toISOString(), current: true });
-    return points;
+    const lastAppliedAt = state.wrls.find((wrl) => wrl.uuid === wrlUuid)?.lastAppliedAt ?? new Date(this.#options.now()).toISOString();
+    return chainPoints(chunks, { wrl: wrlName, wrlUuid, applied, lastAppliedAt });
   }
 
   pin(chunks: readonly Chunk[]): () => void {
@@ -396,18 +392,4 @@ export class PointJournal {
   async close(): Promise<void> {
     await Promise.allSettled(this.#segments.map((segment) => segment.file.close()));
   }
-}
-
-function appliedOf(state: ReplicaState, wrlUuid: string): number {
-  return state.wrls.find((wrl) => wrl.uuid === wrlUuid)?.appliedLsn ?? 0;
-}
-
-function positionsOf(ranges: readonly JournalRange[], dataStart: number): number[] {
-  const positions: number[] = [];
-  let at = dataStart;
-  for (const range of ranges) {
-    positions.push(at);
-    at += range.length;
-  }
-  return positions;
 }

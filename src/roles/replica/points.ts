@@ -3,6 +3,8 @@
  * journal keeps (journal.ts). An LSN picks the latest point at or before it, a time the latest
  * point reached at or before it, a label the newest point with that label. A point older than the
  * oldest one kept is refused (POINT_OUTSIDE_RETENTION), as is a label never seen (POINT_UNKNOWN).
+ * `label:NAME` is always a label (labels have no ':'), for one that reads as a time or an LSN:
+ * new labels cannot (protocol/checkpoint-label.ts newCheckpointLabelProblem), older ones might.
  */
 import { DruvaaError, exitCodes } from "../../errors.ts";
 import type { Point } from "./journal.ts";
@@ -12,6 +14,7 @@ export type PointSpec = { kind: "lsn"; lsn: number } | { kind: "time"; ms: numbe
 
 export function parsePointSpec(at: string): PointSpec {
   const text = at.trim();
+  if (text.startsWith("label:")) return { kind: "label", label: text.slice("label:".length) };
   if (text === "" || text === "now" || text === "latest") return { kind: "current" };
   if (/^\d+$/.test(text)) return { kind: "lsn", lsn: Number(text) };
   const relative = /^-(\d+(?:\.\d+)?)(s|m|h|d)$/.exec(text);

@@ -10,8 +10,12 @@
  *   physical [0, R)     the marker (protected-marker.ts) in its first block, zeros after it
  *
  * Every read path of the replica (apply, restore, snapshot, verify, seed) goes through the
- * wrapper, so it sees the plain image. Requests are split where they cross logical offset R (at
- * most two pieces, each a multiple of the logical block size, so O_DIRECT alignment is kept).
+ * wrapper, so it sees the plain image. L and R are multiples of the protect unit (max(logical
+ * block size, 4096): protectUnitBytes), so the mapping moves a request by a multiple of 4096 and a
+ * request aligned for O_DIRECT stays aligned on the physical device, whatever block size the
+ * device reports (an image file says 512 even on a file system with 4 KiB sectors, where O_DIRECT
+ * refuses anything less than 4 KiB aligned). A request wholly at or past R goes straight through;
+ * one that touches [0, R) is split where it crosses R (at most two pieces).
  *
  * openProtected() recognises, formats or refuses a device (decision table there); unprotect()
  * makes a protected device plain for good (failover); readPlain() gives tests and tools the
@@ -26,7 +30,7 @@ import { DruvaaError, exitCodes, usageError } from "../../errors.ts";
 import { directIoAlignmentBytes } from "../../constants.ts";
 import { protectCopyPieceBytesMax, protectMarkerBlockBytes, protectMarkerBytes, protectReserveBytesDefault, protectReserveBytesMax } from "../../protect-constants.ts";
 import { formatBytes } from "../../units.ts";
-import { decodeMarker, encodeMarker, type ProtectMarker } from "./protected-marker.ts";
+import { decodeMarker, encodeMarker, markerCrcHolds, type ProtectMarker } from "./protected-marker.ts";
 
 export interface ProtectOptions {
   /** R: bytes of the logical head kept at the end of the device (default 1 MiB). */
@@ -35,9 +39,23 @@ export interface ProtectOptions {
   uuid?: string;
 }
 
-/** The logical size of a physical device of `physicalSizeBytes` under a reserve of `reserveBytes`. */
+/**
+ * The unit of the layout on a device with `logicalBlockSizeBytes` blocks: L and R are multiples of
+ * it, and unprotect moves the first logical unit (holding the marker) in one write. At least the
+ * O_DIRECT alignment, so every physical I/O is 4 KiB aligned when the request is.
+ */
+export function protectUnitBytes(logicalBlockSizeBytes: number): number {
+  return Math.max(logicalBlockSizeBytes, protectMarkerBlockBytes);
+}
+
+/**
+ * The logical size of a physical device of `physicalSizeBytes` under a reserve of `reserveBytes`:
+ * P − R rounded down to the protect unit (so a primary whose size is not a multiple of 4096 needs
+ * its size rounded up to 4096 plus R: replicaDeviceSizeBytes in sizing.ts).
+ */
 export function protectedLogicalSizeBytes(physicalSizeBytes: number, reserveBytes: number, logicalBlockSizeBytes: number): number {
-  return Math.floor((physicalSizeBytes - reserveBytes) / logicalBlockSizeBytes) * logicalBlockSizeBytes;
+  const unitBytes = protectUnitBytes(logicalBlockSizeBytes);
+  return Math.floor((physicalSizeBytes - reserveBytes) / unitBytes) * unitBytes;
 }
 
 /** A piece of a logical request: where it lives on the physical device and in the caller's buffer. */
@@ -85,7 +103,18 @@ export class ProtectedDevice implements BlockDevice {
     target.set(await this.physical.read(piece.physicalOffsetBytes, piece.lengthBytes));
   }
 
+  /**
+   * True (after the range check) when the request lies wholly at or past R: it maps to the same
+   * physical range, no split. The check stays: the physical device is bigger than L.
+   */
+  private inPlace(offsetBytes: number, lengthBytes: number): boolean {
+    if (offsetBytes < this.reserveBytes) return false;
+    checkRange(this, offsetBytes, lengthBytes);
+    return true;
+  }
+
   async read(offsetBytes: number, lengthBytes: number): Promise<Uint8Array> {
+    if (this.inPlace(offsetBytes, lengthBytes)) return this.physical.read(offsetBytes, lengthBytes);
     const pieces = this.pieces(offsetBytes, lengthBytes);
     if (pieces.length === 1) return this.physical.read(pieces[0]!.physicalOffsetBytes, lengthBytes);
     const buffer = alignedBuffer(lengthBytes, directIoAlignmentBytes);
@@ -94,16 +123,19 @@ export class ProtectedDevice implements BlockDevice {
   }
 
   async readInto(offsetBytes: number, into: Uint8Array): Promise<void> {
+    if (this.inPlace(offsetBytes, into.length)) return this.readPiece({ physicalOffsetBytes: offsetBytes, bufferOffsetBytes: 0, lengthBytes: into.length }, into);
     const pieces = this.pieces(offsetBytes, into.length);
     await settleAll(pieces.map((piece) => this.readPiece(piece, into)));
   }
 
   async write(offsetBytes: number, data: Uint8Array): Promise<void> {
+    if (this.inPlace(offsetBytes, data.length)) return this.physical.write(offsetBytes, data);
     const pieces = this.pieces(offsetBytes, data.length);
     await settleAll(pieces.map((piece) => this.physical.write(piece.physicalOffsetBytes, data.subarray(piece.bufferOffsetBytes, piece.bufferOffsetBytes + piece.lengthBytes))));
   }
 
   async discard(offsetBytes: number, lengthBytes: number): Promise<void> {
+    if (this.inPlace(offsetBytes, lengthBytes)) return this.physical.discard(offsetBytes, lengthBytes);
     const pieces = this.pieces(offsetBytes, lengthBytes);
     await settleAll(pieces.map((piece) => this.physical.discard(piece.physicalOffsetBytes, piece.lengthBytes)));
   }
@@ -182,8 +214,8 @@ export async function openProtected(physical: BlockDevice, opts: ProtectOptions 
     const neededBytes = 2 * reserveBytes;
     throw new DruvaaError(
       "REPLICA_DEVICE_TOO_SMALL",
-      `${name}: ${physical.sizeBytes} bytes is too small for a protected replica: it needs the primary's size plus the ${formatBytes(reserveBytes)} header reserve (--protect-headers), at least ${neededBytes} bytes`,
-      `Make it the primary's size plus ${reserveBytes} bytes (druvaa sizing --primary-size SIZE tells it), e.g. for an image: truncate -s ${neededBytes} ${name}`,
+      `${name}: ${physical.sizeBytes} bytes is too small for a protected replica: it needs the primary's size (rounded up to 4 KiB) plus the ${formatBytes(reserveBytes)} header reserve (--protect-headers), at least ${neededBytes} bytes`,
+      `Make it the primary's size (rounded up to 4 KiB) plus ${reserveBytes} bytes (druvaa sizing --primary-size SIZE tells it), e.g. for an image: truncate -s ${neededBytes} ${name}`,
       exitCodes.refused,
     );
   }
@@ -251,42 +283,68 @@ async function rangesEqual(physical: BlockDevice, aBytes: number, bBytes: number
 }
 
 /**
+ * Whether [0, U) can be the first unit of an unprotect's last step, whole or torn: past the two
+ * sectors that held the marker and its unswapping copy, the marker block was zeros, so each byte
+ * there is a zero or the header copy's byte ([L, L + U)). A plain device with data of its own in
+ * its first 4 KiB fails this (unless that data equals its last bytes past L).
+ */
+async function tornCopyOrPlain(physical: BlockDevice, logicalSizeBytes: number, unitBytes: number): Promise<boolean> {
+  const [front, copy] = await Promise.all([physical.read(0, unitBytes), physical.read(logicalSizeBytes, unitBytes)]);
+  for (let index = 2 * protectMarkerBytes; index < unitBytes; index += 1) if (front[index] !== 0 && front[index] !== copy[index]) return false;
+  return true;
+}
+
+/**
  * Turns a protected device into a plain one for good (failover): afterwards physical [0, L) is
- * the logical image and the bytes past L are to be ignored. Returns L. Steps, each flushed:
+ * the logical image and the bytes past L are to be ignored. Returns L. With U the protect unit
+ * (protectUnitBytes: 4 KiB, or the block size if bigger; the marker block lies in the first U,
+ * and every write below is U-aligned, so an O_DIRECT device takes it), steps, each flushed:
  *
  *   1. sector 1 says "unswapping" (openProtected refuses the device from here on; sector 0 keeps
  *      the marker unchanged, so a torn write cannot damage it)
- *   2. header copy [L + B, L + R) → [B, R)          (B: the first logical block, holding the marker)
- *   3. header copy [L, L + B) → [0, B)              the marker goes, in one block write
+ *   2. header copy [L + U, L + R) → [U, R)          (physical [0, U), the marker block, untouched)
+ *   3. header copy [L, L + U) → [0, U)              the marker goes, in one U-byte write
  *
- * Until step 3 the device stays a valid protected device (the mapping never reads [B, R)), even
- * once step 2 overwrote sector 1 of a 512-byte-block device; running unprotect again redoes the
+ * Until step 3 the device stays a valid protected device in state unswapping (the mapping never
+ * reads [U, R), and step 2 does not touch the marker block); running unprotect again redoes the
  * steps from the header copy. The header copy at the end is only read, never written, so no crash
- * loses a header byte. A
- * crash inside step 3 on a disk that tears a block leaves neither marker nor header in block 0:
- * running unprotect again (with the same reserve) then refuses REPLICA_UNPROTECT_INTERRUPTED and
- * names the dd command that finishes it. A device already plain (front equals the end copy) is
- * accepted again: unprotect is idempotent. `reserveBytes` only matters when no marker is left.
+ * loses a header byte. A crash inside step 3 on a disk that tears the U-byte write leaves each
+ * 512-byte sector old, new (the header's) or, on a disk that tears inside a sector, a mix:
+ *
+ *   sector 0 still the marker, sector 1 still unswapping   refused REPLICA_UNPROTECTING; run again
+ *   sector 0 still the marker, sector 1 already header     a protected device again (its logical
+ *                                                           image intact); run again
+ *   sector 0 header (no marker, or a torn one)             running again (with the same reserve)
+ *                                                           refuses REPLICA_UNPROTECT_INTERRUPTED
+ *                                                           and names the dd command that ends it
+ *
+ * Without a marker the device counts as cut short in step 3 only if [U, R) equals its copy and the
+ * rest of [0, U) could be one (tornCopyOrPlain); a marker whose CRC holds over bad fields is no
+ * tear and is refused REPLICA_MARKER_DAMAGED. A device already plain (front equals the end copy)
+ * is accepted again: unprotect is idempotent. `reserveBytes` only matters when no marker is left.
  */
 export async function unprotect(physical: BlockDevice, opts: { reserveBytes?: number } = {}): Promise<number> {
   const name = physical.name;
   const blockBytes = physical.logicalBlockSizeBytes;
+  const unitBytes = protectUnitBytes(blockBytes);
   let damaged: unknown;
-  const marker = await decodeMarkerAt(physical).catch((error: unknown) => {
+  const marker = await decodeMarkerAt(physical).catch(async (error: unknown) => {
     if ((error as { code?: unknown }).code !== "REPLICA_MARKER_DAMAGED") throw error;
+    // A CRC that holds over bad fields was written so, not torn: refuse it as it is.
+    if (markerCrcHolds(await physical.read(0, protectMarkerBlockBytes))) throw error;
     damaged = error; // a torn marker block: the last step may have been cut short (below)
     return undefined;
   });
   if (marker === undefined) {
     const reserveBytes = opts.reserveBytes ?? protectReserveBytesDefault;
-    checkReserve(reserveBytes, physical.logicalBlockSizeBytes);
+    checkReserve(reserveBytes, blockBytes);
     const logicalSizeBytes = protectedLogicalSizeBytes(physical.sizeBytes, reserveBytes, blockBytes);
-    if (logicalSizeBytes >= reserveBytes && (await rangesEqual(physical, blockBytes, logicalSizeBytes + blockBytes, reserveBytes - blockBytes))) {
-      if (await rangesEqual(physical, 0, logicalSizeBytes, blockBytes)) return logicalSizeBytes; // plain already
+    if (logicalSizeBytes >= reserveBytes && (await rangesEqual(physical, unitBytes, logicalSizeBytes + unitBytes, reserveBytes - unitBytes)) && (await tornCopyOrPlain(physical, logicalSizeBytes, unitBytes))) {
+      if (await rangesEqual(physical, 0, logicalSizeBytes, unitBytes)) return logicalSizeBytes; // plain already
       throw new DruvaaError(
         "REPLICA_UNPROTECT_INTERRUPTED",
         `${name}: no replica marker, and block 0 differs from its header copy while the rest of the reserve was copied back: an unprotect was interrupted in its last step`,
-        `Finish it by copying the first block back: dd if=${name} of=${name} bs=${blockBytes} skip=${logicalSizeBytes / blockBytes} seek=0 count=1 conv=notrunc,fsync`,
+        `Finish it by copying the first block back: dd if=${name} of=${name} bs=${unitBytes} skip=${logicalSizeBytes / unitBytes} seek=0 count=1 conv=notrunc,fsync`,
         exitCodes.refused,
       );
     }
@@ -294,31 +352,35 @@ export async function unprotect(physical: BlockDevice, opts: { reserveBytes?: nu
     throw new DruvaaError("NOT_PROTECTED", `${name}: has no druvaa replica marker: it is not a protected replica device`, "Give the replica device (druvaa replica apply --device NAME=PATH); a plain device needs no unprotect", exitCodes.refused);
   }
   const { reserveBytes, logicalSizeBytes } = marker;
-  if (protectedLogicalSizeBytes(physical.sizeBytes, reserveBytes, blockBytes) !== logicalSizeBytes || reserveBytes % blockBytes !== 0) {
+  if (protectedLogicalSizeBytes(physical.sizeBytes, reserveBytes, blockBytes) !== logicalSizeBytes || reserveBytes % unitBytes !== 0) {
     throw new DruvaaError("REPLICA_SIZE_CHANGED", `${name}: is ${physical.sizeBytes} bytes, but was protected at ${logicalSizeBytes + reserveBytes} bytes`, `Give it back its size (an image: truncate -s ${logicalSizeBytes + reserveBytes} ${name}) before unprotecting`, exitCodes.refused);
   }
   if (marker.state === "protected") await writeMarker(physical, { ...marker, state: "unswapping" });
-  await copyPhysical(physical, logicalSizeBytes + blockBytes, blockBytes, reserveBytes - blockBytes);
+  await copyPhysical(physical, logicalSizeBytes + unitBytes, unitBytes, reserveBytes - unitBytes);
   await physical.flush();
-  await physical.write(0, await physical.read(logicalSizeBytes, blockBytes));
+  await physical.write(0, await physical.read(logicalSizeBytes, unitBytes));
   await physical.flush();
   return logicalSizeBytes;
+}
+
+/** Runs `use` on the protected device at `physicalPath`, opened read-only; NOT_PROTECTED (with `hint`) without a marker. */
+async function withPlainView<T>(physicalPath: string, hint: string, use: (device: ProtectedDevice) => Promise<T>): Promise<T> {
+  const physical = await openBlockDevice(physicalPath, { readOnly: true });
+  try {
+    const marker = await decodeMarkerAt(physical);
+    if (marker === undefined) throw new DruvaaError("NOT_PROTECTED", `${physicalPath}: has no druvaa replica marker`, hint, exitCodes.refused);
+    return await use(new ProtectedDevice(physical, marker.reserveBytes));
+  } finally {
+    await physical.close();
+  }
 }
 
 /**
  * The logical image of the protected image file or device at `physicalPath` (for tests and
  * tools: what the primary holds once replicated), or its first `sizeBytes`. Opens read-only.
  */
-export async function readPlain(physicalPath: string, sizeBytes?: number): Promise<Uint8Array> {
-  const physical = await openBlockDevice(physicalPath, { readOnly: true });
-  try {
-    const marker = await decodeMarkerAt(physical);
-    if (marker === undefined) throw new DruvaaError("NOT_PROTECTED", `${physicalPath}: has no druvaa replica marker`, "Read a plain device as it is", exitCodes.refused);
-    const device = new ProtectedDevice(physical, marker.reserveBytes);
-    return await device.read(0, Math.min(sizeBytes ?? device.sizeBytes, device.sizeBytes));
-  } finally {
-    await physical.close();
-  }
+export function readPlain(physicalPath: string, sizeBytes?: number): Promise<Uint8Array> {
+  return withPlainView(physicalPath, "Read a plain device as it is", (device) => device.read(0, Math.min(sizeBytes ?? device.sizeBytes, device.sizeBytes)));
 }
 
 /**
@@ -326,19 +388,13 @@ export async function readPlain(physicalPath: string, sizeBytes?: number): Promi
  * (or of its first `sizeBytes`), read in pieces: what sha256sum of the primary gives once the
  * replica caught up. For tests, benchmarks and tools comparing a replica with its primary.
  */
-export async function plainSha256(physicalPath: string, sizeBytes?: number): Promise<string> {
-  const physical = await openBlockDevice(physicalPath, { readOnly: true });
-  try {
-    const marker = await decodeMarkerAt(physical);
-    if (marker === undefined) throw new DruvaaError("NOT_PROTECTED", `${physicalPath}: has no druvaa replica marker`, "Hash a plain device as it is (sha256sum)", exitCodes.refused);
-    const device = new ProtectedDevice(physical, marker.reserveBytes);
+export function plainSha256(physicalPath: string, sizeBytes?: number): Promise<string> {
+  return withPlainView(physicalPath, "Hash a plain device as it is (sha256sum)", async (device) => {
     const limitBytes = Math.min(sizeBytes ?? device.sizeBytes, device.sizeBytes);
     const hash = new Bun.CryptoHasher("sha256");
     for (let offsetBytes = 0; offsetBytes < limitBytes; offsetBytes += protectCopyPieceBytesMax * 4) {
       hash.update(await device.read(offsetBytes, Math.min(protectCopyPieceBytesMax * 4, limitBytes - offsetBytes)));
     }
     return hash.digest("hex");
-  } finally {
-    await physical.close();
-  }
+  });
 }

@@ -16,7 +16,7 @@
  * magic with a bad CRC is reported as a damaged marker, never taken for data or for no marker.
  */
 import { DruvaaError, exitCodes } from "../../errors.ts";
-import { protectMarkerBytes } from "../../protect-constants.ts";
+import { protectMarkerBlockBytes, protectMarkerBytes, protectReserveBytesMax } from "../../protect-constants.ts";
 import { crc32c } from "../../wrl/crc32c.ts";
 
 export const protectMarkerMagic = new TextEncoder().encode("DRUVAA-REPLICA\0\0");
@@ -57,6 +57,16 @@ export function hasMarkerMagic(block: Uint8Array): boolean {
 }
 
 /**
+ * True when `block` starts with the magic and a CRC that holds: whatever its fields, no torn write
+ * made it (a tear mixes bytes of two writes, which the CRC catches).
+ */
+export function markerCrcHolds(block: Uint8Array): boolean {
+  if (!hasMarkerMagic(block) || block.length < protectMarkerBytes) return false;
+  const view = new DataView(block.buffer, block.byteOffset, protectMarkerBytes);
+  return view.getUint32(crcOffset, true) === crc32c(block.subarray(0, crcOffset));
+}
+
+/**
  * Decodes the marker at the start of `block`: undefined when there is no magic; a DruvaaError
  * REPLICA_MARKER_DAMAGED when the magic is there but the CRC, version or fields are wrong.
  */
@@ -75,8 +85,14 @@ export function decodeMarker(block: Uint8Array, deviceName: string): ProtectMark
   const reserveBytes = Number(view.getBigUint64(24, true));
   const logicalSizeBytes = Number(view.getBigUint64(32, true));
   const logicalBlockSizeBytes = view.getUint32(40, true);
-  if (!Number.isSafeInteger(reserveBytes) || !Number.isSafeInteger(logicalSizeBytes) || reserveBytes <= 0 || logicalSizeBytes < reserveBytes || logicalBlockSizeBytes === 0) {
-    throw damaged(`reserve ${reserveBytes}, logical size ${logicalSizeBytes}`);
+  // A valid CRC over fields druvaa never writes (another tool, a bug): damaged, never an assert in
+  // the wrapper later. The rules are those of checkReserve and protectedLogicalSizeBytes.
+  if (logicalBlockSizeBytes !== 512 && logicalBlockSizeBytes !== 4096) throw damaged(`logical block size ${logicalBlockSizeBytes}, not 512 or 4096`);
+  if (!Number.isSafeInteger(reserveBytes) || reserveBytes <= 0 || reserveBytes % protectMarkerBlockBytes !== 0 || reserveBytes > protectReserveBytesMax) {
+    throw damaged(`reserve ${reserveBytes}, not a multiple of ${protectMarkerBlockBytes} bytes up to ${protectReserveBytesMax}`);
+  }
+  if (!Number.isSafeInteger(logicalSizeBytes) || logicalSizeBytes < reserveBytes || logicalSizeBytes % logicalBlockSizeBytes !== 0) {
+    throw damaged(`logical size ${logicalSizeBytes}, not whole ${logicalBlockSizeBytes}-byte blocks of at least the reserve (${reserveBytes})`);
   }
   return { state, reserveBytes, logicalSizeBytes, logicalBlockSizeBytes, uuid: Buffer.from(bytes.subarray(48, 64)).toString("hex") };
 }

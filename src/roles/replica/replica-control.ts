@@ -8,8 +8,11 @@ import { controlRequest } from "../../commands/status-format.ts";
 import { DruvaaError, exitCodes } from "../../errors.ts";
 import type { PreparedTls } from "../../tls/transport-tls.ts";
 
-const notFoundCodes = new Set(["NOT_FOUND", "DEVICE_UNKNOWN", "SNAPSHOT_UNKNOWN", "POINT_UNKNOWN"]);
-const refusedCodes = new Set(["POINT_OUTSIDE_RETENTION", "POINT_IN_FUTURE", "REPLICA_INCONSISTENT", "NOT_SEEDED", "SHUTTING_DOWN", "NO_HISTORY", "FAILED_OVER", "FAILOVER_REFUSED", "DEVICE_RESYNCING", "SPLIT_BRAIN", "NET_ADDRESS_IN_USE"]);
+const notFoundCodes = new Set(["NOT_FOUND", "DEVICE_UNKNOWN", "SNAPSHOT_UNKNOWN", "POINT_UNKNOWN", "WRL_UNKNOWN"]);
+const refusedCodes = new Set([
+  "POINT_OUTSIDE_RETENTION", "POINT_IN_FUTURE", "REPLICA_INCONSISTENT", "REPLICA_NOT_SEEDED", "SHUTTING_DOWN", "NO_HISTORY", "FAILED_OVER", "FAILOVER_REFUSED", "DEVICE_RESYNCING",
+  "NOT_FAILED_OVER", "FAILOVER_NOT_SERVED", "FAILBACK_IN_PROGRESS", "FAILBACK_NOT_BEGUN", "FAILBACK_COMPLETING", "FAILBACK_LSN", "NBD_ADDRESS_IN_USE", "NET_ADDRESS_IN_USE", "SNAPSHOT_LOST",
+]);
 
 export async function replicaControl<T>(connect: string, path: string, tls: PreparedTls | undefined, body?: unknown): Promise<T> {
   const init: RequestInit = body === undefined ? {} : { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) };

@@ -9,13 +9,21 @@
  *   - an existing file or block device smaller than the image: refused (TARGET_TOO_SMALL); a
  *     bigger one gets the image over its first bytes, the rest is left as it was.
  * The image is checked twice: chunks must arrive in order and cover the image exactly, and the
- * SHA-256 of what was written must equal the replica's (restoreEnd). The target is flushed
- * (fdatasync) before success is reported.
+ * CRC32C of what was received must equal the replica's (restoreEnd). The SHA-256 of it is only
+ * reported (compare with sha256sum of the source). The target is flushed (fdatasync) before
+ * success is reported.
+ *
+ * The target is opened O_DIRECT (a whole device through the page cache only costs copies and
+ * writeback). O_DIRECT refuses I/O not aligned to the file system's or device's sector (4 KiB on
+ * a 4Kn disk) even where the device says 512, so a chunk whose offset or length is not a multiple
+ * of 4096 (the last one of an image whose size is not) goes through a second, buffered handle on
+ * the same file. No page is shared with a direct write (those cover whole 4 KiB pages), and both
+ * handles are flushed at the end.
  */
 import { createHash } from "node:crypto";
 import { crc32c } from "../../wrl/crc32c.ts";
 import { rm, stat, truncate } from "node:fs/promises";
-import { restoreStallTimeoutMs, restoreWritesInflightMax } from "../../constants.ts";
+import { directIoAlignmentBytes, restoreStallTimeoutMs, restoreWritesInflightMax } from "../../constants.ts";
 import { DruvaaError, exitCodes, fromSystemError } from "../../errors.ts";
 import type { BlockDevice } from "../../io/block-device.ts";
 import { sharedBufferPool } from "../../io/buffer-pool.ts";
@@ -120,6 +128,9 @@ export async function restoreFromReplica(options: RestoreOptions): Promise<Resto
   const allocateFrame = (bytes: number, payloadAt: number) => sharedBufferPool.take(bytes, payloadAt);
   const connection = await connect(options.replica, undefined, { allocateFrame, ...(options.tls === undefined ? {} : { tls: options.tls }) });
   let device: BlockDevice | undefined;
+  /** The buffered handle for chunks O_DIRECT may refuse, opened at the first such chunk. */
+  let unaligned: Promise<BlockDevice> | undefined;
+  const openUnaligned = () => (unaligned ??= openBlockDevice(options.to, { direct: false }));
   let created = false;
   let succeeded = false;
   try {
@@ -176,6 +187,7 @@ export async function restoreFromReplica(options: RestoreOptions): Promise<Resto
           throw new DruvaaError("RESTORE_CHECKSUM", `--to ${options.to}: CRC32C of what was received (${crc >>> 0}) differs from the replica's (${message.crc32c})`, "The data was damaged in transit or on the replica's disk; run the restore again");
         }
         await device.flush();
+        if (unaligned !== undefined) await (await unaligned).flush();
         const seconds = Math.max((now() - startedMs) / 1000, 1e-3);
         succeeded = true;
         return { device: options.device, to: options.to, replica: where, sizeBytes, appliedLsn: begin.appliedLsn, sha256, created, targetSizeBytes: device.sizeBytes, seconds, bytesPerSecond: sizeBytes / seconds };
@@ -187,8 +199,9 @@ export async function restoreFromReplica(options: RestoreOptions): Promise<Resto
       hash.update(frame.payload);
       crc = crc32c(frame.payload, crc);
       receivedBytes += message.length;
-      const target = device;
-      const write = target.write(message.offset, frame.payload).then(() => {
+      const aligned = message.offset % directIoAlignmentBytes === 0 && message.length % directIoAlignmentBytes === 0;
+      const direct = device;
+      const write = (aligned ? direct.write(message.offset, frame.payload) : openUnaligned().then((buffered) => buffered.write(message.offset, frame.payload))).then(() => {
         sharedBufferPool.give(frame.payload);
         writtenBytes += message.length;
         options.onProgress?.(writtenBytes, sizeBytes);
@@ -206,6 +219,7 @@ export async function restoreFromReplica(options: RestoreOptions): Promise<Resto
       else connection.abort();
     }
     await device?.close().catch(() => undefined);
+    if (unaligned !== undefined) await unaligned.then((buffered) => buffered.close()).catch(() => undefined);
     if (!succeeded && created) {
       // Do not leave a partial image that looks like a restore.
       if (target.kind === "missing") await rm(options.to, { force: true }).catch(() => undefined);

@@ -1,19 +1,19 @@
 /**
  * The restore stream of one replica device (ReplicaCore.restore, core.ts): restoreBegin, the
- * device's bytes in restoreChunkBytes chunks, restoreEnd with their SHA-256. The core decides
+ * device's bytes in restoreChunkBytes chunks, restoreEnd with their CRC32C. The core decides
  * when it may run (a consistent point, apply held) and what size and LSN it announces.
  */
 import { crc32c } from "../../wrl/crc32c.ts";
 import { assert } from "../../assert.ts";
 import { restoreChunkBytes } from "../../constants.ts";
-
-/** Chunks read ahead of the one being sent (each restoreChunkBytes). */
-const restoreReadAheadChunks = 4;
 import { DruvaaError, exitCodes } from "../../errors.ts";
 import type { RestoreBeginMessage, RestoreDataMessage, RestoreEndMessage } from "../../protocol/messages.ts";
 import type { ReplicaDevice } from "./apply.ts";
 import type { InconsistentDevices } from "./apply-group.ts";
 import type { ReplicaState, WrlState } from "./state.ts";
+
+/** Chunks read ahead of the one being sent (each restoreChunkBytes). */
+const restoreReadAheadChunks = 4;
 
 export type RestoreMessage = RestoreBeginMessage | RestoreDataMessage | RestoreEndMessage;
 /** Delivers a restore message to the restorer; resolves when it may send more. */

@@ -54,7 +54,7 @@ export async function applySegment(host: SetHost, ship: ShipMessage, writes: rea
   const state = host.state();
   const before = state.wrls.find((wrl) => wrl.uuid === uuid)?.resyncUnbuffered;
   const written = new Set(writes.flatMap((write) => (write.checkpoint === undefined ? [write.target.name] : [])));
-  await host.save(nextState(state, ship, written, host.now(), { appliedLsn: appliedThrough, resyncSet: opening, resyncUnbuffered: before === undefined ? undefined : unbufferedAfter(before, writes) }));
+  await host.save(nextState(state, ship, written, host.now(), { appliedLsn: appliedThrough, resyncSet: opening, resyncUnbuffered: before === undefined ? undefined : unbufferedAfter(before, writes), absent: absentDevices(ship, host.devices) }));
   host.outbox.add(uuid, probeOutcomes(writes));
   clearInconsistent(host.inconsistent, uuid, appliedThrough);
 }
@@ -89,7 +89,7 @@ export async function applySet(host: SetHost, rsLog: ResyncLog, set: OpenSet): P
           if (write.checkpoint === undefined) written.add(event.record.device);
         }
         if (writes.length === 0) continue;
-        const step = { wrlUuid: uuid, wrlName: set.wrl, fromLsn: appliedLsn, toLsn: lastLsn, writes };
+        const step = { wrlUuid: uuid, wrlName: set.wrl, fromLsn: appliedLsn, toLsn: lastLsn, writes, atomic: true };
         for (const device of await (host.history?.apply([step]) ?? applyWrites(writes))) touched.add(device);
         outcomes.push(...probeOutcomes(writes));
       }
@@ -106,6 +106,11 @@ export async function applySet(host: SetHost, rsLog: ResyncLog, set: OpenSet): P
   await host.save(nextState(state, closing, written, host.now(), { appliedLsn: lastLsn, resyncSet: null, resyncUnbuffered: before?.filter((name) => !set.ended.has(name)) }));
   host.outbox.add(uuid, outcomes);
   clearInconsistent(host.inconsistent, uuid, lastLsn);
+}
+
+/** The devices `ship` declares that the replica lacks (planShipment let them in: only checkpoints name them). */
+function absentDevices(ship: ShipMessage, devices: ReadonlyMap<string, ReplicaDevice>): Set<string> {
+  return new Set((ship.devices ?? []).flatMap(({ name }) => (devices.has(name) ? [] : [name])));
 }
 
 /**
@@ -149,12 +154,15 @@ export function unbufferedAfter(before: readonly string[] | undefined, writes: r
 }
 
 /**
- * Without an RS-WRL resync data is applied as it comes: the devices of `ship`'s WRL that leaves in
- * an unbuffered resync, as nextState() changes (nothing for a shipment without resync records).
- * Warns once per resync of a WRL (`warned` remembers which).
+ * What nextState() changes for `plan` of `ship` beyond the default: the declared devices the
+ * replica lacks (only checkpoints named them: not recorded), and, without an RS-WRL (resync data
+ * is applied as it comes), the devices of `ship`'s WRL that it leaves in an unbuffered resync
+ * (nothing for a shipment without resync records). Warns once per resync of a WRL (`warned`
+ * remembers which).
  */
-export function unbufferedChange(state: ReplicaState, ship: ShipMessage, plan: ShipmentPlan, warned: Set<string>): { resyncUnbuffered?: string[] } {
-  if ((plan.flags & (recordFlags.resync | recordFlags.resyncEnd)) === 0) return {};
+export function unbufferedChange(state: ReplicaState, ship: ShipMessage, plan: ShipmentPlan, warned: Set<string>): { resyncUnbuffered?: string[]; absent?: ReadonlySet<string> } {
+  const absent = plan.absent;
+  if ((plan.flags & (recordFlags.resync | recordFlags.resyncEnd)) === 0) return absent.size > 0 ? { absent } : {};
   const after = unbufferedAfter(state.wrls.find((wrl) => wrl.uuid === ship.wrlUuid)?.resyncUnbuffered, plan.writes);
   if (after.length === 0) {
     warned.delete(ship.wrlUuid);
@@ -162,5 +170,5 @@ export function unbufferedChange(state: ReplicaState, ship: ShipMessage, plan: S
     warned.add(ship.wrlUuid);
     logger("replica:apply").warn(`WRL ${ship.wrl}: resync data (devices ${after.join(", ")}) is applied as it comes, without a replica WRL: the replica is NOT at a consistent point until the resync completes (start it with --wrl PATH to keep resync sets atomic)`);
   }
-  return { resyncUnbuffered: after };
+  return absent.size > 0 ? { resyncUnbuffered: after, absent } : { resyncUnbuffered: after };
 }

@@ -99,12 +99,15 @@ export class SnapshotExports {
 
   async release(id: number): Promise<Record<string, unknown>> {
     const entry = this.#exports.get(id);
-    if (entry === undefined) throw new DruvaaError("SNAPSHOT_UNKNOWN", `no exported snapshot ${id} on this replica`, "List them: GET /snapshots (druvaa restore --snapshot-list); they end when the replica restarts", exitCodes.notFound);
+    if (entry === undefined) throw new DruvaaError("SNAPSHOT_UNKNOWN", `no exported snapshot ${id} on this replica`, "List them: druvaa restore --list (GET /snapshots); they end when the replica restarts", exitCodes.notFound);
     this.#exports.delete(id);
-    await entry.server.close();
-    entry.snapshot.release();
-    await entry.scratch?.close();
-    if (entry.scratch !== undefined) await removeDirectory(entry.scratch.path); // rm -rf of one file
+    try {
+      await entry.server.close();
+    } finally {
+      entry.snapshot.release();
+      await entry.scratch?.close();
+      if (entry.scratch !== undefined) await removeDirectory(entry.scratch.path); // rm -rf of one file
+    }
     log.info(`snapshot ${id} of ${entry.snapshot.target.name} released`);
     return { ok: true, id, device: entry.snapshot.target.name };
   }
@@ -115,7 +118,7 @@ export class SnapshotExports {
   }
 
   async stopAll(): Promise<void> {
-    for (const id of [...this.#exports.keys()]) await this.release(id).catch(() => undefined);
+    for (const id of [...this.#exports.keys()]) await this.release(id).catch((error: unknown) => log.warn(`releasing snapshot ${id}: ${(error as Error).message}`));
   }
 }
 
@@ -137,7 +140,7 @@ function exportOf(snapshot: Snapshot, scratch: AppendFile | undefined): NbdExpor
   const blockBytes = snapshot.target.device.logicalBlockSizeBytes;
   const source: OverlaySource | undefined = scratch === undefined ? undefined : { read: (position, length) => scratch.read(position, length) };
   const write = async (offset: number, data: Uint8Array) => {
-    const position = await scratch!.append(data.slice());
+    const position = await scratch!.append(data); // written before the promise settles: no copy
     snapshot.overlay.replace(offset, offset + data.length, source!, position);
   };
   return {

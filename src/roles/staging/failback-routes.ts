@@ -1,7 +1,7 @@
 /**
  * The staging control port's failback routes (failback.ts does the work):
  *
- *   GET  /wrl/pending?wrl=NAME          → PendingAnswer {wrl, wrlUuid, ackedLsn, headLsn, records,
+ *   GET  /wrl/pending?wrl=NAME[&afterLsn=N] → PendingAnswer {wrl, wrlUuid, ackedLsn, headLsn, records,
  *                                           bytes, ranges: [{device, offset, length}], rangeBytes, coarse}
  *   POST /wrl/discard {wrl, throughLsn} → DiscardAnswer {wrl, discardedRecords, discardedBytes, ackedLsn}
  *
@@ -22,7 +22,12 @@ export interface FailbackHost {
 
 export function failbackRoutes(host: FailbackHost): Record<string, ControlRoute> {
   return {
-    "/wrl/pending": (request) => answered(() => pendingOf(targetOf(host, new URL(request.url).searchParams.get("wrl")))),
+    "/wrl/pending": (request) => answered(() => {
+      const params = new URL(request.url).searchParams;
+      const afterLsn = Number(params.get("afterLsn") ?? "0");
+      if (!Number.isSafeInteger(afterLsn) || afterLsn < 0) throw usageError(`afterLsn must be an LSN (a whole number >= 0), not ${params.get("afterLsn")}`, "e.g. GET /wrl/pending?wrl=wrl0&afterLsn=1234");
+      return pendingOf(targetOf(host, params.get("wrl")), undefined, afterLsn);
+    }),
     "POST /wrl/discard": (request) =>
       answered(async () => {
         const { wrl, throughLsn } = parseDiscard(await request.json().catch(() => undefined));

@@ -82,13 +82,14 @@ export function ackedLsnOf(target: FailbackWrl): number {
 }
 
 /** The records the replica has not acknowledged, and what they write (see the file comment). */
-export async function pendingOf(target: FailbackWrl, rangesMax = stagingPendingRangesMax): Promise<PendingAnswer> {
+export async function pendingOf(target: FailbackWrl, rangesMax = stagingPendingRangesMax, afterLsn = 0): Promise<PendingAnswer> {
   for (let attempt = 1; ; attempt += 1) {
     const ackedLsn = ackedLsnOf(target);
     const headLsn = target.wrl.info().headLsn;
     const ranges = new PendingRanges(rangesMax);
     const walked = await walk(target, ackedLsn, headLsn, (record) => {
-      if (record.type !== "marker") ranges.add(String(record.device), record.offset, record.lengthBytes);
+      // Records at or below afterLsn (a failover's point) are in the replica's image already.
+      if (record.type !== "marker" && record.lsn > afterLsn) ranges.add(String(record.device), record.offset, record.lengthBytes);
     });
     if (walked === "freed" && attempt < stagingPendingScanAttemptsMax) continue;
     if (walked === "freed") {
