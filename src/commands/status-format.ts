@@ -62,6 +62,7 @@ export function formatStatus(status: RoleStatus): string {
     for (const wrl of (status.wrls as Record<string, unknown>[] | undefined) ?? []) {
       lines.push(`  WRL ${wrl.name} (${wrl.uuid}): applied LSN ${lsn(wrl.appliedLsn)}${wrl.lastAppliedAt ? ` at ${wrl.lastAppliedAt}` : ""}, staging ${wrl.stagingConnected ? "connected" : "not connected"}${resyncText(wrl.resync)}`);
     }
+    lines.push(...recoveryLines(status));
   } else {
     lines.push(JSON.stringify(status, null, 2));
   }
@@ -113,4 +114,18 @@ function resyncText(resync: unknown): string {
   if (r.state === "unbuffered") return `; resync WITHOUT a replica WRL (devices ${(r.devices ?? []).join(", ")}): not at a consistent point until it ends`;
   const open = (r.openDevices ?? []).length > 0 ? `, waiting for the end of ${(r.openDevices ?? []).join(", ")}` : "";
   return `; resync set ${r.state === "applying" ? "being applied" : "open"} since LSN ${lsn(r.firstLsn)}, logged through LSN ${lsn(r.loggedLsn)} (${formatBytes(Number(r.bytes ?? 0))})${open}`;
+}
+
+/** The replica's point-in-time journal, snapshots and failovers, for the human status. */
+function recoveryLines(status: RoleStatus): string[] {
+  const lines: string[] = [];
+  const history = status.history as { journal: { directory: string; bytes: number; chunks: number; retentionSeconds: number; droppedChunks: number } | null; snapshots: { id: number; device: string; lsn: number; label?: string; export?: string }[] } | null | undefined;
+  const journal = history?.journal;
+  if (journal) lines.push(`  journal ${journal.directory}: ${formatBytes(journal.bytes)}, ${journal.chunks} step(s), retention ${journal.retentionSeconds / 3600} h${journal.droppedChunks > 0 ? `, ${journal.droppedChunks} oldest dropped` : ""}`);
+  for (const snapshot of history?.snapshots ?? []) lines.push(`  snapshot ${snapshot.id} of ${snapshot.device} at LSN ${snapshot.lsn}${snapshot.label ? ` (${snapshot.label})` : ""}${snapshot.export ? `: ${snapshot.export}` : ""}`);
+  for (const failover of (status.failovers as { wrl: string; phase: string; served: boolean; generation: string; atLsn: number; failback: { keep: string } | null; uris: Record<string, string> }[] | undefined) ?? []) {
+    const where = Object.entries(failover.uris).map(([name, uri]) => `${name} ${uri}`).join(", ");
+    lines.push(`  FAILED OVER: WRL ${failover.wrl} at LSN ${failover.atLsn}, generation ${failover.generation}, ${failover.served ? `served read-write (${where})` : `not served (phase ${failover.phase})`}${failover.failback ? `; failback keeping the ${failover.failback.keep} side's data under way` : ""}`);
+  }
+  return lines;
 }

@@ -69,6 +69,9 @@ describe("failover and failback", () => {
     const refused = await druvaa(["restore", "--replica", sys.replicaRestore, "--device", "disk0", "--to", join(sys.dir, "no.img")]);
     expect(refused.exitCode).toBe(4);
     expect(refused.stderr).toContain("failed over");
+    const shown = await druvaaOk(["status", "--connect", sys.replicaControl]);
+    expect(shown).toContain(`FAILED OVER: WRL wrl0 at LSN ${record.atLsn}, generation ${record.generation}, served read-write`);
+    expect(shown).toContain("journal ");
     const twice = await druvaa(["failover", "--connect", sys.replicaControl, "--device", "disk0", "--export", `unix:${join(sys.dir, "dr-twice.sock")}`]);
     expect(twice.exitCode).toBe(4);
 
