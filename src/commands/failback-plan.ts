@@ -32,6 +32,8 @@ export interface FailbackPlan {
   sentBytes: number;
   volumeBytes: number;
   checksummedBytes: number;
+  /** Dirty bytes of the client's change map for these devices (undefined without --changemap). */
+  mappedBytes: number | undefined;
   /** Clears the client's change map (the failback made its writes moot), durably. */
   clearChangemap(): Promise<void>;
   /** Closes the change map (idempotent). */
@@ -98,6 +100,7 @@ export async function planFailback(options: {
     sentBytes: total(union),
     volumeBytes: view.devices.reduce((sum, device) => sum + device.sizeBytes, 0),
     checksummedBytes,
+    mappedBytes: options.changemap === undefined ? undefined : total(mapped),
     clearChangemap: async () => {
       if (map === undefined) return;
       for (const device of view.devices) map.region(device.name, { volumeSizeBytes: device.sizeBytes }).clearClean(0, device.sizeBytes);
@@ -167,8 +170,12 @@ export function describeSides(plan: FailbackPlan, view: FailoverView): string {
   ].join("; ");
 }
 
-/** Copies the plan's ranges between the primaries and the promoted devices' NBD export, then flushes both. */
-export async function copyRanges(plan: FailbackPlan, view: FailoverView, primaries: ReadonlyMap<string, string>, keep: "dr" | "primary"): Promise<void> {
+/**
+ * Copies the plan's ranges: keep dr, read from the promoted devices' NBD export (read-only once
+ * the failback began) into the primaries; keep primary, from the primaries through `writeDr`
+ * (POST /failback/write). Then flushes.
+ */
+export async function copyRanges(plan: FailbackPlan, view: FailoverView, primaries: ReadonlyMap<string, string>, keep: "dr" | "primary", writeDr: (device: string, offset: number, data: Uint8Array) => Promise<void>): Promise<void> {
   if (view.export === undefined) throw new DruvaaError("NO_EXPORT", `WRL ${view.wrl} was failed over without --export: failback has no way to the DR devices`, "Fail over again with --export, or copy with druvaa restore", exitCodes.refused);
   for (const device of view.devices) {
     const path = primaries.get(device.name)!;
@@ -183,11 +190,10 @@ export async function copyRanges(plan: FailbackPlan, view: FailoverView, primari
           const offset = range.offset + done;
           const length = Math.min(pieceBytes, range.length - done);
           if (keep === "dr") await primary.write(offset, await dr.read(offset, length));
-          else await dr.write(offset, await primary.read(offset, length));
+          else await writeDr(device.name, offset, await primary.read(offset, length));
         }
       }
       await primary.flush();
-      await dr.flush();
     } finally {
       await dr.close();
       await primary.close();

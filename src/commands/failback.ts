@@ -65,10 +65,28 @@ export default command({
     if (args.keep !== undefined && args.keep !== "dr" && args.keep !== "primary") throw usageError(`--keep ${args.keep}: must be dr or primary`, "--keep dr: the DR side's data wins; --keep primary: the original primary's wins");
     const tls = await resolveControlToolSecurity(args);
     const query = args.device === undefined ? `wrl=${encodeURIComponent(checkName(args.wrl!, "--wrl"))}` : `device=${encodeURIComponent(checkName(args.device, "--device"))}`;
-    const view = await replicaControl<FailoverView>(args.connect, `/failover?${query}`, tls);
+    const clientState = args["client-state"];
+    const view = await replicaControl<FailoverView>(args.connect, `/failover?${query}`, tls).catch(async (error: unknown) => {
+      // Completed already, but this tool stopped before writing the client's generation: write it now.
+      const finished = error instanceof DruvaaError && error.code === "NOT_FAILED_OVER" && clientState !== undefined ? await finishClientGeneration(clientState) : undefined;
+      if (finished === undefined) throw error;
+      return finished;
+    });
+    if ("finished" in view) {
+      output(args.json, { ok: true, ...view }, () => `the failback had completed; the client's generation is now ${view.generation} (${join(clientState!, "generation.json")})`);
+      return;
+    }
     if (args.abort === true) {
-      await replicaControl(args.connect, "/failback/abort", tls, { wrl: view.wrl });
-      output(args.json, { ok: true, wrl: view.wrl, aborted: true }, () => `failback of WRL ${view.wrl} aborted: the DR side takes writes again`);
+      const ended = await replicaControl<{ aborted: boolean }>(args.connect, "/failback/abort", tls, { wrl: view.wrl });
+      output(args.json, { ok: true, wrl: view.wrl, aborted: ended.aborted }, () => (ended.aborted ? `failback of WRL ${view.wrl} aborted: the DR side takes writes again` : `no failback of WRL ${view.wrl} had begun: nothing to abort`));
+      return;
+    }
+    if (view.phase === "failing-back") {
+      // An interrupted completion: the copy and the discard were done; finish it.
+      const { throughLsn, generation } = view.failback!;
+      await replicaControl(args.connect, "/failback/complete", tls, { wrl: view.wrl, throughLsn, generation });
+      if (clientState !== undefined) await writeGeneration(clientState, view.wrlUuid, { generation: generation! });
+      output(args.json, { ok: true, wrl: view.wrl, generation, appliedLsn: throughLsn, finishedInterrupted: true }, () => `finished the interrupted failback of WRL ${view.wrl}: the DR devices are replicas again (generation ${generation}), applying from LSN ${throughLsn! + 1}`);
       return;
     }
     if (args.primary === undefined || args.staging === undefined) throw usageError("--primary and --staging are needed", "e.g. --primary /dev/sdb --staging 10.0.0.5:6002");
@@ -77,13 +95,15 @@ export default command({
       const user = await inUseBy(path);
       if (user !== undefined) throw new DruvaaError("TARGET_IN_USE", `--primary ${name}=${path}: ${user}; nothing was changed`, "Stop what uses the original primary (the application, its mount, the druvaa client) before failing back", exitCodes.refused);
     }
-    const clientState = args["client-state"];
     const primaryGeneration = clientState === undefined ? undefined : await checkPrimaryGeneration(clientState, view);
     const begun = view.failback?.keep;
     if (begun !== undefined && args.keep !== undefined && args.keep !== begun) {
       throw new DruvaaError("FAILBACK_IN_PROGRESS", `a failback of WRL ${view.wrl} keeping the ${begun === "dr" ? "DR side's" : "primary's"} data began already`, `Run it again with --keep ${begun} (or without --keep) to finish it, or end it: druvaa failback --abort`, exitCodes.refused);
     }
     const pending = await stagingJson<{ headLsn: number; records: number; ranges: { device: string; offset: number; length: number }[] }>(args.staging, `/wrl/pending?wrl=${encodeURIComponent(view.wrl)}&afterLsn=${view.atLsn}`, tls);
+    if (view.failback !== undefined && pending.headLsn !== view.failback.stagingHeadLsn) {
+      throw new DruvaaError("FAILBACK_PRIMARY_CHANGED", `the original primary was written after this failback began (staging's head moved from LSN ${view.failback.stagingHeadLsn} to ${pending.headLsn}): finishing it could overwrite those writes; nothing was changed`, "End it and look again: druvaa failback --abort, then run failback again (it compares both sides anew)", exitCodes.refused);
+    }
     const foreign = [...new Set(pending.ranges.map((range) => range.device).filter((device) => !view.devices.some((entry) => entry.name === device)))];
     if (foreign.length > 0) throw new DruvaaError("FAILBACK_DEVICES", `staging holds writes of WRL ${view.wrl} for ${foreign.join(", ")}, which the DR side does not have: they would be lost`, "Fail back with the replica started with those devices too, or copy them by hand first", exitCodes.refused);
     const planOf = (drWritten: FailoverView["drWritten"]) => planFailback({ view: { ...view, drWritten }, primaries, pending: pending.ranges, changemap: args.changemap, digestsOf: (body) => replicaControl(args.connect, "/failover/digests", tls, body) });
@@ -99,19 +119,25 @@ export default command({
         );
       };
       if (begun === undefined && plan.splitBrain && args.keep === undefined) throw refuseSplitBrain();
+      if (view.failback?.changemapDirtyBytes !== undefined && plan.mappedBytes !== undefined && plan.mappedBytes !== view.failback.changemapDirtyBytes) {
+        throw new DruvaaError("FAILBACK_PRIMARY_CHANGED", `the original primary's change map changed after this failback began (${view.failback.changemapDirtyBytes} → ${plan.mappedBytes} dirty bytes): finishing it could overwrite those writes; nothing was changed`, "End it and look again: druvaa failback --abort, then run failback again", exitCodes.refused);
+      }
       const keep: Keep = begun ?? (args.keep as Keep | undefined) ?? (plan.drChanged || !plan.primaryChanged ? "dr" : "primary");
       const summary = { wrl: view.wrl, atLsn: view.atLsn, keep, direction: keep === "dr" ? "dr-to-primary" : "primary-to-dr", splitBrain: plan.splitBrain, sentBytes: plan.sentBytes, volumeBytes: plan.volumeBytes, sentPercent: (100 * plan.sentBytes) / Math.max(1, plan.volumeBytes), checksummedBytes: plan.checksummedBytes, pendingRecords: pending.records, ranges: plan.union.length, dryRun: args["dry-run"] === true, generation: view.generation, primaryGeneration: primaryGeneration ?? null };
       if (args["dry-run"] !== true) {
         // From here the DR side's writes are final: plan again with them (a write that slipped in
         // since the first look is sent too, or makes it a split brain).
-        const frozen = await replicaControl<FailoverView>(args.connect, "/failback/begin", tls, { wrl: view.wrl, keep });
+        const frozen = await replicaControl<FailoverView>(args.connect, "/failback/begin", tls, { wrl: view.wrl, keep, explicit: args.keep !== undefined, stagingHeadLsn: pending.headLsn, ...(plan.mappedBytes === undefined ? {} : { changemapDirtyBytes: plan.mappedBytes }) });
         await plan.close();
         plan = await planOf(frozen.drWritten);
         if (begun === undefined && plan.splitBrain && args.keep === undefined) {
           await replicaControl(args.connect, "/failback/abort", tls, { wrl: view.wrl });
           throw refuseSplitBrain();
         }
-        await copyRanges(plan, view, primaries, keep);
+        await copyRanges(plan, view, primaries, keep, async (device, offset, data) => {
+          const response = await controlRequest(args.connect, `/failback/write?device=${encodeURIComponent(device)}&offset=${offset}`, { method: "POST", headers: { "content-type": "application/octet-stream" }, body: data }, replicaControlPortDefault, tls);
+          if (!response.ok) throw new DruvaaError("FAILBACK_WRITE", `writing ${device} at ${offset} on the DR side failed: HTTP ${response.status} ${await response.text()}`, "Run druvaa failback again: it goes on where it stopped");
+        });
         const discarded = await stagingJson<{ ackedLsn: number; discardedRecords: number }>(args.staging, "/wrl/discard", tls, { wrl: view.wrl, throughLsn: pending.headLsn });
         await plan.clearChangemap();
         const generation = keep === "dr" ? view.generation : `${view.generation}-primary`;
@@ -156,6 +182,16 @@ async function checkPrimaryGeneration(dir: string, view: FailoverView): Promise<
     "Check --primary and --client-state name the original primary of this WRL; druvaa status --connect REPLICA:6004 shows the failover's generations",
     exitCodes.refused,
   );
+}
+
+/** After a completed failback whose tool stopped early: the pending generation becomes the client's. */
+async function finishClientGeneration(dir: string): Promise<{ finished: true; generation: string } | undefined> {
+  const generations = (await readJsonState<Record<string, GenerationEntry>>(join(dir, "generation.json"))) ?? {};
+  const waiting = Object.entries(generations).find(([, entry]) => entry.pending !== undefined);
+  if (waiting === undefined) return undefined;
+  const [wrlUuid, entry] = waiting;
+  await writeGeneration(dir, wrlUuid, { generation: entry.pending! });
+  return { finished: true, generation: entry.pending! };
 }
 
 async function writeGeneration(dir: string, wrlUuid: string, entry: GenerationEntry): Promise<void> {

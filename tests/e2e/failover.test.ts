@@ -83,6 +83,13 @@ describe("failover and failback", () => {
     await sys.restart("replica");
     await expectPattern(drUri, 0xd4, 8 * MiB, 160 * 1024);
     await expectPattern(drUri, 0xb2, 4 * MiB, 1 * MiB);
+    // A failback that began freezes the DR side (its export turns read-only); --abort thaws it.
+    const begin = await fetch(`http://${sys.replicaControl}/failback/begin`, { method: "POST", body: JSON.stringify({ wrl: "wrl0", keep: "dr", explicit: false, stagingHeadLsn: 0 }) });
+    expect(begin.status).toBe(200);
+    expect((await qemuIo(drUri, ["write -P 0x66 12M 4k"])).exitCode).not.toBe(0);
+    const aborted = JSON.parse(await druvaaOk(["failback", "--connect", sys.replicaControl, "--device", "disk0", "--abort", "--json"]));
+    expect(aborted.aborted).toBe(true);
+    await write(drUri, 0xd4, 8 * MiB + 160 * 1024, 4096);
     const failbackArgs = ["failback", "--connect", sys.replicaControl, "--device", "disk0", "--primary", sys.primaryPath("disk0"), "--staging", sys.stagingControl, "--changemap", join(sys.dir, "changemap.img"), "--client-state", join(sys.dir, "client-state"), "--json"];
     // A primary of another history (its generation file says so) is refused, nothing changed.
     const generationFile = join(sys.dir, "client-state", "generation.json");
@@ -97,11 +104,11 @@ describe("failover and failback", () => {
     expect(JSON.parse(readFileSync(generationFile, "utf8"))).toEqual({ [record.wrlUuid]: { generation: record.generation } });
     expect(back.keep).toBe("dr");
     expect(back.splitBrain).toBe(false);
-    expect(back.sentBytes).toBeGreaterThanOrEqual(160 * 1024);
+    expect(back.sentBytes).toBeGreaterThanOrEqual(164 * 1024);
     expect(back.sentBytes).toBeLessThanOrEqual(0.015 * sizeBytes);
     console.log(`failback sent ${back.sentBytes} bytes of ${back.volumeBytes} (${back.sentPercent.toFixed(2)} % of the volume)`);
     const primary = new Uint8Array(await readFile(sys.primaryPath("disk0")));
-    expect(filled(primary, 8 * MiB, 160 * 1024, 0xd4)).toBe(true);
+    expect(filled(primary, 8 * MiB, 164 * 1024, 0xd4)).toBe(true);
 
     // Roles swapped back: the client starts again and replication resumes in the original direction.
     await sys.restart("client");

@@ -195,14 +195,10 @@ export class ReplicaCore {
   /** The consistent points a restore, snapshot or failover of the device can go to, oldest first. */
   points = (deviceName: string): Point[] => pointsOf(this.#recovery, deviceName);
 
-  get history(): ReplicaHistory | undefined {
-    return this.#history;
-  }
+  get history(): ReplicaHistory | undefined { return this.#history; } // prettier-ignore
 
   /** What failover (failover.ts) works with: the lock, the state, the devices, the history. */
-  get recoveryHost(): RecoveryHost {
-    return this.#recovery;
-  }
+  get recoveryHost(): RecoveryHost { return this.#recovery; } // prettier-ignore
 
   /** Runs `task` alone under the apply lock, between two apply groups (media seeding). */
   exclusive = <T>(task: () => Promise<T>): Promise<T> => this.#exclusive(task);
@@ -279,6 +275,9 @@ export class ReplicaCore {
     const first = this.#queue.take();
     if (first === undefined) return;
     if (this.#stopping) return first.resolve(nack(first.message, "SHUTTING_DOWN", "the replica is shutting down; send it again after the restart"));
+    // A failed apply whose undo failed too is undone first: nothing is applied over a half-undone device.
+    const undone = await this.#history?.retryUndo(this.#state, this.#devices).then(() => undefined, (error: unknown) => describe(error));
+    if (undone !== undefined) return first.resolve(nack(first.message, "IO_ERROR", `undoing an earlier failed apply still fails (${undone}); nothing was applied`));
     this.#applying = true;
     const members: GroupMember[] = [];
     /** Every shipment taken from the queue and not put back. */

@@ -14,8 +14,9 @@
  * the DR site) → failing-back (the export closed, header sectors being swapped in again, the WRL
  * resuming at `failback.throughLsn`; the record goes once that is saved).
  *
- * While promoted, `failback` says a failback has begun: the export takes no more writes from the
- * DR side (keep dr: read-only; keep primary: only failback's own copy, not recorded in the map).
+ * While promoted, `failback` says a failback has begun: the export is read-only (the DR side's
+ * writes are final); with keep primary, failback's copy comes through POST /failback/write,
+ * recorded in the DR map like any write.
  */
 import { mkdir, rm } from "node:fs/promises";
 import { join } from "node:path";
@@ -48,8 +49,21 @@ export interface FailoverRecord {
   export?: string;
   /** Ranges the rollback restored: writes of the original primary after atLsn. */
   undone: JournalRange[];
-  /** A failback began (the side that wins), and, once the copy is done, where the WRL resumes. */
-  failback?: { keep: "dr" | "primary"; throughLsn?: number; generation?: string };
+  /** A failback began: the side that wins, and what it knew of the primary's side then; once the copy is done, where the WRL resumes. */
+  failback?: FailbackState;
+}
+
+export interface FailbackState {
+  keep: "dr" | "primary";
+  /** The operator chose the side (--keep); else failback did, from what each side wrote. */
+  explicit: boolean;
+  /** Staging's head and the client change map's dirty bytes when it began: a re-run refuses if the primary wrote since. */
+  stagingHeadLsn: number;
+  changemapDirtyBytes?: number;
+  throughLsn?: number;
+  generation?: string;
+  /** Devices whose head was copied into the reserve already (completing: reprotect is two steps). */
+  copied?: string[];
 }
 
 export function failoverDirectory(stateDir: string): string {

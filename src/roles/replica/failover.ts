@@ -55,6 +55,8 @@ export interface Promoted {
   /** Handles of the promoted devices, their paths opened anew. */
   plain: Map<string, BlockDevice>;
   server: NbdServer;
+  /** DR-side writes in flight: a failback's begin waits for them. */
+  inflight: Set<Promise<unknown>>;
 }
 
 /** What a failover needs besides the core's host: ending the devices' snapshots. */
@@ -100,7 +102,8 @@ export class Failovers {
         const finished = await host.exclusive(() => this.finish(record));
         if (finished !== undefined) log.info(`WRL ${record.wrl} is failed over (generation ${record.generation}, at LSN ${record.atLsn}): served at ${record.export}`);
       } catch (error) {
-        log.error(`WRL ${record.wrl} is failed over, but finishing or serving it failed: ${(error as Error).message}; fail it over again (druvaa failover --wrl ${record.wrl} --export …) to serve it`);
+        const next = record.phase === "failing-back" ? "run druvaa failback again (or restart the replica) to finish its failback" : `fail it over again (druvaa failover --wrl ${record.wrl} --export …) to serve it`;
+        log.error(`WRL ${record.wrl} is failed over, but finishing or serving it failed: ${(error as Error).message}; ${next}`);
       }
     }
   }
@@ -118,7 +121,9 @@ export class Failovers {
       const wrl = this.#wrlOf(request, state);
       const earlier = this.records.get(wrl.uuid);
       if (earlier !== undefined) {
-        if (this.promoted.has(wrl.uuid) || earlier.phase === "failing-back") throw new DruvaaError("FAILED_OVER", `WRL ${wrl.name} is failed over already (served at ${earlier.export})`, "Fail back first: druvaa failback", exitCodes.refused);
+        if (this.promoted.has(wrl.uuid) || earlier.phase === "failing-back") {
+          throw new DruvaaError("FAILED_OVER", `WRL ${wrl.name} is failed over already (${earlier.phase === "failing-back" ? "its failback is completing" : `served at ${earlier.export}`})`, earlier.phase === "failing-back" ? "Run druvaa failback again to finish it" : "Fail back first: druvaa failback", exitCodes.refused);
+        }
         // Failed over, not served (its export could not be bound): serve it where asked now.
         const again = { ...earlier, ...(request.export === undefined ? {} : { export: request.export }) };
         await this.#save(again);
@@ -221,7 +226,7 @@ export class Failovers {
     const plain = new Map<string, BlockDevice>();
     try {
       for (const device of record.devices) plain.set(device.name, await openBlockDevice(device.path));
-      const promoted = { record, map, plain } as Promoted;
+      const promoted = { record, map, plain, inflight: new Set() } as unknown as Promoted;
       const exports = record.devices.map((device) => promotedExport(device.name, device.sizeBytes, plain.get(device.name)!, map, promoted));
       promoted.server = await startNbdServer({ listen: record.export!, exports, log });
       this.promoted.set(record.wrlUuid, promoted);
@@ -291,19 +296,25 @@ function declaredSize(state: ReplicaState, entry: ReplicaDevice): number {
 }
 
 /**
- * A promoted device as a read-write NBD export: writes are marked in the DR map before they land.
- * Once a failback began (record.failback): keep dr → read-only; keep primary → only failback's
- * copy writes, not marked (they are the primary's data, not the DR side's).
+ * A promoted device as a read-write NBD export: writes are marked in the DR map before they land,
+ * and tracked while in flight. Once a failback began (record.failback) it is read-only: the DR
+ * side's writes are final (failback's own copy to the DR side goes through POST /failback/write).
  */
 function promotedExport(name: string, sizeBytes: number, device: BlockDevice, map: ChangeMap, promoted: Promoted): NbdExport {
   const region = map.region(name);
   const block = device.logicalBlockSizeBytes;
-  const write = async (offset: number, data: Uint8Array, fua: boolean) => {
-    const failback = promoted.record.failback;
-    if (failback?.keep === "dr") throw new DruvaaError("IO_READ_ONLY", `${name}: a failback is copying from it; it takes no writes`, "Abort the failback (druvaa failback --abort) to write at the DR site again", exitCodes.refused);
-    if (failback === undefined) await region.markDirty(offset, data.length);
-    await device.write(offset, data);
-    if (fua) await device.flush();
+  const write = (offset: number, data: Uint8Array, fua: boolean): Promise<void> => {
+    if (promoted.record.failback !== undefined) {
+      return Promise.reject(new DruvaaError("IO_READ_ONLY", `${name}: a failback is under way; the DR side takes no writes`, "Abort the failback (druvaa failback --abort) to write at the DR site again", exitCodes.refused));
+    }
+    const done = (async () => {
+      await region.markDirty(offset, data.length);
+      await device.write(offset, data);
+      if (fua) await device.flush();
+    })();
+    promoted.inflight.add(done);
+    void done.then(() => promoted.inflight.delete(done), () => promoted.inflight.delete(done));
+    return done;
   };
   return {
     name,

@@ -34,6 +34,8 @@ export interface ApplyStep {
   writes: readonly PlannedWrite[];
   /** One step whatever it holds (a resync set: a checkpoint inside it is no point of its own). */
   atomic?: boolean;
+  /** The piece of an atomic step given in pieces (0, 1, …): the step counts only with all of them. */
+  piece?: number;
   /** Its end falls inside a resync applied as it came (no replica WRL): no consistent point. */
   unsettled?: boolean;
 }
@@ -44,6 +46,8 @@ export class ReplicaHistory {
   #cow: PointJournal | undefined;
   readonly #snapshots = new Set<Snapshot>();
   #nextSnapshotId = 1;
+  /** Per WRL: whether the last step's end was inside an unbuffered resync (the next step's start then is no point). */
+  readonly #unsettled = new Map<string, boolean>();
   #cowSession = 0;
   readonly #now: () => number;
 
@@ -90,7 +94,9 @@ export class ReplicaHistory {
       const flush = async (toLsn: number, label: string | undefined) => {
         if (piece.length === 0 && label === undefined && toLsn === fromLsn) return;
         const preserved = kept === undefined ? piece : piece.filter((write) => kept.has(write.target.name));
-        const chunk = await this.#preserve(keeper, { wrlUuid: step.wrlUuid, wrlName: step.wrlName, fromLsn, toLsn, ...(label === undefined ? {} : { label }), ...(step.unsettled === true ? { unsettled: true } : {}), writes: preserved });
+        const fromUnsettled = this.#unsettled.get(step.wrlUuid) === true;
+        const chunk = await this.#preserve(keeper, { wrlUuid: step.wrlUuid, wrlName: step.wrlName, fromLsn, toLsn, ...(label === undefined ? {} : { label }), ...(step.unsettled === true ? { unsettled: true } : {}), ...(fromUnsettled ? { fromUnsettled: true } : {}), ...(step.piece === undefined ? {} : { piece: step.piece }), writes: preserved });
+        this.#unsettled.set(step.wrlUuid, step.unsettled === true);
         if (chunk !== undefined) for (const snapshot of this.#snapshots) snapshot.addChunk(chunk, keeper);
         if (piece.length > 0) for (const device of await applyWrites(piece)) touched.add(device);
         fromLsn = toLsn;
@@ -152,6 +158,19 @@ export class ReplicaHistory {
     await this.#journal?.commit(state);
     await this.#cow?.commit(state);
     await this.#dropIdleCow();
+  }
+
+  /**
+   * Before any apply: a failed undo (abort) is tried again first; while it fails, nothing is
+   * applied (throws), so no before-image is taken of a half-undone device.
+   */
+  async retryUndo(state: ReplicaState, devices: ReadonlyMap<string, ReplicaDevice>): Promise<void> {
+    for (const keeper of [this.#journal, this.#cow]) {
+      if (keeper?.hasUncommitted !== true) continue;
+      await keeper.undoUncommitted(state, devices, (undone) => {
+        for (const snapshot of this.#snapshots) for (const chunk of undone) snapshot.forgetChunk(chunk);
+      });
+    }
   }
 
   /** An apply failed: undo the steps not saved (best effort; the devices stay marked inconsistent if it fails). */
@@ -272,7 +291,7 @@ function mergeSteps(steps: readonly ApplyStep[]): (ApplyStep & { label?: string 
   const merged: (ApplyStep & { label?: string; writes: PlannedWrite[] })[] = [];
   for (const step of steps) {
     const last = merged.at(-1);
-    if (last !== undefined && last.wrlUuid === step.wrlUuid && last.toLsn === step.fromLsn) {
+    if (last !== undefined && last.wrlUuid === step.wrlUuid && last.toLsn === step.fromLsn && last.unsettled === step.unsettled && last.atomic !== true && step.atomic !== true) {
       last.writes.push(...step.writes);
       last.toLsn = step.toLsn;
       last.unsettled = step.unsettled;

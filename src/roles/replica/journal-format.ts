@@ -45,6 +45,10 @@ export interface JournalChunkMeta {
   label?: string;
   /** toLsn falls inside a resync applied as it came (no replica WRL): not a consistent point. */
   unsettled?: true;
+  /** fromLsn did (the step before ended unsettled): not a point either. */
+  fromUnsettled?: true;
+  /** The piece of a step given in pieces (a resync set): 0, 1, …; the step counts only whole. */
+  piece?: number;
   ranges: JournalRange[];
 }
 

@@ -4,7 +4,7 @@
  */
 import { recordFlags } from "../../protocol/messages.ts";
 import type { PlannedWrite, ReplicaDevice } from "./apply.ts";
-import type { JournalChunkMeta, JournalRange } from "./journal-format.ts";
+import type { JournalRange } from "./journal-format.ts";
 import type { Chunk, Point } from "./journal.ts";
 
 /**
@@ -49,21 +49,23 @@ export function chainPoints(chunks: readonly Chunk[], where: { wrl: string; wrlU
   // Reachable only through an unbroken chain of steps back from the current point; a step is
   // one chunk, or several with the same from and to (a resync set applied in pieces).
   let expectTo = where.applied;
-  let step: JournalChunkMeta | undefined;
   const reachable: Chunk[] = [];
-  for (const chunk of [...chunks].reverse()) {
-    if (step !== undefined && chunk.meta.fromLsn === step.fromLsn && chunk.meta.toLsn === step.toLsn) {
-      reachable.push(chunk);
-      continue;
-    }
-    if (step !== undefined) expectTo = step.fromLsn;
-    if (chunk.meta.toLsn !== expectTo) break;
-    reachable.push(chunk);
-    step = chunk.meta;
+  // Steps newest first; a step is the run of chunks with its from and to.
+  const reversed = [...chunks].reverse();
+  for (let index = 0; index < reversed.length; ) {
+    const head = reversed[index]!.meta;
+    if (head.toLsn !== expectTo) break;
+    const step: Chunk[] = [];
+    while (index < reversed.length && reversed[index]!.meta.fromLsn === head.fromLsn && reversed[index]!.meta.toLsn === head.toLsn) step.push(reversed[index++]!);
+    // A step given in pieces counts only with every piece (retention may have dropped the first ones).
+    const pieces = step.map((chunk) => chunk.meta.piece).filter((piece): piece is number => piece !== undefined);
+    if (pieces.length > 0 && (pieces.length !== step.length || new Set(pieces).size !== step.length || Math.max(...pieces) !== step.length - 1)) break;
+    reachable.push(...step);
+    expectTo = head.fromLsn;
   }
   reachable.reverse();
   const first = reachable[0];
-  if (first !== undefined) points.push({ wrl: where.wrl, wrlUuid: where.wrlUuid, lsn: first.meta.fromLsn, time: new Date(first.meta.fromTimeMs).toISOString(), current: false });
+  if (first !== undefined && first.meta.fromUnsettled !== true) points.push({ wrl: where.wrl, wrlUuid: where.wrlUuid, lsn: first.meta.fromLsn, time: new Date(first.meta.fromTimeMs).toISOString(), current: false });
   for (const [index, chunk] of reachable.entries()) {
     const next = reachable[index + 1];
     if (next !== undefined && next.meta.fromLsn === chunk.meta.fromLsn && next.meta.toLsn === chunk.meta.toLsn) continue;

@@ -67,6 +67,8 @@ export interface Chunk {
   readonly entryStart: number;
   readonly entryEnd: number;
   committed: boolean;
+  /** Undone but left in place (not at the journal's tail): never a point, never undone again. */
+  dead?: boolean;
 }
 
 /** A consistent point of a WRL the replica can go back to. */
@@ -171,7 +173,7 @@ export class PointJournal {
    * Keeps, durably, what `writes` (an apply step of a WRL, taking it from `fromLsn` to `toLsn`)
    * are about to overwrite. Call before writing any of them; commit() once the step is saved.
    */
-  async preserve(step: { wrlUuid: string; wrlName: string; fromLsn: number; toLsn: number; label?: string; unsettled?: boolean; writes: readonly PlannedWrite[] }): Promise<Chunk> {
+  async preserve(step: { wrlUuid: string; wrlName: string; fromLsn: number; toLsn: number; label?: string; unsettled?: boolean; fromUnsettled?: boolean; piece?: number; writes: readonly PlannedWrite[] }): Promise<Chunk> {
     const byName = new Map<string, ReplicaDevice>();
     const ranges = mergedRanges(step.writes, byName);
     const nowMs = this.#options.now();
@@ -185,6 +187,8 @@ export class PointJournal {
       fromTimeMs: previous !== undefined && previous.lsn === step.fromLsn ? previous.timeMs : nowMs,
       ...(step.label === undefined ? {} : { label: step.label }),
       ...(step.unsettled === true ? { unsettled: true } : {}),
+      ...(step.fromUnsettled === true ? { fromUnsettled: true } : {}),
+      ...(step.piece === undefined ? {} : { piece: step.piece }),
       ranges,
     };
     const dataBytes = ranges.reduce((sum, range) => sum + range.length, 0);
@@ -249,30 +253,25 @@ export class PointJournal {
   /**
    * Undoes, newest first, every chunk the saved state does not cover (a crash or a failed group
    * left the devices past their applied point), flushes, and cuts those chunks off. Returns the
-   * chunks undone. Throws if a device cannot be written: the caller keeps them marked
-   * inconsistent.
+   * chunks undone. Throws if a device cannot be written: the chunks stay pending, undone again at
+   * the next try (the caller retries before any other apply: retryUndo) or the next start
+   * (writing the same before-images again is harmless until apply writes over them).
    */
   async undoUncommitted(state: ReplicaState, devices: ReadonlyMap<string, ReplicaDevice>, undone?: (chunks: readonly Chunk[]) => void): Promise<Chunk[]> {
     const pending = [...this.chunks()].filter((chunk) => chunk.meta.toLsn > appliedLsnOf(state, chunk.meta.wrlUuid) && !this.#isForgotten(chunk));
     if (pending.length === 0) return [];
     const pendingSet = new Set(pending);
-    try {
-      await this.undo(pending, devices);
-    } catch (error) {
-      // The devices are neither here nor there: these chunks must never count as points, nor be
-      // undone again over what a re-delivery writes. Their WRLs' history goes with them.
-      for (const chunk of pending) await this.forget(chunk.meta.wrlUuid, chunk.meta.toLsn).catch(() => undefined);
-      this.#uncommitted = this.#uncommitted.filter((chunk) => !pendingSet.has(chunk));
-      throw error;
-    }
+    for (const chunk of pending) if (!this.#uncommitted.includes(chunk)) this.#uncommitted.push(chunk);
+    await this.undo(pending, devices);
     // Whoever reads these before-images (snapshots) reads the devices again from now on.
     undone?.(pending);
     for (const segment of [...this.#segments].reverse()) {
       const keep = segment.chunks.filter((chunk) => !pendingSet.has(chunk));
       if (keep.length === segment.chunks.length) continue;
       if (!segment.chunks.slice(keep.length).every((chunk) => pendingSet.has(chunk))) {
-        // Not the tail (an earlier failed undo left them in the middle): never points again.
-        for (const chunk of pending) if (chunk.segment === segment) await this.forget(chunk.meta.wrlUuid, chunk.meta.toLsn);
+        // Not the tail (cannot happen while a failed undo holds every apply back; defensive):
+        // undone already, so never points again, and no hold on retention.
+        for (const chunk of pending) if (chunk.segment === segment) chunk.dead = true;
         continue;
       }
       await segment.file.truncate(keep.length === 0 ? 0 : keep.at(-1)!.entryEnd);
@@ -307,6 +306,7 @@ export class PointJournal {
   }
 
   #isForgotten(chunk: Chunk): boolean {
+    if (chunk.dead === true) return true;
     const through = this.#forgotten[chunk.meta.wrlUuid];
     return through !== undefined && chunk.meta.toLsn <= through;
   }
@@ -318,6 +318,7 @@ export class PointJournal {
   async forget(wrlUuid: string, throughLsn: number): Promise<void> {
     this.#forgotten = { ...this.#forgotten, [wrlUuid]: Math.max(throughLsn, this.#forgotten[wrlUuid] ?? 0) };
     await writeJsonState(`${this.#options.directory}/forgotten.json`, this.#forgotten);
+    this.#rebuildLast();
   }
 
   /** The consistent points of a WRL, oldest first, ending with the current one. */
@@ -350,7 +351,7 @@ export class PointJournal {
       const tooBig = total > this.#options.retentionBytes;
       const tooOld = newestMs < nowMs - this.#options.retentionMs;
       if (!tooBig && !tooOld) return;
-      if (oldest.pins > 0 || oldest.chunks.some((chunk) => !chunk.committed)) return;
+      if (oldest.pins > 0 || oldest.chunks.some((chunk) => !chunk.committed && chunk.dead !== true)) return;
       this.#segments.shift();
       this.#droppedChunks += oldest.chunks.length;
       this.#droppedBytes += oldest.file.sizeBytes;
@@ -366,14 +367,14 @@ export class PointJournal {
    * counted like retention. Returns the bytes freed (0: nothing to drop).
    */
   async dropOldestUnpinned(): Promise<number> {
-    const segment = this.#segments.slice(0, -1).find((candidate) => candidate.pins === 0 && candidate.chunks.every((chunk) => chunk.committed));
+    const segment = this.#segments.slice(0, -1).find((candidate) => candidate.pins === 0 && candidate.chunks.every((chunk) => chunk.committed || chunk.dead === true));
     if (segment === undefined) return 0;
     this.#segments.splice(this.#segments.indexOf(segment), 1);
     this.#droppedChunks += segment.chunks.length;
     this.#droppedBytes += segment.file.sizeBytes;
     await segment.file.close();
     await removeFile(this.#options.directory, segment.name);
-    return Math.max(segment.file.sizeBytes, 1);
+    return segment.file.sizeBytes;
   }
 
   status(): JournalStatus {

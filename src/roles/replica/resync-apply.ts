@@ -80,6 +80,7 @@ export async function applySet(host: SetHost, rsLog: ResyncLog, set: OpenSet): P
   try {
     if (set.firstRsLsn !== undefined && set.lastRsLsn !== undefined) {
       const reader = new GroupReader(new Map([[uuid, appliedLsn]]));
+      let pieces = 0;
       for await (const events of rsLog.read(set.firstRsLsn, set.lastRsLsn, reader)) {
         const writes: PlannedWrite[] = [];
         for (const event of events) {
@@ -89,7 +90,7 @@ export async function applySet(host: SetHost, rsLog: ResyncLog, set: OpenSet): P
           if (write.checkpoint === undefined) written.add(event.record.device);
         }
         if (writes.length === 0) continue;
-        const step = { wrlUuid: uuid, wrlName: set.wrl, fromLsn: appliedLsn, toLsn: lastLsn, writes, atomic: true };
+        const step = { wrlUuid: uuid, wrlName: set.wrl, fromLsn: appliedLsn, toLsn: lastLsn, writes, atomic: true, piece: pieces++ };
         for (const device of await (host.history?.apply([step]) ?? applyWrites(writes))) touched.add(device);
         outcomes.push(...probeOutcomes(writes));
       }

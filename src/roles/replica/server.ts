@@ -14,7 +14,7 @@ import { protocolTextLengthMax, restoreRequestTimeoutMs, restoreStallTimeoutMs, 
 import { DruvaaError, exitCodes } from "../../errors.ts";
 import { sharedBufferPool } from "../../io/buffer-pool.ts";
 import type { SnapshotExports } from "./snapshot-exports.ts";
-import { failoverRoutes } from "./failback.ts";
+import { failoverRoutes } from "./failback-routes.ts";
 import type { Failovers } from "./failover.ts";
 import { startControlServer, type ControlServer } from "../../io/control-server.ts";
 import { formatAddress, listen, type Address, type Connection, type Listener, type PreparedTls } from "../../io/transport.ts";
