@@ -62,6 +62,18 @@ describe("disconnected mode and resync sets (deterministic simulation)", () => {
     ).catch((error: unknown) => {
       throw new Error(`${failure ?? String(error)}\n\n${String(error)}\n(replay: FC_SEED=${seed})`);
     });
+    // Spans sent in parts need a lag that builds past a small part size: rare enough that a seed
+    // can miss them. Then more traces of this seed, with a small part size, are run (and checked
+    // like the others) until parts were seen.
+    const withParts = fc.sample(traceArbitrary(60, true).filter((trace) => trace.resync?.coalesce?.partBytesMax === 8 * 1024), { seed: seed + 1, numRuns: 60 });
+    for (const trace of withParts) {
+      if (coverage.spanParts > 0) break;
+      const result = await runTrace(trace);
+      coverage.runs += 1;
+      coverage.coalescedSpans += result.stats.coalescedSpans;
+      coverage.spanParts += result.stats.spanParts;
+      if (result.problem !== undefined) throw new Error(`${result.problem}\n(a trace run for span parts; replay: FC_SEED=${seed})`);
+    }
     console.log(`resync property coverage: ${JSON.stringify(coverage)}`);
     // The property must not go weak unnoticed: resync sets, checks and every fault happened.
     expect(coverage.runs).toBeGreaterThanOrEqual(Math.min(numRuns, 20));
