@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 # nbdinfo, nbdcopy and nbdfuse are all in libnbd-bin on Debian 12. libisal2 (Intel ISA-L) gives
 # druvaa its hardware CRC32C (src/wrl/crc32c.ts; without it a slower JavaScript one is used).
 # rsync is bench/resync.ts's reference (rsync --inplace --no-whole-file of the same image pair).
-debian_packages=(qemu-utils nbdkit libnbd-bin fio fuse3 e2fsprogs util-linux coreutils libisal2 rsync)
+# python3-aiosmtpd is the real SMTP server tests/io/smtp.test.ts sends alert mail to.
+debian_packages=(qemu-utils nbdkit libnbd-bin fio fuse3 e2fsprogs util-linux coreutils libisal2 rsync python3-aiosmtpd)
 missing=()
 if command -v dpkg-query >/dev/null 2>&1; then
   for p in "${debian_packages[@]}"; do
