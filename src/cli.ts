@@ -33,6 +33,7 @@ export const main = command({
     client: () => import("./roles/client/command.ts").then((m) => m.default),
     staging: () => import("./roles/staging/command.ts").then((m) => m.default),
     admin: () => import("./commands/admin.ts").then((m) => m.default),
+    panel: () => import("./roles/panel/command.ts").then((m) => m.default),
   },
   examples: [
     "druvaa demo                                  # a whole client→staging→replica system on image files",

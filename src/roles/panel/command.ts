@@ -1,0 +1,51 @@
+/**
+ * `druvaa panel`: the configuration server's first slice — the database (users, sessions,
+ * components, activity, alerts), the JSON API under /api with logins, roles and CSRF checks, and
+ * a background poll of every component's GET /status. No web UI yet. Serves until SIGTERM/SIGINT,
+ * then stops the poll, closes the database and exits 0.
+ */
+import { dirname } from "node:path";
+import { mkdir } from "node:fs/promises";
+import { command, jsonFlag } from "../../cli-support.ts";
+import { logger } from "../../log.ts";
+import { announceReady, parseServeAddress, untilSignalled } from "../common.ts";
+import { controlServerRoles, linkSecurityArgs, resolveLinkSecurity } from "../link-security.ts";
+import { panelPortDefault } from "./constants.ts";
+import { schemaVersionLatest } from "./migrations.ts";
+import { PanelServer } from "./server.ts";
+import { PanelStore } from "./store.ts";
+
+const log = logger("panel");
+
+export default command({
+  meta: { name: "panel", description: "Configuration server and DR-Panel: users, components, live status and alerts over a JSON API" },
+  args: {
+    listen: { type: "string", valueHint: "HOST:PORT", default: `127.0.0.1:${panelPortDefault}`, description: `where the panel serves (default port ${panelPortDefault}; no host: 127.0.0.1); HTTPS with TLS, plain HTTP on loopback with --insecure` },
+    db: { type: "string", valueHint: "PATH", required: true, description: "the panel's SQLite database (created on first run, with user admin / password druvaa to be changed at the first login)" },
+    ...linkSecurityArgs,
+    json: jsonFlag,
+  },
+  examples: [
+    "druvaa panel --db /var/lib/druvaa/panel.db --insecure                 # http://127.0.0.1:8000",
+    "druvaa panel --listen 10.0.0.2:8000 --db /var/lib/druvaa/panel.db --tls-cert panel.pem --tls-key panel.key --tls-ca ca.pem",
+    "druvaa panel --listen :0 --db /tmp/panel.db --insecure --json        # port chosen by the system, printed in the ready line",
+  ],
+  async run({ args }) {
+    const listen = parseServeAddress(args.listen, panelPortDefault);
+    // The panel port is the "control" address for the plaintext rule: HTTPS with TLS, loopback without.
+    const security = await resolveLinkSecurity(args, { links: [], controls: [listen] });
+    const own = security.forControl()?.bunServerOptions as { cert?: string; key?: string } | undefined;
+    const https = own?.cert !== undefined && own.key !== undefined ? { cert: own.cert, key: own.key } : undefined;
+    await mkdir(dirname(args.db), { recursive: true });
+    const store = PanelStore.open(args.db);
+    try {
+      if (store.openedAtVersion < schemaVersionLatest) log.info(`database ${args.db}: schema version ${store.openedAtVersion} → ${schemaVersionLatest}`);
+      const server = await PanelServer.start({ store, listen, https, componentTls: security.mode === "tls" ? security.forPeer(controlServerRoles) : undefined });
+      announceReady(args.json, "panel", { listen: server.address, url: server.url, db: args.db, schemaVersion: schemaVersionLatest, security: security.describe });
+      await untilSignalled("panel", () => server.stop());
+      log.info("stopped");
+    } finally {
+      store.close();
+    }
+  },
+});

@@ -1,0 +1,77 @@
+/**
+ * The panel database's schema, as numbered migrations. `schema_version` holds the one number
+ * this database is at; opening applies the missing migrations in order, each in its own
+ * transaction together with the new version number, so a crash leaves the database at a version
+ * it really is at. A database at a version above the last one here was written by a newer druvaa:
+ * refused (PANEL_DB_TOO_NEW), never downgraded or half-read.
+ */
+import type { Database } from "bun:sqlite";
+import { DruvaaError, exitCodes } from "../../errors.ts";
+
+/** Migration N (index N-1) takes the database from version N-1 to N. Append only; never edit one that shipped. */
+export const migrations: readonly string[] = [
+  `CREATE TABLE users (
+     name TEXT PRIMARY KEY,
+     role TEXT NOT NULL CHECK (role IN ('admin', 'operator', 'viewer')),
+     password_hash TEXT NOT NULL,
+     must_change_password INTEGER NOT NULL CHECK (must_change_password IN (0, 1)),
+     created_at TEXT NOT NULL,
+     updated_at TEXT NOT NULL
+   ) STRICT;
+   CREATE TABLE sessions (
+     token_hash TEXT PRIMARY KEY,
+     user_name TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+     csrf_token TEXT NOT NULL,
+     expires_ms INTEGER NOT NULL
+   ) STRICT;
+   CREATE INDEX sessions_by_user ON sessions(user_name);
+   CREATE TABLE components (
+     name TEXT PRIMARY KEY,
+     role TEXT NOT NULL CHECK (role IN ('client', 'staging', 'replica')),
+     control TEXT NOT NULL,
+     added_by TEXT NOT NULL,
+     added_at TEXT NOT NULL
+   ) STRICT;
+   CREATE TABLE activity (
+     id INTEGER PRIMARY KEY,
+     time TEXT NOT NULL,
+     user_name TEXT NOT NULL,
+     action TEXT NOT NULL,
+     detail TEXT NOT NULL
+   ) STRICT;
+   CREATE TABLE alerts (
+     id INTEGER PRIMARY KEY,
+     component TEXT NOT NULL,
+     code TEXT NOT NULL,
+     message TEXT NOT NULL,
+     raised_at TEXT NOT NULL,
+     cleared_at TEXT
+   ) STRICT;
+   CREATE INDEX alerts_open ON alerts(component, code) WHERE cleared_at IS NULL;`,
+];
+
+/** The schema version this druvaa writes. */
+export const schemaVersionLatest = migrations.length;
+
+/** The database's version (0: a new, empty database). */
+export function schemaVersionOf(db: Database): number {
+  db.run("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL) STRICT");
+  const row = db.query("SELECT version FROM schema_version").get() as { version: bigint | number } | null;
+  return row === null ? 0 : Number(row.version);
+}
+
+/** Brings `db` (opened from `path`) to schemaVersionLatest; returns the version it was at. */
+export function migrate(db: Database, path: string): number {
+  const found = schemaVersionOf(db);
+  if (found > schemaVersionLatest) {
+    throw new DruvaaError("PANEL_DB_TOO_NEW", `the panel database ${path} is at schema version ${found}, newer than this druvaa knows (${schemaVersionLatest})`, "It was written by a newer druvaa: run that version of druvaa panel, or restore a backup of the database made before the upgrade", exitCodes.refused);
+  }
+  for (let version = found + 1; version <= schemaVersionLatest; version += 1) {
+    db.transaction(() => {
+      db.run(migrations[version - 1]!);
+      db.run("DELETE FROM schema_version");
+      db.query("INSERT INTO schema_version (version) VALUES ($version)").run({ version });
+    })();
+  }
+  return found;
+}

@@ -1,0 +1,98 @@
+/**
+ * The panel's view of its components: a component's live GET /status (its control port, with a
+ * short timeout), and a background poll every pollIntervalMs that keeps the alert table true —
+ * COMPONENT_UNREACHABLE raised once when a component stops answering, cleared when it answers
+ * again. Rounds never overlap (the next is scheduled when one ends); stop() waits for the round
+ * under way. What it does not do: follow a component's own alerts (lag, WRL fill) — later slices.
+ */
+import { controlRequest } from "../../commands/control-client.ts";
+import { DruvaaError } from "../../errors.ts";
+import { logger } from "../../log.ts";
+import type { PreparedTls } from "../../tls/transport-tls.ts";
+import { pollIntervalMs, statusTimeoutMs } from "./constants.ts";
+import type { Component, ComponentRole, PanelStore } from "./store.ts";
+
+const log = logger("panel:monitor");
+
+export const unreachableCode = "COMPONENT_UNREACHABLE";
+
+/** The default control port of each role, for addresses given without one. */
+export const controlPortDefaults: Record<ComponentRole, number> = { client: 6007, staging: 6002, replica: 6004 };
+
+export type ComponentStatus =
+  | { name: string; role: ComponentRole; control: string; reachable: true; status: Record<string, unknown> }
+  | { name: string; role: ComponentRole; control: string; reachable: false; error: { code: string; message: string; hint?: string } };
+
+export interface MonitorOptions {
+  intervalMs?: number;
+  timeoutMs?: number;
+  /** TLS toward components that run with TLS (the panel's own certificate); plain HTTP when absent. */
+  tls?: PreparedTls | undefined;
+}
+
+export class Monitor {
+  private timer: ReturnType<typeof setTimeout> | undefined;
+  private round: Promise<void> | undefined;
+  private stopped = false;
+
+  constructor(
+    private readonly store: PanelStore,
+    private readonly options: MonitorOptions = {},
+  ) {}
+
+  /** One component's live status; updates its alert either way. Never throws for an unreachable one. */
+  async check(component: Component): Promise<ComponentStatus> {
+    const base = { name: component.name, role: component.role, control: component.control };
+    const result = await this.fetchStatus(component).then(
+      (status): ComponentStatus => ({ ...base, reachable: true, status }),
+      (error: unknown): ComponentStatus => ({ ...base, reachable: false, error: error instanceof DruvaaError ? error.toJSON() : { code: "INTERNAL", message: String(error) } }),
+    );
+    if (this.stopped) return result;
+    if (result.reachable) {
+      if (this.store.clearAlert(component.name, unreachableCode)) log.info(`${component.name} (${component.control}) answers again`);
+    } else if (this.store.raiseAlert(component.name, unreachableCode, `${component.role} ${component.name} at ${component.control} does not answer: ${result.error.message}`)) {
+      log.warn(`${component.name} (${component.control}) unreachable: ${result.error.message}`);
+    }
+    return result;
+  }
+
+  private async fetchStatus(component: Component): Promise<Record<string, unknown>> {
+    const timeoutMs = this.options.timeoutMs ?? statusTimeoutMs;
+    const response = await controlRequest(component.control, "/status", { signal: AbortSignal.timeout(timeoutMs) }, controlPortDefaults[component.role], this.options.tls);
+    const body = (await response.json().catch(() => undefined)) as Record<string, unknown> | undefined;
+    if (!response.ok || typeof body !== "object" || body === null || typeof body.role !== "string") {
+      throw new DruvaaError("BAD_STATUS", `${component.control} answered ${response.status} without a druvaa status`, "Is this the component's control port?");
+    }
+    if (body.role !== component.role) {
+      throw new DruvaaError("WRONG_ROLE", `${component.control} is a ${body.role}, not a ${component.role}`, "Check the component's control address");
+    }
+    return body;
+  }
+
+  /** Every component's live status, in name order. */
+  async checkAll(): Promise<ComponentStatus[]> {
+    return await Promise.all(this.store.listComponents().map((component) => this.check(component)));
+  }
+
+  /** Starts the background poll (the first round at once). */
+  start(): void {
+    const run = () => {
+      this.timer = undefined;
+      if (this.stopped) return;
+      this.round = this.checkAll().then(
+        () => undefined,
+        (error: unknown) => log.error(`status poll: ${error instanceof Error ? error.message : String(error)}`),
+      ).finally(() => {
+        if (!this.stopped) this.timer = setTimeout(run, this.options.intervalMs ?? pollIntervalMs);
+      });
+    };
+    run();
+  }
+
+  /** Stops the poll and waits for the round under way. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    await this.round;
+  }
+}
