@@ -1,8 +1,9 @@
 /**
  * `druvaa panel`: the configuration server's first slice — the database (users, sessions,
- * components, activity, alerts), the JSON API under /api with logins, roles and CSRF checks, and
- * a background poll of every component's GET /status. No web UI yet. Serves until SIGTERM/SIGINT,
- * then stops the poll, closes the database and exits 0.
+ * components, activity, alerts, mail settings), the JSON API under /api with logins, roles and
+ * CSRF checks, a background poll of every component's GET /status, and email alerts on alert
+ * changes (mail-routes.ts, mailer.ts). No web UI yet. Serves until SIGTERM/SIGINT, then stops the
+ * poll and the mail queue, closes the database and exits 0.
  */
 import { dirname } from "node:path";
 import { mkdir } from "node:fs/promises";

@@ -46,6 +46,16 @@ export const fieldCharsMax = 256;
 export const pollIntervalMs = 2_000;
 export const statusTimeoutMs = 1_500;
 
+/** Email alerts: pending mails at most (oldest dropped), tries per mail, first retry pause (doubling), per SMTP step. */
+export const mailQueueMax = 100;
+export const mailAttemptsMax = 3;
+export const mailRetryBaseMs = 2_000;
+export const mailTimeoutMs = 10_000;
+/** Recipients at most, and codes/components named in one filter at most. */
+export const mailRecipientsMax = 100;
+export const mailFilterNamesMax = 50;
+
+assert(mailAttemptsMax >= 1 && mailQueueMax >= 1, "mail bounds");
 assert(statusTimeoutMs < pollIntervalMs, "a status request must end before the next poll");
 assert(passwordLengthMin < passwordLengthMax, "password length bounds");
 assert(128 * 2 ** scryptCostLog2 * scryptBlockSize < scryptMemoryBytesMax, "scrypt needs 128·N·r bytes");

@@ -48,6 +48,28 @@ export const migrations: readonly string[] = [
      cleared_at TEXT
    ) STRICT;
    CREATE INDEX alerts_open ON alerts(component, code) WHERE cleared_at IS NULL;`,
+  // Email alerts (issue 7). auth_password is stored as given, not hashed: the panel must send it
+  // to the SMTP server. The database file is kept 0600 (PanelStore.open) for this reason; it is
+  // never returned by the API. codes/components: a JSON list of names, or "*" for all.
+  `CREATE TABLE mail_settings (
+     id INTEGER PRIMARY KEY CHECK (id = 1),
+     host TEXT NOT NULL,
+     port INTEGER NOT NULL CHECK (port BETWEEN 1 AND 65535),
+     from_address TEXT NOT NULL,
+     starttls TEXT NOT NULL CHECK (starttls IN ('never', 'if-offered', 'required')),
+     auth_user TEXT,
+     auth_password TEXT,
+     enabled INTEGER NOT NULL CHECK (enabled IN (0, 1)),
+     updated_at TEXT NOT NULL
+   ) STRICT;
+   CREATE TABLE mail_recipients (
+     address TEXT PRIMARY KEY,
+     codes TEXT NOT NULL,
+     components TEXT NOT NULL,
+     cleared INTEGER NOT NULL CHECK (cleared IN (0, 1)),
+     added_by TEXT NOT NULL,
+     added_at TEXT NOT NULL
+   ) STRICT;`,
 ];
 
 /** The schema version this druvaa writes. */

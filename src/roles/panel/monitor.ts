@@ -3,13 +3,15 @@
  * short timeout), and a background poll every pollIntervalMs that keeps the alert table true —
  * COMPONENT_UNREACHABLE raised once when a component stops answering, cleared when it answers
  * again. Rounds never overlap (the next is scheduled when one ends); stop() waits for the round
- * under way. What it does not do: follow a component's own alerts (lag, WRL fill) — later slices.
+ * under way. Each alert raised or cleared is passed to onAlert (the mailer, which only queues).
+ * A component removed from the panel has its alerts cleared without a notice. What it does not do: follow a component's own alerts (lag, WRL fill) — later slices.
  */
 import { controlRequest } from "../../commands/control-client.ts";
 import { DruvaaError } from "../../errors.ts";
 import { logger } from "../../log.ts";
 import type { PreparedTls } from "../../tls/transport-tls.ts";
 import { pollIntervalMs, statusTimeoutMs } from "./constants.ts";
+import type { AlertEvent } from "./mailer.ts";
 import type { Component, ComponentRole, PanelStore } from "./store.ts";
 
 const log = logger("panel:monitor");
@@ -28,6 +30,8 @@ export interface MonitorOptions {
   timeoutMs?: number;
   /** TLS toward components that run with TLS (the panel's own certificate); plain HTTP when absent. */
   tls?: PreparedTls | undefined;
+  /** Told of each alert raised or cleared (the mailer: it only queues, so the poll never waits). */
+  onAlert?: ((event: AlertEvent) => void) | undefined;
 }
 
 export class Monitor {
@@ -48,10 +52,18 @@ export class Monitor {
       (error: unknown): ComponentStatus => ({ ...base, reachable: false, error: error instanceof DruvaaError ? error.toJSON() : { code: "INTERNAL", message: String(error) } }),
     );
     if (this.stopped) return result;
+    const event = { component: component.name, role: component.role, code: unreachableCode, time: new Date() };
     if (result.reachable) {
-      if (this.store.clearAlert(component.name, unreachableCode)) log.info(`${component.name} (${component.control}) answers again`);
-    } else if (this.store.raiseAlert(component.name, unreachableCode, `${component.role} ${component.name} at ${component.control} does not answer: ${result.error.message}`)) {
-      log.warn(`${component.name} (${component.control}) unreachable: ${result.error.message}`);
+      if (this.store.clearAlert(component.name, unreachableCode)) {
+        log.info(`${component.name} (${component.control}) answers again`);
+        this.options.onAlert?.({ ...event, kind: "cleared", message: `${component.role} ${component.name} at ${component.control} answers again` });
+      }
+    } else {
+      const message = `${component.role} ${component.name} at ${component.control} does not answer: ${result.error.message}`;
+      if (this.store.raiseAlert(component.name, unreachableCode, message)) {
+        log.warn(`${component.name} (${component.control}) unreachable: ${result.error.message}`);
+        this.options.onAlert?.({ ...event, kind: "raised", message });
+      }
     }
     return result;
   }

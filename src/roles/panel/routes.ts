@@ -12,6 +12,7 @@
  *   GET    /api/activity?limit=N         viewer    newest first
  *   GET    /api/alerts                   viewer    open ones first
  *   GET    /api/status                   viewer    every component's live GET /status
+ *   /api/settings/mail…                            email alerts: mail-routes.ts
  */
 import { activityLimitDefault, activityLimitMax, componentsMax, usersMax } from "./constants.ts";
 import type { Caller } from "./auth.ts";

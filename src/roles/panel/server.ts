@@ -13,6 +13,8 @@ import { Auth, requireRole, type Caller } from "./auth.ts";
 import { loginLockMs, panelBodyBytesCutoff } from "./constants.ts";
 import { ApiError, errorAnswer, jsonAnswer } from "./http.ts";
 import { LoginLimiter } from "./limiter.ts";
+import { MailRoutes } from "./mail-routes.ts";
+import { Mailer } from "./mailer.ts";
 import { Monitor } from "./monitor.ts";
 import { PanelRoutes } from "./routes.ts";
 import type { PanelStore, UserRole } from "./store.ts";
@@ -30,6 +32,7 @@ export interface PanelServerOptions {
   loginLockMs?: number;
   pollIntervalMs?: number;
   statusTimeoutMs?: number;
+  mailRetryBaseMs?: number;
 }
 
 type Handler = (request: Request, caller: Caller, url: URL, param: string) => unknown | Promise<unknown>;
@@ -48,6 +51,7 @@ export class PanelServer {
   private constructor(
     private readonly server: ReturnType<typeof Bun.serve>,
     private readonly monitor: Monitor,
+    private readonly mailer: Mailer,
     /** HOST:PORT actually bound. */
     readonly address: string,
     readonly url: string,
@@ -57,8 +61,11 @@ export class PanelServer {
     const { store } = options;
     const auth = new Auth(store, { secureCookies: options.https !== undefined, limiter: new LoginLimiter(Date.now, options.loginLockMs ?? loginLockMs), nowMs: Date.now });
     if (await auth.ensureFirstAdmin()) log.warn('first run: created user "admin" with password "druvaa"; it must be changed at the first login');
-    const monitor = new Monitor(store, { tls: options.componentTls, ...(options.pollIntervalMs === undefined ? {} : { intervalMs: options.pollIntervalMs }), ...(options.statusTimeoutMs === undefined ? {} : { timeoutMs: options.statusTimeoutMs }) });
+    let panelUrl: string | undefined;
+    const mailer = new Mailer(store, { panelUrl: () => panelUrl, ...(options.mailRetryBaseMs === undefined ? {} : { retryBaseMs: options.mailRetryBaseMs }) });
+    const monitor = new Monitor(store, { tls: options.componentTls, onAlert: (event) => mailer.notify(event), ...(options.pollIntervalMs === undefined ? {} : { intervalMs: options.pollIntervalMs }), ...(options.statusTimeoutMs === undefined ? {} : { timeoutMs: options.statusTimeoutMs }) });
     const routes = new PanelRoutes(store, monitor);
+    const mail = new MailRoutes(store);
     const table: Route[] = [
       { method: "POST", path: "/api/logout", role: "viewer", beforePasswordChange: true, handler: (_r, caller) => auth.logout(caller) },
       { method: "POST", path: "/api/password", role: "viewer", beforePasswordChange: true, handler: (request, caller) => auth.changePassword(request, caller) },
@@ -72,6 +79,12 @@ export class PanelServer {
       { method: "GET", path: "/api/activity", role: "viewer", handler: (_r, _c, url) => routes.activity(url) },
       { method: "GET", path: "/api/alerts", role: "viewer", handler: (_r, _c, url) => routes.alerts(url) },
       { method: "GET", path: "/api/status", role: "viewer", handler: () => routes.status() },
+      { method: "GET", path: "/api/settings/mail", role: "viewer", handler: () => mail.settings() },
+      { method: "PUT", path: "/api/settings/mail", role: "admin", handler: (request, caller) => mail.putSettings(request, caller) },
+      { method: "GET", path: "/api/settings/mail/recipients", role: "viewer", handler: () => mail.recipients() },
+      { method: "POST", path: "/api/settings/mail/recipients", role: "admin", handler: (request, caller) => mail.addRecipient(request, caller) },
+      { method: "DELETE", path: "/api/settings/mail/recipients/", role: "admin", handler: (_r, caller, _u, address) => mail.deleteRecipient(address, caller) },
+      { method: "POST", path: "/api/settings/mail/test", role: "admin", handler: (request, caller) => mail.test(request, caller) },
     ];
 
     const dispatch = async (request: Request, clientAddress: string): Promise<Response> => {
@@ -81,7 +94,7 @@ export class PanelServer {
       const match = findRoute(table, request.method, path);
       if (match === undefined) {
         const known = table.some((route) => route.path === path || (route.path.endsWith("/") && path.startsWith(route.path)));
-        throw known || path === "/api/login" ? new ApiError(405, "METHOD_NOT_ALLOWED", `${request.method} is not allowed on ${path}`) : new ApiError(404, "NOT_FOUND", `no such endpoint: ${request.method} ${path}`, "The API is under /api: login, logout, session, password, users, components, activity, alerts, status");
+        throw known || path === "/api/login" ? new ApiError(405, "METHOD_NOT_ALLOWED", `${request.method} is not allowed on ${path}`) : new ApiError(404, "NOT_FOUND", `no such endpoint: ${request.method} ${path}`, "The API is under /api: login, logout, session, password, users, components, activity, alerts, status, settings/mail");
       }
       const caller = auth.caller(request);
       auth.checkCsrf(request, caller);
@@ -114,17 +127,19 @@ export class PanelServer {
       const inUse = String(error).includes("EADDRINUSE") || String(error).toLowerCase().includes("in use");
       throw new DruvaaError(inUse ? "NET_ADDRESS_IN_USE" : "NET_LISTEN_FAILED", `panel: cannot listen: ${String(error)}`, inUse ? "Another process uses that port: pick another with --listen HOST:PORT" : undefined);
     }
-    monitor.start();
     const address = options.listen.kind === "unix" ? `unix:${options.listen.path}` : `${options.listen.host ?? "127.0.0.1"}:${server.port}`;
     const scheme = options.https === undefined ? "http" : "https";
     const host = options.listen.kind === "unix" ? "localhost" : (options.listen.host ?? "127.0.0.1").includes(":") ? `[${options.listen.host}]` : (options.listen.host ?? "127.0.0.1");
-    return new PanelServer(server, monitor, address, `${scheme}://${host}${options.listen.kind === "unix" ? "" : `:${server.port}`}`);
+    panelUrl = `${scheme}://${host}${options.listen.kind === "unix" ? "" : `:${server.port}`}`;
+    monitor.start();
+    return new PanelServer(server, monitor, mailer, address, panelUrl);
   }
 
   /** Stops serving (open requests are cut) and the status poll. */
   async stop(): Promise<void> {
     await this.server.stop(true);
     await this.monitor.stop();
+    await this.mailer.stop();
   }
 }
 

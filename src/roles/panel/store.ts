@@ -4,6 +4,7 @@
  * bound values, never SQL text. Times are ISO-8601 UTC text; a session's expiry is epoch ms.
  */
 import { Database } from "bun:sqlite";
+import { chmodSync, existsSync } from "node:fs";
 import { DruvaaError, exitCodes } from "../../errors.ts";
 import { migrate } from "./migrations.ts";
 
@@ -51,11 +52,44 @@ export interface Alert {
   clearedAt: string | null;
 }
 
+export type StartTlsMode = "never" | "if-offered" | "required";
+
+/** The SMTP settings; authPassword is stored as given (see migration 2) and never leaves the panel's API. */
+export interface MailSettings {
+  host: string;
+  port: number;
+  from: string;
+  starttls: StartTlsMode;
+  authUser: string | null;
+  authPassword: string | null;
+  enabled: boolean;
+  updatedAt: string;
+}
+
+/** Who gets which alerts: codes and components are lists of names, or "*" for all. */
+export interface MailRecipient {
+  address: string;
+  codes: string[] | "*";
+  components: string[] | "*";
+  cleared: boolean;
+  addedBy: string;
+  addedAt: string;
+}
+
 type Row = Record<string, unknown>;
+
+const listOf = (text: unknown): string[] | "*" => (text === "*" ? "*" : (JSON.parse(String(text)) as string[]));
+const recipientOf = (row: Row): MailRecipient => ({ address: String(row.address), codes: listOf(row.codes), components: listOf(row.components), cleared: Number(row.cleared) === 1, addedBy: String(row.added_by), addedAt: String(row.added_at) });
 
 const userOf = (row: Row): User => ({ name: String(row.name), role: String(row.role) as UserRole, passwordHash: String(row.password_hash), mustChangePassword: Number(row.must_change_password) === 1, createdAt: String(row.created_at), updatedAt: String(row.updated_at) });
 const componentOf = (row: Row): Component => ({ name: String(row.name), role: String(row.role) as ComponentRole, control: String(row.control), addedBy: String(row.added_by), addedAt: String(row.added_at) });
 const alertOf = (row: Row): Alert => ({ id: Number(row.id), component: String(row.component), code: String(row.code), message: String(row.message), raisedAt: String(row.raised_at), clearedAt: row.cleared_at === null ? null : String(row.cleared_at) });
+
+/** The database holds the SMTP password as given (migration 2): only the panel's user may read it. */
+function keepPrivate(path: string): void {
+  if (path === ":memory:" || path === "") return;
+  for (const file of [path, `${path}-wal`, `${path}-shm`]) if (existsSync(file)) chmodSync(file, 0o600);
+}
 
 export class PanelStore {
   private constructor(
@@ -74,11 +108,13 @@ export class PanelStore {
       throw new DruvaaError("PANEL_DB_OPEN_FAILED", `cannot open the panel database ${path}: ${error instanceof Error ? error.message : String(error)}`, "Check that the directory exists and is writable, and that --db names a file", exitCodes.failure, { cause: error });
     }
     try {
+      keepPrivate(path); // before the WAL files exist: SQLite gives them the database file's mode
       db.run("PRAGMA journal_mode = WAL");
       db.run("PRAGMA synchronous = FULL");
       db.run("PRAGMA foreign_keys = ON");
       db.run("PRAGMA busy_timeout = 5000");
       const version = migrate(db, path);
+      keepPrivate(path);
       return new PanelStore(db, version, now);
     } catch (error) {
       db.close();
@@ -221,5 +257,40 @@ export class PanelStore {
   /** Open alerts, then the newest cleared ones (at most `limit` in all). */
   listAlerts(limit: number): Alert[] {
     return (this.db.query("SELECT * FROM alerts ORDER BY cleared_at IS NOT NULL, id DESC LIMIT $limit").all({ limit }) as Row[]).map(alertOf);
+  }
+
+  // Mail
+
+  getMailSettings(): MailSettings | undefined {
+    const row = this.db.query("SELECT * FROM mail_settings WHERE id = 1").get() as Row | null;
+    if (row === null) return undefined;
+    return { host: String(row.host), port: Number(row.port), from: String(row.from_address), starttls: String(row.starttls) as StartTlsMode, authUser: row.auth_user === null ? null : String(row.auth_user), authPassword: row.auth_password === null ? null : String(row.auth_password), enabled: Number(row.enabled) === 1, updatedAt: String(row.updated_at) };
+  }
+
+  setMailSettings(settings: Omit<MailSettings, "updatedAt">): void {
+    this.db.query(`INSERT INTO mail_settings (id, host, port, from_address, starttls, auth_user, auth_password, enabled, updated_at) VALUES (1, $host, $port, $from, $starttls, $user, $password, $enabled, $at)
+      ON CONFLICT(id) DO UPDATE SET host = excluded.host, port = excluded.port, from_address = excluded.from_address, starttls = excluded.starttls, auth_user = excluded.auth_user, auth_password = excluded.auth_password, enabled = excluded.enabled, updated_at = excluded.updated_at`)
+      .run({ host: settings.host, port: settings.port, from: settings.from, starttls: settings.starttls, user: settings.authUser, password: settings.authPassword, enabled: settings.enabled ? 1 : 0, at: this.stamp() });
+  }
+
+  listMailRecipients(): MailRecipient[] {
+    return (this.db.query("SELECT * FROM mail_recipients ORDER BY address").all() as Row[]).map(recipientOf);
+  }
+
+  countMailRecipients(): number {
+    return Number((this.db.query("SELECT count(*) AS n FROM mail_recipients").get() as Row).n);
+  }
+
+  /** Adds or replaces the recipient `address` (addresses compare as given, lower-cased by the API). */
+  putMailRecipient(address: string, codes: string[] | "*", components: string[] | "*", cleared: boolean, addedBy: string): void {
+    const text = (list: string[] | "*") => (list === "*" ? "*" : JSON.stringify(list));
+    this.db.query(`INSERT INTO mail_recipients (address, codes, components, cleared, added_by, added_at) VALUES ($address, $codes, $components, $cleared, $by, $at)
+      ON CONFLICT(address) DO UPDATE SET codes = excluded.codes, components = excluded.components, cleared = excluded.cleared, added_by = excluded.added_by, added_at = excluded.added_at`)
+      .run({ address, codes: text(codes), components: text(components), cleared: cleared ? 1 : 0, by: addedBy, at: this.stamp() });
+  }
+
+  /** Removes a recipient; false when there is none. */
+  deleteMailRecipient(address: string): boolean {
+    return this.db.query("DELETE FROM mail_recipients WHERE address = $address").run({ address }).changes === 1;
   }
 }
