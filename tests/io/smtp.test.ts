@@ -8,16 +8,14 @@
  */
 import { afterAll, afterEach, describe, expect, test } from "bun:test";
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import * as net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { DruvaaError } from "../../src/errors.ts";
 import { sendMail, type SendMailOptions } from "../../src/io/smtp.ts";
+import { hasAiosmtpd, startAiosmtpd } from "../fixtures/smtp/aiosmtpd.ts";
 
-const python = "/usr/bin/python3";
-const hasAiosmtpd = existsSync(python) && spawnSync(python, ["-c", "import aiosmtpd"]).status === 0;
-const serverScript = join(import.meta.dir, "../fixtures/smtp/server.py");
 const root = mkdtempSync(join(tmpdir(), "druvaa-smtp-"));
 const cleanups: (() => void)[] = [];
 afterEach(() => {
@@ -46,28 +44,9 @@ interface Server {
 
 let serverCount = 0;
 async function startServer(args: string[] = []): Promise<Server> {
-  const dir = join(root, `mail${serverCount++}`);
-  spawnSync("mkdir", ["-p", dir]);
-  const proc = Bun.spawn({ cmd: [python, serverScript, dir, ...args], stdout: "pipe", stderr: "pipe", stdin: "ignore" });
-  cleanups.push(() => proc.kill("SIGKILL"));
-  const reader = proc.stdout.getReader();
-  let text = "";
-  while (!text.includes("\n")) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error(`aiosmtpd fixture exited before listening: ${text}${await new Response(proc.stderr).text()}`);
-    text += new TextDecoder().decode(value);
-  }
-  reader.releaseLock();
-  const match = /^PORT (\d+)/.exec(text);
-  if (match === null) throw new Error(`unexpected fixture output: ${text}`);
-  return {
-    port: Number(match[1]),
-    messages: () =>
-      readdirSync(dir)
-        .filter((name) => name.endsWith(".json"))
-        .sort((a, b) => parseInt(a) - parseInt(b))
-        .map((name) => JSON.parse(readFileSync(join(dir, name), "utf8")) as Stored),
-  };
+  const server = await startAiosmtpd<Stored>(join(root, `mail${serverCount++}`), args);
+  cleanups.push(() => server.proc.kill("SIGKILL"));
+  return server;
 }
 
 function mail(server: { port: number }, overrides: Partial<SendMailOptions> = {}): SendMailOptions {

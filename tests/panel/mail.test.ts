@@ -7,18 +7,15 @@
  * CSRF, the password never in an answer, field-naming refusals, and the database kept 0600.
  */
 import { afterAll, describe, expect, test } from "bun:test";
-import { spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
+import { mkdtempSync, rmSync, statSync } from "node:fs";
 import * as net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createReplicaImageSync } from "../helpers/replica-image.ts";
 import { startRole, type RoleProcess } from "../helpers/role-process.ts";
 import { adminClient, ApiClient, userClient } from "./helpers.ts";
+import { hasAiosmtpd, startAiosmtpd } from "../fixtures/smtp/aiosmtpd.ts";
 
-const python = "/usr/bin/python3";
-const hasAiosmtpd = existsSync(python) && spawnSync(python, ["-c", "import aiosmtpd"]).status === 0;
-const serverScript = join(import.meta.dir, "../fixtures/smtp/server.py");
 const scratch = mkdtempSync(join(tmpdir(), "druvaa-panel-mail-"));
 const dbPath = join(scratch, "panel.db");
 const running = new Set<RoleProcess>();
@@ -39,27 +36,9 @@ interface Stored {
 }
 
 async function startSmtp(): Promise<{ port: number; messages(): Stored[] }> {
-  const dir = join(scratch, "mail");
-  mkdirSync(dir, { recursive: true });
-  const proc = Bun.spawn({ cmd: [python, serverScript, dir], stdout: "pipe", stderr: "pipe", stdin: "ignore" });
-  smtpProcs.push(proc);
-  const reader = proc.stdout.getReader();
-  let text = "";
-  while (!text.includes("\n")) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error(`aiosmtpd fixture exited before listening: ${text}${await new Response(proc.stderr).text()}`);
-    text += new TextDecoder().decode(value);
-  }
-  reader.releaseLock();
-  const port = Number(/^PORT (\d+)/.exec(text)?.[1]);
-  return {
-    port,
-    messages: () =>
-      readdirSync(dir)
-        .filter((name) => name.endsWith(".json"))
-        .sort((a, b) => parseInt(a) - parseInt(b))
-        .map((name) => JSON.parse(readFileSync(join(dir, name), "utf8")) as Stored),
-  };
+  const server = await startAiosmtpd<Stored>(join(scratch, "mail"));
+  smtpProcs.push(server.proc);
+  return server;
 }
 
 /** A TCP port nobody listens on (bound, then closed). */

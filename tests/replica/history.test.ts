@@ -50,6 +50,17 @@ async function restoreImage(core: ReplicaCore, at?: string): Promise<{ image: Ui
   return { image: new Uint8Array(Buffer.concat(chunks)), lsn };
 }
 
+/** A journaled core in a fresh state dir that applied LSN 1 (16 KiB at 0); `saved`: the device then. */
+async function afterFirstShipment() {
+  const stateDir = tempDir();
+  const memory = new MemoryDevice(deviceBytes, "disk0");
+  const store = new MemoryStateStore();
+  const opened = await historyCore({ stateDir, device: memory, store });
+  const first = shipment([dataRecord(1, "disk0", 0, 16 * KiB)]);
+  await opened.core.ship(first.message, first.payload);
+  return { stateDir, memory, store, opened, saved: memory.snapshot().slice() };
+}
+
 /** Random records over a small device (overlaps are common), data or zero, 4 KiB aligned. */
 const recordArb = fc.record({ block: fc.integer({ min: 0, max: deviceBytes / (4 * KiB) - 1 }), blocks: fc.integer({ min: 1, max: 8 }), zero: fc.boolean() });
 
@@ -140,13 +151,7 @@ describe("point-in-time journal", () => {
   });
 
   test("points survive a restart; an apply the state never saved is undone at the next start", async () => {
-    const stateDir = tempDir();
-    const memory = new MemoryDevice(deviceBytes, "disk0");
-    const store = new MemoryStateStore();
-    const opened = await historyCore({ stateDir, device: memory, store });
-    const first = shipment([dataRecord(1, "disk0", 0, 16 * KiB)]);
-    await opened.core.ship(first.message, first.payload);
-    const saved = memory.snapshot().slice();
+    const { stateDir, memory, store, opened, saved } = await afterFirstShipment();
     // A crash after the before-images were kept and the device written, before the state save:
     // a store that refuses to save stands in for the crash, then the process "restarts".
     const failing = Object.assign(Object.create(Object.getPrototypeOf(store)), store, { save: async () => { throw new Error("power lost"); } }) as MemoryStateStore;
@@ -164,13 +169,7 @@ describe("point-in-time journal", () => {
   });
 
   test("a crash between keeping the before-images and saving the state: the next start undoes the writes", async () => {
-    const stateDir = tempDir();
-    const memory = new MemoryDevice(deviceBytes, "disk0");
-    const store = new MemoryStateStore();
-    const opened = await historyCore({ stateDir, device: memory, store });
-    const first = shipment([dataRecord(1, "disk0", 0, 16 * KiB)]);
-    await opened.core.ship(first.message, first.payload);
-    const saved = memory.snapshot().slice();
+    const { stateDir, memory, store, opened, saved } = await afterFirstShipment();
     // The apply path of the next shipment, cut short after its writes (no state save, no undo).
     const second = shipment([dataRecord(2, "disk0", 4 * KiB, 64 * KiB)]);
     const device = replicaDevice("disk0", memory);
