@@ -13,8 +13,7 @@ import { protectCopyPieceBytesMax, protectMarkerBlockBytes } from "../../protect
 import type { ReplicaDevice } from "./apply.ts";
 import { recordGeneration, removeFailover, type FailoverRecord } from "./failover-state.ts";
 import { closePromoted, type Failovers } from "./failover.ts";
-import { protectedLogicalSizeBytes, ProtectedDevice } from "./protected-device.ts";
-import { encodeMarker } from "./protected-marker.ts";
+import { copyPhysical, protectedLogicalSizeBytes, ProtectedDevice, writeMarker } from "./protected-device.ts";
 
 const log = logger("replica:failback");
 
@@ -55,11 +54,7 @@ export async function completeFailback(failovers: Failovers, record: FailoverRec
  * The caller saves that it did (run it once: a second run would copy what sealProtected left).
  */
 async function copyHeadToReserve(physical: BlockDevice, reserveBytes: number): Promise<void> {
-  const logicalSizeBytes = protectedLogicalSizeBytes(physical.sizeBytes, reserveBytes, physical.logicalBlockSizeBytes);
-  for (let done = 0; done < reserveBytes; done += protectCopyPieceBytesMax) {
-    const piece = Math.min(protectCopyPieceBytesMax, reserveBytes - done);
-    await physical.write(logicalSizeBytes + done, await physical.read(done, piece));
-  }
+  await copyPhysical(physical, 0, protectedLogicalSizeBytes(physical.sizeBytes, reserveBytes, physical.logicalBlockSizeBytes), reserveBytes);
   await physical.flush();
 }
 
@@ -69,10 +64,7 @@ async function copyHeadToReserve(physical: BlockDevice, reserveBytes: number): P
  */
 async function sealProtected(physical: BlockDevice, reserveBytes: number): Promise<void> {
   const logicalSizeBytes = protectedLogicalSizeBytes(physical.sizeBytes, reserveBytes, physical.logicalBlockSizeBytes);
-  const markerBlock = alignedBuffer(protectMarkerBlockBytes, directIoAlignmentBytes);
-  markerBlock.set(encodeMarker({ state: "protected", reserveBytes, logicalSizeBytes, logicalBlockSizeBytes: physical.logicalBlockSizeBytes, uuid: crypto.randomUUID().replaceAll("-", "") }));
-  await physical.write(0, markerBlock);
-  await physical.flush();
+  await writeMarker(physical, { state: "protected", reserveBytes, logicalSizeBytes, logicalBlockSizeBytes: physical.logicalBlockSizeBytes, uuid: crypto.randomUUID().replaceAll("-", "") });
   const zeros = alignedBuffer(Math.min(protectCopyPieceBytesMax, reserveBytes), directIoAlignmentBytes);
   for (let at = protectMarkerBlockBytes; at < reserveBytes; at += zeros.length) await physical.write(at, zeros.subarray(0, Math.min(zeros.length, reserveBytes - at)));
   await physical.flush();

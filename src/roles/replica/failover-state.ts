@@ -27,6 +27,7 @@ import { listDirectory } from "../../io/append-file.ts";
 import { pathExists } from "../../io/open-device.ts";
 import { readJsonState, writeJsonState } from "../../io/state-file.ts";
 import type { JournalRange } from "./journal-format.ts";
+import { mergeExtents, type Extent } from "../extents.ts";
 
 export type FailoverPhase = "rollback" | "unprotect" | "promoted" | "failing-back";
 
@@ -123,15 +124,15 @@ export async function recordGeneration(stateDir: string, wrlUuid: string, genera
 
 /** Sorted, merged ranges (touching ones joined). */
 export function mergeRanges(ranges: readonly JournalRange[]): JournalRange[] {
-  const sorted = [...ranges].sort((a, b) => (a.device === b.device ? a.offset - b.offset : a.device < b.device ? -1 : 1));
+  const perDevice = new Map<string, Extent[]>();
+  for (const range of ranges) {
+    let list = perDevice.get(range.device);
+    if (list === undefined) perDevice.set(range.device, (list = []));
+    list.push([range.offset, range.offset + range.length]);
+  }
   const merged: JournalRange[] = [];
-  for (const range of sorted) {
-    const last = merged.at(-1);
-    if (last !== undefined && last.device === range.device && range.offset <= last.offset + last.length) {
-      last.length = Math.max(last.length, range.offset + range.length - last.offset);
-    } else if (range.length > 0) {
-      merged.push({ ...range });
-    }
+  for (const device of [...perDevice.keys()].sort()) {
+    for (const [start, end] of mergeExtents(perDevice.get(device)!)) if (end > start) merged.push({ device, offset: start, length: end - start });
   }
   return merged;
 }

@@ -6,13 +6,14 @@ import { recordFlags } from "../../protocol/messages.ts";
 import type { PlannedWrite, ReplicaDevice } from "./apply.ts";
 import type { JournalRange } from "./journal-format.ts";
 import type { Chunk, Point } from "./journal.ts";
+import { mergeExtents, type Extent } from "../extents.ts";
 
 /**
  * The ranges `writes` overwrite, merged per device (sorted, overlapping and touching ranges
  * joined): probes, markers and checkpoints overwrite nothing.
  */
 export function mergedRanges(writes: readonly PlannedWrite[], byName: Map<string, ReplicaDevice>): JournalRange[] {
-  const perDevice = new Map<string, [number, number][]>();
+  const perDevice = new Map<string, Extent[]>();
   for (const write of writes) {
     const { record } = write;
     if (write.probe !== undefined || record.length === 0 || (record.flags & recordFlags.resyncEnd) !== 0) continue;
@@ -23,18 +24,7 @@ export function mergedRanges(writes: readonly PlannedWrite[], byName: Map<string
     list.push([record.offset, record.offset + record.length]);
   }
   const ranges: JournalRange[] = [];
-  for (const [device, list] of perDevice) {
-    list.sort((a, b) => a[0] - b[0]);
-    let [start, end] = list[0]!;
-    for (const [nextStart, nextEnd] of list.slice(1)) {
-      if (nextStart <= end) end = Math.max(end, nextEnd);
-      else {
-        ranges.push({ device, offset: start, length: end - start });
-        [start, end] = [nextStart, nextEnd];
-      }
-    }
-    ranges.push({ device, offset: start, length: end - start });
-  }
+  for (const [device, list] of perDevice) for (const [start, end] of mergeExtents(list)) ranges.push({ device, offset: start, length: end - start });
   return ranges;
 }
 

@@ -181,7 +181,7 @@ function allZero(bytes: Uint8Array): boolean {
  * a copy of it with state unswapping in sector 1. Sector 0 is written with the same bytes each
  * time, so a torn write of the block never damages it (a torn sector 1 only loses the state).
  */
-async function writeMarker(physical: BlockDevice, marker: ProtectMarker): Promise<void> {
+export async function writeMarker(physical: BlockDevice, marker: ProtectMarker): Promise<void> {
   const block = alignedBuffer(protectMarkerBlockBytes, directIoAlignmentBytes);
   block.set(encodeMarker({ ...marker, state: "protected" }));
   if (marker.state === "unswapping") block.set(encodeMarker(marker), protectMarkerBytes);
@@ -266,7 +266,7 @@ async function decodeMarkerAt(physical: BlockDevice): Promise<ProtectMarker | un
 }
 
 /** Copies physical [from, from + length) to [to, to + length) in pieces. */
-async function copyPhysical(physical: BlockDevice, fromBytes: number, toBytes: number, lengthBytes: number): Promise<void> {
+export async function copyPhysical(physical: BlockDevice, fromBytes: number, toBytes: number, lengthBytes: number): Promise<void> {
   for (let doneBytes = 0; doneBytes < lengthBytes; doneBytes += protectCopyPieceBytesMax) {
     const pieceBytes = Math.min(protectCopyPieceBytesMax, lengthBytes - doneBytes);
     await physical.write(toBytes + doneBytes, await physical.read(fromBytes + doneBytes, pieceBytes));

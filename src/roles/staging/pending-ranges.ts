@@ -9,6 +9,7 @@
  * safe, missing one is not.
  */
 import { assert } from "../../assert.ts";
+import { mergeExtents, type Extent } from "../extents.ts";
 
 export interface DeviceRange {
   device: string;
@@ -16,7 +17,6 @@ export interface DeviceRange {
   length: number;
 }
 
-type Extent = [start: number, end: number];
 
 export class PendingRanges {
   readonly #byDevice = new Map<string, Extent[]>();
@@ -89,14 +89,3 @@ export class PendingRanges {
   }
 }
 
-/** Sorted by start, overlapping and touching extents joined. */
-export function mergeExtents(extents: Extent[]): Extent[] {
-  const sorted = [...extents].sort((a, b) => a[0] - b[0]);
-  const merged: Extent[] = [];
-  for (const extent of sorted) {
-    const last = merged[merged.length - 1];
-    if (last !== undefined && extent[0] <= last[1]) last[1] = Math.max(last[1], extent[1]);
-    else merged.push([extent[0], extent[1]]);
-  }
-  return merged;
-}
