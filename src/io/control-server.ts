@@ -78,8 +78,13 @@ export async function startControlServer(address: Address, givenRoutes: Record<s
 
 /** A listen failure of the control port, with a hint. */
 function controlListenError(error: unknown): DruvaaError {
+  return listenError(error, "control port", "--control");
+}
+
+/** A listen failure of an HTTP server (`what` names it, `flag` is the option that picks its address), with a hint. */
+export function listenError(error: unknown, what: string, flag: string): DruvaaError {
   const inUse = String(error).includes("EADDRINUSE") || String(error).toLowerCase().includes("in use") || (error as { code?: unknown })?.code === "EADDRINUSE";
-  return new DruvaaError(inUse ? "NET_ADDRESS_IN_USE" : "NET_LISTEN_FAILED", `control port: cannot listen: ${String(error)}`, inUse ? "Another process uses that port: pick another with --control HOST:PORT" : undefined);
+  return new DruvaaError(inUse ? "NET_ADDRESS_IN_USE" : "NET_LISTEN_FAILED", `${what}: cannot listen: ${String(error)}`, inUse ? `Another process uses that port: pick another with ${flag} HOST:PORT` : undefined);
 }
 
 /** The routes as one fetch-style handler: 404 for unknown paths, 500 (logged) for a route that throws. */

@@ -5,8 +5,8 @@
  * panelRequestBytesMax answers 413 TOO_LARGE (JSON); one over panelBodyBytesCutoff is cut off by
  * Bun itself before it is read (a bare 413).
  */
-import { DruvaaError } from "../../errors.ts";
 import type { Address } from "../../io/address.ts";
+import { listenError } from "../../io/control-server.ts";
 import { logger } from "../../log.ts";
 import type { PreparedTls } from "../../tls/transport-tls.ts";
 import { Auth, requireRole, type Caller } from "./auth.ts";
@@ -118,19 +118,19 @@ export class PanelServer {
     };
 
     let server: ReturnType<typeof Bun.serve>;
+    const host = options.listen.kind === "unix" ? undefined : (options.listen.host ?? "127.0.0.1");
     const common = { fetch, maxRequestBodySize: panelBodyBytesCutoff, error: () => errorAnswer(new ApiError(400, "BAD_REQUEST", "the request could not be read")) };
     try {
       server = options.listen.kind === "unix"
         ? Bun.serve({ ...common, unix: options.listen.path, ...(options.https === undefined ? {} : { tls: options.https }) })
-        : Bun.serve({ ...common, hostname: options.listen.host ?? "127.0.0.1", port: options.listen.port, ...(options.https === undefined ? {} : { tls: options.https }) });
+        : Bun.serve({ ...common, hostname: host!, port: options.listen.port, ...(options.https === undefined ? {} : { tls: options.https }) });
     } catch (error) {
-      const inUse = String(error).includes("EADDRINUSE") || String(error).toLowerCase().includes("in use");
-      throw new DruvaaError(inUse ? "NET_ADDRESS_IN_USE" : "NET_LISTEN_FAILED", `panel: cannot listen: ${String(error)}`, inUse ? "Another process uses that port: pick another with --listen HOST:PORT" : undefined);
+      throw listenError(error, "panel", "--listen");
     }
-    const address = options.listen.kind === "unix" ? `unix:${options.listen.path}` : `${options.listen.host ?? "127.0.0.1"}:${server.port}`;
+    const address = options.listen.kind === "unix" ? `unix:${options.listen.path}` : `${host}:${server.port}`;
     const scheme = options.https === undefined ? "http" : "https";
-    const host = options.listen.kind === "unix" ? "localhost" : (options.listen.host ?? "127.0.0.1").includes(":") ? `[${options.listen.host}]` : (options.listen.host ?? "127.0.0.1");
-    panelUrl = `${scheme}://${host}${options.listen.kind === "unix" ? "" : `:${server.port}`}`;
+    const urlHost = host === undefined ? "localhost" : host.includes(":") ? `[${host}]` : host;
+    panelUrl = `${scheme}://${urlHost}${host === undefined ? "" : `:${server.port}`}`;
     monitor.start();
     return new PanelServer(server, monitor, mailer, address, panelUrl);
   }
