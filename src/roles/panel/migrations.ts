@@ -70,6 +70,84 @@ export const migrations: readonly string[] = [
      added_by TEXT NOT NULL,
      added_at TEXT NOT NULL
    ) STRICT;`,
+  // Configuration (issue 7, docs/panel.md): WRLs, change maps and pairs as the panel decided them,
+  // each component's decided config (pushed with a two-phase commit; acked_version is what the
+  // component last reported committed), and the transactions with every component's answer.
+  // paths, options, components, reasons: JSON.
+  `CREATE TABLE hosts (
+     name TEXT PRIMARY KEY,
+     address TEXT NOT NULL,
+     added_at TEXT NOT NULL
+   ) STRICT;
+   ALTER TABLE components ADD COLUMN host TEXT;
+   CREATE TABLE wrls (
+     name TEXT PRIMARY KEY,
+     staging TEXT NOT NULL REFERENCES components(name),
+     paths TEXT NOT NULL,
+     size_bytes INTEGER NOT NULL CHECK (size_bytes > 0),
+     replica TEXT NOT NULL REFERENCES components(name),
+     replica_address TEXT NOT NULL,
+     options TEXT NOT NULL,
+     created_by TEXT NOT NULL,
+     created_at TEXT NOT NULL
+   ) STRICT;
+   CREATE TABLE changemaps (
+     name TEXT PRIMARY KEY,
+     client TEXT NOT NULL REFERENCES components(name),
+     path TEXT NOT NULL,
+     created_by TEXT NOT NULL,
+     created_at TEXT NOT NULL
+   ) STRICT;
+   CREATE TABLE pairs (
+     name TEXT PRIMARY KEY,
+     client TEXT NOT NULL REFERENCES components(name),
+     device_name TEXT NOT NULL,
+     device_path TEXT NOT NULL,
+     device_size_bytes INTEGER NOT NULL CHECK (device_size_bytes > 0),
+     export TEXT NOT NULL,
+     wrl TEXT NOT NULL REFERENCES wrls(name),
+     changemap TEXT REFERENCES changemaps(name),
+     replica_device_path TEXT NOT NULL,
+     replica_size_bytes INTEGER NOT NULL CHECK (replica_size_bytes > 0),
+     initial_sync TEXT NOT NULL CHECK (initial_sync IN ('none', 'network', 'checksum', 'media')),
+     options TEXT NOT NULL,
+     enabled INTEGER NOT NULL CHECK (enabled IN (0, 1)),
+     created_by TEXT NOT NULL,
+     created_at TEXT NOT NULL
+   ) STRICT;
+   CREATE TABLE component_config (
+     component TEXT PRIMARY KEY REFERENCES components(name) ON DELETE CASCADE,
+     version INTEGER NOT NULL,
+     txid TEXT NOT NULL,
+     config TEXT NOT NULL,
+     acked_version INTEGER NOT NULL
+   ) STRICT;
+   CREATE TABLE config_tx (
+     txid TEXT PRIMARY KEY,
+     time TEXT NOT NULL,
+     user_name TEXT NOT NULL,
+     summary TEXT NOT NULL,
+     state TEXT NOT NULL CHECK (state IN ('preparing', 'committed', 'aborted')),
+     components TEXT NOT NULL,
+     reasons TEXT NOT NULL
+   ) STRICT;`,
+  // Metric history (downsampled: tier 0 every poll, 1 per minute, 2 per 15 minutes; each tier
+  // bounded by age) and the weekly digest's schedule.
+  `CREATE TABLE metric_samples (
+     series TEXT NOT NULL,
+     tier INTEGER NOT NULL CHECK (tier IN (0, 1, 2)),
+     t_ms INTEGER NOT NULL,
+     value REAL NOT NULL,
+     PRIMARY KEY (series, tier, t_ms)
+   ) STRICT, WITHOUT ROWID;
+   CREATE TABLE digest_settings (
+     id INTEGER PRIMARY KEY CHECK (id = 1),
+     enabled INTEGER NOT NULL CHECK (enabled IN (0, 1)),
+     weekday INTEGER NOT NULL CHECK (weekday BETWEEN 0 AND 6),
+     hour INTEGER NOT NULL CHECK (hour BETWEEN 0 AND 23),
+     last_sent_ms INTEGER NOT NULL
+   ) STRICT;
+   INSERT INTO digest_settings (id, enabled, weekday, hour, last_sent_ms) VALUES (1, 1, 1, 8, 0);`,
 ];
 
 /** The schema version this druvaa writes. */
