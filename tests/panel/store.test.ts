@@ -22,7 +22,7 @@ describe("panel database", () => {
     const db = new Database(path, { readonly: true, strict: true });
     const tables = (db.query("SELECT name, sql FROM sqlite_master WHERE type = 'table' ORDER BY name").all() as { name: string; sql: string }[]);
     expect(tables.map((t) => t.name)).toEqual(["activity", "alerts", "changemaps", "component_config", "components", "config_tx", "digest_settings", "hosts", "mail_recipients", "mail_settings", "metric_samples", "pairs", "schema_version", "sessions", "users", "wrls"]);
-    for (const table of tables) expect(table.sql).toMatch(/STRICT$/);
+    for (const table of tables) expect(table.sql).toMatch(/\bSTRICT(, WITHOUT ROWID)?$/);
     expect(Number((db.query("SELECT version FROM schema_version").get() as { version: number }).version)).toBe(schemaVersionLatest);
     expect((db.query("PRAGMA journal_mode").get() as { journal_mode: string }).journal_mode).toBe("wal");
     db.close();
