@@ -10,7 +10,9 @@ cd "$(dirname "$0")/.."
 # druvaa its hardware CRC32C (src/wrl/crc32c.ts; without it a slower JavaScript one is used).
 # rsync is bench/resync.ts's reference (rsync --inplace --no-whole-file of the same image pair).
 # python3-aiosmtpd is the real SMTP server tests/io/smtp.test.ts sends alert mail to.
-debian_packages=(qemu-utils nbdkit libnbd-bin fio fuse3 e2fsprogs util-linux coreutils libisal2 rsync python3-aiosmtpd)
+# chromium (driven by playwright-core) is the real browser the DR-Panel's end-to-end tests use;
+# fonts-liberation gives its screenshots readable text.
+debian_packages=(qemu-utils nbdkit libnbd-bin fio fuse3 e2fsprogs util-linux coreutils libisal2 rsync python3-aiosmtpd chromium fonts-liberation)
 missing=()
 if command -v dpkg-query >/dev/null 2>&1; then
   for p in "${debian_packages[@]}"; do
