@@ -4,14 +4,15 @@
  * on one listener, serves GET /status on the control port, and on SIGTERM/SIGINT stops taking
  * requests, lets in-flight writes finish (at most clientShutdownWaitMs), flushes and exits.
  */
-import { realpathSync } from "node:fs";
+import { realpathSync, statSync } from "node:fs";
+import { dirname } from "node:path";
 import { command, jsonFlag, repeatedFlag } from "../../cli-support.ts";
 import { openChangeMapAtPath, type ChangeMap, type ChangeMapRegion } from "../../changemap/index.ts";
 import { clientChangeMapSyncIntervalMs, clientShutdownWaitMs, clientStateSaveIntervalMs } from "../../constants.ts";
 import { parseDurationMs, parseRateBytesPerSecond } from "../../units.ts";
 import { DruvaaError, exitCodes, usageError } from "../../errors.ts";
 import type { BlockDevice } from "../../io/block-device.ts";
-import { startControlServer, type ControlServer } from "../../io/control-server.ts";
+import { startControlServer, type ControlRoute, type ControlServer } from "../../io/control-server.ts";
 import { isBlockDevicePath, openBlockDevice } from "../../io/open-device.ts";
 import { connect, formatAddress, parseAddress } from "../../io/transport.ts";
 import { logger } from "../../log.ts";
@@ -40,6 +41,7 @@ export default command({
     wrl: { type: "string", valueHint: "WRLNAME", required: true, description: "the staging WRL (consistency group) the devices join" },
     export: { type: "string", valueHint: "unix:SOCKET|HOST:PORT", required: true, description: "where NBD clients connect (one listener, one export per device)" },
     control: { type: "string", valueHint: "HOST:PORT", default: "127.0.0.1:6007", description: "control port (GET /status): HTTPS for admin and panel certificates with TLS, plain HTTP on loopback with --insecure" },
+    "control-socket": { type: "string", valueHint: "PATH", description: "also serve the control routes as plain HTTP on this Unix socket, whatever the TLS flags: for the supervising `druvaa client agent` (put it in a directory only its user can enter)" },
     "state-dir": { type: "string", valueHint: "DIR", description: "where the client keeps its state (default /var/lib/druvaa/client as root)" },
     "node-id": { type: "string", valueHint: "ID", description: "this client's name at staging (default: the host name)" },
     changemap: { type: "string", valueHint: "PATH", description: "change map (druvaa changemap create) with a region per --device NAME: enables disconnected mode and resync" },
@@ -64,6 +66,13 @@ export default command({
     const wrl = checkName(args.wrl, "--wrl");
     const exportAddress = parseListenAddress(args.export); // a bad --export is a usage error before anything is opened
     const controlAddress = parseAddress(args.control, 6007);
+    const controlSocket = args["control-socket"] === undefined ? undefined : parseAddress(`unix:${args["control-socket"]}`, 6007);
+    if (controlSocket?.kind === "unix") {
+      const socketDir = dirname(controlSocket.path);
+      const mode = statSync(socketDir, { throwIfNoEntry: false })?.mode;
+      if (mode === undefined) throw usageError(`--control-socket ${controlSocket.path}: no directory ${socketDir}`, `Create it for this user alone: mkdir -m 700 ${socketDir}`);
+      if ((mode & 0o077) !== 0) throw usageError(`--control-socket ${controlSocket.path}: other users may enter ${socketDir}, and the socket is plain HTTP without TLS`, `Put it in a directory only this user can enter (chmod 700 ${socketDir})`);
+    }
     const stateDir = resolveStateDir(args["state-dir"], "client");
     const nodeId = args["node-id"] ?? defaultNodeId();
     const staging = formatAddress(stagingAddress);
@@ -94,6 +103,7 @@ export default command({
     let link: StagingLink | undefined;
     let nbd: NbdServer | undefined;
     let control: ControlServer | undefined;
+    let controlLocal: ControlServer | undefined;
     let saveTimer: ReturnType<typeof setInterval> | undefined;
     let mapSyncTimer: ReturnType<typeof setInterval> | undefined;
     let activity: ActivityLog | undefined;
@@ -141,7 +151,7 @@ export default command({
       const server = nbd;
       const started = Date.now();
       const activeLink = link;
-      control = await startControlServer(controlAddress, {
+      const routes: Record<string, ControlRoute> = {
         "/status": () => ({
           ...statusHeader({ role: "client", nodeId }, started, Date.now()),
           staging: activeLink.status(),
@@ -159,7 +169,10 @@ export default command({
         },
         ...verifying.routes(),
         ...checkpointRoutes({ host: liveCore, probes: verifying.probes, devices }),
-      }, "client", { tls: security.forControl() });
+      };
+      control = await startControlServer(controlAddress, routes, "client", { tls: security.forControl() });
+      // The file system guards it (the agent's 0700 run directory), not TLS: see agent-children.ts.
+      if (controlSocket !== undefined) controlLocal = await startControlServer(controlSocket, routes, "client");
       const controlAddressBound = control.address;
 
       let saving = Promise.resolve();
@@ -173,6 +186,7 @@ export default command({
         export: server.address,
         exports: Object.fromEntries(devices.map((d) => [d.name, server.uri(d.name)])),
         control: controlAddressBound,
+        ...(controlLocal === undefined ? {} : { controlSocket: controlLocal.address }),
         stateDir,
       });
 
@@ -197,6 +211,7 @@ export default command({
       clearInterval(mapSyncTimer);
       await nbd?.close();
       await control?.stop();
+      await controlLocal?.stop();
       await link?.stop();
       await Promise.allSettled(devices.map((d) => d.device.close()));
       await activity?.close().catch((error: unknown) => log.error(`closing the activity log: ${error instanceof Error ? error.message : String(error)}`));

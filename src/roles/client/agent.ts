@@ -1,0 +1,88 @@
+/**
+ * `druvaa client agent`: the client host's managed component (docs/panel.md "Client host"). It
+ * takes its attachments from the panel (two-phase commit, src/roles/managed/config-routes.ts) and
+ * runs each enabled one as a `druvaa client attach` child (agent-children.ts), with the agent's own
+ * link-security flags and node id. Its control port serves GET /config and the prepare/commit/abort
+ * routes, GET /status (every attachment with its child's status) and GET /probe?path=PATH.
+ * On SIGTERM/SIGINT every child is stopped (SIGTERM, waited for) before the agent exits.
+ */
+import { mkdir } from "node:fs/promises";
+import { resolve } from "node:path";
+import { command, jsonFlag } from "../../cli-support.ts";
+import { startControlServer } from "../../io/control-server.ts";
+import { parseAddress } from "../../io/transport.ts";
+import { logger } from "../../log.ts";
+import { statusHeader } from "../server-support.ts";
+import { announceReady, nodeIdFlag, resolveStateDir, untilSignalled } from "../common.ts";
+import { linkSecurityArgs, resolveLinkSecurity, type LinkSecurityFlags } from "../link-security.ts";
+import { ManagedConfig, type ManagedRole } from "../managed/config-routes.ts";
+import { emptyAgentConfig, validateAgentConfig, type AgentConfig } from "./agent-config.ts";
+import { AgentChildren, reapOrphans } from "./agent-children.ts";
+import { probeRoute } from "./agent-probe.ts";
+
+const log = logger("client:agent");
+
+export default command({
+  meta: { name: "agent", description: "Run this host's attachments as the panel configures them (the client host's managed component)" },
+  args: {
+    control: { type: "string", valueHint: "HOST:PORT", default: "127.0.0.1:6007", description: "control port (config from the panel, GET /status, GET /probe): HTTPS for admin and panel certificates with TLS, plain HTTP on loopback with --insecure" },
+    "state-dir": { type: "string", valueHint: "DIR", description: "where the agent keeps its config, and each attachment its state and log (default /var/lib/druvaa/client as root)" },
+    "node-id": { type: "string", valueHint: "ID", description: "this host's name at staging, for every attachment (default: the host name)" },
+    ...linkSecurityArgs,
+    json: jsonFlag,
+  },
+  examples: [
+    "druvaa client agent --control 0.0.0.0:6007 --state-dir /var/lib/druvaa/client --tls-cert /etc/druvaa/tls/db1.pem --tls-key /etc/druvaa/tls/db1.key --tls-ca /etc/druvaa/tls/ca.pem",
+    "druvaa client agent --control 127.0.0.1:6007 --state-dir /tmp/agent --insecure      # a lab on one machine",
+    "curl -s 'http://127.0.0.1:6007/probe?path=/dev/sdb'      # size, kind and holder of a device",
+  ],
+  async run({ args }) {
+    const controlAddress = parseAddress(args.control, 6007);
+    const stateDir = resolve(resolveStateDir(args["state-dir"], "client"));
+    const nodeId = nodeIdFlag(args["node-id"]);
+    const security = await resolveLinkSecurity(args, { links: [], controls: [controlAddress] });
+    await mkdir(stateDir, { recursive: true });
+
+    const children = new AgentChildren({ stateDir, nodeId, securityArgs: childSecurityArgs(args) });
+    const role: ManagedRole<AgentConfig> = {
+      empty: emptyAgentConfig,
+      validate: (raw) => validateAgentConfig(raw, { stateDir, allowRemoteExport: args["insecure-allow-remote"] === true }),
+      apply: (next) => children.apply(next),
+    };
+    const managed = await ManagedConfig.open(stateDir, role);
+    const reaped = await reapOrphans(stateDir);
+    if (reaped > 0) log.warn(`stopped ${reaped} attachment process(es) an earlier agent left running`);
+
+    const started = Date.now();
+    const control = await startControlServer(controlAddress, {
+      "/status": async () => ({
+        ...statusHeader({ role: "client", nodeId }, started, Date.now()),
+        agent: true,
+        security: security.describe,
+        managed: managed.status(),
+        attachments: await children.status(managed.config),
+      }),
+      "/probe": probeRoute,
+      ...managed.routes(),
+    }, "client:agent", { tls: security.forControl() });
+    try {
+      await managed.start();
+      const applied = managed.status().applied as { error?: { message: string } };
+      announceReady(args.json, "client", { agent: true, nodeId, control: control.address, stateDir, configVersion: managed.version, ...(applied.error === undefined ? {} : { applyError: applied.error.message }) });
+      await untilSignalled("client", async () => {
+        await children.stopAll();
+        log.info("every attachment stopped");
+      });
+    } finally {
+      await children.stopAll();
+      await control.stop();
+    }
+  },
+});
+
+/** The children's link-security flags: the agent's own (paths made absolute), or --insecure. */
+function childSecurityArgs(flags: LinkSecurityFlags): string[] {
+  if (flags.insecure === true) return ["--insecure", ...(flags["insecure-allow-remote"] === true ? ["--insecure-allow-remote"] : [])];
+  const files: [string, string | undefined][] = [["--tls-cert", flags["tls-cert"]], ["--tls-key", flags["tls-key"]], ["--tls-ca", flags["tls-ca"]], ["--crl", flags.crl]];
+  return files.flatMap(([flag, path]) => (path === undefined ? [] : [flag, resolve(path)]));
+}
