@@ -80,7 +80,7 @@ export interface ReplicaCoreOptions {
 }
 
 export class ReplicaCore {
-  readonly #devices: ReadonlyMap<string, ReplicaDevice>;
+  readonly #devices: Map<string, ReplicaDevice>; // the one map every part looks devices up in (changeDevices)
   readonly #store: ReplicaStateStore;
   readonly #now: () => number;
   /** Committed state: what the store holds. Replaced, never mutated, after a successful save. */
@@ -106,12 +106,11 @@ export class ReplicaCore {
   readonly #history: ReplicaHistory | undefined;
 
   private constructor(options: ReplicaCoreOptions, state: ReplicaState) {
-    const devices = new Map<string, ReplicaDevice>();
+    const devices = (this.#devices = new Map<string, ReplicaDevice>());
     for (const device of options.devices) {
       assert(!devices.has(device.name), `device ${device.name} given twice (the CLI refuses that)`);
       devices.set(device.name, device);
     }
-    this.#devices = devices;
     this.#store = options.store;
     this.#now = options.now ?? Date.now;
     this.#state = state;
@@ -202,6 +201,8 @@ export class ReplicaCore {
 
   /** Runs `task` alone under the apply lock, between two apply groups (media seeding). */
   exclusive = <T>(task: () => Promise<T>): Promise<T> => this.#exclusive(task);
+  /** Managed mode (managed.ts): adds or removes devices under the apply lock, between two apply groups. */
+  changeDevices = <T>(change: (devices: Map<string, ReplicaDevice>) => Promise<T>): Promise<T> => this.#exclusive(() => change(this.#devices));
 
   status(): ReplicaCoreStatus {
     return replicaStatus({
@@ -395,5 +396,4 @@ export class ReplicaCore {
   #prepare(ship: ShipMessage, payload: Uint8Array, state: ReplicaState): ShipmentPlan | ShipReply {
     return prepareShipment(ship, payload, state, this.#devices, this.#checkWrl(ship.wrl, ship.wrlUuid, state));
   }
-
 }

@@ -202,10 +202,10 @@ export class ReplicaHistory {
     if (this.#journal !== undefined) await this.#journal.undo(this.#journal.chunksAfter(wrlUuid, lsn), devices);
   }
 
-  /** A failover takes these devices: their snapshots end (reads fail) rather than show a primary's writes. */
-  endSnapshotsOf(names: readonly string[]): void {
+  /** A failover takes these devices (or a managed config drops them): their snapshots end (reads fail) rather than show a primary's writes. */
+  endSnapshotsOf(names: readonly string[], why: { reason: string; hint: string } = { reason: "the device was failed over", hint: "Take snapshots of it again after failback" }): void {
     for (const snapshot of this.#snapshots) {
-      if (names.includes(snapshot.target.name)) snapshot.lose(new DruvaaError("SNAPSHOT_LOST", `snapshot ${snapshot.id} of ${snapshot.target.name} ended: the device was failed over`, "Take snapshots of it again after failback", exitCodes.refused));
+      if (names.includes(snapshot.target.name)) snapshot.lose(new DruvaaError("SNAPSHOT_LOST", `snapshot ${snapshot.id} of ${snapshot.target.name} ended: ${why.reason}`, why.hint, exitCodes.refused));
     }
   }
 

@@ -16,7 +16,7 @@ import { sharedBufferPool } from "../../io/buffer-pool.ts";
 import type { SnapshotExports } from "./snapshot-exports.ts";
 import { failoverRoutes } from "./failback-routes.ts";
 import type { Failovers } from "./failover.ts";
-import { startControlServer, type ControlServer } from "../../io/control-server.ts";
+import { startControlServer, type ControlRoute, type ControlServer } from "../../io/control-server.ts";
 import { formatAddress, listen, type Address, type Connection, type Listener, type PreparedTls } from "../../io/transport.ts";
 import { logger } from "../../log.ts";
 import { ProtocolError } from "../../protocol/errors.ts";
@@ -46,6 +46,8 @@ export interface ReplicaServerOptions {
   recovery?: SnapshotExports;
   /** Failover and failback on the control port (failover.ts, failback.ts). */
   failovers?: Failovers;
+  /** --managed: the config routes (GET /config, POST /config/prepare|commit|abort) and GET /status `managed`. */
+  managed?: { routes(): Record<string, ControlRoute>; status(): Record<string, unknown> } | undefined;
   /** TLS of the data port (peers must be staging servers), the restore port and the control port (HTTPS; admin or panel); plaintext when absent. */
   tls?: { data: PreparedTls | undefined; restore: PreparedTls | undefined; control?: PreparedTls | undefined };
 }
@@ -69,12 +71,14 @@ export class ReplicaServer {
   #control: ControlServer | undefined;
   readonly #recovery: SnapshotExports | undefined;
   readonly #failovers: Failovers | undefined;
+  readonly #managed: ReplicaServerOptions["managed"];
 
   private constructor(options: ReplicaServerOptions) {
     this.#core = options.core;
     this.#seeds = options.seeds;
     this.#recovery = options.recovery;
     this.#failovers = options.failovers;
+    this.#managed = options.managed;
     this.#identity = { role: "replica", nodeId: options.nodeId };
     this.#now = options.now ?? Date.now;
     this.#startedAtMs = this.#now();
@@ -93,6 +97,7 @@ export class ReplicaServer {
         "/status": () => server.status(),
         ...options.recovery?.routes(),
         ...(options.failovers === undefined ? {} : failoverRoutes(options.failovers)),
+        ...options.managed?.routes(),
         "POST /seed": async (request) => {
           if (seeds === undefined) throw new DruvaaError("SEED_NOT_AWAITED", "no device of this replica awaits a seed; nothing was written", "Start the replica with --await-seed NAME before replication of that device begins", exitCodes.refused);
           return seeds.start(await request.json().catch(() => undefined));
@@ -125,6 +130,7 @@ export class ReplicaServer {
       seeds: this.#seeds?.status() ?? [],
       history: this.#core.history?.status() ?? null,
       failovers: this.#failovers?.status() ?? [],
+      ...(this.#managed === undefined ? {} : { managed: this.#managed.status() }),
     };
   }
 
