@@ -109,6 +109,16 @@ describe("client agent: attachments as child processes", () => {
     await expectReplicaEqualsPrimary(sys);
     expect(readFileSync(join(stateDir, "attachments", "pair-a.log"), "utf8").match(/druvaa client agent: starting/g)).toHaveLength(2);
 
+    // The panel's per-pair actions go through the agent to the attachment's own routes.
+    const resync = await call("/attachment/resync?name=pair-a", {});
+    expect(resync.ok).not.toBe(false);
+    const verify = await call("/attachment/verify?name=pair-a", { device: "disk0" });
+    expect(verify).toMatchObject({ device: "disk0" });
+    const runs = await fetch(`http://${String(agent.ready.control)}/attachment/verify?name=pair-a`).then((r) => r.json() as Promise<any>);
+    expect(runs.runs.map((run: { id: unknown }) => run.id)).toContain(verify.id);
+    const unknown = await call("/attachment/resync?name=nope", {});
+    expect(unknown).toMatchObject({ ok: false, error: { code: "ATTACHMENT_NOT_RUNNING" } });
+
     // Disabled: the child ends, its export is gone; the attachment is still listed.
     await commitConfig(call, "tx-2", 2, { attachments: [{ ...attachment, enabled: false }] });
     const disabled = (await call("/status")).attachments[0];

@@ -274,6 +274,12 @@ export class AgentChildren {
 
   constructor(private readonly setup: AgentSetup) {}
 
+  /** The control socket of attachment `name` while its child runs; undefined otherwise. */
+  controlSocketOf(name: string): string | undefined {
+    const child = this.#children.get(name);
+    return child?.state === "running" ? child.paths.controlSocket : undefined;
+  }
+
   /** Makes the running children match `config` (see the file comment). Idempotent. */
   async apply(config: AgentConfig): Promise<void> {
     if (this.#closing) throw new DruvaaError("AGENT_STOPPING", "the agent is stopping", "Apply again after it restarts (the committed config is applied at start)");

@@ -6,6 +6,7 @@
  * routes, GET /status (every attachment with its child's status) and GET /probe?path=PATH.
  * On SIGTERM/SIGINT every child is stopped (SIGTERM, waited for) before the agent exits.
  */
+import { attachmentRoutes } from "./agent-proxy.ts";
 import { mkdir } from "node:fs/promises";
 import { resolve } from "node:path";
 import { command, jsonFlag } from "../../cli-support.ts";
@@ -63,6 +64,7 @@ export default command({
         attachments: await children.status(managed.config),
       }),
       "/probe": probeRoute,
+      ...attachmentRoutes(children),
       ...managed.routes(),
     }, "client:agent", { tls: security.forControl() });
     try {
