@@ -35,6 +35,16 @@ export function formatStatus(status: RoleStatus): string {
     }
     const events = (status as StagingStatus).events ?? [];
     if (events.length > 0) lines.push("  recent events:", ...events.slice(-stagingEventsShown).map((event) => `    ${event.at ?? "?"} ${event.message ?? ""}`));
+  } else if (status.role === "client" && status.agent === true) {
+    // A client host's agent (druvaa client agent): one line per attachment, then its child's own lines.
+    const managed = status.managed as { version?: number; applied?: { error?: ErrorStatus } } | undefined;
+    lines.push(`  client agent: config version ${managed?.version ?? 0}${errorText(managed?.applied?.error)}`);
+    for (const attachment of (status.attachments as Record<string, unknown>[] | undefined) ?? []) {
+      const exit = attachment.lastExit as { code?: number | null; signal?: string | null } | null | undefined;
+      lines.push(`  attachment ${attachment.name}: ${attachment.state}${attachment.pid ? `, pid ${attachment.pid}` : ""}, ${attachment.restarts ?? 0} restart(s)${exit ? `, last exit ${exit.signal ?? `code ${exit.code}`}` : ""}`);
+      const child = attachment.status as RoleStatus | null | undefined;
+      if (child) lines.push(...formatStatus(child).split("\n").slice(1).map((line) => `  ${line}`));
+    }
   } else if (status.role === "client") {
     const staging = status.staging as { address?: string; connected?: boolean; lastError?: ErrorStatus | null } | undefined;
     lines.push(`  staging ${staging?.address ?? "?"}: ${staging?.connected ? "connected" : "not connected"}${errorText(staging?.lastError)}`);
