@@ -5,7 +5,9 @@
  *
  * Every WRL is one consistency group: the order in which writes of all its clients are appended
  * is a linear extension of "depends on" (a client sends a dependent write only after the write
- * it depends on was acked, i.e. was durable in the WRL). One Relay per WRL ships it.
+ * it depends on was acked, i.e. was durable in the WRL). One Relay per WRL ships it. The WRLs
+ * served may change while it runs (`--managed`, managed.ts): addWrl, changeRelay and removeWrl
+ * touch only the WRL they name (core-wrls.ts sets up an entry).
  *
  * attach (decision table, checked in this order; nothing is persisted unless the last row):
  *   staging stopping                                 refused SHUTTING_DOWN
@@ -35,14 +37,13 @@ import { protocolTextLengthMax, stagingShutdownWaitMs, wrlDeviceNameBytesMax } f
 import { DruvaaError } from "../../errors.ts";
 import { logger } from "../../log.ts";
 import type { AttachMessage, Message, WriteMessage, WriteNackCode } from "../../protocol/messages.ts";
-import type { WrlAppend, WrlAppendResult } from "../../wrl/types.ts";
 import type { CompressionSetting } from "./compression.ts";
 import type { CoalesceSetting } from "./relay-coalesce.ts";
 import { allowsDevice } from "../../tls/identity.ts";
-import { LagTracker } from "./lag.ts";
 import { wrlAppendOf } from "./records.ts";
 import type { StagingCoreStatus } from "./core-status.ts";
-import { Relay, realClock, type Clock, type RelayLink, type RelayTargets, type RelayWrl } from "./relay.ts";
+import { openWrlEntry, relayOf, type RelaySettings, type StagingLog, type StagingWrlSpec, type WrlEntry } from "./core-wrls.ts";
+import { realClock, type Clock, type Relay, type RelayTargets } from "./relay.ts";
 import { RecentEvents } from "./relay-rpo.ts";
 import type { RpoEvent } from "./rpo.ts";
 import { ClientSession, sessionDeviceKey, type SessionPeer } from "./session.ts";
@@ -50,25 +51,9 @@ import type { ShipmentLimits } from "./shipment.ts";
 import type { AttachedDevice, DeviceStateStore, WrlDevicesState } from "./state.ts";
 
 export type { StagingCoreStatus, StagingWrlStatus } from "./core-status.ts";
+export type { StagingLog, StagingWrlSpec } from "./core-wrls.ts";
 
 const log = logger("staging");
-
-/** What the core needs of a WRL (a WriteLog is one). */
-export interface StagingLog extends RelayWrl {
-  append(input: WrlAppend): Promise<WrlAppendResult>;
-}
-
-export interface StagingWrlSpec {
-  /** The name clients attach to (--wrl NAME=…). */
-  name: string;
-  wrl: StagingLog;
-  /** Paths of its devices, primary first (status only). */
-  devicePaths: readonly string[];
-  /** The replica's address as the user gave it (--replica NAME=HOST:PORT). */
-  replicaAddress: string;
-  /** Opens a connection to that replica and completes the handshake (role staging). */
-  dialReplica: () => Promise<RelayLink>;
-}
 
 export interface StagingCoreOptions {
   wrls: readonly StagingWrlSpec[];
@@ -92,18 +77,6 @@ export interface StagingCoreOptions {
   receivedBytesStay?: boolean;
 }
 
-interface WrlEntry {
-  spec: StagingWrlSpec;
-  uuid: string;
-  lag: LagTracker;
-  relay: Relay;
-  /** Persisted: every device ever attached to this WRL. Replaced, never mutated, after a save. */
-  devices: ReadonlyMap<string, AttachedDevice>;
-  /** Connected client holding each device name. */
-  holders: Map<string, ClientSession>;
-  saves: Promise<void>;
-}
-
 type AttachRefusal = { code: string; message: string };
 
 /**
@@ -120,74 +93,87 @@ function ownedPayload(payload: Uint8Array, receivedBytesStay: boolean): Uint8Arr
 }
 
 export class StagingCore {
-  readonly #wrls: ReadonlyMap<string, WrlEntry>;
+  readonly #wrls: Map<string, WrlEntry>;
   readonly #store: DeviceStateStore;
   readonly #clock: Clock;
   readonly #sessions = new Set<ClientSession>();
   readonly #receivedBytesStay: boolean;
-  /** RPO state changes of every WRL, for the status (`events`, the panel). */
-  readonly #events: RecentEvents<RpoEvent>;
+  /** The relay settings every WRL shares, and the RPO state changes of every WRL (status `events`). */
+  readonly #settings: RelaySettings;
+  #started = false;
   #stopping = false;
 
-  private constructor(wrls: Map<string, WrlEntry>, store: DeviceStateStore, clock: Clock, receivedBytesStay: boolean, events: RecentEvents<RpoEvent>) {
-    this.#events = events;
+  private constructor(wrls: Map<string, WrlEntry>, store: DeviceStateStore, settings: RelaySettings, receivedBytesStay: boolean) {
     this.#wrls = wrls;
     this.#store = store;
-    this.#clock = clock;
+    this.#settings = settings;
+    this.#clock = settings.clock;
     this.#receivedBytesStay = receivedBytesStay;
   }
 
   /** Loads each WRL's attached devices and sets up its relay (not started: see start()). */
   static async open(options: StagingCoreOptions): Promise<StagingCore> {
-    const clock = options.clock ?? realClock;
-    const events = new RecentEvents<RpoEvent>();
+    const { shipmentLimits, relayWindowMax, compression, coalesce, relayTargets } = options;
+    const settings: RelaySettings = { clock: options.clock ?? realClock, events: new RecentEvents<RpoEvent>(), shipmentLimits, relayWindowMax, compression, coalesce, relayTargets };
     const wrls = new Map<string, WrlEntry>();
     for (const spec of options.wrls) {
       assert(!wrls.has(spec.name), `WRL ${spec.name} given twice (the CLI refuses that)`);
-      const info = spec.wrl.info();
-      const saved = await options.store.load(spec.name);
-      const devices = new Map((saved?.devices ?? []).map((device) => [device.name, device]));
-      if (saved !== undefined && saved.wrlUuid !== info.uuid) {
-        log.info(`WRL ${spec.name} is now ${info.uuid} (was ${saved.wrlUuid}): keeping the ${devices.size} device(s) attached before`);
-      }
-      const lag = new LagTracker();
-      // Records found at recovery: their append times are gone; they count from now.
-      lag.recovered(info.tailLsn + 1, info.headLsn, info.usedBytes, clock.now());
-      const entry: WrlEntry = { spec, uuid: info.uuid, lag, relay: undefined as unknown as Relay, devices, holders: new Map(), saves: Promise.resolve() };
-      entry.relay = new Relay({
-        name: spec.name,
-        uuid: info.uuid,
-        wrl: spec.wrl,
-        address: spec.replicaAddress,
-        dial: spec.dialReplica,
-        deviceSizes: () => new Map([...entry.devices.values()].map((device) => [device.name, device.sizeBytes])),
-        lag,
-        clock,
-        // Verify outcomes go back to the client holding the device (dropped if it is gone: its
-        // verify pass times out and probes again).
-        onVerified: (outcome) => entry.holders.get(outcome.device)?.reply({ type: "verifyReport", wrl: spec.name, ...outcome }),
-        ...(options.shipmentLimits === undefined ? {} : { limits: options.shipmentLimits }),
-        ...(options.relayWindowMax === undefined ? {} : { windowMax: options.relayWindowMax }),
-        ...(options.compression === undefined ? {} : { compression: options.compression }),
-        ...(options.coalesce === undefined ? {} : { coalesce: options.coalesce }),
-        targets: options.relayTargets?.get(spec.name) ?? {},
-        onEvent: (event) => events.push(event),
-      });
-      wrls.set(spec.name, entry);
+      wrls.set(spec.name, await openWrlEntry(spec, options.store, settings));
     }
-    return new StagingCore(wrls, options.store, clock, options.receivedBytesStay ?? false, events);
+    return new StagingCore(wrls, options.store, settings, options.receivedBytesStay ?? false);
   }
 
   /** WRL `name`'s log, uuid and relay (failback.ts), or undefined; wrlNames(): every WRL served. */
-  wrlHandle(name: string): { name: string; uuid: string; wrl: StagingLog; relay: Relay } | undefined {
+  wrlHandle(name: string): { name: string; uuid: string; wrl: StagingLog; relay: Relay; connectedDevices: string[] } | undefined {
     const entry = this.#wrls.get(name);
-    return entry === undefined ? undefined : { name, uuid: entry.uuid, wrl: entry.spec.wrl, relay: entry.relay };
+    if (entry === undefined) return undefined;
+    const connectedDevices = [...entry.holders].filter(([, session]) => session.isOpen).map(([device]) => device);
+    return { name, uuid: entry.uuid, wrl: entry.spec.wrl, relay: entry.relay, connectedDevices };
   }
   wrlNames = (): string[] => [...this.#wrls.keys()];
 
-  /** Starts every relay. */
+  /** Starts every relay (and, from now on, the relay of every WRL added). */
   start(): void {
+    this.#started = true;
     for (const entry of this.#wrls.values()) entry.relay.start();
+  }
+
+  /**
+   * Serves one more WRL (managed.ts): clients may attach to it from now on, and its relay starts
+   * at once if the core has started. The WRLs already served are not touched.
+   */
+  async addWrl(spec: StagingWrlSpec): Promise<void> {
+    assert(!this.#wrls.has(spec.name), `WRL ${spec.name} is served already`);
+    const entry = await openWrlEntry(spec, this.#store, this.#settings);
+    if (this.#stopping) throw new DruvaaError("SHUTTING_DOWN", `WRL ${spec.name} not added: the staging server is shutting down`, "It is added at the next start");
+    assert(!this.#wrls.has(spec.name), `WRL ${spec.name} added twice at once`);
+    this.#wrls.set(spec.name, entry);
+    if (this.#started) entry.relay.start();
+  }
+
+  /** WRL `spec.name` relays as `spec` says now (replica, compression, targets): its relay is replaced; its clients stay attached. */
+  async changeRelay(spec: StagingWrlSpec): Promise<void> {
+    const entry = this.#wrls.get(spec.name);
+    assert(entry !== undefined && entry.spec.wrl === spec.wrl, `WRL ${spec.name} is served with that log`);
+    await entry.relay.stop();
+    entry.spec = spec;
+    entry.relay = relayOf(entry, this.#settings);
+    if (this.#started && !this.#stopping) entry.relay.start();
+  }
+
+  /**
+   * Stops serving WRL `name`: attaches and writes to it are refused from now on (WRL_UNKNOWN,
+   * DEVICE_UNKNOWN), appends in flight still complete, its relay stops. The log stays open: its
+   * owner closes it. Records it still holds stay in it, unrelayed (managed.ts refuses that case at prepare).
+   */
+  async removeWrl(name: string): Promise<void> {
+    const entry = this.#wrls.get(name);
+    if (entry === undefined) return;
+    this.#wrls.delete(name);
+    for (const [device, session] of entry.holders) session.devices.delete(sessionDeviceKey(name, device));
+    entry.holders.clear();
+    await entry.relay.stop();
+    await entry.saves;
   }
 
   get stopping(): boolean {
@@ -360,7 +346,7 @@ export class StagingCore {
         inflightWrites: session.inflightWrites,
         devices: [...session.devices.values()].map((device) => ({ wrl: device.wrl, name: device.name })),
       })),
-      events: this.#events.list(),
+      events: this.#settings.events.list(),
     };
   }
 

@@ -34,7 +34,7 @@ export interface OpenedWrl {
 
 /** Pairs every --wrl with its --replica; refuses a WRL without one and a replica for no WRL. */
 export function planWrls(wrls: ReadonlyMap<string, string>, replicas: ReadonlyMap<string, string>): WrlPlan[] {
-  if (wrls.size === 0) throw usageError("at least one --wrl NAME=PATH is needed", "Create a WRL with: druvaa wrl create --primary PATH --size 10G; then: --wrl fast=PATH --replica fast=REPLICA:6003");
+  if (wrls.size === 0) throw usageError("at least one --wrl NAME=PATH is needed (or --managed: WRLs from the panel)", "Create a WRL with: druvaa wrl create --primary PATH --size 10G; then: --wrl fast=PATH --replica fast=REPLICA:6003");
   for (const name of replicas.keys()) {
     if (!wrls.has(name)) throw usageError(`--replica ${name}=…: no --wrl named ${name}`, `The WRLs given are: ${[...wrls.keys()].join(", ")}; every --replica names one of them`);
   }

@@ -52,22 +52,36 @@ function reworded<T>(parse: () => T, message: string, hint: string): T {
 }
 
 /** `given`: the flag as typed, for messages ("--rate-limit 20Mbit", "--rate-limit fast=20Mbit"). */
-function parseRate(text: string, given: string): number {
+export function parseRate(text: string, given: string): number {
   const hint = "Use bits per second (--rate-limit 20Mbit, --rate-limit 512kbit) or bytes per time (--rate-limit 5MiB/s), at least 8kbit; NAME=RATE for one WRL";
   const bytesPerSecond = reworded(() => parseRateBytesPerSecond(text, "--rate-limit"), `${given}: not a rate`, hint);
   if (bytesPerSecond < relayRateBytesPerSecondMin) throw usageError(`${given}: below the lowest rate limit (8kbit = ${relayRateBytesPerSecondMin} bytes/s)`, hint);
   return bytesPerSecond;
 }
 
-function parseRpoSeconds(text: string, given: string): number {
+export function parseRpoSeconds(text: string, given: string): number {
   const hint = "Use a duration such as --rpo 30s, --rpo 5m or --rpo 1h; NAME=DURATION for one WRL";
   const ms = reworded(() => parseDurationMs(text, "--rpo"), `${given}: not a duration`, hint);
   if (!(ms > 0)) throw usageError(`${given}: an RPO target must be longer than 0`, hint);
   return ms / 1000;
 }
 
+export interface RelayFlags {
+  rateLimit: readonly string[];
+  schedule: readonly string[];
+  rpo: readonly string[];
+}
+
 /** The targets of every WRL in `wrlNames` (an entry only for WRLs with at least one), from the raw flag values. */
-export function relayTargetsFromFlags(flags: { rateLimit: readonly string[]; schedule: readonly string[]; rpo: readonly string[] }, wrlNames: readonly string[]): Map<string, RelayTargets> {
+export function relayTargetsFromFlags(flags: RelayFlags, wrlNames: readonly string[]): Map<string, RelayTargets> {
+  return relayFlagTargets(flags, wrlNames).targets;
+}
+
+/**
+ * relayTargetsFromFlags, and the server-wide defaults (the values without NAME=: the shared
+ * rate-limit bucket, the schedule, the RPO target) for WRLs that are not --wrl flags (--managed).
+ */
+export function relayFlagTargets(flags: RelayFlags, wrlNames: readonly string[]): { targets: Map<string, RelayTargets>; defaults: RelayTargets } {
   const rates = perWrl(flags.rateLimit, "--rate-limit", "fast=20Mbit", wrlNames);
   const schedules = perWrl(flags.schedule, "--schedule", 'bulk="Mon-Fri 19:00-07:00, Sat-Sun"', wrlNames);
   const rpos = perWrl(flags.rpo, "--rpo", "fast=30s", wrlNames);
@@ -89,5 +103,10 @@ export function relayTargetsFromFlags(flags: { rateLimit: readonly string[]; sch
     };
     if (Object.keys(target).length > 0) targets.set(name, target);
   }
-  return targets;
+  const defaults: RelayTargets = {
+    ...(shared === undefined ? {} : { rateLimit: shared }),
+    ...(sharedSchedule === undefined ? {} : { schedule: sharedSchedule }),
+    ...(sharedRpo === undefined ? {} : { rpoTargetSeconds: sharedRpo }),
+  };
+  return { targets, defaults };
 }

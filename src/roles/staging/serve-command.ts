@@ -3,7 +3,8 @@
  * state directory, serves clients (data port) and status (control port), relays every WRL to its
  * replica (zstd-compressed per --compression, default auto: compression.ts; paced, windowed and
  * watched per --rate-limit, --schedule and --rpo: relay-flags.ts), until SIGTERM/SIGINT; then lets appends in flight finish, stops the relays, closes the WRLs with a
- * final checkpoint and exits 0.
+ * final checkpoint and exits 0. With --managed, WRLs also come from the panel's config
+ * (managed.ts; docs/panel.md "Staging"), beside any --wrl, applied before the ready line.
  */
 import { command, jsonFlag, repeatedFlag } from "../../cli-support.ts";
 import { stagingControlPortDefault, stagingDataPortDefault } from "../../constants.ts";
@@ -13,12 +14,14 @@ import { announceReady, nodeIdFlag, parseNamedValues, parseServeAddress, resolve
 import { linkSecurityArgs, resolveLinkSecurity } from "../link-security.ts";
 import { compressionFlagDefault, parseCompression } from "./compression.ts";
 import { parseCoalesce } from "./relay-coalesce.ts";
-import { relayTargetsFromFlags } from "./relay-flags.ts";
+import { relayFlagTargets } from "./relay-flags.ts";
 import { StagingCore } from "./core.ts";
 import { openWrls, planWrls } from "./open-wrls.ts";
 import { replicaDialer, StagingServer } from "./server.ts";
 import { fileDeviceStateStore } from "./state.ts";
 import { readWrlKeyFile } from "../../wrl/key-file.ts";
+import { ManagedConfig } from "../managed/config-routes.ts";
+import { ManagedWrls, type ManagedStagingConfig } from "./managed.ts";
 
 const log = logger("staging");
 
@@ -26,10 +29,11 @@ export default command({
   meta: { name: "serve", description: "Log client writes in WRLs (group commit) and relay each WRL to its replica" },
   args: {
     listen: { type: "string", valueHint: "HOST:PORT", default: `127.0.0.1:${stagingDataPortDefault}`, description: `data port for clients (default port ${stagingDataPortDefault}; no host: 127.0.0.1)` },
-    wrl: { type: "string", valueHint: "NAME=PATH[,PATH...]", required: true, description: "a write log (made with druvaa wrl create): primary, then secondaries; repeat for several" },
+    wrl: { type: "string", valueHint: "NAME=PATH[,PATH...]", description: "a write log (made with druvaa wrl create): primary, then secondaries; repeat for several (needed unless --managed)" },
+    managed: { type: "boolean", description: "also take WRLs from the panel (druvaa panel): POST /config/prepare, /config/commit, /config/abort and GET /config on the control port; the committed config (STATE_DIR/managed-config.json) is applied at every start. --wrl and --replica are then optional; see docs/panel.md" },
     replica: { type: "string", valueHint: "NAME=HOST:PORT", description: "the replica server WRL NAME relays to (default port 6003); one per --wrl" },
     control: { type: "string", valueHint: "HOST:PORT", default: `127.0.0.1:${stagingControlPortDefault}`, description: "control port (GET /status): HTTPS for admin and panel certificates with TLS, plain HTTP on loopback with --insecure" },
-    "state-dir": { type: "string", valueHint: "DIR", description: "where attached devices are kept (default: $DRUVAA_STATE_DIR/staging, /var/lib/druvaa/staging as root)" },
+    "state-dir": { type: "string", valueHint: "DIR", description: "where attached devices (and, with --managed, the pushed config) are kept (default: $DRUVAA_STATE_DIR/staging, /var/lib/druvaa/staging as root)" },
     compression: {
       type: "string",
       valueHint: "off|1..19|auto",
@@ -68,22 +72,26 @@ export default command({
     "druvaa staging serve --wrl fast=/dev/sdb --replica fast=dr-site:6003 --compression 3   # a fixed zstd level for a slow WAN",
     'druvaa staging serve --wrl fast=/dev/sdb --replica fast=dr-site:6003 --wrl bulk=/dev/sdd --replica bulk=dr-site:6013 --rate-limit 20Mbit --schedule bulk="Mon-Fri 19:00-07:00, Sat-Sun" --rpo fast=30s',
     "druvaa staging serve --listen :0 --control :0 --wrl w0=/srv/wrl0.img --replica w0=127.0.0.1:6003 --json   # ports chosen by the system, printed in the ready line",
+    "druvaa staging serve --managed --listen 10.0.0.5:6001 --control 10.0.0.5:6002 --state-dir /var/lib/druvaa/staging --tls-cert staging1.pem --tls-key staging1.key --tls-ca ca.pem   # WRLs pushed by the panel",
   ],
   async run({ args, rawArgs }) {
     const wrlFlags = parseNamedValues(repeatedFlag(rawArgs, "wrl"), "--wrl", "fast=/dev/sdb");
     const replicaFlags = parseNamedValues(repeatedFlag(rawArgs, "replica"), "--replica", "fast=10.0.0.9:6003");
-    const plans = planWrls(wrlFlags, replicaFlags);
+    const managedMode = args.managed === true;
+    // --managed alone serves no WRL until the panel commits one.
+    const plans = managedMode && wrlFlags.size === 0 && replicaFlags.size === 0 ? [] : planWrls(wrlFlags, replicaFlags);
     const listenAddress = parseServeAddress(args.listen, stagingDataPortDefault);
     const controlAddress = parseServeAddress(args.control, stagingControlPortDefault);
     const nodeId = nodeIdFlag(args["node-id"]);
     const compression = parseCompression(args.compression ?? compressionFlagDefault);
     const coalesce = parseCoalesce(args.coalesce ?? "auto");
-    const relayTargets = relayTargetsFromFlags({ rateLimit: repeatedFlag(rawArgs, "rate-limit"), schedule: repeatedFlag(rawArgs, "schedule"), rpo: repeatedFlag(rawArgs, "rpo") }, plans.map((plan) => plan.name));
+    const { targets: relayTargets, defaults: relayDefaults } = relayFlagTargets({ rateLimit: repeatedFlag(rawArgs, "rate-limit"), schedule: repeatedFlag(rawArgs, "schedule"), rpo: repeatedFlag(rawArgs, "rpo") }, plans.map((plan) => plan.name));
     const stateDir = resolveStateDir(args["state-dir"], "staging");
     const security = await resolveLinkSecurity(args, { links: [listenAddress, ...plans.map((plan) => plan.replica)], controls: [controlAddress] });
     const replicaTls = security.forPeer("replica");
     const payloadKey = args["encrypt-at-rest"] === undefined ? undefined : await readWrlKeyFile(args["encrypt-at-rest"]);
     const wrls = await openWrls(plans, { payloadKey });
+    let managed: ManagedWrls | undefined;
     try {
       for (const { name, wrl } of wrls) {
         // A record's payload is the receive buffer its write arrived in (pooled by the server):
@@ -102,18 +110,37 @@ export default command({
         coalesce,
         relayTargets,
       });
-      const server = await StagingServer.start({ core, nodeId, listen: listenAddress, control: controlAddress, tls: security.forPeer("client"), controlTls: security.forControl() });
+      let config: ManagedConfig<ManagedStagingConfig> | undefined;
+      if (managedMode) {
+        const loopbackOnly = security.mode === "insecure" && args["insecure-allow-remote"] !== true;
+        managed = new ManagedWrls({ core, flagWrls: new Map(plans.map((plan) => [plan.name, plan.paths])), payloadKey, nodeId, replicaTls, loopbackOnly, relayDefaults });
+        config = await ManagedConfig.open(stateDir, managed);
+        // Before the ports open: a prepare then always sees the committed WRLs running.
+        await config.start();
+      }
+      const server = await StagingServer.start({
+        core,
+        nodeId,
+        listen: listenAddress,
+        control: controlAddress,
+        tls: security.forPeer("client"),
+        controlTls: security.forControl(),
+        ...(config === undefined ? {} : { routes: config.routes(), statusExtra: () => ({ managed: config.status() }) }),
+      });
       core.start();
+      // Listening for SIGTERM before the ready line: a stop sent right after it is a clean stop.
+      const stopped = untilSignalled("staging", () => server.stop());
       announceReady(args.json, "staging", {
         ...server.addresses,
         nodeId,
         stateDir,
-        wrls: wrls.map((entry) => ({ name: entry.name, uuid: entry.wrl.info().uuid, devicePaths: entry.devicePaths, replica: entry.replicaText })),
+        wrls: [...wrls, ...(managed?.opened ?? [])].map((entry) => ({ name: entry.name, uuid: entry.wrl.info().uuid, devicePaths: entry.devicePaths, replica: entry.replicaText })),
+        ...(config === undefined ? {} : { managed: config.status() }),
       });
-      await untilSignalled("staging", () => server.stop());
+      await stopped;
     } finally {
       // Waits for appends still committing, then writes the final checkpoint.
-      const results = await Promise.allSettled(wrls.map((entry) => entry.wrl.close()));
+      const results = await Promise.allSettled([...wrls.map((entry) => entry.wrl.close()), ...(managed === undefined ? [] : [managed.close()])]);
       const failed = results.find((result): result is PromiseRejectedResult => result.status === "rejected");
       // A WRL that could not write its final checkpoint still recovers every acked record at the
       // next start; the exit code tells the operator to look.

@@ -12,7 +12,7 @@
  */
 import { DruvaaError } from "../../errors.ts";
 import { sharedBufferPool } from "../../io/buffer-pool.ts";
-import { startControlServer, type ControlServer } from "../../io/control-server.ts";
+import { startControlServer, type ControlRoute, type ControlServer } from "../../io/control-server.ts";
 import { connect, formatAddress, listen, peerIdentityOf, type Address, type Connection, type Listener, type PreparedTls } from "../../io/transport.ts";
 import { logger } from "../../log.ts";
 import { ProtocolError } from "../../protocol/errors.ts";
@@ -37,6 +37,10 @@ export interface StagingServerOptions {
   tls?: PreparedTls | undefined;
   /** TLS for the control port (HTTPS; peers must be admin or panel); plain HTTP when absent. */
   controlTls?: PreparedTls | undefined;
+  /** More control routes (--managed: GET /config, POST /config/prepare, …). */
+  routes?: Record<string, ControlRoute>;
+  /** More fields of GET /status (--managed: `managed`). */
+  statusExtra?: () => Record<string, unknown>;
 }
 
 export interface StagingAddresses {
@@ -63,6 +67,7 @@ export class StagingServer {
   readonly #identity: Identity;
   readonly #now: () => number;
   readonly #startedAtMs: number;
+  readonly #statusExtra: (() => Record<string, unknown>) | undefined;
   #data: Listener | undefined;
   #control: ControlServer | undefined;
 
@@ -71,6 +76,7 @@ export class StagingServer {
     this.#identity = { role: "staging", nodeId: options.nodeId };
     this.#now = options.now ?? Date.now;
     this.#startedAtMs = this.#now();
+    this.#statusExtra = options.statusExtra;
   }
 
   /** Starts serving both ports; stops what it started if one of them fails. */
@@ -80,7 +86,7 @@ export class StagingServer {
       // Writes spanning socket chunks (every large one) are assembled in pooled buffers; the
       // WRL gives them back once their record is freed (see serve-command.ts, onFreedData).
       server.#data = await listen(options.listen, (connection) => void guardConnection(connection, () => server.#serveClient(connection), log), { allocateFrame: (bytes) => sharedBufferPool.take(bytes), ...(options.tls === undefined ? {} : { tls: options.tls }) });
-      server.#control = await startControlServer(options.control, { "/status": () => server.status(), ...failbackRoutes(options.core) }, "staging", { tls: options.controlTls });
+      server.#control = await startControlServer(options.control, { "/status": () => server.status(), ...failbackRoutes(options.core), ...options.routes }, "staging", { tls: options.controlTls });
     } catch (error) {
       await Promise.all([server.#data?.stop(), server.#control?.stop()]);
       throw error;
@@ -102,6 +108,7 @@ export class StagingServer {
       wrls: core.wrls,
       clients: core.clients,
       events: core.events,
+      ...this.#statusExtra?.(),
     };
   }
 
