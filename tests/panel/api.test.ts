@@ -216,7 +216,11 @@ describe("hostile input", () => {
     const admin = new ApiClient(panel.url);
     await admin.login("admin", strongPassword);
     expect((await admin.get("/api/nothing")).status).toBe(404);
-    expect((await admin.get("/")).body.error.code).toBe("NOT_FOUND");
+    expect((await admin.get("/api/")).body.error.code).toBe("NOT_FOUND");
+    // Refusals name the form field they are about, so the UI can show the message next to it.
+    const weak = await admin.post("/api/users", { name: "bob", role: "viewer", password: "short" });
+    expect(weak.body.error).toMatchObject({ code: "WEAK_PASSWORD", field: "password" });
+    expect((await admin.post("/api/users", { name: "b c", role: "viewer", password: strongPassword })).body.error.field).toBe("name");
     expect((await admin.request("PUT", "/api/users")).status).toBe(405);
     const form = await admin.request("POST", "/api/components", "name=x", { "content-type": "application/x-www-form-urlencoded" });
     expect(form.status).toBe(415);

@@ -70,11 +70,13 @@ export default command({
     try {
       await managed.start();
       const applied = managed.status().applied as { error?: { message: string } };
-      announceReady(args.json, "client", { agent: true, nodeId, control: control.address, stateDir, configVersion: managed.version, ...(applied.error === undefined ? {} : { applyError: applied.error.message }) });
-      await untilSignalled("client", async () => {
+      // The signal handler goes in before the ready line: a parent that signals on reading it must not find it missing (registered after the line, Bun may not have it in place yet).
+      const stopped = untilSignalled("client", async () => {
         await children.stopAll();
         log.info("every attachment stopped");
       });
+      announceReady(args.json, "client", { agent: true, nodeId, control: control.address, stateDir, configVersion: managed.version, ...(applied.error === undefined ? {} : { applyError: applied.error.message }) });
+      await stopped;
     } finally {
       await children.stopAll();
       await control.stop();

@@ -180,17 +180,8 @@ export default command({
       saveTimer = setInterval(save, clientStateSaveIntervalMs);
       verifying.startInitialSync(save);
 
-      announceReady(args.json, "client", {
-        nodeId,
-        staging,
-        export: server.address,
-        exports: Object.fromEntries(devices.map((d) => [d.name, server.uri(d.name)])),
-        control: controlAddressBound,
-        ...(controlLocal === undefined ? {} : { controlSocket: controlLocal.address }),
-        stateDir,
-      });
-
-      await untilSignalled("client", async () => {
+      // The signal handler goes in before the ready line: a parent that signals on reading it must not find it missing (registered after the line, Bun may not have it in place yet).
+      const stopped = untilSignalled("client", async () => {
         verifying.stop();
         recovered?.stop();
         const failedWrites = await shutdown(liveCore, server);
@@ -204,6 +195,17 @@ export default command({
           throw new DruvaaError("SHUTDOWN_WRITES_FAILED", `stopped with ${failedWrites} write(s) that staging never acknowledged; their NBD clients got EIO and nothing was written locally for them`, `Staging ${staging} was unreachable or stuck; check it with: druvaa status --connect STAGING:6002`, exitCodes.failure);
         }
       });
+      announceReady(args.json, "client", {
+        nodeId,
+        staging,
+        export: server.address,
+        exports: Object.fromEntries(devices.map((d) => [d.name, server.uri(d.name)])),
+        control: controlAddressBound,
+        ...(controlLocal === undefined ? {} : { controlSocket: controlLocal.address }),
+        stateDir,
+      });
+
+      await stopped;
     } finally {
       verify?.stop();
       recovery?.stop();

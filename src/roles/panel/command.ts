@@ -42,8 +42,10 @@ export default command({
     try {
       if (store.openedAtVersion < schemaVersionLatest) log.info(`database ${args.db}: schema version ${store.openedAtVersion} → ${schemaVersionLatest}`);
       const server = await PanelServer.start({ store, listen, https, componentTls: security.mode === "tls" ? security.forPeer(controlServerRoles) : undefined });
+      // The signal handler goes in before the ready line: a parent that signals on reading it must not find it missing (registered after the line, Bun may not have it in place yet).
+      const stopped = untilSignalled("panel", () => server.stop());
       announceReady(args.json, "panel", { listen: server.address, url: server.url, db: args.db, schemaVersion: schemaVersionLatest, security: security.describe });
-      await untilSignalled("panel", () => server.stop());
+      await stopped;
       log.info("stopped");
     } finally {
       store.close();

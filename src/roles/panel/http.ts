@@ -33,7 +33,13 @@ export function jsonAnswer(body: unknown, status = 200, headers: Record<string, 
 }
 
 export function errorAnswer(error: ApiError): Response {
-  return jsonAnswer({ ok: false, error: { code: error.code, message: error.message, ...(error.hint === undefined ? {} : { hint: error.hint }) } }, error.status, error.headers);
+  const field = error.status >= 400 && error.status < 500 ? fieldOf(error.message) : undefined;
+  return jsonAnswer({ ok: false, error: { code: error.code, message: error.message, ...(error.hint === undefined ? {} : { hint: error.hint }), ...(field === undefined ? {} : { field }) } }, error.status, error.headers);
+}
+
+/** The form field a refusal is about: the `field: why` prefix the field helpers (badField, nameField…) give their messages. */
+function fieldOf(message: string): string | undefined {
+  return /^([A-Za-z][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+|\[\d+\])*): /.exec(message)?.[1];
 }
 
 export const badField = (field: string, why: string, hint?: string) => new ApiError(400, "BAD_FIELD", `${field}: ${why}`, hint);

@@ -96,6 +96,14 @@ export class Mailer {
     }
   }
 
+  /** Queues one mail to `to` (the weekly digest, digest.ts); false, nothing queued, without enabled mail settings. */
+  queueMail(to: string[], subject: string, text: string, html?: string): boolean {
+    const settings = this.store.getMailSettings();
+    if (settings === undefined || !settings.enabled || this.stopped || to.length === 0) return false;
+    this.enqueue({ what: subject, options: { ...smtpOptionsOf(settings, to, subject, text), ...(html === undefined ? {} : { html }) } });
+    return true;
+  }
+
   /** Pending mails (for tests and status). */
   get pendingCount(): number {
     return this.queue.length;

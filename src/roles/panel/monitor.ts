@@ -4,7 +4,9 @@
  * COMPONENT_UNREACHABLE raised once when a component stops answering, cleared when it answers
  * again. Rounds never overlap (the next is scheduled when one ends); stop() waits for the round
  * under way. Each alert raised or cleared is passed to onAlert (the mailer, which only queues).
- * A component removed from the panel has its alerts cleared without a notice. What it does not do: follow a component's own alerts (lag, WRL fill) — later slices.
+ * A component removed from the panel has its alerts cleared without a notice. After each background
+ * round the statuses go to onRound (history.ts, status-alerts.ts, live.ts): alerts read from a
+ * component's own status (WRL fill, RPO, disconnected clients, failed applies) are status-alerts.ts's.
  */
 import { controlRequest } from "../../commands/control-client.ts";
 import { DruvaaError } from "../../errors.ts";
@@ -32,6 +34,8 @@ export interface MonitorOptions {
   tls?: PreparedTls | undefined;
   /** Told of each alert raised or cleared (the mailer: it only queues, so the poll never waits). */
   onAlert?: ((event: AlertEvent) => void) | undefined;
+  /** Told each background round's statuses (history, status alerts, live streams); an error it throws is logged. */
+  onRound?: ((statuses: ComponentStatus[]) => void) | undefined;
 }
 
 export class Monitor {
@@ -92,7 +96,13 @@ export class Monitor {
       this.timer = undefined;
       if (this.stopped) return;
       this.round = this.checkAll().then(
-        () => undefined,
+        (statuses) => {
+          try {
+            if (!this.stopped) this.options.onRound?.(statuses);
+          } catch (error) {
+            log.error(`after the status poll: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
+          }
+        },
         (error: unknown) => log.error(`status poll: ${error instanceof Error ? error.message : String(error)}`),
       ).finally(() => {
         if (!this.stopped) this.timer = setTimeout(run, this.options.intervalMs ?? pollIntervalMs);

@@ -8,11 +8,12 @@
  *   DELETE /api/users/NAME               admin     404 NOT_FOUND; 409 LAST_ADMIN, SELF
  *   GET    /api/components               viewer
  *   POST   /api/components {name, role, control}                    operator 201; 409 COMPONENT_EXISTS
- *   DELETE /api/components/NAME          operator  404 NOT_FOUND
+ *   DELETE /api/components/NAME          operator  404 NOT_FOUND; 409 COMPONENT_IN_USE (by a WRL, change map or pair)
  *   GET    /api/activity?limit=N         viewer    newest first
  *   GET    /api/alerts                   viewer    open ones first
  *   GET    /api/status                   viewer    every component's live GET /status
  *   /api/settings/mail…                            email alerts: mail-routes.ts
+ *   /api/wrls, changemaps, pairs, wizard, transactions, probe, sizing: config-service.ts
  */
 import { activityLimitDefault, activityLimitMax, componentsMax, usersMax } from "./constants.ts";
 import type { Caller } from "./auth.ts";
@@ -20,6 +21,8 @@ import { ApiError, booleanField, checkPanelName, controlField, enumField, intege
 import { controlPortDefaults, type Monitor } from "./monitor.ts";
 import { hashPassword, passwordProblem } from "./password.ts";
 import type { ComponentRole, PanelStore, User, UserRole } from "./store.ts";
+import type { ConfigStore } from "./config-store.ts";
+import { parseAddress } from "../../io/address.ts";
 
 const userRoles: readonly UserRole[] = ["admin", "operator", "viewer"];
 const componentRoles: readonly ComponentRole[] = ["client", "staging", "replica"];
@@ -30,6 +33,8 @@ export class PanelRoutes {
   constructor(
     private readonly store: PanelStore,
     private readonly monitor: Monitor,
+    /** Configuration tables: a component's host is recorded, and one in use is not removed. */
+    private readonly config?: ConfigStore,
   ) {}
 
   session(caller: Caller): unknown {
@@ -84,6 +89,8 @@ export class PanelRoutes {
     const added = this.store.transaction(() => {
       if (this.store.countComponents() >= componentsMax) throw new ApiError(409, "TOO_MANY_COMPONENTS", `the panel manages at most ${componentsMax} components`);
       if (!this.store.addComponent(name, role, control, caller.user.name)) return false;
+      const address = parseAddress(control, controlPortDefaults[role]);
+      this.config?.linkHost(name, address.kind === "unix" ? "localhost" : (address.host ?? "localhost"));
       this.store.recordActivity(caller.user.name, "component.add", { name, role, control });
       return true;
     });
@@ -96,6 +103,8 @@ export class PanelRoutes {
     this.store.transaction(() => {
       const component = this.store.getComponent(name);
       if (component === undefined) throw new ApiError(404, "NOT_FOUND", `no component "${name}"`, "GET /api/components lists them");
+      const users = this.config?.usersOfComponent(name) ?? [];
+      if (users.length > 0) throw new ApiError(409, "COMPONENT_IN_USE", `component "${name}" is used by ${users.join(", ")}`, "Remove those pairs, WRLs and change maps first");
       this.store.deleteComponent(name);
       this.store.recordActivity(caller.user.name, "component.remove", { name, role: component.role, control: component.control });
     });

@@ -12,11 +12,14 @@ import type { PreparedTls } from "../../tls/transport-tls.ts";
 import { Auth, requireRole, type Caller } from "./auth.ts";
 import { loginLockMs, panelBodyBytesCutoff } from "./constants.ts";
 import { ApiError, errorAnswer, jsonAnswer } from "./http.ts";
+import { ConfigService, type ConfigServiceOptions } from "./config-service.ts";
 import { LoginLimiter } from "./limiter.ts";
 import { MailRoutes } from "./mail-routes.ts";
 import { Mailer } from "./mailer.ts";
 import { Monitor } from "./monitor.ts";
+import { PanelMonitoring, type PanelMonitoringOptions } from "./live-monitoring.ts";
 import { PanelRoutes } from "./routes.ts";
+import { helpList, helpPage, staticAnswer } from "./static.ts";
 import type { PanelStore, UserRole } from "./store.ts";
 
 const log = logger("panel");
@@ -33,13 +36,17 @@ export interface PanelServerOptions {
   pollIntervalMs?: number;
   statusTimeoutMs?: number;
   mailRetryBaseMs?: number;
+  /** Configuration (two-phase commit, convergence): tests shorten its timeouts and intervals. */
+  config?: Omit<ConfigServiceOptions, "tls" | "onAlert"> | undefined;
+  /** Metric history, status alerts, live streams, weekly digest (tests: fake clock, bounds). */
+  monitoring?: PanelMonitoringOptions | undefined;
 }
 
 type Handler = (request: Request, caller: Caller, url: URL, param: string) => unknown | Promise<unknown>;
 
 interface Route {
   method: string;
-  /** A path, or a prefix ending in "/" whose rest is the route's one parameter (a name). */
+  /** A path, a prefix ending in "/" whose rest is the route's one parameter (a name), or a path with one "*" segment (the parameter). */
   path: string;
   role: UserRole;
   /** Allowed while the user must still change their password. */
@@ -52,6 +59,8 @@ export class PanelServer {
     private readonly server: ReturnType<typeof Bun.serve>,
     private readonly monitor: Monitor,
     private readonly mailer: Mailer,
+    private readonly monitoring: PanelMonitoring,
+    private readonly configuration: ConfigService,
     /** HOST:PORT actually bound. */
     readonly address: string,
     readonly url: string,
@@ -63,8 +72,10 @@ export class PanelServer {
     if (await auth.ensureFirstAdmin()) log.warn('first run: created user "admin" with password "druvaa"; it must be changed at the first login');
     let panelUrl: string | undefined;
     const mailer = new Mailer(store, { panelUrl: () => panelUrl, ...(options.mailRetryBaseMs === undefined ? {} : { retryBaseMs: options.mailRetryBaseMs }) });
-    const monitor = new Monitor(store, { tls: options.componentTls, onAlert: (event) => mailer.notify(event), ...(options.pollIntervalMs === undefined ? {} : { intervalMs: options.pollIntervalMs }), ...(options.statusTimeoutMs === undefined ? {} : { timeoutMs: options.statusTimeoutMs }) });
-    const routes = new PanelRoutes(store, monitor);
+    const monitoring = new PanelMonitoring(store, mailer, { statuses: () => monitor.checkAll(), panelUrl: () => panelUrl, ...options.monitoring });
+    const monitor = new Monitor(store, { tls: options.componentTls, onAlert: (event) => monitoring.onAlert(event), onRound: (statuses) => monitoring.onRound(statuses), ...(options.pollIntervalMs === undefined ? {} : { intervalMs: options.pollIntervalMs }), ...(options.statusTimeoutMs === undefined ? {} : { timeoutMs: options.statusTimeoutMs }) });
+    const configuration = new ConfigService(store, { tls: options.componentTls, onAlert: (event) => monitoring.onAlert(event), ...options.config });
+    const routes = new PanelRoutes(store, monitor, configuration.config);
     const mail = new MailRoutes(store);
     const table: Route[] = [
       { method: "POST", path: "/api/logout", role: "viewer", beforePasswordChange: true, handler: (_r, caller) => auth.logout(caller) },
@@ -85,11 +96,17 @@ export class PanelServer {
       { method: "POST", path: "/api/settings/mail/recipients", role: "admin", handler: (request, caller) => mail.addRecipient(request, caller) },
       { method: "DELETE", path: "/api/settings/mail/recipients/", role: "admin", handler: (_r, caller, _u, address) => mail.deleteRecipient(address, caller) },
       { method: "POST", path: "/api/settings/mail/test", role: "admin", handler: (request, caller) => mail.test(request, caller) },
+      { method: "GET", path: "/api/help", role: "viewer", handler: () => helpList() },
+      { method: "GET", path: "/api/help/", role: "viewer", handler: (_r, _c, _u, name) => helpPage(name) },
+      ...monitoring.routes,
+      ...configuration.routes,
     ];
 
     const dispatch = async (request: Request, clientAddress: string): Promise<Response> => {
       const url = new URL(request.url);
       const path = url.pathname;
+      // The web UI (static.ts): every GET outside /api, with no session needed to load the login page.
+      if (request.method === "GET" && path !== "/api" && !path.startsWith("/api/")) return staticAnswer(request, path);
       if (request.method === "POST" && path === "/api/login") return await auth.login(request, clientAddress);
       const match = findRoute(table, request.method, path);
       if (match === undefined) {
@@ -132,13 +149,18 @@ export class PanelServer {
     const urlHost = host === undefined ? "localhost" : host.includes(":") ? `[${host}]` : host;
     panelUrl = `${scheme}://${urlHost}${host === undefined ? "" : `:${server.port}`}`;
     monitor.start();
-    return new PanelServer(server, monitor, mailer, address, panelUrl);
+    monitoring.start(server);
+    await configuration.start();
+    return new PanelServer(server, monitor, mailer, monitoring, configuration, address, panelUrl);
   }
 
   /** Stops serving (open requests are cut) and the status poll. */
   async stop(): Promise<void> {
+    await this.monitoring.closeStreams();
     await this.server.stop(true);
     await this.monitor.stop();
+    await this.configuration.stop();
+    await this.monitoring.stop();
     await this.mailer.stop();
   }
 }
@@ -147,6 +169,19 @@ function findRoute(table: readonly Route[], method: string, path: string): { rou
   for (const route of table) {
     if (route.method !== method) continue;
     if (route.path === path) return { route, param: "" };
+    const star = route.path.indexOf("/*/");
+    if (star >= 0) {
+      // A path with one "*" segment (e.g. /api/pairs/*/actions): that segment is the parameter.
+      const head = route.path.slice(0, star + 1);
+      const tail = route.path.slice(star + 2);
+      const middle = path.startsWith(head) && path.endsWith(tail) ? path.slice(head.length, path.length - tail.length) : "";
+      if (middle.length === 0 || middle.includes("/")) continue;
+      try {
+        return { route, param: decodeURIComponent(middle) };
+      } catch {
+        throw new ApiError(400, "BAD_FIELD", "name: is not a valid URL-encoded name");
+      }
+    }
     if (route.path.endsWith("/") && path.startsWith(route.path) && path.length > route.path.length && !path.slice(route.path.length).includes("/")) {
       let param: string;
       try {

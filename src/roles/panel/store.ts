@@ -127,6 +127,11 @@ export class PanelStore {
     this.db.close();
   }
 
+  /** The open database, for stores that share it and its transactions (config-store.ts). */
+  get database(): Database {
+    return this.db;
+  }
+
   private stamp(): string {
     return this.now().toISOString();
   }

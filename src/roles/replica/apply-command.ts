@@ -140,8 +140,10 @@ export default command({
       const running = await ReplicaServer.start({ core, nodeId, listen: listenAddress, restore: restoreAddress, control: controlAddress, tls, recovery, failovers, managed, ...(awaitSeed.length > 0 ? { seeds: new SeedRuns({ devices: allDevices, exclusive: core.exclusive, declaredSizeBytes: declared, seededAlready }) } : {}) });
       const applied = core.status().wrls.map((wrl) => `${wrl.name} at LSN ${wrl.appliedLsn}`).join(", ");
       if (applied) log.info(`resuming: ${applied}`);
+      // The signal handler goes in before the ready line: a parent that signals on reading it must not find it missing (registered after the line, Bun may not have it in place yet).
+      const stopped = untilSignalled("replica", () => running.stop());
       announceReady(args.json, "replica", { ...running.addresses, nodeId, stateDir, rsWrl: rsWrl?.path ?? null, devices: allDevices.map((entry) => ({ name: entry.name, path: entry.path, sizeBytes: entry.device.sizeBytes, protectedHeaderBytes: protectHeadersBytes })), ...(managed === undefined ? {} : { managed: managed.status() }) });
-      await untilSignalled("replica", () => running.stop());
+      await stopped;
       log.info("stopped");
     } finally {
       await history?.close().catch(() => undefined);

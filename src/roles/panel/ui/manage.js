@@ -1,0 +1,229 @@
+// Manage: the pairs and components tables (updated in place from the live feed: only cells whose
+// text changed are touched), open alerts, charts, transactions and the activity log.
+import { del, get, seg } from "./api.js";
+import { actionButtons } from "./actions.js";
+import { confirmByName } from "./confirm.js";
+import { describe, formatBytes, formatMs, formatRate, formatRatio, h, replace, setText } from "./dom.js";
+import { renderCharts } from "./charts.js";
+import { section } from "./forms.js";
+import { activityList, alertList, transactionList } from "./lists.js";
+
+const pairColumns = [
+  ["name", "Pair"],
+  ["client", "Client / device"],
+  ["wrl", "Staging / WRL"],
+  ["replica", "Replica"],
+  ["state", "State"],
+  ["lagMs", "Lag"],
+  ["rpoMs", "RPO"],
+  ["wrlFillRatio", "WRL fill"],
+  ["throughputBytesPerSecond", "Throughput"],
+  ["resync", "Resync"],
+  ["configVersion", "Config"],
+];
+
+/** The text and raw value of one live cell. */
+function pairCell(pair, field) {
+  switch (field) {
+    case "name": return [pair.name, pair.name];
+    case "client": return [`${pair.client}: ${pair.deviceName} ${pair.devicePath} (${formatBytes(pair.deviceSizeBytes)})`, pair.client];
+    case "wrl": return [`${pair.staging ?? "?"} / ${pair.wrl}`, pair.wrl];
+    case "replica": return [`${pair.replica}: ${pair.replicaDevicePath}`, pair.replica];
+    case "state": return [pair.state ?? "–", pair.state ?? ""];
+    case "lagMs": return [formatMs(pair.lagMs), pair.lagMs ?? ""];
+    case "rpoMs": return [formatMs(pair.rpoMs), pair.rpoMs ?? ""];
+    case "wrlFillRatio": return [formatRatio(pair.wrlFillRatio), pair.wrlFillRatio ?? ""];
+    case "throughputBytesPerSecond": return [formatRate(pair.throughputBytesPerSecond), pair.throughputBytesPerSecond ?? ""];
+    case "resync": {
+      const resync = pair.resync;
+      if (!resync || !resync.totalBytes) return ["–", ""];
+      const ratio = resync.doneBytes / resync.totalBytes;
+      return [`${formatRatio(ratio)} of ${formatBytes(resync.totalBytes)}`, ratio];
+    }
+    case "configVersion": {
+      const version = pair.configVersion;
+      if (!version) return ["–", ""];
+      return [version.decided === version.acked ? `v${version.decided}` : `v${version.acked} → v${version.decided}`, `${version.acked}/${version.decided}`];
+    }
+    default: return [describe(pair[field]), ""];
+  }
+}
+
+class PairsTable {
+  constructor(ctx, status, onChange) {
+    this.ctx = ctx;
+    this.status = status;
+    this.onChange = onChange;
+    this.rows = new Map();
+    this.body = h("tbody", {});
+    this.empty = h("p", { class: "muted", id: "pairs-empty" }, "No pairs yet: the Wizard sets one up.");
+    const actions = ctx.can("operator") ? h("th", {}, "Actions") : null;
+    this.element = h("div", { class: "table-wrap" }, h("table", { id: "pairs", "data-testid": "pairs" }, h("thead", {}, h("tr", {}, pairColumns.map(([, label]) => h("th", {}, label)), actions)), this.body), this.empty);
+  }
+
+  update(pairs) {
+    const seen = new Set();
+    for (const pair of pairs) {
+      seen.add(pair.name);
+      let row = this.rows.get(pair.name);
+      if (row === undefined) {
+        const cells = new Map(pairColumns.map(([field]) => [field, h("td", { "data-field": field })]));
+        const tr = h("tr", { "data-pair": pair.name }, [...cells.values()]);
+        if (this.ctx.can("operator")) tr.append(h("td", { class: "actions" }, h("div", { class: "action-buttons" }, actionButtons(pair.name, this.ctx, this.status, this.onChange))));
+        row = { tr, cells };
+        this.rows.set(pair.name, row);
+        this.body.append(tr);
+      }
+      for (const [field, cell] of row.cells) {
+        const [text, value] = pairCell(pair, field);
+        setText(cell, text);
+        if (cell.dataset.value !== String(value)) cell.dataset.value = String(value);
+      }
+      if (row.tr.dataset.state !== pair.state) row.tr.dataset.state = pair.state ?? "";
+      const enabled = String(pair.enabled !== false);
+      if (row.tr.dataset.enabled !== enabled) row.tr.dataset.enabled = enabled;
+    }
+    for (const [name, row] of this.rows) {
+      if (!seen.has(name)) {
+        row.tr.remove();
+        this.rows.delete(name);
+      }
+    }
+    this.empty.hidden = this.rows.size > 0;
+    this.element.querySelector("table").dataset.loaded = "true";
+  }
+}
+
+function componentStatusText(status) {
+  if (status === undefined) return ["…", "unknown"];
+  if (status.reachable) {
+    const version = status.status?.version;
+    return [`reachable${version ? ` (${version})` : ""}`, "reachable"];
+  }
+  return [`unreachable: ${status.error?.message ?? "no answer"}`, "unreachable"];
+}
+
+class ComponentsTable {
+  constructor(ctx, onDelete) {
+    this.ctx = ctx;
+    this.onDelete = onDelete;
+    this.rows = new Map();
+    this.body = h("tbody", {});
+    this.empty = h("p", { class: "muted" }, "No components yet: register one under New → Component.");
+    this.element = h("div", { class: "table-wrap" }, h("table", { id: "components", "data-testid": "components" }, h("thead", {}, h("tr", {}, h("th", {}, "Name"), h("th", {}, "Role"), h("th", {}, "Control address"), h("th", {}, "Status"), ctx.can("operator") ? h("th", {}, "") : null)), this.body), this.empty);
+  }
+
+  /** `components`: from GET /api/components or /api/status (with `reachable`); a list without status keeps the status shown. */
+  update(components) {
+    const seen = new Set();
+    for (const component of components) {
+      seen.add(component.name);
+      let row = this.rows.get(component.name);
+      if (row === undefined) {
+        const cells = { role: h("td", { "data-field": "role" }), control: h("td", { "data-field": "control" }), status: h("td", { "data-field": "status" }, "…") };
+        const remove = this.ctx.can("operator")
+          ? h("td", {}, h("button", { type: "button", "data-action": "delete-component", class: "destructive", onclick: () => this.onDelete(component.name) }, "Remove"))
+          : null;
+        const tr = h("tr", { "data-component": component.name }, h("td", { "data-field": "name" }, component.name), cells.role, cells.control, cells.status, remove);
+        row = { tr, cells };
+        this.rows.set(component.name, row);
+        this.body.append(tr);
+      }
+      setText(row.cells.role, component.role);
+      setText(row.cells.control, component.control);
+      if ("reachable" in component) {
+        this.element.querySelector("table").dataset.statusLoaded = "true";
+        const [text, value] = componentStatusText(component);
+        setText(row.cells.status, text);
+        if (row.cells.status.dataset.value !== value) row.cells.status.dataset.value = value;
+        if (row.tr.dataset.status !== value) row.tr.dataset.status = value;
+      }
+    }
+    for (const [name, row] of this.rows) {
+      if (!seen.has(name)) {
+        row.tr.remove();
+        this.rows.delete(name);
+      }
+    }
+    this.empty.hidden = this.rows.size > 0;
+    this.element.querySelector("table").dataset.loaded = "true";
+  }
+}
+
+export function renderManage(page, ctx) {
+  const status = h("div", { id: "action-result", "data-testid": "action-result", role: "status", class: "status-line" });
+  const loadError = h("div", { class: "form-error", id: "manage-error", role: "alert", hidden: true });
+  const showLoadError = (failure) => {
+    loadError.hidden = false;
+    setText(loadError, `could not load: ${failure.message}`);
+  };
+  const alerts = alertList();
+  const transactions = transactionList();
+  const activity = activityList();
+  const refreshPairs = async () => {
+    try {
+      pairs.update((await get("/api/pairs")).pairs);
+    } catch (failure) {
+      showLoadError(failure);
+    }
+    void transactions.refresh();
+    void activity.refresh();
+  };
+  const pairs = new PairsTable(ctx, status, refreshPairs);
+  const components = new ComponentsTable(ctx, (name) => confirmByName({
+    name,
+    what: "component",
+    title: `Remove component "${name}"?`,
+    why: "The panel stops managing and watching it; the host itself is not changed.",
+    submitLabel: "Remove",
+    run: async () => {
+      await del(`/api/components/${seg(name)}`);
+      status.dataset.outcome = "ok";
+      setText(status, `component ${name} removed`);
+      components.update((await get("/api/components")).components);
+    },
+  }));
+  const charts = h("div", { id: "charts", "data-testid": "charts" });
+  replace(page,
+    h("h1", {}, "Manage"),
+    loadError,
+    status,
+    section("section-pairs", "Pairs", pairs.element),
+    section("section-components", "Components", components.element),
+    section("section-alerts", "Alerts", alerts.element),
+    section("section-charts", "Charts", charts),
+    section("section-transactions", "Transactions", transactions.element),
+    section("section-activity", "Activity log", activity.element));
+
+  void refreshPairs();
+  get("/api/components").then((answer) => {
+    components.update(answer.components);
+    return get("/api/status");
+  }).then((answer) => components.update(answer.components), showLoadError);
+  void alerts.refresh();
+  const stopCharts = renderCharts(charts, ctx);
+
+  // A status event without pairs (the panel's live feed may carry only components): re-read
+  // GET /api/pairs, at most one request in flight and one every pairsRefreshMs.
+  let pairsFetchedMs = 0;
+  let pairsInFlight = false;
+  const pairsRefreshMs = 3_000;
+  const offStatus = ctx.live?.on("status", (data) => {
+    if (Array.isArray(data?.pairs)) pairs.update(data.pairs);
+    else if (!pairsInFlight && Date.now() - pairsFetchedMs >= pairsRefreshMs) {
+      pairsInFlight = true;
+      pairsFetchedMs = Date.now();
+      get("/api/pairs").then((answer) => pairs.update(answer.pairs), () => undefined).finally(() => { pairsInFlight = false; });
+    }
+    if (Array.isArray(data?.components)) components.update(data.components);
+  });
+  const offAlert = ctx.live?.on("alert", () => void alerts.refresh());
+  // The last status seen before this page opened: no blank tables while waiting for the next round.
+  const last = ctx.live?.last.status;
+  if (Array.isArray(last?.components)) components.update(last.components);
+  return () => {
+    offStatus?.();
+    offAlert?.();
+    stopCharts();
+  };
+}

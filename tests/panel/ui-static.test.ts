@@ -1,0 +1,154 @@
+/**
+ * The DR-Panel's web UI as served over HTTP by an in-process panel: the page and its assets with
+ * their security headers and content types, the SPA fallback, and the help pages API.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { adminClient, ApiClient, startTestPanel, userClient, type TestPanel } from "./helpers.ts";
+
+const repoRoot = join(import.meta.dir, "..", "..");
+let panel: TestPanel;
+let viewer: ApiClient;
+
+beforeAll(async () => {
+  panel = await startTestPanel({ pollIntervalMs: 60_000 });
+  const admin = await adminClient(panel.url);
+  viewer = await userClient(panel.url, admin, "vera", "viewer");
+});
+afterAll(async () => {
+  await panel?.close();
+});
+
+function expectSecurityHeaders(response: Response) {
+  const csp = response.headers.get("content-security-policy") ?? "";
+  expect(csp).toContain("default-src 'self'");
+  expect(csp).toContain("script-src 'self'");
+  expect(csp).toContain("frame-ancestors 'none'");
+  expect(csp).not.toContain("unsafe-inline");
+  expect(csp).not.toContain("unsafe-eval");
+  expect(response.headers.get("x-content-type-options")).toBe("nosniff");
+  expect(response.headers.get("referrer-policy")).toBe("no-referrer");
+}
+
+/** The src/href of every <script> and <link rel=stylesheet> in the page. */
+function referencedAssets(html: string): string[] {
+  return [...html.matchAll(/<(?:script|link)\b[^>]*\b(?:src|href)="([^"]+)"/g)].map((match) => match[1]!);
+}
+
+describe("the page and its assets", () => {
+  test("GET / serves the HTML page with a strict CSP and no inline script, style or handler", async () => {
+    const response = await fetch(`${panel.url}/`);
+    expect(response.status).toBe(200);
+    expect(response.headers.get("content-type")).toBe("text/html; charset=utf-8");
+    expectSecurityHeaders(response);
+    const html = await response.text();
+    expect(html).toContain('<div id="app">');
+    // Every <script> has a src (nothing inline to need 'unsafe-inline'); no style attributes or on* handlers.
+    for (const script of html.matchAll(/<script\b([^>]*)>([\s\S]*?)<\/script>/g)) {
+      expect(script[1]).toMatch(/\bsrc="\/assets\//);
+      expect(script[2]!.trim()).toBe("");
+    }
+    expect(html).not.toMatch(/<style\b|\sstyle=|\son[a-z]+=/i);
+  });
+
+  test("every asset index.html references is served with its content type, CSP and a revalidating cache", async () => {
+    const html = await (await fetch(`${panel.url}/`)).text();
+    const referenced = referencedAssets(html);
+    // Nothing from another origin: only the panel's own assets (and the empty data: icon).
+    expect(referenced.filter((path) => !path.startsWith("/assets/") && path !== "data:,")).toEqual([]);
+    const assets = referenced.filter((path) => path.startsWith("/assets/"));
+    expect(assets).toEqual(expect.arrayContaining(["/assets/app.js", "/assets/style.css", "/assets/uPlot.iife.min.js", "/assets/uPlot.min.css"]));
+    for (const path of assets) {
+      const response = await fetch(`${panel.url}${path}`);
+      expect(response.status, path).toBe(200);
+      expect(response.headers.get("content-type"), path).toBe(path.endsWith(".css") ? "text/css; charset=utf-8" : "text/javascript; charset=utf-8");
+      expect(response.headers.get("cache-control"), path).toBe("no-cache");
+      expectSecurityHeaders(response);
+      const etag = response.headers.get("etag")!;
+      expect(etag).toMatch(/^"[A-Za-z0-9_-]+"$/);
+      expect((await response.text()).length, path).toBeGreaterThan(50);
+      // An unchanged asset is not sent again.
+      const again = await fetch(`${panel.url}${path}`, { headers: { "if-none-match": etag } });
+      expect(again.status, path).toBe(304);
+    }
+    // The uPlot served is the installed library, byte for byte.
+    const uplot = await (await fetch(`${panel.url}/assets/uPlot.iife.min.js`)).text();
+    expect(uplot).toBe(readFileSync(join(repoRoot, "node_modules/uplot/dist/uPlot.iife.min.js"), "utf8"));
+  });
+
+  test("every module the UI imports is served too (the app loads whole)", async () => {
+    const seen = new Set<string>();
+    const queue = ["app.js"];
+    while (queue.length > 0) {
+      const name = queue.shift()!;
+      if (seen.has(name)) continue;
+      seen.add(name);
+      const response = await fetch(`${panel.url}/assets/${name}`);
+      expect(response.status, name).toBe(200);
+      const source = await response.text();
+      expect(source, `${name} must not parse strings as HTML`).not.toMatch(/\.innerHTML\s*=|insertAdjacentHTML|document\.write|outerHTML\s*=/);
+      for (const match of source.matchAll(/^import\b[^"']*["']\.\/([^"']+)["']/gm)) queue.push(match[1]!);
+    }
+    expect([...seen]).toEqual(expect.arrayContaining(["app.js", "api.js", "dom.js", "wizard.js", "manage.js", "charts.js", "settings.js", "help.js", "markdown.js", "live.js"]));
+  });
+
+  test("unknown assets answer 404; other paths outside /api get the page; unknown /api paths answer 404 JSON", async () => {
+    for (const path of ["/assets/unknown.js", "/assets/", "/assets/%2e%2e%2fstatic.ts", "/assets/..%2F..%2Fstatic.ts"]) {
+      const response = await fetch(`${panel.url}${path}`);
+      expect(response.status, path).toBe(404);
+      expect(await response.text(), path).not.toContain("import ");
+    }
+    // "/assets/../static.ts" is "/static.ts" once the URL is normalized: the page, never a file.
+    for (const path of ["/manage", "/wizard/step/2", "/index.html", "/assets/../static.ts"]) {
+      const response = await fetch(`${panel.url}${path}`);
+      expect(response.status, path).toBe(200);
+      expect(response.headers.get("content-type")).toBe("text/html; charset=utf-8");
+      expect(await response.text()).toContain('<script type="module" src="/assets/app.js">');
+    }
+    const api = await fetch(`${panel.url}/api/no-such-thing`);
+    expect(api.status).toBe(404);
+    expect(api.headers.get("content-type")).toBe("application/json; charset=utf-8");
+    expect(((await api.json()) as { error: { code: string } }).error.code).toBe("NOT_FOUND");
+  });
+});
+
+describe("help pages", () => {
+  test("GET /api/help lists the README and the docs with their titles", async () => {
+    const answer = await viewer.get("/api/help");
+    expect(answer.status).toBe(200);
+    const pages = answer.body.pages as { name: string; title: string }[];
+    expect(pages.map((page) => page.name)).toEqual(expect.arrayContaining(["readme", "panel", "pipeline"]));
+    expect(pages.find((page) => page.name === "readme")!.title).toBe("druvaa");
+    expect(pages.find((page) => page.name === "panel")!.title).toBe("The panel and managed components");
+  });
+
+  test("GET /api/help/panel returns docs/panel.md as markdown", async () => {
+    const answer = await viewer.get("/api/help/panel");
+    expect(answer.status).toBe(200);
+    expect(answer.body).toMatchObject({ ok: true, name: "panel", title: "The panel and managed components" });
+    expect(answer.body.markdown).toBe(readFileSync(join(repoRoot, "docs/panel.md"), "utf8"));
+  });
+
+  test("an unknown page answers 404; a name with ../ or other path characters is refused", async () => {
+    const unknown = await viewer.get("/api/help/no-such-page");
+    expect(unknown.status).toBe(404);
+    expect(unknown.body.error.code).toBe("NOT_FOUND");
+    for (const name of ["..%2Fpackage", "..%2F..%2Fetc%2Fpasswd", "..%2Fpanel", "panel.md", "PANEL%00"]) {
+      const answer = await viewer.get(`/api/help/${name}`);
+      expect(answer.status, name).toBe(400);
+      expect(answer.body.error.code).toBe("BAD_FIELD");
+      expect(answer.body.error.message).toContain("name:");
+      expect(JSON.stringify(answer.body)).not.toContain("markdown");
+    }
+    // A bare ".." is resolved by URL normalization before routing: /api/help/.. is /api, not a page.
+    expect((await viewer.get("/api/help/%2E%2E")).status).toBe(404);
+  });
+
+  test("help needs a session", async () => {
+    const anonymous = new ApiClient(panel.url);
+    const answer = await anonymous.get("/api/help/panel");
+    expect(answer.status).toBe(401);
+    expect(answer.body.error.code).toBe("NOT_LOGGED_IN");
+  });
+});
