@@ -2,8 +2,10 @@
  * A fake managed component for the panel's configuration tests: a small Bun.serve server that
  * keeps the contract of src/roles/managed/config-routes.ts (GET /config, prepare/commit/abort with
  * CONFIG_STALE and CONFIG_NOT_PREPARED), serves GET /status (role, addresses.listen) and, for a
- * client host, GET /probe. It records every request, and can refuse a prepare, be down (its port
+ * client host, GET /probe and the agent's jobs (POST /jobs starts one, running; GET /jobs lists
+ * them). It records every request, and can refuse a prepare, be down (its port
  * closed), drop the connection of a commit, lose its pending config, or report an apply failure.
+ * A staging server answers POST /wrl/split and /wrl/join (its split WRLs in GET /status `wrls`).
  */
 export interface Received {
   method: string;
@@ -29,6 +31,12 @@ export class FakeComponent {
   applyError: { code: string; message: string } | undefined;
   /** The client host's attachments in GET /status. */
   attachments: Record<string, unknown>[] = [];
+  /** A replica's restore port in GET /status `addresses.restore` (absent when undefined). */
+  restoreAddress: string | undefined;
+  /** A client host's jobs, as GET /jobs lists them (POST /jobs adds one, running). */
+  jobs: Record<string, unknown>[] = [];
+  /** A staging server's split WRLs (POST /wrl/split adds one, /wrl/join drops it), in GET /status `wrls[].split`. */
+  splitWrls = new Map<string, { sinceMs: number; by?: string }>();
   /** GET /probe answers this size for every path (null: the path is missing). */
   probeSizeBytes: number | null = 1024 * 1024 * 1024;
   private server: ReturnType<typeof Bun.serve> | undefined;
@@ -76,7 +84,7 @@ export class FakeComponent {
     const refuse = (code: string, message: string, field?: string) => Response.json({ ok: false, error: { code, message, ...(field === undefined ? {} : { field }) } }, { status: 409 });
     const route = `${request.method} ${url.pathname}`;
     if (route === "GET /status") {
-      return Response.json({ role: this.role, addresses: { listen: this.listen, control: this.control }, ...(this.role === "client" ? { agent: true, attachments: this.attachments } : {}) });
+      return Response.json({ role: this.role, addresses: { listen: this.listen, control: this.control, ...(this.restoreAddress === undefined ? {} : { restore: this.restoreAddress }) }, ...(this.role === "client" ? { agent: true, attachments: this.attachments } : {}), ...(this.role === "staging" ? { wrls: [...this.splitWrls].map(([name, split]) => ({ name, split })) } : {}) });
     }
     if (route === "GET /probe" && this.role === "client") {
       return Response.json({ ok: true, path: url.searchParams.get("path"), exists: this.probeSizeBytes !== null, kind: this.probeSizeBytes === null ? "missing" : "block", sizeBytes: this.probeSizeBytes, inUse: null });
@@ -109,6 +117,24 @@ export class FakeComponent {
     }
     if ((route === "POST /attachment/resync" || route === "POST /attachment/verify") && this.role === "client") {
       return Response.json({ ok: true, name: url.searchParams.get("name"), ...(body ?? {}) });
+    }
+    if (route === "POST /jobs" && this.role === "client") {
+      if (this.jobs.some((job) => job.attachment === body.attachment && job.state === "running")) return refuse("JOB_RUNNING", `attachment ${body.attachment} has a job running`, "attachment");
+      const job = { id: `job-${this.jobs.length + 1}`, kind: body.kind, attachment: body.attachment, state: "running", startedAtMs: Date.now() + this.jobs.length, endedAtMs: null, exitCode: null, result: null, error: null, logPath: `/var/lib/druvaa/client/jobs/job-${this.jobs.length + 1}.log` };
+      this.jobs.push(job);
+      return Response.json({ ok: true, id: job.id, kind: job.kind, attachment: job.attachment, state: "running" }, { status: 202 });
+    }
+    if (route === "GET /jobs" && this.role === "client") return Response.json({ ok: true, jobs: [...this.jobs].reverse() });
+    if ((route === "POST /wrl/split" || route === "POST /wrl/join") && this.role === "staging") {
+      if (typeof body?.wrl !== "string") return Response.json({ ok: false, error: { code: "USAGE", message: "`wrl` is required" } }, { status: 400 });
+      const known = this.splitWrls.get(body.wrl);
+      if (route === "POST /wrl/join") {
+        this.splitWrls.delete(body.wrl);
+        return Response.json({ ok: true, wrl: body.wrl, wasSplit: known !== undefined });
+      }
+      const split = known ?? { sinceMs: Date.now(), ...(typeof body.by === "string" ? { by: body.by } : {}) };
+      this.splitWrls.set(body.wrl, split);
+      return Response.json({ ok: true, wrl: body.wrl, split, changed: known === undefined, appliedLsn: 0 });
     }
     if (route === "POST /snapshots" && this.role === "replica") return Response.json({ ok: true, id: 7, device: body.device, export: body.export });
     return Response.json({ ok: false, error: { code: "NOT_FOUND", message: `no such endpoint: ${route}` } }, { status: 404 });

@@ -86,7 +86,7 @@ describe("a pair across three components", () => {
     expect(versions()).toEqual([1, 1, 3]);
   });
 
-  test("a WRL in use is not removed; a snapshot goes to the replica; unported actions answer 501 with a hint", async () => {
+  test("a WRL in use is not removed; a snapshot goes to the replica; failover and split need confirm", async () => {
     const removal = await admin.delete("/api/wrls/fast");
     expect(removal.status).toBe(409);
     expect(removal.body.error.code).toBe("WRL_IN_USE");
@@ -102,9 +102,11 @@ describe("a pair across three components", () => {
     expect(client.requests("/attachment/resync").at(-1)).toMatchObject({ method: "POST" });
     const verify = await admin.post("/api/pairs/pair-db/actions", { action: "verify", repair: true });
     expect(verify.body.result).toEqual({ ok: true, name: "pair-db", device: "disk0", repair: true });
+    // Split without confirm: refused before the staging is asked (config-split.test.ts does the rest).
     const split = await admin.post("/api/pairs/pair-db/actions", { action: "split" });
-    expect(split.status).toBe(501);
-    expect(split.body.error.code).toBe("NOT_IMPLEMENTED");
+    expect(split.status).toBe(400);
+    expect(split.body.error.field).toBe("confirm");
+    expect(staging.requests("/wrl/split")).toHaveLength(0);
   });
 });
 

@@ -49,26 +49,25 @@ describe("live stream bounds", () => {
     expect((refused as ApiError).status).toBe(503);
   });
 
-  test("with the pairs wired, status events carry them (described once per round, only while a stream is open)", async () => {
+  test("with the pairs wired, status events carry them (described from each round's statuses, only while a stream is open)", async () => {
     const live = new LiveStreams({ openAlerts: () => 0, nowMs: () => 7 });
-    let described = 0;
-    live.pairs = async () => {
-      described += 1;
-      return [{ name: "pair-db", state: "replicating" }];
+    const described: number[] = [];
+    live.pairs = (statuses, timeMs) => {
+      described.push(statuses.length);
+      return [{ name: "pair-db", state: "replicating", timeMs }];
     };
     live.status([]);
-    expect(described).toBe(0); // nobody watching
+    expect(described).toEqual([]); // nobody watching
     const response = live.open(new Request("http://panel/api/live"), "viewer");
-    live.status([]);
-    live.status([]); // the first round's pairs are still being described: this one is skipped
-    for (let tick = 0; tick < 100 && described < 1; tick += 1) await Bun.sleep(1);
-    await Bun.sleep(1);
+    expect(described).toEqual([0]); // the newest round had none: described as the stream opens
+    const client = { name: "c1", role: "client" as const, control: "127.0.0.1:1", reachable: true as const, status: { role: "client" } };
+    live.status([client]);
+    expect(described).toEqual([0, 1]);
     live.close();
     const text = await response.text();
-    expect(described).toBe(1);
     expect(text.split("\n\n").filter((block) => block.startsWith("event: status"))).toEqual([
-      `event: status\ndata: {"components":[],"alerts":{"open":0},"timeMs":7}`, // the newest round's, at once
-      `event: status\ndata: {"components":[],"pairs":[{"name":"pair-db","state":"replicating"}],"alerts":{"open":0},"timeMs":7}`,
+      `event: status\ndata: {"components":[],"pairs":[{"name":"pair-db","state":"replicating","timeMs":7}],"alerts":{"open":0},"timeMs":7}`,
+      `event: status\ndata: {"components":[${JSON.stringify(client)}],"pairs":[{"name":"pair-db","state":"replicating","timeMs":7}],"alerts":{"open":0},"timeMs":7}`,
     ]);
   });
 });

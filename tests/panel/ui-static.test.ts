@@ -123,6 +123,15 @@ describe("help pages", () => {
     expect(pages.find((page) => page.name === "panel")!.title).toBe("The panel and managed components");
   });
 
+  test("the step-by-step guide and the administrator's guide come first; GET /api/help/guide returns docs/guide.md", async () => {
+    const pages = (await viewer.get("/api/help")).body.pages as { name: string; title: string }[];
+    expect(pages.map((page) => page.name).slice(0, 3)).toEqual(["guide", "admin", "readme"]);
+    const guide = await viewer.get("/api/help/guide");
+    expect(guide.status).toBe(200);
+    expect(guide.body).toMatchObject({ ok: true, name: "guide" });
+    expect(guide.body.markdown).toBe(readFileSync(join(repoRoot, "docs/guide.md"), "utf8"));
+  });
+
   test("GET /api/help/panel returns docs/panel.md as markdown", async () => {
     const answer = await viewer.get("/api/help/panel");
     expect(answer.status).toBe(200);

@@ -3,7 +3,8 @@
  * takes its attachments from the panel (two-phase commit, src/roles/managed/config-routes.ts) and
  * runs each enabled one as a `druvaa client attach` child (agent-children.ts), with the agent's own
  * link-security flags and node id. Its control port serves GET /config and the prepare/commit/abort
- * routes, GET /status (every attachment with its child's status) and GET /probe?path=PATH.
+ * routes, GET /status (every attachment with its child's status), GET /probe?path=PATH, and the
+ * panel's restore and failback jobs (POST /jobs, GET /jobs: agent-jobs.ts).
  * On SIGTERM/SIGINT every child is stopped (SIGTERM, waited for) before the agent exits.
  */
 import { attachmentRoutes } from "./agent-proxy.ts";
@@ -19,6 +20,7 @@ import { linkSecurityArgs, resolveLinkSecurity, type LinkSecurityFlags } from ".
 import { ManagedConfig, type ManagedRole } from "../managed/config-routes.ts";
 import { emptyAgentConfig, validateAgentConfig, type AgentConfig } from "./agent-config.ts";
 import { AgentChildren, reapOrphans } from "./agent-children.ts";
+import { AgentJobs } from "./agent-jobs.ts";
 import { probeRoute } from "./agent-probe.ts";
 
 const log = logger("client:agent");
@@ -45,10 +47,19 @@ export default command({
     await mkdir(stateDir, { recursive: true });
 
     const children = new AgentChildren({ stateDir, nodeId, securityArgs: childSecurityArgs(args) });
+    // The panel's restore and failback jobs (agent-jobs.ts); a failback holds its attachment stopped, a config committed meanwhile included.
+    const jobs: AgentJobs = new AgentJobs({
+      stateDir,
+      linkArgs: childSecurityArgs(args),
+      controlArgs: childSecurityArgs({ ...args, insecure: false }),
+      config: () => managed.config,
+      reapply: () => children.apply(jobs.withHeld(managed.config)),
+      childPid: async (name) => (await children.status(managed.config)).find((attachment) => attachment.name === name)?.pid ?? null,
+    });
     const role: ManagedRole<AgentConfig> = {
       empty: emptyAgentConfig,
       validate: (raw) => validateAgentConfig(raw, { stateDir, allowRemoteExport: args["insecure-allow-remote"] === true }),
-      apply: (next) => children.apply(next),
+      apply: (next) => children.apply(jobs.withHeld(next)),
     };
     const managed = await ManagedConfig.open(stateDir, role);
     const reaped = await reapOrphans(stateDir);
@@ -65,6 +76,7 @@ export default command({
       }),
       "/probe": probeRoute,
       ...attachmentRoutes(children),
+      ...jobs.routes(),
       ...managed.routes(),
     }, "client:agent", { tls: security.forControl() });
     try {
@@ -72,12 +84,14 @@ export default command({
       const applied = managed.status().applied as { error?: { message: string } };
       // The signal handler goes in before the ready line: a parent that signals on reading it must not find it missing (registered after the line, Bun may not have it in place yet).
       const stopped = untilSignalled("client", async () => {
+        await jobs.stopAll();
         await children.stopAll();
         log.info("every attachment stopped");
       });
       announceReady(args.json, "client", { agent: true, nodeId, control: control.address, stateDir, configVersion: managed.version, ...(applied.error === undefined ? {} : { applyError: applied.error.message }) });
       await stopped;
     } finally {
+      await jobs.stopAll();
       await children.stopAll();
       await control.stop();
     }

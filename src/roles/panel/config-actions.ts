@@ -2,16 +2,7 @@
  * Pairs as the API shows them (with a live state), pair actions, the wizard's device probe and
  * sizing.
  *
- * Live state: one GET /status of each client host and staging server the pairs use (in parallel,
- * bounded by statusTimeoutMs), read as:
- *   client host unreachable                      → unreachable
- *   client's acked config version < decided      → pending (the pair's change is not there yet)
- *   pair disabled                                → stopped
- *   replica status shows the device failed over  → failed-over
- *   attachment's child not running               → disconnected
- *   child's mode resyncing / disconnected        → resyncing / disconnected
- *   otherwise                                    → replicating
- * lagMs, rpoMs, wrlFillRatio, throughput from the staging's WRL status; null when not known.
+ * Live state: config-pair-states.ts (PairStates).
  *
  * Actions map onto what the components' control ports serve:
  *   start / stop      the pair's `enabled`, one configuration transaction (client host only)
@@ -19,12 +10,17 @@
  *   failover {export, at?, confirm}  replica POST /failover {device, export, at?}
  *   resync            client agent POST /attachment/resync?name=PAIR (the attachment's POST /resync)
  *   verify {repair?}  client agent POST /attachment/verify?name=PAIR {device, repair}
- *   split, join, restore, failback → 501 NOT_IMPLEMENTED with a hint (the CLI does them)
+ *   restore {to, at?, confirm} / failback {keep?, dryRun?, confirm}  a job of the client agent
+ *                     (POST /jobs), see config-jobs.ts
+ *   split {confirm} / join  staging POST /wrl/split {wrl, by} / POST /wrl/join {wrl}: they act on
+ *                     the pair's whole WRL (every pair in it: a WRL is one consistency group), so
+ *                     the replica of each stays at the same point until the join
  */
 import { protectReserveBytesDefault } from "../../protect-constants.ts";
 import { replicaDeviceSizeBytes, stagingWrlSizeBytes } from "../../sizing.ts";
 import type { Caller } from "./auth.ts";
 import type { ComponentLink, LinkResult } from "./config-link.ts";
+import { PairJobs } from "./config-jobs.ts";
 import type { ConfigRoutes } from "./config-routes.ts";
 import { txAnswer } from "./config-routes.ts";
 import type { ConfigStore, Pair } from "./config-store.ts";
@@ -35,73 +31,12 @@ import type { Component } from "./store.ts";
 const actions = ["start", "stop", "split", "join", "resync", "verify", "snapshot", "restore", "failover", "failback"] as const;
 type Action = (typeof actions)[number];
 const needConfirm: readonly Action[] = ["failover", "failback", "restore"];
-const notImplemented: Partial<Record<Action, string>> = {
-  split: "No component serves a relay pause yet: stop the pair (action stop) to halt replication",
-  join: "No component serves a relay resume yet: start the pair (action start)",
-  restore: "Restores read the replica's restore port: run `druvaa restore` (or restore-snapshot) on the host to restore to",
-  failback: "Failback is a multi-step copy: run `druvaa failback plan` and `druvaa failback` from the DR host",
-};
+const notImplemented: Partial<Record<Action, string>> = {};
 
 const num = (value: unknown): number | null => (typeof value === "number" && Number.isFinite(value) ? value : null);
 
-export class PairStates {
-  constructor(
-    private readonly config: ConfigStore,
-    private readonly statusLink: ComponentLink,
-  ) {}
-
-  async describe(pairs: Pair[]): Promise<Record<string, unknown>[]> {
-    const names = new Set<string>();
-    const wrls = new Map(this.config.listWrls().map((wrl) => [wrl.name, wrl]));
-    for (const pair of pairs) {
-      names.add(pair.client);
-      const wrl = wrls.get(pair.wrl);
-      if (wrl !== undefined) names.add(wrl.staging).add(wrl.replica);
-    }
-    const statuses = new Map<string, LinkResult>();
-    await Promise.all([...names].map(async (name) => {
-      const component = this.config.panel.getComponent(name);
-      if (component !== undefined) statuses.set(name, await this.statusLink.request(component, "GET", "/status"));
-    }));
-    const body = (name: string | undefined) => {
-      const answer = name === undefined ? undefined : statuses.get(name);
-      return answer?.ok === true ? answer.body : undefined;
-    };
-    return pairs.map((pair) => {
-      const wrl = wrls.get(pair.wrl);
-      const decided = this.config.getDecided(pair.client);
-      const client = body(pair.client);
-      const attachment = (client?.attachments as Record<string, unknown>[] | undefined)?.find((a) => a.name === pair.name);
-      const child = attachment?.status as Record<string, unknown> | null | undefined;
-      const stagingWrl = ((body(wrl?.staging)?.wrls as Record<string, unknown>[] | undefined) ?? []).find((w) => w.name === pair.wrl);
-      // A failover record of the replica (failover.ts status()) naming this pair's device.
-      const failedOver = ((body(wrl?.replica)?.failovers as { devices?: { name?: unknown }[] }[] | undefined) ?? []).some((f) => (f.devices ?? []).some((d) => d.name === pair.deviceName));
-      let state: string;
-      if (client === undefined) state = "unreachable";
-      else if (decided === undefined || decided.ackedVersion < decided.version) state = "pending";
-      else if (!pair.enabled) state = "stopped";
-      else if (failedOver) state = "failed-over";
-      else if (attachment === undefined || attachment.state !== "running") state = "disconnected";
-      else state = child?.mode === "resyncing" ? "resyncing" : child?.mode === "disconnected" ? "disconnected" : "replicating";
-      const resync = child?.resync as { sentBytes?: unknown; remainingBytes?: unknown } | null | undefined;
-      const sent = num(resync?.sentBytes);
-      const remaining = num(resync?.remainingBytes);
-      const rpo = stagingWrl?.rpo as { rpoSeconds?: unknown } | undefined;
-      const lagSeconds = num(stagingWrl?.lagSeconds);
-      const rpoSeconds = num(rpo?.rpoSeconds);
-      return {
-        name: pair.name, client: pair.client, deviceName: pair.deviceName, devicePath: pair.devicePath, deviceSizeBytes: pair.deviceSizeBytes, export: pair.export,
-        wrl: pair.wrl, staging: wrl?.staging ?? null, replica: wrl?.replica ?? null, replicaDevicePath: pair.replicaDevicePath, replicaSizeBytes: pair.replicaSizeBytes,
-        changemap: pair.changemap, initialSync: pair.initialSync, rateLimit: pair.options.rateLimit ?? null, enabled: pair.enabled, state,
-        lagMs: lagSeconds === null ? null : Math.round(lagSeconds * 1000), rpoMs: rpoSeconds === null ? null : Math.round(rpoSeconds * 1000),
-        wrlFillRatio: num(stagingWrl?.fillRatio), throughputBytesPerSecond: null,
-        resync: sent === null || remaining === null ? null : { doneBytes: sent, totalBytes: sent + remaining },
-        configVersion: { decided: decided?.version ?? 0, acked: decided?.ackedVersion ?? 0 },
-        createdBy: pair.createdBy, createdAt: pair.createdAt,
-      };
-    });
-  }
-}
+// PairStates moved to config-pair-states.ts; re-exported for the modules that import it from here.
+export { PairStates } from "./config-pair-states.ts";
 
 export class ConfigActions {
   constructor(
@@ -123,6 +58,8 @@ export class ConfigActions {
       }
       const hint = notImplemented[action];
       if (hint !== undefined) throw new ApiError(501, "NOT_IMPLEMENTED", `the panel cannot ${action} a pair yet`, hint);
+      if (action === "split" || action === "join") return this.splitOrJoin(pair, action, fields, caller);
+      if (action === "restore" || action === "failback") return new PairJobs(this.config, this.link).start(pair, action, fields, caller);
       if (action === "start" || action === "stop") {
         const tx = await this.routes.setEnabled(name, action === "start", caller);
         return txAnswer(tx, { pair: name, action }, 200);
@@ -145,6 +82,22 @@ export class ConfigActions {
       if (!answer.ok) throw new ApiError(answer.kind === "unreachable" ? 502 : 409, answer.error.code, `${replica.name}: ${answer.error.message}`, answer.error.hint);
       return { ok: true, pair: name, action, result: answer.body };
     });
+  }
+
+  /** split / join: the pair's WRL on its staging server, so every pair in that WRL (see the file comment). */
+  private async splitOrJoin(pair: Pair, action: "split" | "join", fields: Fields, caller: Caller): Promise<unknown> {
+    if (action === "split" && (fields.has("confirm") ? fields.string("confirm") : undefined) !== pair.name) {
+      const others = this.config.listPairs().filter((other) => other.wrl === pair.wrl && other.name !== pair.name).map((other) => other.name);
+      const also = others.length === 0 ? "" : ` and pairs ${others.join(", ")}`;
+      throw new FieldError("confirm", `split stops replicating WRL ${pair.wrl} (this pair${also}) until join: confirm it by giving the pair's name`, `Send "confirm": "${pair.name}"`);
+    }
+    const wrl = this.config.getWrl(pair.wrl);
+    const staging = wrl === undefined ? undefined : this.config.panel.getComponent(wrl.staging);
+    if (staging === undefined) throw new ApiError(409, "NO_STAGING", `pair "${pair.name}" has no staging component`);
+    const answer = await this.link.request(staging, "POST", `/wrl/${action}`, { wrl: pair.wrl, ...(action === "split" ? { by: caller.user.name } : {}) });
+    this.config.panel.recordActivity(caller.user.name, `pair.${action}`, { name: pair.name, staging: staging.name, wrl: pair.wrl, ok: answer.ok, ...(answer.ok ? {} : { error: answer.error }) });
+    if (!answer.ok) throw new ApiError(answer.kind === "unreachable" ? 502 : 409, answer.error.code, `${staging.name}: ${answer.error.message}`, answer.error.hint);
+    return { ok: true, pair: pair.name, action, wrl: pair.wrl, result: answer.body };
   }
 
   private replicaOf(pair: Pair): Component {

@@ -58,11 +58,16 @@ export class CounterMemory {
   }
 }
 
+/** The series of a client device's write rate (`prefix`: the client, or CLIENT/attachment/A); PairStates looks its rates up by it. */
+export function deviceWriteSeries(prefix: string, device: string): string {
+  return `${prefix}/device/${device}/writeBytesPerSecond`;
+}
+
 function clientSamples(prefix: string, status: Obj, counters: CounterMemory, tMs: number, push: (series: string, value: number | undefined) => void): void {
   for (const device of arrayOf(status.devices)) {
     const name = partOf(device.name);
     if (name === undefined) continue;
-    const series = `${prefix}/device/${name}/writeBytesPerSecond`;
+    const series = deviceWriteSeries(prefix, name);
     push(series, counters.rate(series, numberOf(device.bytesWritten), tMs));
   }
   const resync = objectOf(status.resync);

@@ -42,13 +42,12 @@ export class LiveStreams {
   private closed = false;
   /** The newest round's statuses and time, sent to a stream as it opens (so a page need not wait a round). */
   private last: { statuses: readonly ComponentStatus[]; timeMs: number; pairs?: unknown[] } | undefined;
-  /** A round's pairs are being described (only one at a time: a slow one makes the next round skip). */
-  private describing = false;
   /**
-   * The pairs as GET /api/pairs shows them, added to status events when set (the configuration
-   * service's; asked only while a stream is open). Unset, status events carry no `pairs`.
+   * The pairs as GET /api/pairs shows them, described from the round's statuses (no second fetch:
+   * PairStates.fromRound), added to status events when set; asked only while a stream is open.
+   * Unset, status events carry no `pairs`.
    */
-  pairs: (() => Promise<unknown[]>) | undefined;
+  pairs: ((statuses: readonly ComponentStatus[], timeMs: number) => unknown[]) | undefined;
   keepOpen: ((request: Request) => void) | undefined;
 
   constructor(private readonly options: LiveOptions) {
@@ -73,7 +72,11 @@ export class LiveStreams {
           stream = { controller, user };
           this.streams.add(stream);
           controller.enqueue(encoder.encode(`retry: 5000\n: connected\n\n`));
-          if (this.last !== undefined) controller.enqueue(this.statusChunk(this.last));
+          if (this.last !== undefined) {
+            // The newest round went by with no stream open, so without pairs: describe them now (no fetch).
+            if (this.last.pairs === undefined && this.pairs !== undefined) this.last = { ...this.last, pairs: this.pairs(this.last.statuses, this.last.timeMs) };
+            controller.enqueue(this.statusChunk(this.last));
+          }
           this.startHeartbeat();
         },
         cancel: () => {
@@ -93,24 +96,18 @@ export class LiveStreams {
 
   /** After a poll round. */
   status(statuses: readonly ComponentStatus[]): void {
-    const round = { statuses, timeMs: (this.options.nowMs ?? Date.now)() };
-    const pairs = this.pairs;
-    if (pairs === undefined || this.streams.size === 0) {
-      this.last = round;
-      if (this.streams.size > 0) this.send(this.statusChunk(round));
-      return;
+    const timeMs = (this.options.nowMs ?? Date.now)();
+    let pairs: unknown[] | undefined;
+    if (this.pairs !== undefined && this.streams.size > 0) {
+      try {
+        pairs = this.pairs(statuses, timeMs);
+      } catch (error) {
+        // The components still go out; the pairs come back with the next round that describes them.
+        log.error(`live status: the pairs: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
+      }
     }
-    if (this.describing) return;
-    this.describing = true;
-    pairs().then(
-      (described) => {
-        this.last = { ...round, pairs: described };
-        if (!this.closed) this.send(this.statusChunk(this.last));
-      },
-      (error: unknown) => log.error(`live status: the pairs: ${error instanceof Error ? error.message : String(error)}`),
-    ).finally(() => {
-      this.describing = false;
-    });
+    this.last = { statuses, timeMs, ...(pairs === undefined ? {} : { pairs }) };
+    if (this.streams.size > 0 && !this.closed) this.send(this.statusChunk(this.last));
   }
 
   private statusChunk(round: { statuses: readonly ComponentStatus[]; timeMs: number; pairs?: unknown[] }): Uint8Array {

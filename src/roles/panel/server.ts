@@ -12,7 +12,9 @@ import type { PreparedTls } from "../../tls/transport-tls.ts";
 import { Auth, requireRole, type Caller } from "./auth.ts";
 import { loginLockMs, panelBodyBytesCutoff } from "./constants.ts";
 import { ApiError, errorAnswer, jsonAnswer } from "./http.ts";
+import { jobsRoute } from "./config-jobs.ts";
 import { ConfigService, type ConfigServiceOptions } from "./config-service.ts";
+import { roundPairs } from "./config-pair-states.ts";
 import { LoginLimiter } from "./limiter.ts";
 import { MailRoutes } from "./mail-routes.ts";
 import { Mailer } from "./mailer.ts";
@@ -75,6 +77,7 @@ export class PanelServer {
     const monitoring = new PanelMonitoring(store, mailer, { statuses: () => monitor.checkAll(), panelUrl: () => panelUrl, ...options.monitoring });
     const monitor = new Monitor(store, { tls: options.componentTls, onAlert: (event) => monitoring.onAlert(event), onRound: (statuses) => monitoring.onRound(statuses), ...(options.pollIntervalMs === undefined ? {} : { intervalMs: options.pollIntervalMs }), ...(options.statusTimeoutMs === undefined ? {} : { timeoutMs: options.statusTimeoutMs }) });
     const configuration = new ConfigService(store, { tls: options.componentTls, onAlert: (event) => monitoring.onAlert(event), ...options.config });
+    monitoring.live.pairs = roundPairs(configuration.config);
     const routes = new PanelRoutes(store, monitor, configuration.config);
     const mail = new MailRoutes(store);
     const table: Route[] = [
@@ -100,6 +103,7 @@ export class PanelServer {
       { method: "GET", path: "/api/help/", role: "viewer", handler: (_r, _c, _u, name) => helpPage(name) },
       ...monitoring.routes,
       ...configuration.routes,
+      jobsRoute(configuration.config, options.componentTls, options.config?.requestTimeoutMs),
     ];
 
     const dispatch = async (request: Request, clientAddress: string): Promise<Response> => {

@@ -1,7 +1,8 @@
 /**
- * The DR-Panel web UI (src/roles/panel/ui/) and the help pages (the repository's README and
- * docs/*.md), imported as text so `bun build --compile` embeds them in the binary: the panel
- * serves them from memory and never from the file system, so no request path can name a file.
+ * The DR-Panel web UI (src/roles/panel/ui/) and the help pages (docs/guide.md, docs/admin.md, the
+ * repository's README and the other docs/*.md), imported as text so `bun build --compile` embeds
+ * them in the binary: the panel serves them from memory and never from the file system, so no
+ * request path can name a file.
  *
  *   GET /                      index.html (also every other path outside /api and /assets: the SPA's routes)
  *   GET /assets/NAME           the UI's scripts and styles, and uPlot's; unknown → 404
@@ -15,6 +16,8 @@
  */
 import { createHash } from "node:crypto";
 import readmeMd from "../../../README.md" with { type: "text" };
+import guideMd from "../../../docs/guide.md" with { type: "text" };
+import adminMd from "../../../docs/admin.md" with { type: "text" };
 import panelMd from "../../../docs/panel.md" with { type: "text" };
 import pipelineMd from "../../../docs/pipeline.md" with { type: "text" };
 import uplotJs from "uplot/dist/uPlot.iife.min.js" with { type: "text" };
@@ -113,8 +116,10 @@ export interface HelpPage {
 
 const titleOf = (markdown: string, fallback: string) => /^#\s+(.+?)\s*$/m.exec(markdown)?.[1] ?? fallback;
 
-/** The help pages: the README first, then docs/*.md by name (docs/NAME.md is page NAME). */
+/** The help pages: the step-by-step guide and the administrator's guide first, then the README, then the other docs/*.md (docs/NAME.md is page NAME). */
 export const helpPages: readonly HelpPage[] = [
+  ["guide", guideMd],
+  ["admin", adminMd],
   ["readme", readmeMd],
   ["panel", panelMd],
   ["pipeline", pipelineMd],

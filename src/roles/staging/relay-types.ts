@@ -64,6 +64,8 @@ export interface RelayStatus {
   compression: CompressionStatus;
   /** The --coalesce setting and what coalescing did (relay-coalesce.ts). */
   coalescing: CoalescingStatus;
+  /** Whether the relay is held by a split (POST /wrl/split, split.ts): nothing ships until the join. */
+  split: boolean;
 }
 
 /** A WRL's --rate-limit, --schedule and --rpo (relay-flags.ts); each optional. */

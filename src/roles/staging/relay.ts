@@ -28,7 +28,7 @@
  *                                                   and a span part that says spanContinues)
  *   shipNack (gap, device, busy, …)               lastError = {code, message}; end
  *   shipNack/resume refused FAILED_OVER           as above; retried slowly, warned once per episode
- *   paused() (POST /wrl/discard, relay-pause.ts)  end: no error, no backoff, no session meanwhile
+ *   paused() (POST /wrl/discard); a split hold    end: no error, no backoff, no session meanwhile
  *   connection closed by the replica              lastError NET_CLOSED (or its reason); end
  *   reading the WRL fails (WRL_CORRUPT, …)        lastError = it; end
  *
@@ -51,8 +51,7 @@
  *                                                   missed) or off (ok)
  *
  * Waking: the staging core calls notify() after every append; a relay with nothing to ship also
- * looks again every stagingRelayIdlePollMs, or at the window's next change if sooner. No busy
- * polling.
+ * looks again every stagingRelayIdlePollMs, or at the window's next change if sooner. No busy polling.
  *
  * Not guaranteed: an answer timeout. A replica that keeps the connection open but never answers
  * (its apply is paused by a long restore, or it hangs) holds the window until the connection
@@ -72,6 +71,7 @@ import { isPauseEnd, RelayPause } from "./relay-pause.ts";
 import { askResume } from "./relay-resume.ts";
 import { RelayRetry } from "./relay-retry.ts";
 import { RpoMonitor } from "./relay-rpo.ts";
+import { SplitPause } from "./split-hold.ts";
 import type { InflightShipment, LastError, NotPrepared, Packing, RelayLink, RelayOptions, RelayStatus, RelayTargetStatus } from "./relay-types.ts";
 import { buildShipment, defaultShipmentLimits, type ShipmentLimits } from "./shipment.ts";
 
@@ -105,6 +105,7 @@ export class Relay {
   readonly #coalescing: RelayCoalescing;
   readonly #retry: RelayRetry;
   readonly #pause = new RelayPause();
+  readonly #split: SplitPause; // held from a split to its join (split-hold.ts)
   #shipmentsShipped = 0;
   #bytesShipped = 0;
   #stopping = false;
@@ -128,6 +129,7 @@ export class Relay {
     // Records at or below the tail were acknowledged by the replica before they were freed.
     this.#appliedLsn = options.wrl.info().tailLsn;
     options.lag.acked(this.#appliedLsn);
+    this.#split = new SplitPause(options.wrl, (reason) => this.#link?.abort(reason), () => this.#stopSignal.wake());
   }
 
   /** Starts relaying (sessions and retries run until stop()). */
@@ -137,9 +139,7 @@ export class Relay {
   }
 
   /** New records were appended: ship them now rather than at the next idle look. */
-  notify(): void {
-    this.#work.wake();
-  }
+  notify = (): void => this.#work.wake();
 
   get appliedLsn(): number {
     return this.#appliedLsn;
@@ -166,6 +166,7 @@ export class Relay {
       bytesShipped: this.#bytesShipped,
       compression: this.#compressor.status(),
       coalescing: this.#coalescing.status(),
+      split: this.#split.held,
     };
   }
 
@@ -177,6 +178,7 @@ export class Relay {
   /** Ends the session (unanswered shipments are shipped again by the next start) and stops retrying. */
   async stop(): Promise<void> {
     this.#stopping = true;
+    this.#split.stop();
     this.#rpo.stop();
     this.#stopSignal.wake();
     this.#work.wake();
@@ -187,9 +189,7 @@ export class Relay {
   }
 
   /** Runs `task` with no session, nothing in flight or queued (relay-pause.ts; failback.ts). */
-  paused<T>(task: () => Promise<T>): Promise<T> {
-    return this.#pause.run((reason) => this.#link?.abort(reason), () => this.#stopSignal.wake(), task);
-  }
+  paused = <T>(task: () => Promise<T>): Promise<T> => this.#pause.run((reason) => this.#link?.abort(reason), () => this.#stopSignal.wake(), task);
 
   /** Records up to `lsn` were freed unacknowledged (failback.ts): they count as acknowledged. */
   noteDiscarded = (lsn: number): void => this.#noteApplied(lsn);
@@ -198,13 +198,13 @@ export class Relay {
 
   async #run(): Promise<void> {
     while (!this.#stopping) {
-      if (this.#pause.held) await this.#pause.released(); // a session that starts during a pause ends after its dial
+      for (const pause of [this.#pause, this.#split]) if (pause.held) await pause.released(); // a session that starts during one ends after its dial
       // Outside every window: no session at all (the WRL buffers) until the next opening.
       await this.#gate.untilOpen(() => this.#stopping);
       if (this.#stopping) break;
       this.#sessionAcked = false;
       const session = this.#session();
-      this.#pause.running(session);
+      for (const pause of [this.#pause, this.#split]) pause.running(session);
       try {
         await session;
         continue; // ended by stop(), a pause or the window closing: no error, no backoff
@@ -224,7 +224,7 @@ export class Relay {
     const link = await this.#o.dial();
     this.#link = link;
     try {
-      if (this.#stopping || this.#pause.held) return;
+      if (this.#stopping || this.#pause.held || this.#split.held) return;
       let next = await this.#resume(link);
       this.#connected = true;
       if (next > this.#o.wrl.info().headLsn) this.#retry.accepted(); // nothing to ship: no ack will tell

@@ -4,7 +4,8 @@
  * replica (zstd-compressed per --compression, default auto: compression.ts; paced, windowed and
  * watched per --rate-limit, --schedule and --rpo: relay-flags.ts), until SIGTERM/SIGINT; then lets appends in flight finish, stops the relays, closes the WRLs with a
  * final checkpoint and exits 0. With --managed, WRLs also come from the panel's config
- * (managed.ts; docs/panel.md "Staging"), beside any --wrl, applied before the ready line.
+ * (managed.ts; docs/panel.md "Staging"), beside any --wrl, applied before the ready line. A WRL
+ * split on the control port (POST /wrl/split, split.ts) stays split across restarts until joined.
  */
 import { command, jsonFlag, repeatedFlag } from "../../cli-support.ts";
 import { stagingControlPortDefault, stagingDataPortDefault } from "../../constants.ts";
@@ -22,6 +23,7 @@ import { fileDeviceStateStore } from "./state.ts";
 import { readWrlKeyFile } from "../../wrl/key-file.ts";
 import { ManagedConfig } from "../managed/config-routes.ts";
 import { ManagedWrls, type ManagedStagingConfig } from "./managed.ts";
+import { WrlSplits } from "./split.ts";
 
 const log = logger("staging");
 
@@ -33,7 +35,7 @@ export default command({
     managed: { type: "boolean", description: "also take WRLs from the panel (druvaa panel): POST /config/prepare, /config/commit, /config/abort and GET /config on the control port; the committed config (STATE_DIR/managed-config.json) is applied at every start. --wrl and --replica are then optional; see docs/panel.md" },
     replica: { type: "string", valueHint: "NAME=HOST:PORT", description: "the replica server WRL NAME relays to (default port 6003); one per --wrl" },
     control: { type: "string", valueHint: "HOST:PORT", default: `127.0.0.1:${stagingControlPortDefault}`, description: "control port (GET /status): HTTPS for admin and panel certificates with TLS, plain HTTP on loopback with --insecure" },
-    "state-dir": { type: "string", valueHint: "DIR", description: "where attached devices (and, with --managed, the pushed config) are kept (default: $DRUVAA_STATE_DIR/staging, /var/lib/druvaa/staging as root)" },
+    "state-dir": { type: "string", valueHint: "DIR", description: "where attached devices, split WRLs (and, with --managed, the pushed config) are kept (default: $DRUVAA_STATE_DIR/staging, /var/lib/druvaa/staging as root)" },
     compression: {
       type: "string",
       valueHint: "off|1..19|auto",
@@ -118,6 +120,8 @@ export default command({
         // Before the ports open: a prepare then always sees the committed WRLs running.
         await config.start();
       }
+      // Before the relays start: a WRL split before a restart (STATE_DIR/splits.json) ships nothing until joined.
+      const splits = await WrlSplits.open(stateDir, core);
       const server = await StagingServer.start({
         core,
         nodeId,
@@ -125,6 +129,7 @@ export default command({
         control: controlAddress,
         tls: security.forPeer("client"),
         controlTls: security.forControl(),
+        splits,
         ...(config === undefined ? {} : { routes: config.routes(), statusExtra: () => ({ managed: config.status() }) }),
       });
       core.start();

@@ -21,6 +21,8 @@ import { guardConnection, nextFrame, statusHeader } from "../server-support.ts";
 import type { StagingCore } from "./core.ts";
 import { failbackRoutes } from "./failback-routes.ts";
 import type { RelayLink } from "./relay.ts";
+import type { WrlSplits } from "./split.ts";
+import { splitRoutes } from "./split-routes.ts";
 
 const log = logger("staging:net");
 
@@ -29,7 +31,7 @@ export interface StagingServerOptions {
   nodeId: string;
   /** Data port: clients. */
   listen: Address;
-  /** Control port (HTTP GET /status; failback's GET /wrl/pending and POST /wrl/discard: failback-routes.ts). */
+  /** Control port (HTTP GET /status; failback's GET /wrl/pending and POST /wrl/discard: failback-routes.ts; POST /wrl/split and /wrl/join with `splits`). */
   control: Address;
   /** Milliseconds since the epoch; Date.now unless a test gives a clock. */
   now?: () => number;
@@ -41,6 +43,8 @@ export interface StagingServerOptions {
   routes?: Record<string, ControlRoute>;
   /** More fields of GET /status (--managed: `managed`). */
   statusExtra?: () => Record<string, unknown>;
+  /** Split and join (POST /wrl/split, /wrl/join: split-routes.ts; `split` of each WRL in GET /status). */
+  splits?: WrlSplits;
 }
 
 export interface StagingAddresses {
@@ -68,6 +72,7 @@ export class StagingServer {
   readonly #now: () => number;
   readonly #startedAtMs: number;
   readonly #statusExtra: (() => Record<string, unknown>) | undefined;
+  readonly #splits: WrlSplits | undefined;
   #data: Listener | undefined;
   #control: ControlServer | undefined;
 
@@ -77,6 +82,7 @@ export class StagingServer {
     this.#now = options.now ?? Date.now;
     this.#startedAtMs = this.#now();
     this.#statusExtra = options.statusExtra;
+    this.#splits = options.splits;
   }
 
   /** Starts serving both ports; stops what it started if one of them fails. */
@@ -86,7 +92,7 @@ export class StagingServer {
       // Writes spanning socket chunks (every large one) are assembled in pooled buffers; the
       // WRL gives them back once their record is freed (see serve-command.ts, onFreedData).
       server.#data = await listen(options.listen, (connection) => void guardConnection(connection, () => server.#serveClient(connection), log), { allocateFrame: (bytes) => sharedBufferPool.take(bytes), ...(options.tls === undefined ? {} : { tls: options.tls }) });
-      server.#control = await startControlServer(options.control, { "/status": () => server.status(), ...failbackRoutes(options.core), ...options.routes }, "staging", { tls: options.controlTls });
+      server.#control = await startControlServer(options.control, { "/status": () => server.status(), ...failbackRoutes(options.core), ...(options.splits === undefined ? {} : splitRoutes(options.splits)), ...options.routes }, "staging", { tls: options.controlTls });
     } catch (error) {
       await Promise.all([server.#data?.stop(), server.#control?.stop()]);
       throw error;
@@ -105,7 +111,7 @@ export class StagingServer {
       ...statusHeader(this.#identity, this.#startedAtMs, this.#now()),
       addresses: this.#data === undefined || this.#control === undefined ? null : this.addresses,
       stopping: this.#core.stopping,
-      wrls: core.wrls,
+      wrls: this.#splits === undefined ? core.wrls : core.wrls.map((wrl) => ({ ...wrl, split: this.#splits!.of(wrl.name) })),
       clients: core.clients,
       events: core.events,
       ...this.#statusExtra?.(),

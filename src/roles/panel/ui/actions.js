@@ -8,12 +8,12 @@ import { describe, h, replace } from "./dom.js";
 export const pairActions = [
   ["start", "Start", "Start replicating (enable the pair)"],
   ["stop", "Stop", "Stop the pair; its state is kept"],
-  ["split", "Split", "Stop applying to the replica so it can be used; writes are tracked for a later join"],
-  ["join", "Join", "Rejoin a split pair: resync what changed"],
+  ["split", "Split", "Freeze the replica at its last consistent point (every pair of this WRL): staging keeps logging the writes"],
+  ["join", "Join", "End the split: staging relays what it logged meanwhile and the replica catches up"],
   ["resync", "Resync", "Copy the blocks that differ to the replica"],
   ["verify", "Verify", "Compare primary and replica checksums"],
   ["snapshot", "Fast snapshot", "Take a snapshot of the replica now and serve it as an export"],
-  ["restore", "Restore", "Restore the primary from the replica (overwrites the primary)"],
+  ["restore", "Restore", "Copy the replica (now or at a point in time) to a path on the client host"],
   ["failover", "Failover", "Serve the replica as the production device"],
   ["failback", "Failback", "Return production to the primary"],
   ["delete", "Delete", "Stop the pair and remove it from every component"],
@@ -29,7 +29,8 @@ function resultLine(status, text, kind) {
 
 function outcomeText(pair, action, answer) {
   const tx = answer?.tx;
-  const parts = [`${action} ${pair}: done`];
+  const job = answer?.job;
+  const parts = [job ? `${action} ${pair}: job ${job.id ?? ""} ${job.state ?? "started"} on the client host (Manage → Jobs)` : `${action} ${pair}: done`];
   if (tx && typeof tx === "object") parts.push(`transaction ${tx.txid ?? ""} ${tx.state ?? ""}`.trim());
   if (answer?.result !== undefined) parts.push(describe(answer.result));
   return parts.join(" — ");
@@ -46,7 +47,13 @@ const dialogActions = new Set([...confirmedActions, "snapshot"]);
 function askConfirm(pair, action, label, why, status, onDone) {
   const fields = [];
   if (confirmedActions.has(action)) fields.push(typeNameField(pair, "pair"));
-  if (action === "restore") fields.push({ name: "to", id: "confirm-to", label: "Restore to (snapshot name or time)", help: "A snapshot name, or a time (ISO 8601) within the replica's retention.", check: (v) => (v === "" ? "is required" : undefined) });
+  if (action === "restore") {
+    fields.push({ name: "to", id: "confirm-to", label: "Restore to (path on the client host)", placeholder: "/var/lib/druvaa/restore/disk0.img", help: "An absolute path on the client host: a new image file or a spare block device (not the pair's own device while the pair runs). The client host's agent runs druvaa restore into it.", check: (v) => (v.startsWith("/") ? undefined : "must be an absolute path") });
+    fields.push({ name: "at", id: "confirm-at", label: "Point in time (optional)", help: "A checkpoint label, an LSN, an ISO time or -15m within the replica's retention; empty: the latest." });
+  }
+  if (action === "failback") {
+    fields.push({ name: "keep", id: "confirm-keep", label: "If both sides were written", type: "select", options: [["", "refuse (show both sides' writes)"], ["dr", "keep the DR side's writes"], ["primary", "keep the primary's writes"]], help: "Split brain: failback refuses unless you say which side's writes to keep." });
+  }
   if (action === "failover" || action === "snapshot") {
     fields.push({ name: "export", id: "confirm-export", label: action === "snapshot" ? "Export the snapshot as" : "Export the replica as", placeholder: "unix:/run/druvaa/replica.sock or 10.0.0.9:10809", help: "Where the replica server serves the device (NBD) for the application to use.", check: (v) => (v === "" ? "is required" : undefined) });
   }
@@ -59,7 +66,7 @@ function askConfirm(pair, action, label, why, status, onDone) {
     fields,
     onSubmit: async (values) => {
       const extra = {};
-      for (const key of ["confirm", "to", "export", "at"]) if (values[key]) extra[key] = values[key];
+      for (const key of ["confirm", "to", "export", "at", "keep"]) if (values[key]) extra[key] = values[key];
       const answer = await send(pair, action, extra);
       resultLine(status, outcomeText(pair, action, answer), "ok");
       onDone?.();

@@ -44,7 +44,8 @@
 //   dialog           #confirm-dialog (a modal <dialog>; never window.confirm): #confirm-input (type
 //                    the name: pair split/restore/failover/failback/delete, delete-component,
 //                    delete-wrl, delete-user, delete-recipient), #confirm-to (restore),
-//                    #confirm-export (failover, snapshot), #confirm-at (failover), #confirm-ok,
+//                    #confirm-export (failover, snapshot), #confirm-at (failover, restore),
+//                    #confirm-keep (failback), #confirm-ok,
 //                    #confirm-cancel; a refusal shows in the dialog (.field-error)
 //   settings         account: the #pw-… form; #mail-settings (#mail-host #mail-port #mail-from
 //                    #mail-starttls #mail-auth-user #mail-auth-password #mail-enabled);

@@ -76,6 +76,8 @@ class Chart {
         width,
         height: 180,
         legend: { show: true },
+        // The x axis always spans the chosen range up to now, so one point (or none) still reads as a time line.
+        scales: { x: { time: true, range: () => [(Date.now() - this.rangeMs) / 1000, Date.now() / 1000] } },
         series: [{}, { label: this.series.name.split("/").pop(), stroke: "#2b6cb0", width: 1.5, value: (_u, v) => format(v) }],
         axes: [{}, { size: 80, values: (_u, splits) => splits.map(format) }],
       }, [this.xs, this.ys], this.plotBox);

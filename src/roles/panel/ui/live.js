@@ -37,7 +37,11 @@ export class Live {
         } catch {
           return; // A torn event: the next status round carries the whole state again.
         }
-        if (kind === "status") this.last.status = data;
+        if (kind === "status") {
+          this.last.status = data;
+          // For profiling (bench/panel.ts --timeline): when each status event arrived.
+          performance.mark("druvaa:live-status");
+        }
         for (const handler of this.handlers[kind]) {
           try {
             handler(data);

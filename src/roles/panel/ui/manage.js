@@ -63,6 +63,8 @@ class PairsTable {
 
   update(pairs) {
     const seen = new Set();
+    // New rows go into a fragment, attached once (the first load builds every row: one layout, not one per row).
+    const added = document.createDocumentFragment();
     for (const pair of pairs) {
       seen.add(pair.name);
       let row = this.rows.get(pair.name);
@@ -72,7 +74,7 @@ class PairsTable {
         if (this.ctx.can("operator")) tr.append(h("td", { class: "actions" }, h("div", { class: "action-buttons" }, actionButtons(pair.name, this.ctx, this.status, this.onChange))));
         row = { tr, cells };
         this.rows.set(pair.name, row);
-        this.body.append(tr);
+        added.append(tr);
       }
       for (const [field, cell] of row.cells) {
         const [text, value] = pairCell(pair, field);
@@ -83,6 +85,7 @@ class PairsTable {
       const enabled = String(pair.enabled !== false);
       if (row.tr.dataset.enabled !== enabled) row.tr.dataset.enabled = enabled;
     }
+    this.body.append(added);
     for (const [name, row] of this.rows) {
       if (!seen.has(name)) {
         row.tr.remove();
@@ -91,6 +94,7 @@ class PairsTable {
     }
     this.empty.hidden = this.rows.size > 0;
     this.element.querySelector("table").dataset.loaded = "true";
+    performance.mark("druvaa:pairs-updated"); // for profiling (bench/panel.ts --timeline)
   }
 }
 
@@ -160,9 +164,24 @@ export function renderManage(page, ctx) {
   const alerts = alertList();
   const transactions = transactionList();
   const activity = activityList();
+  // The charts (uPlot, a request per series) start once the pairs are shown, so they do not
+  // compete with the first render of the table (or after chartsDelayMaxMs if the pairs do not come).
+  let stopCharts = () => {};
+  let chartsTimer = null;
+  let closed = false;
+  const startCharts = () => {
+    if (closed || chartsTimer === undefined) return;
+    clearTimeout(chartsTimer);
+    chartsTimer = undefined;
+    stopCharts = renderCharts(charts, ctx);
+  };
+  const showPairs = (list) => {
+    pairs.update(list);
+    if (chartsTimer !== undefined) setTimeout(startCharts, 0); // after this task: the rows paint first
+  };
   const refreshPairs = async () => {
     try {
-      pairs.update((await get("/api/pairs")).pairs);
+      showPairs((await get("/api/pairs")).pairs);
     } catch (failure) {
       showLoadError(failure);
     }
@@ -195,33 +214,43 @@ export function renderManage(page, ctx) {
     section("section-transactions", "Transactions", transactions.element),
     section("section-activity", "Activity log", activity.element));
 
-  void refreshPairs();
+  // The live feed's newest status carries the pairs (described from the panel's last poll round):
+  // shown at once; GET /api/pairs (a fresh status fetch) only when it has none yet.
+  const last = ctx.live?.last.status;
+  if (Array.isArray(last?.pairs)) {
+    showPairs(last.pairs);
+    void transactions.refresh();
+    void activity.refresh();
+  } else void refreshPairs();
   get("/api/components").then((answer) => {
     components.update(answer.components);
     return get("/api/status");
   }).then((answer) => components.update(answer.components), showLoadError);
   void alerts.refresh();
-  const stopCharts = renderCharts(charts, ctx);
+  const chartsDelayMaxMs = 1_500;
+  chartsTimer = setTimeout(startCharts, chartsDelayMaxMs);
 
-  // A status event without pairs (the panel's live feed may carry only components): re-read
-  // GET /api/pairs, at most one request in flight and one every pairsRefreshMs.
+  // Each status event carries the pairs (live.ts, PairStates.fromRound). One without them (a round
+  // whose pairs could not be described): re-read GET /api/pairs, at most one request in flight and
+  // one every pairsRefreshMs.
   let pairsFetchedMs = 0;
   let pairsInFlight = false;
   const pairsRefreshMs = 3_000;
   const offStatus = ctx.live?.on("status", (data) => {
-    if (Array.isArray(data?.pairs)) pairs.update(data.pairs);
+    if (Array.isArray(data?.pairs)) showPairs(data.pairs);
     else if (!pairsInFlight && Date.now() - pairsFetchedMs >= pairsRefreshMs) {
       pairsInFlight = true;
       pairsFetchedMs = Date.now();
-      get("/api/pairs").then((answer) => pairs.update(answer.pairs), () => undefined).finally(() => { pairsInFlight = false; });
+      get("/api/pairs").then((answer) => showPairs(answer.pairs), () => undefined).finally(() => { pairsInFlight = false; });
     }
     if (Array.isArray(data?.components)) components.update(data.components);
   });
   const offAlert = ctx.live?.on("alert", () => void alerts.refresh());
   // The last status seen before this page opened: no blank tables while waiting for the next round.
-  const last = ctx.live?.last.status;
   if (Array.isArray(last?.components)) components.update(last.components);
   return () => {
+    closed = true;
+    clearTimeout(chartsTimer);
     offStatus?.();
     offAlert?.();
     stopCharts();

@@ -1,0 +1,258 @@
+/**
+ * The DR-Panel with 50 pairs, measured on this machine in this run. Target (the issue): "the
+ * status page for 50 pairs renders in under 300 ms and live updates cost under 2% CPU".
+ *
+ * Setup: a real `druvaa panel` process (temp database, --insecure, port 0, its default 2 s poll);
+ * stand-ins for one staging server, one replica and one client host agent in a process of their
+ * own (bench/support/panel-components.ts: the managed-config contract and realistic GET /status
+ * for every attachment, WRL and device); the WRLs (--wrls, default 5) and the 50 pairs (--pairs)
+ * created through the panel's API (POST /api/wrls, POST /api/pairs), so the database and the
+ * two-phase commits are real.
+ *
+ * 1. Render: real Chromium (playwright-core, /usr/bin/chromium), logged in, on #/manage/pairs:
+ *    from navigation start (performance.now() in the page) until all the pairs' rows
+ *    `#pairs tr[data-pair]` have their live state cell filled; median of --reloads (default 7)
+ *    reloads after one warm-up. Reference in the same run: the same Chromium loading a static
+ *    HTML page with the same 50-row table (a tiny Bun.serve), measured the same way → ratio.
+ * 2. Live-update CPU: utime + stime of the panel process (/proc/PID/stat) over --seconds (default
+ *    60; --quick 20) with no browser at all (idle reference), then over the same time with the
+ *    Manage page open (the live stream: a status event with every pair each poll round), adding
+ *    Chromium's renderer processes; as % of one core. The cost of live updates: the panel's extra
+ *    CPU plus the renderer's.
+ *
+ *   node_modules/.bin/bun bench/panel.ts [--quick] [--pairs 50] [--wrls 5] [--reloads 7] [--seconds 60] [--timeline]
+ *   (--timeline: prints when the last reload fetched each script and API answer, for profiling)
+ *
+ * Targets are printed, never asserted. Ends with ONE line of JSON holding every figure and ratio.
+ * Cleans up its processes and files on every exit path, Ctrl-C included.
+ */
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { chromium, type Browser, type Page } from "playwright-core";
+import { startRole } from "../src/demo/processes.ts";
+import { Cleanup, flagValue, median, round } from "./support/lib.ts";
+import { chromiumPids, cpuMs, cpuMsOf, cpuPercent, staticPairsPage } from "./support/panel-measure.ts";
+
+const quick = process.argv.includes("--quick");
+const pairCount = Number(flagValue("pairs", "50"));
+const wrlCount = Math.max(1, Math.min(pairCount, Number(flagValue("wrls", "5"))));
+const reloads = Number(flagValue("reloads", quick ? "5" : "7"));
+const cpuSeconds = Number(flagValue("seconds", quick ? "20" : "60"));
+const renderTargetMs = 300;
+const cpuTargetPercent = 2;
+process.argv[1] = resolve(import.meta.dir, "../src/cli.ts");
+
+const cleanup = new Cleanup();
+const dir = mkdtempSync(join(tmpdir(), "druvaa-bench-panel-"));
+cleanup.removeAtExit(dir);
+
+/** A cookie-keeping client of the panel's JSON API. */
+class Api {
+  cookie = "";
+  csrf = "";
+  constructor(readonly url: string) {}
+
+  async call(method: string, path: string, body?: unknown): Promise<any> {
+    const response = await fetch(`${this.url}${path}`, {
+      method,
+      headers: { cookie: this.cookie, ...(method === "GET" ? {} : { "x-csrf-token": this.csrf }), ...(body === undefined ? {} : { "content-type": "application/json" }) },
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+    });
+    const setCookie = response.headers.get("set-cookie");
+    if (setCookie !== null) this.cookie = setCookie.split(";")[0]!;
+    const parsed = (await response.json()) as any;
+    if (!response.ok) throw new Error(`${method} ${path}: ${response.status} ${JSON.stringify(parsed.error ?? parsed)}`);
+    return parsed;
+  }
+
+  async login(user: string, password: string): Promise<void> {
+    this.csrf = (await this.call("POST", "/api/login", { user, password })).csrfToken;
+  }
+}
+
+async function startComponents(): Promise<{ staging: string; replica: string; client: string; pid: number }> {
+  const proc = Bun.spawn([process.execPath, resolve(import.meta.dir, "support/panel-components.ts")], { stdin: "ignore", stdout: "pipe", stderr: "inherit" });
+  cleanup.killAtExit(proc, 2_000);
+  const reader = proc.stdout.getReader();
+  let text = "";
+  while (!text.includes("\n")) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error("the component stand-ins exited before they were ready");
+    text += new TextDecoder().decode(value);
+  }
+  reader.releaseLock();
+  return JSON.parse(text.slice(0, text.indexOf("\n")));
+}
+
+/** Components, WRLs and pairs through the panel's API (every change a real two-phase commit). */
+async function createPairs(api: Api, controls: { staging: string; replica: string; client: string }): Promise<void> {
+  for (const [name, role] of [["stg1", "staging"], ["rep1", "replica"], ["host1", "client"]] as const) {
+    await api.call("POST", "/api/components", { name, role, control: controls[role] });
+  }
+  for (let w = 0; w < wrlCount; w += 1) {
+    await api.call("POST", "/api/wrls", { name: `wrl${w}`, staging: "stg1", paths: [`/var/lib/druvaa/wrl/wrl${w}.img`], sizeBytes: "10GiB", replica: "rep1", rpo: "30s" });
+  }
+  for (let p = 0; p < pairCount; p += 1) {
+    await api.call("POST", "/api/pairs", {
+      name: `pair-${String(p).padStart(2, "0")}`, client: "host1", deviceName: `disk${p}`, devicePath: `/dev/disk/by-id/virtio-data${p}`, export: `unix:/run/druvaa/disk${p}.sock`,
+      wrl: `wrl${p % wrlCount}`, replica: "rep1", replicaDevicePath: `/srv/replica/disk${p}.img`, initialSync: "none",
+    });
+  }
+}
+
+/** Waits until `check` gives a value (every 200 ms), failing after `timeoutMs`. */
+async function until<T>(what: string, timeoutMs: number, check: () => Promise<T | undefined>): Promise<T> {
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value !== undefined) return value;
+    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await Bun.sleep(200);
+  }
+}
+
+/** In the page: performance.now() once `count` pair rows have their state cell filled (polled each animation frame). */
+async function rowsFilledAtMs(page: Page, count: number): Promise<number> {
+  const handle = await page.waitForFunction((expected: number) => {
+    // Runs in the page (the tree's TypeScript has no DOM types).
+    const rows = (globalThis as any).document.querySelectorAll("#pairs tr[data-pair]") as any[];
+    if (rows.length !== expected) return false;
+    for (const row of rows) {
+      const text = row.querySelector('td[data-field="state"]')?.textContent ?? "";
+      if (text === "" || text === "–") return false;
+    }
+    return performance.now();
+  }, count, { polling: "raf", timeout: 30_000 });
+  return (await handle.jsonValue()) as number;
+}
+
+/** Median ms from navigation start to the rows filled, over `reloads` reloads after a first load. */
+async function renderTimes(page: Page, url: string): Promise<number[]> {
+  await page.goto(url, { waitUntil: "commit" });
+  await rowsFilledAtMs(page, pairCount);
+  const times: number[] = [];
+  for (let i = 0; i < reloads; i += 1) {
+    await page.reload({ waitUntil: "commit" });
+    times.push(await rowsFilledAtMs(page, pairCount));
+  }
+  return times;
+}
+
+/** CPU % of one core of the panel (and of `extra()`'s pids, read at start and end) over `seconds`. */
+async function sampleCpu(panelPid: number, seconds: number, extra: () => number[] = () => []): Promise<{ panel: number; extra: number }> {
+  const pids = extra();
+  const panelBefore = cpuMs(panelPid);
+  const extraBefore = cpuMsOf(pids);
+  const start = performance.now();
+  await Bun.sleep(seconds * 1000);
+  const wallMs = performance.now() - start;
+  const panel = ((cpuMs(panelPid) - panelBefore) / wallMs) * 100;
+  return { panel, extra: cpuPercent(extraBefore, cpuMsOf(pids), wallMs) };
+}
+
+/** Bytes of one live status event (what each poll round sends to every open page). */
+async function liveEventBytes(api: Api): Promise<{ bytes: number; firstEventMs: number }> {
+  const start = performance.now();
+  const response = await fetch(`${api.url}/api/live`, { headers: { cookie: api.cookie } });
+  const reader = response.body!.getReader();
+  let text = "";
+  try {
+    for (;;) {
+      const begin = text.indexOf("event: status\n");
+      const end = begin < 0 ? -1 : text.indexOf("\n\n", begin);
+      if (end >= 0) return { bytes: Buffer.byteLength(text.slice(begin, end + 2)), firstEventMs: performance.now() - start };
+      const { value, done } = await reader.read();
+      if (done) return { bytes: Number.NaN, firstEventMs: Number.NaN };
+      text += new TextDecoder().decode(value);
+    }
+  } finally {
+    await reader.cancel();
+  }
+}
+
+async function main(): Promise<void> {
+  const controls = await startComponents();
+  const panel = await startRole("panel", ["panel", "--db", join(dir, "panel.db"), "--insecure", "--listen", "127.0.0.1:0"]);
+  cleanup.onExit(() => panel.stop());
+  const url = String(panel.ready.url);
+  const api = new Api(url);
+  await api.login("admin", "druvaa");
+  const password = "bench panel password 50";
+  await api.call("POST", "/api/password", { current: "druvaa", new: password });
+  await api.login("admin", password);
+  const setupStart = performance.now();
+  await createPairs(api, controls);
+  const pairs = await until("every pair replicating", 60_000, async () => {
+    const listed = (await api.call("GET", "/api/pairs")).pairs as any[];
+    return listed.length === pairCount && listed.every((p) => p.state === "replicating") ? listed : undefined;
+  });
+  console.log(`setup: ${pairCount} pairs on ${wrlCount} WRLs created through the API in ${round((performance.now() - setupStart) / 1000)} s (panel pid ${panel.pid}, stand-ins pid ${controls.pid})`);
+
+  // 2a first: the panel alone, no browser anywhere.
+  await Bun.sleep(2_500);
+  console.log(`CPU, panel alone (no browser), ${cpuSeconds} s…`);
+  const idle = await sampleCpu(panel.pid, cpuSeconds);
+
+  const staticServer = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => new Response(staticPairsPage(pairs), { headers: { "content-type": "text/html; charset=utf-8", "cache-control": "no-store" } }) });
+  cleanup.onExit(async () => staticServer.stop(true));
+  const browser: Browser = await chromium.launch({ executablePath: "/usr/bin/chromium", args: ["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"] });
+  cleanup.onExit(() => browser.close());
+  const context = await browser.newContext({ viewport: { width: 1400, height: 1000 } });
+  const [name, value] = api.cookie.split("=") as [string, string];
+  await context.addCookies([{ name, value, url }]);
+
+  // 1. Render.
+  const staticPage = await context.newPage();
+  const staticMs = await renderTimes(staticPage, `http://127.0.0.1:${staticServer.port}/`);
+  await staticPage.close();
+  const page = await context.newPage();
+  const panelMs = await renderTimes(page, `${url}/#/manage/pairs`);
+  if (process.argv.includes("--timeline")) {
+    // Where the last reload's time went: the document, every script and API request (start → end, ms since navigation start).
+    const timeline = (await page.evaluate(() => {
+      const perf = (globalThis as any).performance;
+      const nav = perf.getEntriesByType("navigation")[0];
+      const entries = [["document", nav.startTime, nav.responseEnd], ["domContentLoaded", nav.domContentLoadedEventStart, nav.domContentLoadedEventEnd]];
+      for (const e of perf.getEntriesByType("resource")) entries.push([e.name.replace(/^https?:\/\/[^/]+/, ""), e.startTime, e.responseEnd]);
+      for (const e of perf.getEntriesByType("mark")) entries.push([e.name, e.startTime, e.startTime]);
+      entries.sort((a, b) => (a[2] as number) - (b[2] as number));
+      return entries;
+    })) as [string, number, number][];
+    for (const [what, start, end] of timeline) console.log(`  ${round(start).toString().padStart(7)} → ${round(end).toString().padStart(7)} ms  ${what}`);
+  }
+  const renderMsMedian = median(panelMs);
+  const staticRenderMsMedian = median(staticMs);
+  console.log(`render of ${pairCount} pairs: median ${round(renderMsMedian)} ms (runs ${panelMs.map((t) => round(t)).join(", ")}) — target < ${renderTargetMs} ms: ${renderMsMedian < renderTargetMs ? "met" : "MISSED"}`);
+  console.log(`  static ${pairCount}-row table in the same Chromium: median ${round(staticRenderMsMedian)} ms → ratio ${round(renderMsMedian / staticRenderMsMedian, 2)}`);
+
+  // 2b. The Manage page open: live updates every poll round.
+  await rowsFilledAtMs(page, pairCount);
+  await Bun.sleep(2_500);
+  console.log(`CPU, Manage page open with live updates, ${cpuSeconds} s…`);
+  const live = await sampleCpu(panel.pid, cpuSeconds, () => chromiumPids().renderers);
+  const chromiumAll = chromiumPids().all;
+  const updated = await page.evaluate(() => (globalThis as any).document.querySelectorAll("#pairs td[data-field=throughputBytesPerSecond]")[0]?.textContent ?? "") as string;
+  const panelExtra = live.panel - idle.panel;
+  const liveCpuPercent = panelExtra + live.extra;
+  console.log(`panel CPU: ${round(idle.panel, 2)} % alone, ${round(live.panel, 2)} % with the page open (+${round(panelExtra, 2)} %); Chromium renderer(s): ${round(live.extra, 2)} %`);
+  console.log(`live updates cost ${round(liveCpuPercent, 2)} % of one core (panel's extra + renderer) — target < ${cpuTargetPercent} %: ${liveCpuPercent < cpuTargetPercent ? "met" : "MISSED"} (first row's throughput shown: ${updated})`);
+  await page.close();
+  const { bytes: eventBytes, firstEventMs } = await liveEventBytes(api);
+  console.log(`one live status event: ${round(eventBytes / 1024)} KiB, the first one ${round(firstEventMs)} ms after GET /api/live`);
+
+  console.log(JSON.stringify({
+    bench: "panel", quick, pairs: pairCount, wrls: wrlCount, reloads, cpuSeconds,
+    renderMsMedian: round(renderMsMedian), renderMsRuns: panelMs.map((t) => round(t)), staticRenderMsMedian: round(staticRenderMsMedian), staticRenderMsRuns: staticMs.map((t) => round(t)),
+    ratioVsStatic: round(renderMsMedian / staticRenderMsMedian, 2), renderTargetMs, renderTargetMet: renderMsMedian < renderTargetMs,
+    liveCpuPercent: round(liveCpuPercent, 2), panelCpuPercentIdle: round(idle.panel, 2), panelCpuPercentLive: round(live.panel, 2), panelCpuPercentExtra: round(panelExtra, 2),
+    rendererCpuPercent: round(live.extra, 2), chromiumProcesses: chromiumAll.length, liveCpuTargetPercent: cpuTargetPercent, liveCpuTargetMet: liveCpuPercent < cpuTargetPercent,
+    liveEventBytes: eventBytes, liveFirstEventMs: round(firstEventMs),
+  }));
+}
+
+try {
+  await main();
+} finally {
+  await cleanup.run();
+}
