@@ -190,8 +190,8 @@ describe("DR-Panel in Chromium, with real components", () => {
 
     // The pair really runs: the client host exports the device and its writes reach the replica.
     const uri = `nbd+unix:///disk0?socket=${join(dir, "disk0.sock")}`;
-    const wrote = await qemuIo(uri, ["write -P 0x5a 0 4M", "write -P 0xa5 8M 1M"]);
-    expect(wrote.exitCode).toBe(0);
+    // The attachment starts as the commit lands; its export may take a moment to take connections.
+    await waitFor("the pair's export taking writes", 30_000, async () => (await qemuIo(uri, ["write -P 0x5a 0 4M", "write -P 0xa5 8M 1M"])).exitCode === 0);
   }, 180_000);
 
   test("a workload with the replica frozen shows lag on the Manage page; thawed, the lag falls to zero and the replica equals the primary", async () => {
@@ -233,7 +233,7 @@ describe("DR-Panel in Chromium, with real components", () => {
     processes.splice(processes.indexOf(staging), 1);
     await start("staging", stagingArgs());
     await admin.waitForSelector('#alerts li[data-alert-code="COMPONENT_UNREACHABLE"][data-component="staging1"].open', { state: "detached", timeout: 20_000 });
-    expect(await admin.getAttribute("#alert-badge", "data-count")).toBe("0");
+    await waitFor("the alert badge back at 0", 20_000, async () => (await admin.getAttribute("#alert-badge", "data-count")) === "0");
     await browser!.screenshot(admin, "alert-cleared");
     // Replication goes on after the restart: a new write reaches the replica.
     const uri = `nbd+unix:///disk0?socket=${join(dir, "disk0.sock")}`;
