@@ -57,8 +57,8 @@ function parseDiscard(body: unknown): { wrl: string; throughLsn: number } {
 
 const statusOfExit: Partial<Record<number, number>> = { [exitCodes.usage]: 400, [exitCodes.notFound]: 404, [exitCodes.refused]: 409 };
 
-/** The route's answer; a DruvaaError that refuses the request answered with its HTTP status. */
-async function answered(route: () => Promise<unknown>): Promise<unknown> {
+/** The route's answer; a DruvaaError that refuses the request answered with its HTTP status (split-routes.ts uses it too). */
+export async function answered(route: () => Promise<unknown>): Promise<unknown> {
   try {
     return await route();
   } catch (error) {

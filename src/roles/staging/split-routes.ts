@@ -8,7 +8,8 @@
  * A refusal answers {ok: false, error: {code, message, hint}}: 400 USAGE (a bad body), 404
  * WRL_UNKNOWN; anything else 500 (the control server's answer), as failback-routes.ts does.
  */
-import { DruvaaError, exitCodes, usageError } from "../../errors.ts";
+import { answered } from "./failback-routes.ts";
+import { usageError } from "../../errors.ts";
 import type { ControlRoute } from "../../io/control-server.ts";
 import { splitByLengthMax, type WrlSplits } from "./split.ts";
 
@@ -34,17 +35,4 @@ function parseBody(body: unknown, action: "split" | "join"): { wrl: string; by?:
   if (typeof wrl !== "string" || wrl === "") throw usageError(`${action}: \`wrl\` (the WRL's name) is required`, example);
   if (by !== undefined && (typeof by !== "string" || by.length > splitByLengthMax)) throw usageError(`${action}: \`by\` must be text of at most ${splitByLengthMax} characters`, example);
   return { wrl, ...(typeof by === "string" && action === "split" ? { by } : {}) };
-}
-
-const statusOfExit: Partial<Record<number, number>> = { [exitCodes.usage]: 400, [exitCodes.notFound]: 404, [exitCodes.refused]: 409 };
-
-/** The route's answer; a DruvaaError that refuses the request answered with its HTTP status. */
-async function answered(route: () => Promise<unknown>): Promise<unknown> {
-  try {
-    return await route();
-  } catch (error) {
-    const status = error instanceof DruvaaError ? statusOfExit[error.exitCode] : undefined;
-    if (status === undefined) throw error;
-    return Response.json({ ok: false, error: (error as DruvaaError).toJSON() }, { status });
-  }
 }
