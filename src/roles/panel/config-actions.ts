@@ -33,7 +33,6 @@ type Action = (typeof actions)[number];
 const needConfirm: readonly Action[] = ["failover", "failback", "restore"];
 const notImplemented: Partial<Record<Action, string>> = {};
 
-const num = (value: unknown): number | null => (typeof value === "number" && Number.isFinite(value) ? value : null);
 
 // PairStates moved to config-pair-states.ts; re-exported for the modules that import it from here.
 export { PairStates } from "./config-pair-states.ts";
