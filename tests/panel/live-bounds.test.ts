@@ -49,20 +49,20 @@ describe("live stream bounds", () => {
     expect((refused as ApiError).status).toBe(503);
   });
 
-  test("with the pairs wired, status events carry them (described from each round's statuses, only while a stream is open)", async () => {
+  test("with the pairs wired, status events carry them (described at every round, and again as a replay when a stream opens)", async () => {
     const live = new LiveStreams({ openAlerts: () => 0, nowMs: () => 7 });
-    const described: number[] = [];
-    live.pairs = (statuses, timeMs) => {
-      described.push(statuses.length);
+    const described: [number, boolean][] = [];
+    live.pairs = (statuses, timeMs, replay) => {
+      described.push([statuses.length, replay === true]);
       return [{ name: "pair-db", state: "replicating", timeMs }];
     };
     live.status([]);
-    expect(described).toEqual([]); // nobody watching
+    expect(described).toEqual([[0, false]]); // nobody watching: described all the same (the round feeds the pairs' rates)
     const response = live.open(new Request("http://panel/api/live"), "viewer");
-    expect(described).toEqual([0]); // the newest round had none: described as the stream opens
+    expect(described).toEqual([[0, false], [0, true]]); // the newest round replayed, its pairs described again without feeding the rates
     const client = { name: "c1", role: "client" as const, control: "127.0.0.1:1", reachable: true as const, status: { role: "client" } };
     live.status([client]);
-    expect(described).toEqual([0, 1]);
+    expect(described).toEqual([[0, false], [0, true], [1, false]]);
     live.close();
     const text = await response.text();
     expect(text.split("\n\n").filter((block) => block.startsWith("event: status"))).toEqual([

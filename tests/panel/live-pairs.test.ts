@@ -130,4 +130,26 @@ describe("pairs in the live stream", () => {
       client.restart();
     }
   });
+
+  test("with no live stream open, GET /api/pairs still shows the pair's write rate from the panel's own rounds", async () => {
+    for (const reader of readers.splice(0)) await reader.cancel().catch(() => undefined);
+    setClient(0);
+    // The client writes 256 KiB every 25 ms (about 10 MiB/s) while the panel polls every 150 ms.
+    const writer = setInterval(() => setClient(bytesWritten + MiB / 4), 25);
+    const seen: unknown[] = [];
+    let rate: number | null = null;
+    try {
+      const deadline = Date.now() + 10_000;
+      while (rate === null || rate <= 0) {
+        await Bun.sleep(200);
+        rate = (await admin.get("/api/pairs")).body.pairs[0].throughputBytesPerSecond;
+        seen.push(rate);
+        if (Date.now() > deadline) throw new Error(`no write rate without a live stream; GET /api/pairs showed ${JSON.stringify(seen)}`);
+      }
+    } finally {
+      clearInterval(writer);
+    }
+    // A rate from two rounds' counters: at most what the writer can add between two rounds.
+    expect(rate).toBeLessThan(100 * MiB);
+  });
 });

@@ -18,8 +18,8 @@
  * throughputBytesPerSecond: the write rate of the pair's device on its client, from the counter
  * `bytesWritten` between two poll rounds (history-derive.ts's CounterMemory: a first sighting or a
  * counter that went down gives no rate). Only rounds feed it; GET /api/pairs shows the last
- * round's rate while it is fresh (pairRateFreshMs), null otherwise. Not guaranteed: a rate when
- * no live stream was open for the last two rounds (rounds are read only while one is).
+ * round's rate while it is fresh (pairRateFreshMs), null otherwise. Every round feeds it, whether
+ * or not a live stream is open (live.ts describes the pairs at each round).
  */
 import type { ComponentLink, LinkResult } from "./config-link.ts";
 import type { ConfigStore, DecidedConfig, Pair } from "./config-store.ts";
@@ -100,10 +100,15 @@ export class PairStates {
     return this.describeWith(pairs, statuses, (series) => this.rates.lookup(series, now));
   }
 
-  /** The live stream: every pair, described from one poll round's statuses (no fetch); feeds the rates. */
-  fromRound(statuses: readonly ComponentStatus[], timeMs: number): Record<string, unknown>[] {
+  /**
+   * Every pair, described from one poll round's statuses (no fetch). A new round (`replay` false)
+   * feeds the rates; a replay of the newest round (a stream that just opened) reads them, so the
+   * pairs created since that round show and its counters are not read twice.
+   */
+  fromRound(statuses: readonly ComponentStatus[], timeMs: number, replay = false): Record<string, unknown>[] {
     const bodies = new Map<string, Obj>();
     for (const status of statuses) if (status.reachable) bodies.set(status.name, status.status);
+    if (replay) return this.describeWith(this.config.listPairs(), bodies, (series) => this.rates.lookup(series, timeMs));
     this.rates.keepOnly(new Set(statuses.map((status) => status.name)));
     return this.describeWith(this.config.listPairs(), bodies, (series, counter) => this.rates.observe(series, counter, timeMs));
   }
@@ -167,7 +172,7 @@ export class PairStates {
 }
 
 /** The live stream's `pairs` hook (live.ts): every pair described from a poll round's statuses. */
-export function roundPairs(config: ConfigStore): (statuses: readonly ComponentStatus[], timeMs: number) => unknown[] {
+export function roundPairs(config: ConfigStore): (statuses: readonly ComponentStatus[], timeMs: number, replay?: boolean) => unknown[] {
   const states = new PairStates(config);
-  return (statuses, timeMs) => states.fromRound(statuses, timeMs);
+  return (statuses, timeMs, replay) => states.fromRound(statuses, timeMs, replay);
 }

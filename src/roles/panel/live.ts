@@ -44,10 +44,11 @@ export class LiveStreams {
   private last: { statuses: readonly ComponentStatus[]; timeMs: number; pairs?: unknown[] } | undefined;
   /**
    * The pairs as GET /api/pairs shows them, described from the round's statuses (no second fetch:
-   * PairStates.fromRound), added to status events when set; asked only while a stream is open.
+   * PairStates.fromRound), added to status events when set; asked at every round (the rounds feed
+   * the pairs' write rates) and, with `replay` true, for the newest round again as a stream opens.
    * Unset, status events carry no `pairs`.
    */
-  pairs: ((statuses: readonly ComponentStatus[], timeMs: number) => unknown[]) | undefined;
+  pairs: ((statuses: readonly ComponentStatus[], timeMs: number, replay?: boolean) => unknown[]) | undefined;
   keepOpen: ((request: Request) => void) | undefined;
 
   constructor(private readonly options: LiveOptions) {
@@ -73,9 +74,9 @@ export class LiveStreams {
           this.streams.add(stream);
           controller.enqueue(encoder.encode(`retry: 5000\n: connected\n\n`));
           if (this.last !== undefined) {
-            // The newest round went by with no stream open, so without pairs: describe them now (no fetch).
-            if (this.last.pairs === undefined && this.pairs !== undefined) this.last = { ...this.last, pairs: this.pairs(this.last.statuses, this.last.timeMs) };
-            controller.enqueue(this.statusChunk(this.last));
+            // The newest round again, its pairs described now (no fetch): a pair created since that round shows at once.
+            const replay = this.pairs === undefined ? this.last : { ...this.last, pairs: this.describeReplay(this.last) };
+            controller.enqueue(this.statusChunk(replay));
           }
           this.startHeartbeat();
         },
@@ -94,11 +95,21 @@ export class LiveStreams {
     });
   }
 
+  private describeReplay(round: { statuses: readonly ComponentStatus[]; timeMs: number; pairs?: unknown[] }): unknown[] | undefined {
+    try {
+      return this.pairs!(round.statuses, round.timeMs, true);
+    } catch (error) {
+      log.error(`live status: the pairs: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
+      return round.pairs;
+    }
+  }
+
   /** After a poll round. */
   status(statuses: readonly ComponentStatus[]): void {
     const timeMs = (this.options.nowMs ?? Date.now)();
     let pairs: unknown[] | undefined;
-    if (this.pairs !== undefined && this.streams.size > 0) {
+    // Described at every round, stream or not: the rounds feed the pairs' write rates GET /api/pairs shows.
+    if (this.pairs !== undefined) {
       try {
         pairs = this.pairs(statuses, timeMs);
       } catch (error) {
