@@ -4,33 +4,23 @@
  * the wizard's set as one transaction, removing a pair, probe and sizing.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { FakeComponent } from "./config-fake.ts";
-import { adminClient, startTestPanel, userClient, type ApiClient, type TestPanel } from "./helpers.ts";
+import { FakeSystem } from "./fake-system.ts";
+import { userClient, type ApiClient, type TestPanel } from "./helpers.ts";
 
 const GiB = 1024 ** 3;
 
 let panel: TestPanel;
 let admin: ApiClient;
 let viewer: ApiClient;
-const staging = new FakeComponent("staging", "127.0.0.1:16101");
-const replica = new FakeComponent("replica", "127.0.0.1:16103");
-const client = new FakeComponent("client", "127.0.0.1:16107");
-const fakes = [staging, replica, client];
+const system = new FakeSystem({ staging: "127.0.0.1:16101", replica: "127.0.0.1:16103", client: "127.0.0.1:16107" });
+const { staging, replica, client, fakes } = system;
 
 beforeAll(async () => {
-  for (const fake of fakes) fake.start();
-  panel = await startTestPanel({ pollIntervalMs: 60_000, config: { requestTimeoutMs: 2_000, convergeIntervalMs: 60_000 } });
-  admin = await adminClient(panel.url);
+  ({ panel, admin } = await system.start({ pollIntervalMs: 60_000, config: { requestTimeoutMs: 2_000, convergeIntervalMs: 60_000 } }));
   viewer = await userClient(panel.url, admin, "vera", "viewer");
-  for (const [name, fake] of [["s1", staging], ["r1", replica], ["c1", client]] as const) {
-    expect((await admin.post("/api/components", { name, role: fake.role, control: fake.control })).status).toBe(201);
-  }
 });
 
-afterAll(async () => {
-  await panel?.close();
-  for (const fake of fakes) await fake.stop();
-});
+afterAll(() => system.close());
 
 const wrl = { name: "fast", staging: "s1", paths: ["/var/lib/druvaa/wrl/fast.img"], sizeBytes: "1GiB", replica: "r1" };
 const pair = { name: "pair-db", client: "c1", deviceName: "disk0", devicePath: "/dev/sdb", export: "unix:/run/druvaa/disk0.sock", wrl: "fast", replica: "r1", replicaDevicePath: "/srv/replica/disk0.img", changemap: "cm-db", initialSync: "checksum", rateLimit: "50MiB/s" };

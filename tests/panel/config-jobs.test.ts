@@ -8,39 +8,27 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { FakeComponent } from "./config-fake.ts";
-import { adminClient, startTestPanel, userClient, type ApiClient, type TestPanel } from "./helpers.ts";
-
-const GiB = 1024 ** 3;
+import { fakePairBody, FakeSystem, fakeWrlBody } from "./fake-system.ts";
+import { userClient, type ApiClient, type TestPanel } from "./helpers.ts";
 
 let panel: TestPanel;
 let admin: ApiClient;
 let viewer: ApiClient;
-const staging = new FakeComponent("staging", "0.0.0.0:16001");
-const replica = new FakeComponent("replica", "127.0.0.1:16003");
-const client = new FakeComponent("client", "127.0.0.1:16007");
 const otherClient = new FakeComponent("client", "127.0.0.1:16017");
 const downClient = new FakeComponent("client", "127.0.0.1:16027");
-const fakes = [staging, replica, client, otherClient, downClient];
+const system = new FakeSystem({ staging: "0.0.0.0:16001", replica: "127.0.0.1:16003", client: "127.0.0.1:16007" }, [["c2", otherClient], ["c3", downClient]]);
+const { staging, replica, client } = system;
 
 beforeAll(async () => {
   replica.restoreAddress = "0.0.0.0:16005";
-  for (const fake of fakes) fake.start();
-  panel = await startTestPanel({ pollIntervalMs: 60_000, config: { requestTimeoutMs: 2_000, convergeIntervalMs: 100, behindGraceMs: 200 } });
-  admin = await adminClient(panel.url);
+  ({ panel, admin } = await system.start({ pollIntervalMs: 60_000, config: { requestTimeoutMs: 2_000, convergeIntervalMs: 100, behindGraceMs: 200 } }));
   viewer = await userClient(panel.url, admin, "vera", "viewer");
-  for (const [name, fake] of [["s1", staging], ["r1", replica], ["c1", client], ["c2", otherClient], ["c3", downClient]] as const) {
-    expect((await admin.post("/api/components", { name, role: fake.role, control: fake.control })).status).toBe(201);
-  }
   await downClient.stop();
-  expect((await admin.post("/api/wrls", { name: "fast", staging: "s1", paths: ["/var/lib/druvaa/wrl/fast.img"], sizeBytes: GiB, replica: "r1" })).status).toBe(201);
-  const pair = await admin.post("/api/pairs", { name: "pair-db", client: "c1", deviceName: "disk0", devicePath: "/dev/disk0", export: "unix:/run/druvaa/disk0.sock", wrl: "fast", replica: "r1", replicaDevicePath: "/srv/replica/disk0.img", initialSync: "none" });
-  expect(pair.status).toBe(201);
+  expect((await admin.post("/api/wrls", fakeWrlBody)).status).toBe(201);
+  expect((await admin.post("/api/pairs", fakePairBody("pair-db", "disk0"))).status).toBe(201);
 });
 
-afterAll(async () => {
-  await panel?.close();
-  for (const fake of fakes) await fake.stop();
-});
+afterAll(() => system.close());
 
 const act = (body: Record<string, unknown>, as: ApiClient = admin) => as.post("/api/pairs/pair-db/actions", body);
 

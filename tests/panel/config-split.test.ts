@@ -5,39 +5,25 @@
  * pair's state follows the staging's `split`; both are in the activity log; a viewer may not.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { FakeComponent } from "./config-fake.ts";
-import { adminClient, startTestPanel, userClient, type ApiClient, type TestPanel } from "./helpers.ts";
-
-const GiB = 1024 ** 3;
+import { fakePairBody, FakeSystem, fakeWrlBody } from "./fake-system.ts";
+import { userClient, type ApiClient, type TestPanel } from "./helpers.ts";
 
 let panel: TestPanel;
 let admin: ApiClient;
-const staging = new FakeComponent("staging", "127.0.0.1:16101");
-const replica = new FakeComponent("replica", "127.0.0.1:16103");
-const client = new FakeComponent("client", "127.0.0.1:16107");
-const fakes = [staging, replica, client];
+const system = new FakeSystem({ staging: "127.0.0.1:16101", replica: "127.0.0.1:16103", client: "127.0.0.1:16107" });
+const { staging, client } = system;
 
 beforeAll(async () => {
-  for (const fake of fakes) fake.start();
-  panel = await startTestPanel({ pollIntervalMs: 60_000, config: { requestTimeoutMs: 2_000, convergeIntervalMs: 100, behindGraceMs: 200 } });
-  admin = await adminClient(panel.url);
-  for (const [name, fake] of [["s1", staging], ["r1", replica], ["c1", client]] as const) {
-    expect((await admin.post("/api/components", { name, role: fake.role, control: fake.control })).status).toBe(201);
-  }
-  expect((await admin.post("/api/wrls", { name: "fast", staging: "s1", paths: ["/var/lib/druvaa/wrl/fast.img"], sizeBytes: GiB, replica: "r1" })).status).toBe(201);
-  for (const [name, device] of [["pair-db", "disk0"], ["pair-logs", "disk1"]]) {
-    const pair = await admin.post("/api/pairs", {
-      name, client: "c1", deviceName: device, devicePath: `/dev/${device}`, export: `unix:/run/druvaa/${device}.sock`, wrl: "fast", replica: "r1",
-      replicaDevicePath: `/srv/replica/${device}.img`, initialSync: "none",
-    });
-    expect(pair.status).toBe(201);
+  ({ panel, admin } = await system.start({ pollIntervalMs: 60_000, config: { requestTimeoutMs: 2_000, convergeIntervalMs: 100, behindGraceMs: 200 } }));
+  expect((await admin.post("/api/wrls", fakeWrlBody)).status).toBe(201);
+  for (const [name, device] of [["pair-db", "disk0"], ["pair-logs", "disk1"]] as const) {
+    expect((await admin.post("/api/pairs", fakePairBody(name, device))).status).toBe(201);
   }
   client.attachments = ["pair-db", "pair-logs"].map((name) => ({ name, enabled: true, state: "running", status: { mode: "connected" } }));
 });
 
 afterAll(async () => {
-  await panel?.close();
-  for (const fake of fakes) await fake.stop();
+  await system.close();
 });
 
 const stateOf = async (name: string): Promise<string> => ((await admin.get("/api/pairs")).body.pairs as { name: string; state: string }[]).find((pair) => pair.name === name)!.state;

@@ -5,38 +5,22 @@
  * also loses its pending config) converges when it comes back.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { eventually, FakeComponent } from "./config-fake.ts";
-import { adminClient, startTestPanel, type ApiClient, type TestPanel } from "./helpers.ts";
+import { eventually } from "./config-fake.ts";
+import { fakePairBody as pairBody, FakeSystem } from "./fake-system.ts";
+import type { ApiClient } from "./helpers.ts";
 
 const GiB = 1024 ** 3;
 const MiB = 1024 ** 2;
 
-let panel: TestPanel;
 let admin: ApiClient;
-const staging = new FakeComponent("staging", "0.0.0.0:16001");
-const replica = new FakeComponent("replica", "127.0.0.1:16003");
-const client = new FakeComponent("client", "127.0.0.1:16007");
-const fakes = [staging, replica, client];
+const system = new FakeSystem({ staging: "0.0.0.0:16001", replica: "127.0.0.1:16003", client: "127.0.0.1:16007" });
+const { staging, replica, client, fakes } = system;
 
 beforeAll(async () => {
-  for (const fake of fakes) fake.start();
-  panel = await startTestPanel({ pollIntervalMs: 60_000, config: { requestTimeoutMs: 2_000, convergeIntervalMs: 100, behindGraceMs: 200 } });
-  admin = await adminClient(panel.url);
-  for (const [name, fake] of [["s1", staging], ["r1", replica], ["c1", client]] as const) {
-    const added = await admin.post("/api/components", { name, role: fake.role, control: fake.control });
-    expect(added.status).toBe(201);
-  }
+  ({ admin } = await system.start({ pollIntervalMs: 60_000, config: { requestTimeoutMs: 2_000, convergeIntervalMs: 100, behindGraceMs: 200 } }));
 });
 
-afterAll(async () => {
-  await panel?.close();
-  for (const fake of fakes) await fake.stop();
-});
-
-const pairBody = (name: string, device: string, extra: Record<string, unknown> = {}) => ({
-  name, client: "c1", deviceName: device, devicePath: `/dev/${device}`, export: `unix:/run/druvaa/${device}.sock`, wrl: "fast", replica: "r1",
-  replicaDevicePath: `/srv/replica/${device}.img`, initialSync: "none", ...extra,
-});
+afterAll(() => system.close());
 
 const versions = () => fakes.map((fake) => fake.committed.version);
 

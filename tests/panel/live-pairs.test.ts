@@ -6,26 +6,19 @@
  * Real panel, real 2PC against the managed-config fakes (config-fake.ts), real HTTP polls.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { FakeComponent } from "./config-fake.ts";
-import { adminClient, startTestPanel, type ApiClient, type TestPanel } from "./helpers.ts";
+import { FakeSystem } from "./fake-system.ts";
+import type { ApiClient, TestPanel } from "./helpers.ts";
 
 const MiB = 1024 ** 2;
 
 let panel: TestPanel;
 let admin: ApiClient;
-const staging = new FakeComponent("staging", "127.0.0.1:16201");
-const replica = new FakeComponent("replica", "127.0.0.1:16203");
-const client = new FakeComponent("client", "127.0.0.1:16207");
-const fakes = [staging, replica, client];
+const system = new FakeSystem({ staging: "127.0.0.1:16201", replica: "127.0.0.1:16203", client: "127.0.0.1:16207" });
+const { client } = system;
 const readers: ReadableStreamDefaultReader<Uint8Array>[] = [];
 
 beforeAll(async () => {
-  for (const fake of fakes) fake.start();
-  panel = await startTestPanel({ pollIntervalMs: 150, config: { requestTimeoutMs: 2_000, convergeIntervalMs: 60_000 } });
-  admin = await adminClient(panel.url);
-  for (const [name, fake] of [["s1", staging], ["r1", replica], ["c1", client]] as const) {
-    expect((await admin.post("/api/components", { name, role: fake.role, control: fake.control })).status).toBe(201);
-  }
+  ({ panel, admin } = await system.start({ pollIntervalMs: 150, config: { requestTimeoutMs: 2_000, convergeIntervalMs: 60_000 } }));
   expect((await admin.post("/api/wrls", { name: "fast", staging: "s1", paths: ["/var/lib/druvaa/wrl/fast.img"], sizeBytes: "1GiB", replica: "r1" })).status).toBe(201);
   const pair = { name: "pair-db", client: "c1", deviceName: "disk0", devicePath: "/dev/sdb", export: "unix:/run/druvaa/disk0.sock", wrl: "fast", replica: "r1", replicaDevicePath: "/srv/replica/disk0.img", initialSync: "none" };
   const created = await admin.post("/api/pairs", pair);
@@ -34,8 +27,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   for (const reader of readers) await reader.cancel().catch(() => undefined);
-  await panel?.close();
-  for (const fake of fakes) await fake.stop();
+  await system.close();
 });
 
 let bytesWritten = 0;
