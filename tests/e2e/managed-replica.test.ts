@@ -14,6 +14,7 @@ import { join } from "node:path";
 import type { RoleProcess } from "../../src/demo/processes.ts";
 import { replicaDeviceSizeBytes } from "../../src/sizing.ts";
 import { createImage, druvaaOk, expectFioOk, fio, MiB, plainSha256, qemuIo, replicaReserveBytes, sha256File, startTracked } from "./helpers.ts";
+import { getJson as get, postJson as post } from "../helpers/control-http.ts";
 
 const sizeBytes = 8 * MiB;
 const replicaBytes = replicaDeviceSizeBytes(sizeBytes, replicaReserveBytes);
@@ -32,15 +33,6 @@ async function start(name: string, args: string[]): Promise<RoleProcess> {
   const role = await startTracked(name, args);
   started.push(role);
   return role;
-}
-
-async function post(control: string, path: string, body: unknown): Promise<{ status: number; body: any }> {
-  const response = await fetch(`http://${control}${path}`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
-  return { status: response.status, body: await response.json() };
-}
-
-async function get(control: string, path: string): Promise<any> {
-  return (await fetch(`http://${control}${path}`)).json();
 }
 
 /** Prepares and commits `devices` as config `version`; expects both ok and the apply without error. */

@@ -14,6 +14,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { RoleProcess } from "../../src/demo/processes.ts";
 import { createImage, createReplicaImage, druvaaOk, MiB, qemuIo, sha256File, startTracked } from "./helpers.ts";
+import { getJson as get, postJson as post } from "../helpers/control-http.ts";
 
 const sizeBytes = 16 * MiB;
 const dir = mkdtempSync(join(tmpdir(), "druvaa-managed-staging-"));
@@ -29,17 +30,6 @@ async function start(name: string, args: string[]): Promise<RoleProcess> {
   const role = await startTracked(name, args);
   started.push(role);
   return role;
-}
-
-async function post(control: string, path: string, body: unknown): Promise<{ status: number; body: any }> {
-  const response = await fetch(`http://${control}${path}`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
-  return { status: response.status, body: await response.json() };
-}
-
-async function get(control: string, path: string): Promise<any> {
-  const response = await fetch(`http://${control}${path}`);
-  expect(response.status).toBe(200);
-  return response.json();
 }
 
 const primaryPath = join(dir, "primary-disk0.img");

@@ -21,6 +21,7 @@ import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { adminClient, startTestPanel, type ApiClient, type TestPanel } from "../panel/helpers.ts";
+import { getJson } from "../helpers/control-http.ts";
 import { startTcpProxy, type TcpProxy } from "../helpers/tcp-proxy.ts";
 import { freePort, waitFor } from "../helpers/wait.ts";
 import { createImage, isAlive, MiB, plainSha256, qemuIo, sha256File, startTracked } from "./helpers.ts";
@@ -61,9 +62,7 @@ interface ComponentConfig {
 
 /** What a component holds, asked directly at its own control port. */
 async function configAt(port: number): Promise<ComponentConfig> {
-  const answer = await fetch(`http://127.0.0.1:${port}/config`);
-  expect(answer.status).toBe(200);
-  const body = (await answer.json()) as ComponentConfig;
+  const body = (await getJson(`127.0.0.1:${port}`, "/config")) as ComponentConfig;
   return { version: body.version, txid: body.txid, config: body.config, pending: body.pending };
 }
 
