@@ -14,52 +14,18 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
-import type { RoleProcess } from "../../src/demo/processes.ts";
-import { druvaaOk, expectReplicaEqualsPrimary, isAlive, MiB, qemuIo, sha256File, startSystem, startTracked, type System } from "./helpers.ts";
+import { AgentFleet, commitConfig, expectDrWritesOnPrimary, failOverAndWriteDr, jobEnded as ended, oneDeviceAttachment, runningAgain } from "./agent-jobs-setup.ts";
+import { druvaaOk, expectReplicaEqualsPrimary, isAlive, MiB, qemuIo, sha256File, startSystem, type System } from "./helpers.ts";
 
 const sizeBytes = 8 * MiB;
 let system: System | undefined;
-const agents: RoleProcess[] = [];
-/** Every attachment child pid seen: SIGKILLed at the end if still alive. */
-const childPids = new Set<number>();
+const fleet = new AgentFleet();
 
 afterEach(async () => {
-  for (const agent of agents.splice(0)) await agent.stop("SIGTERM");
-  for (const pid of childPids) if (isAlive(pid)) process.kill(pid, "SIGKILL");
-  childPids.clear();
+  await fleet.stopAll();
   await system?.stop();
   system = undefined;
 });
-
-type Call = (path: string, body?: unknown) => Promise<{ status: number; body: any }>;
-
-async function startAgent(stateDir: string): Promise<Call> {
-  const agent = await startTracked("agent", ["client", "agent", "--control", "127.0.0.1:0", "--state-dir", stateDir, "--node-id", "db1", "--insecure"]);
-  agents.push(agent);
-  return async (path, body) => {
-    const response = await fetch(`http://${String(agent.ready.control)}${path}`, body === undefined ? {} : { method: "POST", body: JSON.stringify(body) });
-    const answer = (await response.json()) as any;
-    for (const attachment of answer.attachments ?? []) if (typeof attachment.pid === "number") childPids.add(attachment.pid);
-    return { status: response.status, body: answer };
-  };
-}
-
-/** Polls `read` until `done` holds (every 100 ms, at most 120 s); returns the last value, or throws with it. */
-async function until<T>(what: string, read: () => Promise<T>, done: (value: T) => boolean): Promise<T> {
-  let value = await read();
-  for (let attempt = 0; attempt < 1200 && !done(value); attempt += 1) {
-    await Bun.sleep(100);
-    value = await read();
-  }
-  if (!done(value)) throw new Error(`${what}: not reached; last: ${JSON.stringify(value)}`);
-  return value;
-}
-
-/** The job `id` once it ended (its GET /jobs entry). */
-async function ended(call: Call, id: string): Promise<any> {
-  const jobs = await until(`job ${id} ended`, async () => (await call("/jobs")).body.jobs as any[], (list) => list.some((job) => job.id === id && job.state !== "running"));
-  return jobs.find((job) => job.id === id);
-}
 
 describe("client agent: restore and failback jobs", () => {
   test("a restore job equals the primary; after a failover and DR writes, a failback job (keep dr) brings them to the primary and the attachment runs again; one job per attachment", async () => {
@@ -69,12 +35,9 @@ describe("client agent: restore and failback jobs", () => {
     const socket = join(sys.dir, "agent-export.sock");
     const uri = `nbd+unix:///disk0?socket=${socket}`;
     const primary = sys.primaryPath("disk0");
-    const attachment = { name: "pair-a", devices: [{ name: "disk0", path: primary }], staging: sys.stagingListen, wrl: sys.wrlName, export: `unix:${socket}`, changemap: join(sys.dir, "maps", "pair-a.map"), initialSync: "none", enabled: true };
-    const call = await startAgent(stateDir);
-    expect((await call("/config/prepare", { txid: "tx-1", version: 1, config: { attachments: [attachment] } })).body).toMatchObject({ ok: true });
-    const committed = (await call("/config/commit", { txid: "tx-1" })).body;
-    expect(committed).toMatchObject({ ok: true, version: 1 });
-    expect(committed.applied.error).toBeUndefined();
+    const attachment = oneDeviceAttachment("pair-a", { primary, staging: sys.stagingListen, wrl: sys.wrlName, socket, changemap: join(sys.dir, "maps", "pair-a.map") });
+    const { call } = await fleet.start(stateDir);
+    await commitConfig(call, "tx-1", 1, { attachments: [attachment] });
     const first = (await call("/status")).body.attachments[0];
     expect(first).toMatchObject({ name: "pair-a", state: "running" });
 
@@ -108,10 +71,7 @@ describe("client agent: restore and failback jobs", () => {
     expect(refused.result.ok).toBe(false);
 
     // Failover on the replica; the DR side is written.
-    const drSocket = join(sys.dir, "dr.sock");
-    await druvaaOk(["failover", "--connect", sys.replicaControl, "--device", "disk0", "--export", `unix:${drSocket}`, "--json"]);
-    const drUri = `nbd+unix:///disk0?socket=${drSocket}`;
-    expect((await qemuIo(drUri, ["write -P 0xd4 2M 256k", "write -P 0xd5 6M 4k"])).exitCode).toBe(0);
+    await failOverAndWriteDr(sys.replicaControl, join(sys.dir, "dr.sock"));
 
     // The failback job: the attachment is stopped for it; a second job meanwhile is refused.
     const failback = await call("/jobs", { kind: "failback", attachment: "pair-a", replica: sys.replicaControl, staging: sys.stagingControl, keep: "dr" });
@@ -124,13 +84,10 @@ describe("client agent: restore and failback jobs", () => {
     if (back.state !== "done") console.log(readFileSync(back.logPath, "utf8"));
     expect(back).toMatchObject({ kind: "failback", state: "done", exitCode: 0, result: { ok: true, keep: "dr", direction: "dr-to-primary", splitBrain: false } });
     expect(readFileSync(back.logPath, "utf8")).toContain(`--client-state ${join(stateDir, "attachments", "pair-a")}`);
-    const image = new Uint8Array(await readFile(primary));
-    expect(image.subarray(2 * MiB, 2 * MiB + 256 * 1024).every((byte) => byte === 0xd4)).toBe(true);
-    expect(image.subarray(6 * MiB, 6 * MiB + 4096).every((byte) => byte === 0xd5)).toBe(true);
-    expect(image.subarray(0, 1 * MiB).every((byte) => byte === 0x5a)).toBe(true);
+    await expectDrWritesOnPrimary(primary);
 
     // The attachment runs again (a new child, not a crash) and replicates in the original direction.
-    const again = await until("attachment running again", async () => (await call("/status")).body.attachments[0], (a) => a.state === "running");
+    const again = await runningAgain(call);
     expect(again.pid).not.toBe(first.pid);
     expect(again.restarts).toBe(0);
     expect(isAlive(first.pid)).toBe(false);
@@ -147,10 +104,9 @@ describe("client agent: restore and failback jobs", () => {
     const socket = join(sys.dir, "agent-export.sock");
     const uri = `nbd+unix:///disk0?socket=${socket}`;
     const primary = sys.primaryPath("disk0");
-    const attachment = { name: "pair-b", devices: [{ name: "disk0", path: primary }], staging: sys.stagingListen, wrl: sys.wrlName, export: `unix:${socket}`, changemap: join(sys.dir, "pair-b.map"), initialSync: "none", enabled: true };
-    const call = await startAgent(join(sys.dir, "agent"));
-    expect((await call("/config/prepare", { txid: "tx-1", version: 1, config: { attachments: [attachment] } })).body).toMatchObject({ ok: true });
-    expect((await call("/config/commit", { txid: "tx-1" })).body.applied.error).toBeUndefined();
+    const attachment = oneDeviceAttachment("pair-b", { primary, staging: sys.stagingListen, wrl: sys.wrlName, socket, changemap: join(sys.dir, "pair-b.map") });
+    const { call } = await fleet.start(join(sys.dir, "agent"));
+    await commitConfig(call, "tx-1", 1, { attachments: [attachment] });
     expect((await qemuIo(uri, ["write -P 0x11 0 2M"])).exitCode).toBe(0);
     await sys.waitDrained();
 
@@ -167,7 +123,7 @@ describe("client agent: restore and failback jobs", () => {
     expect(refused.error.message).toContain("both sides were written");
     expect(refused.error.hint).toContain("--keep dr");
     expect(refused.error.hint).toContain("--keep primary");
-    const restarted = await until("attachment running again", async () => (await call("/status")).body.attachments[0], (a) => a.state === "running");
+    const restarted = await runningAgain(call);
     expect(restarted.pid).not.toBe(before.pid);
     const primaryBefore = new Uint8Array(await readFile(primary));
 
@@ -175,7 +131,7 @@ describe("client agent: restore and failback jobs", () => {
     if (kept.state !== "done") console.log(readFileSync(kept.logPath, "utf8"));
     expect(kept).toMatchObject({ state: "done", exitCode: 0, result: { ok: true, keep: "primary", direction: "primary-to-dr", splitBrain: true } });
     expect(Buffer.compare(new Uint8Array(await readFile(primary)), primaryBefore)).toBe(0);
-    await until("attachment running again", async () => (await call("/status")).body.attachments[0], (a) => a.state === "running");
+    await runningAgain(call);
     await expectReplicaEqualsPrimary(sys);
   }, 300_000);
 });

@@ -11,33 +11,23 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { inspectChangeMapAtPath } from "../../src/changemap/index.ts";
-import type { RoleProcess } from "../../src/demo/processes.ts";
-import { expectReplicaEqualsPrimary, isAlive, MiB, qemuIo, startSystem, startTracked, type System } from "./helpers.ts";
+import { AgentFleet, commitConfig, oneDeviceAttachment, until } from "./agent-jobs-setup.ts";
+import { expectReplicaEqualsPrimary, isAlive, MiB, qemuIo, startSystem, type System } from "./helpers.ts";
 
 const sizeBytes = 8 * MiB;
 let system: System | undefined;
-const agents: RoleProcess[] = [];
-/** Every child pid the test saw: SIGKILLed at the end if still alive (a failed test leaves nothing running). */
-const childPids = new Set<number>();
+const fleet = new AgentFleet();
 
 afterEach(async () => {
-  for (const agent of agents.splice(0)) await agent.stop("SIGTERM");
-  for (const pid of childPids) if (isAlive(pid)) process.kill(pid, "SIGKILL");
-  childPids.clear();
+  await fleet.stopAll();
   await system?.stop();
   system = undefined;
 });
 
-async function startAgent(stateDir: string): Promise<{ agent: RoleProcess; call: (path: string, body?: unknown) => Promise<any> }> {
-  const agent = await startTracked("agent", ["client", "agent", "--control", "127.0.0.1:0", "--state-dir", stateDir, "--node-id", "db1", "--insecure"]);
-  agents.push(agent);
-  const call = async (path: string, body?: unknown) => {
-    const response = await fetch(`http://${String(agent.ready.control)}${path}`, body === undefined ? {} : { method: "POST", body: JSON.stringify(body) });
-    const answer = (await response.json()) as any;
-    for (const attachment of answer.attachments ?? []) if (typeof attachment.pid === "number") childPids.add(attachment.pid);
-    return answer;
-  };
-  return { agent, call };
+/** An agent with --insecure: call(path, body?) → the JSON answer of its control port; commit(…) as the panel does. */
+async function startAgent(stateDir: string) {
+  const started = await fleet.start(stateDir);
+  return { agent: started.agent, call: started.json, commit: (txid: string, version: number, config: unknown) => commitConfig(started.call, txid, version, config) };
 }
 
 /** Alive and not a zombie: an orphan that exited may wait a while for this machine's init to reap it. */
@@ -49,24 +39,6 @@ function isRunning(pid: number): boolean {
   }
 }
 
-/** Polls `read` until `done` holds (every 100 ms, at most 60 s); returns the last value, or throws with it. */
-async function until<T>(what: string, read: () => Promise<T>, done: (value: T) => boolean): Promise<T> {
-  let value = await read();
-  for (let attempt = 0; attempt < 600 && !done(value); attempt += 1) {
-    await Bun.sleep(100);
-    value = await read();
-  }
-  if (!done(value)) throw new Error(`${what}: not reached; last: ${JSON.stringify(value)}`);
-  return value;
-}
-
-async function commitConfig(call: (path: string, body?: unknown) => Promise<any>, txid: string, version: number, config: unknown): Promise<void> {
-  expect(await call("/config/prepare", { txid, version, config })).toEqual({ ok: true, txid, version });
-  const committed = await call("/config/commit", { txid });
-  expect(committed).toMatchObject({ ok: true, version, applied: { version } });
-  expect(committed.applied.error).toBeUndefined();
-}
-
 describe("client agent: attachments as child processes", () => {
   test("commit starts an attachment that replicates; a killed child is restarted; disable stops it; a changed one restarts; SIGTERM leaves no child; a new agent runs it again", async () => {
     const sys = (system = await startSystem({ sizeBytes, client: false }));
@@ -75,8 +47,8 @@ describe("client agent: attachments as child processes", () => {
     mkdirSync(join(sys.dir, "maps"));
     const socket = join(sys.dir, "agent-export.sock");
     const uri = `nbd+unix:///disk0?socket=${socket}`;
-    const attachment = { name: "pair-a", devices: [{ name: "disk0", path: sys.primaryPath("disk0") }], staging: sys.stagingListen, wrl: sys.wrlName, export: `unix:${socket}`, changemap: mapPath, initialSync: "none", enabled: true };
-    let { agent, call } = await startAgent(stateDir);
+    const attachment = oneDeviceAttachment("pair-a", { primary: sys.primaryPath("disk0"), staging: sys.stagingListen, wrl: sys.wrlName, socket, changemap: mapPath });
+    let { agent, call, commit } = await startAgent(stateDir);
 
     // Prepare changes nothing; commit creates the change map and starts the child.
     expect(await call("/config/prepare", { txid: "tx-1", version: 1, config: { attachments: [attachment] } })).toMatchObject({ ok: true });
@@ -120,7 +92,7 @@ describe("client agent: attachments as child processes", () => {
     expect(unknown).toMatchObject({ ok: false, error: { code: "ATTACHMENT_NOT_RUNNING" } });
 
     // Disabled: the child ends, its export is gone; the attachment is still listed.
-    await commitConfig(call, "tx-2", 2, { attachments: [{ ...attachment, enabled: false }] });
+    await commit("tx-2", 2, { attachments: [{ ...attachment, enabled: false }] });
     const disabled = (await call("/status")).attachments[0];
     expect(disabled).toMatchObject({ name: "pair-a", enabled: false, state: "stopped", pid: null });
     expect(isAlive(second.pid)).toBe(false);
@@ -128,20 +100,19 @@ describe("client agent: attachments as child processes", () => {
     expect((await qemuIo(uri, ["read 0 4k"])).exitCode).not.toBe(0);
 
     // Enabled again.
-    await commitConfig(call, "tx-3", 3, { attachments: [attachment] });
+    await commit("tx-3", 3, { attachments: [attachment] });
     const third = (await call("/status")).attachments[0];
     // The crash count is the attachment's over the agent's life: a deliberate stop and start is not one.
     expect(third).toMatchObject({ state: "running", restarts: 1, lastExit: { code: 0, signal: null } });
     // A changed setting restarts the child with it.
-    await commitConfig(call, "tx-4", 4, { attachments: [{ ...attachment, rateLimit: "50MiB/s" }] });
+    await commit("tx-4", 4, { attachments: [{ ...attachment, rateLimit: "50MiB/s" }] });
     const fourth = (await call("/status")).attachments[0];
     expect(fourth).toMatchObject({ state: "running", restarts: 1 });
     expect(isAlive(third.pid)).toBe(false);
     expect(readFileSync(`/proc/${fourth.pid}/cmdline`, "utf8").split("\0")).toContain("50MiB/s");
 
     // The agent is told to stop: no child is left.
-    expect(await agent.stop("SIGTERM")).toBe(0);
-    agents.splice(agents.indexOf(agent), 1);
+    expect(await fleet.stop(agent)).toBe(0);
     expect(isAlive(fourth.pid)).toBe(false);
     expect(existsSync(socket)).toBe(false);
 
@@ -152,8 +123,7 @@ describe("client agent: attachments as child processes", () => {
     expect(again).toMatchObject({ name: "pair-a", state: "running", restarts: 0, status: { devices: [{ name: "disk0" }] } });
     expect((await qemuIo(uri, ["write -P 0x77 5M 256k"])).exitCode).toBe(0);
     await expectReplicaEqualsPrimary(sys);
-    expect(await agent.stop("SIGTERM")).toBe(0);
-    agents.splice(agents.indexOf(agent), 1);
+    expect(await fleet.stop(agent)).toBe(0);
     expect(isAlive(again.pid)).toBe(false);
   }, 240_000);
 
@@ -161,14 +131,14 @@ describe("client agent: attachments as child processes", () => {
     const sys = (system = await startSystem({ sizeBytes, client: false }));
     const stateDir = join(sys.dir, "agent");
     const socket = join(sys.dir, "agent-export.sock");
-    const attachment = { name: "pair-b", devices: [{ name: "disk0", path: sys.primaryPath("disk0") }], staging: sys.stagingListen, wrl: sys.wrlName, export: `unix:${socket}`, initialSync: "none", enabled: true };
+    const attachment = oneDeviceAttachment("pair-b", { primary: sys.primaryPath("disk0"), staging: sys.stagingListen, wrl: sys.wrlName, socket });
     const first = await startAgent(stateDir);
-    await commitConfig(first.call, "tx-1", 1, { attachments: [attachment] });
+    await first.commit("tx-1", 1, { attachments: [attachment] });
     const orphan = (await first.call("/status")).attachments[0];
     expect(orphan.state).toBe("running");
     first.agent.proc.kill("SIGKILL");
     await first.agent.proc.exited;
-    agents.splice(agents.indexOf(first.agent), 1);
+    fleet.forget(first.agent);
     expect(isRunning(orphan.pid)).toBe(true);
 
     const second = await startAgent(stateDir);

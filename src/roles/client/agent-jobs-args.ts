@@ -4,7 +4,7 @@
  * hint, field). Reads the host (realpath of a restore target) but changes nothing.
  *
  *   restore  {attachment, to, at?, replicaRestore, device?, force?}
- *            → restore --replica RESTORE --device NAME --to PATH [--at AT] [--force] LINK_FLAGS --json
+ *            → restore --replica RESTORE --device NAME --to PATH [--at AT] [--force] JOB_FLAGS --json
  *            `device` may be left out when the attachment has one device. `to` must be absolute and
  *            must not be a device of an enabled attachment (its client serves it: the restore would
  *            write under a live file system); `druvaa restore` itself refuses a target that is
@@ -12,10 +12,12 @@
  *   failback {attachment, replica, staging?, keep?, dryRun?}
  *            → failback --connect REPLICA --device NAME --primary PATH (one device; several:
  *              --wrl WRL --primary NAME=PATH each) --staging STAGING [--changemap MAP]
- *              --client-state CHILD_STATE_DIR [--keep dr|primary] [--dry-run] CONTROL_FLAGS --json
+ *              --client-state CHILD_STATE_DIR [--keep dr|primary] [--dry-run] JOB_FLAGS --json
  *            `replica` is the replica's control port (where it was failed over), `staging` staging's
  *            control port (default: the attachment's staging host, port 6002). --client-state is the
  *            attachment child's own state directory, where its generation is kept.
+ * JOB_FLAGS: the job's security flags (agent-tls.ts: the job certificate under TLS); under TLS
+ * without one, every job is refused first (409 JOB_CERT_MISSING).
  */
 import { realpath } from "node:fs/promises";
 import { isAbsolute, resolve } from "node:path";
@@ -23,6 +25,7 @@ import { stagingControlPortDefault } from "../../constants.ts";
 import { DruvaaError } from "../../errors.ts";
 import { formatAddress, parseAddress } from "../../io/address.ts";
 import { attachmentPaths, type AgentConfig, type Attachment } from "./agent-config.ts";
+import type { JobSecurity } from "./agent-tls.ts";
 
 export const jobKinds = ["restore", "failback"] as const;
 export type JobKind = (typeof jobKinds)[number];
@@ -96,11 +99,13 @@ async function servedDevices(config: AgentConfig): Promise<Map<string, string>> 
 }
 
 /** Decodes a POST /jobs body against the committed config (see the file comment). */
-export async function jobRequestOf(raw: unknown, config: AgentConfig, stateDir: string, security: { linkArgs: readonly string[]; controlArgs: readonly string[] }): Promise<JobRequest> {
+export async function jobRequestOf(raw: unknown, config: AgentConfig, stateDir: string, security: Pick<JobSecurity, "argsFor">): Promise<JobRequest> {
   if (typeof raw !== "object" || raw === null || Array.isArray(raw)) throw bad("body", "a JSON object is needed", 'e.g. {"kind": "restore", "attachment": "pair-db", "to": "/srv/restore/disk0.img", "replicaRestore": "10.0.0.9:6005"}');
   const body = raw as Record<string, unknown>;
   if (typeof body.kind !== "string" || !(jobKinds as readonly string[]).includes(body.kind)) throw bad("kind", `one of ${jobKinds.join(", ")} is needed`);
   const kind = body.kind as JobKind;
+  // First: a job this agent cannot run (TLS without a job certificate) is refused whatever else the body says.
+  const securityArgs = security.argsFor(kind);
   const name = requiredString(body, "attachment", "The attachment's name (GET /status lists them)");
   const attachment = config.attachments.find((entry) => entry.name === name);
   if (attachment === undefined) throw new JobRefusal(404, "ATTACHMENT_UNKNOWN", `no attachment named "${name}" on this client host`, "GET /status lists the attachments of the committed config", "attachment");
@@ -118,7 +123,7 @@ export async function jobRequestOf(raw: unknown, config: AgentConfig, stateDir: 
       throw new JobRefusal(409, "TARGET_IN_USE", `${to} is a device of attachment ${servedBy}, which is enabled: its client serves it`, `Restore to another path, or stop the pair first (action stop) to restore over its device`, "to");
     }
     const at = optionalString(body, "at");
-    const args = ["restore", "--replica", replicaRestore, "--device", deviceName, "--to", to, ...(at === undefined ? [] : ["--at", at]), ...(optionalBoolean(body, "force") ? ["--force"] : []), ...security.linkArgs, "--json"];
+    const args = ["restore", "--replica", replicaRestore, "--device", deviceName, "--to", to, ...(at === undefined ? [] : ["--at", at]), ...(optionalBoolean(body, "force") ? ["--force"] : []), ...securityArgs, "--json"];
     return { kind, attachment, args, holdsAttachment: false };
   }
 
@@ -142,7 +147,7 @@ export async function jobRequestOf(raw: unknown, config: AgentConfig, stateDir: 
     "--client-state", attachmentPaths(stateDir, name).stateDir,
     ...(typeof keep === "string" ? ["--keep", keep] : []),
     ...(optionalBoolean(body, "dryRun") ? ["--dry-run"] : []),
-    ...security.controlArgs, "--json",
+    ...securityArgs, "--json",
   ];
   return { kind, attachment, args, holdsAttachment: true };
 }

@@ -13,6 +13,8 @@
  * Jobs are kept in memory, the last agentJobsKeptMax (a running one is never dropped); each one's
  * stdout and stderr go to STATE_DIR/jobs/ID.log, which stays.
  *
+ * Under TLS a job runs with the agent's job certificate (agent-tls.ts); without one every job is
+ * refused (409 JOB_CERT_MISSING) before anything is stopped.
  * One job per attachment at a time (409 JOB_RUNNING). A failback holds its attachment: the child
  * is stopped first (SIGTERM, waited for) and kept stopped while the job runs, a config committed
  * meanwhile included (`withHeld`); once the job ends the committed config is applied again, which
@@ -32,6 +34,7 @@ import type { ControlRoute } from "../../io/control-server.ts";
 import { logger } from "../../log.ts";
 import type { AgentConfig } from "./agent-config.ts";
 import { jobRequestOf, JobRefusal, type JobKind, type JobRequest } from "./agent-jobs-args.ts";
+import type { JobSecurity } from "./agent-tls.ts";
 
 const log = logger("client:jobs");
 
@@ -61,10 +64,8 @@ export interface AgentJob {
 
 export interface JobsSetup {
   stateDir: string;
-  /** The agent's link-security flags (restore's link to the replica's restore port). */
-  linkArgs: readonly string[];
-  /** The TLS flags of a control-port tool (failback to the replica's and staging's control ports). */
-  controlArgs: readonly string[];
+  /** Each job's security flags (agent-tls.ts): the job certificate under TLS, or a refusal without one. */
+  security: Pick<JobSecurity, "argsFor">;
   /** The committed config. */
   config(): AgentConfig;
   /** Applies the committed config again (through withHeld); resolves once the children match it. */
@@ -120,7 +121,7 @@ export class AgentJobs {
     const name = (raw as { attachment?: unknown } | null)?.attachment;
     const busy = this.#jobs.find((job) => job.state === "running" && job.attachment === name);
     if (busy !== undefined) throw new JobRefusal(409, "JOB_RUNNING", `attachment ${String(name)} has a ${busy.kind} job running (${busy.id})`, `Wait for it to end (GET /jobs shows it; its log: ${busy.logPath}), then start this one again`, "attachment");
-    const job = await jobRequestOf(raw, this.setup.config(), this.setup.stateDir, { linkArgs: this.setup.linkArgs, controlArgs: this.setup.controlArgs });
+    const job = await jobRequestOf(raw, this.setup.config(), this.setup.stateDir, this.setup.security);
     // Checked again: the decoding above awaited, and another POST may have started one meanwhile.
     const again = this.#jobs.find((entry) => entry.state === "running" && entry.attachment === job.attachment.name);
     if (again !== undefined) throw new JobRefusal(409, "JOB_RUNNING", `attachment ${job.attachment.name} has a ${again.kind} job running (${again.id})`, "Wait for it to end (GET /jobs shows it), then start this one again", "attachment");

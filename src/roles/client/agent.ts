@@ -4,7 +4,9 @@
  * runs each enabled one as a `druvaa client attach` child (agent-children.ts), with the agent's own
  * link-security flags and node id. Its control port serves GET /config and the prepare/commit/abort
  * routes, GET /status (every attachment with its child's status), GET /probe?path=PATH, and the
- * panel's restore and failback jobs (POST /jobs, GET /jobs: agent-jobs.ts).
+ * panel's restore and failback jobs (POST /jobs, GET /jobs: agent-jobs.ts). Under TLS the jobs run
+ * with a certificate of their own, admin or panel (--job-tls-cert/--job-tls-key, agent-tls.ts): the
+ * ports they call take no client certificate, so without one they are refused.
  * On SIGTERM/SIGINT every child is stopped (SIGTERM, waited for) before the agent exits.
  */
 import { attachmentRoutes } from "./agent-proxy.ts";
@@ -16,12 +18,13 @@ import { parseAddress } from "../../io/transport.ts";
 import { logger } from "../../log.ts";
 import { statusHeader } from "../server-support.ts";
 import { announceReady, nodeIdFlag, resolveStateDir, untilSignalled } from "../common.ts";
-import { linkSecurityArgs, resolveLinkSecurity, type LinkSecurityFlags } from "../link-security.ts";
+import { linkSecurityArgs, resolveLinkSecurity } from "../link-security.ts";
 import { ManagedConfig, type ManagedRole } from "../managed/config-routes.ts";
 import { emptyAgentConfig, validateAgentConfig, type AgentConfig } from "./agent-config.ts";
 import { AgentChildren, reapOrphans } from "./agent-children.ts";
 import { AgentJobs } from "./agent-jobs.ts";
 import { probeRoute } from "./agent-probe.ts";
+import { childSecurityArgs, jobTlsArgs, resolveJobSecurity } from "./agent-tls.ts";
 
 const log = logger("client:agent");
 
@@ -32,10 +35,11 @@ export default command({
     "state-dir": { type: "string", valueHint: "DIR", description: "where the agent keeps its config, and each attachment its state and log (default /var/lib/druvaa/client as root)" },
     "node-id": { type: "string", valueHint: "ID", description: "this host's name at staging, for every attachment (default: the host name)" },
     ...linkSecurityArgs,
+    ...jobTlsArgs,
     json: jsonFlag,
   },
   examples: [
-    "druvaa client agent --control 0.0.0.0:6007 --state-dir /var/lib/druvaa/client --tls-cert /etc/druvaa/tls/db1.pem --tls-key /etc/druvaa/tls/db1.key --tls-ca /etc/druvaa/tls/ca.pem",
+    "druvaa client agent --control 0.0.0.0:6007 --state-dir /var/lib/druvaa/client --tls-cert /etc/druvaa/tls/db1.pem --tls-key /etc/druvaa/tls/db1.key --tls-ca /etc/druvaa/tls/ca.pem --crl /etc/druvaa/tls/crl.pem --job-tls-cert /etc/druvaa/tls/db1-jobs.pem --job-tls-key /etc/druvaa/tls/db1-jobs.key",
     "druvaa client agent --control 127.0.0.1:6007 --state-dir /tmp/agent --insecure      # a lab on one machine",
     "curl -s 'http://127.0.0.1:6007/probe?path=/dev/sdb'      # size, kind and holder of a device",
   ],
@@ -44,14 +48,16 @@ export default command({
     const stateDir = resolve(resolveStateDir(args["state-dir"], "client"));
     const nodeId = nodeIdFlag(args["node-id"]);
     const security = await resolveLinkSecurity(args, { links: [], controls: [controlAddress] });
+    const jobSecurity = await resolveJobSecurity(args, new Date());
+    if (jobSecurity.certificate !== null) log.info(`restore and failback jobs run with ${jobSecurity.certificate.role} certificate "${jobSecurity.certificate.name}" (serial ${jobSecurity.certificate.serial}, valid until ${jobSecurity.certificate.notAfter})`);
+    else if (security.mode === "tls") log.warn("no --job-tls-cert/--job-tls-key: the panel's restore and failback jobs will be refused (JOB_CERT_MISSING); the attachments run as configured");
     await mkdir(stateDir, { recursive: true });
 
     const children = new AgentChildren({ stateDir, nodeId, securityArgs: childSecurityArgs(args) });
     // The panel's restore and failback jobs (agent-jobs.ts); a failback holds its attachment stopped, a config committed meanwhile included.
     const jobs: AgentJobs = new AgentJobs({
       stateDir,
-      linkArgs: childSecurityArgs(args),
-      controlArgs: childSecurityArgs({ ...args, insecure: false }),
+      security: jobSecurity,
       config: () => managed.config,
       reapply: () => children.apply(jobs.withHeld(managed.config)),
       childPid: async (name) => (await children.status(managed.config)).find((attachment) => attachment.name === name)?.pid ?? null,
@@ -71,6 +77,7 @@ export default command({
         ...statusHeader({ role: "client", nodeId }, started, Date.now()),
         agent: true,
         security: security.describe,
+        jobCertificate: jobSecurity.certificate,
         managed: managed.status(),
         attachments: await children.status(managed.config),
       }),
@@ -97,10 +104,3 @@ export default command({
     }
   },
 });
-
-/** The children's link-security flags: the agent's own (paths made absolute), or --insecure. */
-function childSecurityArgs(flags: LinkSecurityFlags): string[] {
-  if (flags.insecure === true) return ["--insecure", ...(flags["insecure-allow-remote"] === true ? ["--insecure-allow-remote"] : [])];
-  const files: [string, string | undefined][] = [["--tls-cert", flags["tls-cert"]], ["--tls-key", flags["tls-key"]], ["--tls-ca", flags["tls-ca"]], ["--crl", flags.crl]];
-  return files.flatMap(([flag, path]) => (path === undefined ? [] : [flag, resolve(path)]));
-}
