@@ -200,9 +200,9 @@ export function render(codes: Map<string, Occurrence[]>): string {
     const where = files.slice(0, 3).map((file) => `\`${file}\``).join(", ") + (files.length > 3 ? ` (+${files.length - 3})` : "");
     const extra = curated[code];
     const hints = distinct(places.map((p) => p.hint), 3);
-    if (extra !== undefined && hints !== "—") throw new Error(`scripts/error-fixes.ts: ${code} has a hint in the source (${hints}): drop its entry`);
+    if (extra?.fix !== undefined && hints !== "—") throw new Error(`scripts/error-fixes.ts: ${code} has a hint in the source (${hints}): drop its fix`);
     const cause = distinct([...places.map((p) => p.message), extra?.cause], 3);
-    const fix = extra === undefined ? hints : cell(extra.fix);
+    const fix = extra?.fix === undefined ? hints : cell(extra.fix);
     lines.push(`| \`${code}\` | ${cause} | ${fix} | ${where} |`);
   }
   return `${lines.join("\n")}\n`;

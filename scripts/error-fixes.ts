@@ -1,9 +1,10 @@
 /**
  * What to do about the error codes whose source gives no hint (or no message), for
- * docs/errors.md (scripts/error-codes.ts). A code raised with a hint shows that hint instead; an
- * entry here for such a code is refused by the generator, so the two cannot drift apart.
+ * docs/errors.md (scripts/error-codes.ts). A code raised with a hint shows that hint instead: a
+ * fix here for such a code is refused by the generator, so the two cannot drift apart (a cause
+ * may be added where the message is only known at run time).
  */
-export const curated: Record<string, { cause?: string; fix: string }> = {
+export const curated: Record<string, { cause: string; fix?: string } | { cause?: string; fix: string }> = {
   ACTIVITY_LOG_CLOSED: { fix: "Internal: the client wrote to its change map's activity log while stopping. Nothing to do; if it happens while running, report it with the log." },
   ATTACHMENT_STOPPED: { fix: "The agent stopped the attachment (a new config, a failback job or shutdown) before it was ready. Nothing to do unless the config says it should run: see GET /status of the agent." },
   BAD_REQUEST: { fix: "Send a well-formed HTTP request with a JSON body (Content-Type: application/json)." },
@@ -12,6 +13,9 @@ export const curated: Record<string, { cause?: string; fix: string }> = {
   CHECKPOINT_UNAVAILABLE: { fix: "Staging was unreachable or did not log the checkpoint (disconnected mode, WRL full). Retry when `druvaa status --connect CLIENT:6007` shows mode normal." },
   CLIENT_STOPPING: { fix: "The client is shutting down; run the command again once it is back." },
   COMPRESSION_INVALID: { fix: "Give compression as auto, off or a zstd level 1-19." },
+  CONFIG_BAD_VALUE: { cause: "A value of the config file (or command line) the role cannot read: an address, or a NAME=VALUE entry.", fix: "Write it as on the command line: HOST:PORT or unix:/path for addresses, NAME=PATH for devices and WRLs (`druvaa ROLE --help` shows each flag)." },
+  CONFIG_DUPLICATE_KEY: { cause: "A key (or [table]) is given twice in the config file." },
+  CONFIG_SYNTAX: { cause: "The config file is not valid TOML at that line; the message says what was expected." },
   CRASH_RECOVERY_FALLBACK: { cause: "After a crash the client could not replay its journal, and marks the whole device dirty instead.", fix: "Nothing to do: the next resync sends every block (check staging is reachable so it can run)." },
   DEMO_STEP_FAILED: { fix: "A command of `druvaa demo` failed: its output follows the message. Run scripts/setup.sh (qemu-utils, nbdkit) and retry." },
   DEMO_WORKLOAD_FAILED: { fix: "The demo's workload tool failed (qemu-io): install it with scripts/setup.sh, and see the output shown." },

@@ -3,6 +3,7 @@
  * The only entry point of druvaa. Each command is its own file, loaded lazily with a
  * string-literal import() so `bun build --compile` bundles it. The binary also answers to
  * `drresync`, `drrestore` and `dradmin` (argv[0]) for scripts written for the original product.
+ * A role command given `--config FILE` runs with the file's flags added (src/config/load.ts).
  */
 import "./protocol/cbor-pure.ts"; // first: disables cbor-x's native addon before anything loads cbor-x
 import { runCommand, type ArgsDef, type CommandDef } from "citty";
@@ -81,6 +82,12 @@ async function resolveLeaf(cmd: CommandDef<any>, rawArgs: string[], path: string
   return parent === undefined ? { cmd, rest: rawArgs, path } : { cmd, parent, rest: rawArgs, path };
 }
 
+/** `args` with `flags` added before any `--` (the role commands take no positionals). */
+function withFlags(args: string[], flags: string[]): string[] {
+  const end = args.indexOf("--");
+  return end < 0 ? [...args, ...flags] : [...args.slice(0, end), ...flags, ...args.slice(end)];
+}
+
 function printError(error: unknown, json: boolean): number {
   if (error instanceof DruvaaError) {
     if (json) process.stdout.write(`${JSON.stringify({ ok: false, error: error.toJSON() })}\n`);
@@ -110,9 +117,18 @@ export async function run(rawArgs: string[]): Promise<number> {
       return wantsHelp || leaf.path.length === 1 && rawArgs.length === 0 ? exitCodes.ok : exitCodes.usage;
     }
     const args = (typeof leaf.cmd.args === "function" ? await leaf.cmd.args() : await leaf.cmd.args) as ArgsDef | undefined;
-    checkFlags(args ?? {}, leaf.rest, leaf.path.join(" "));
+    let argv = rawArgs;
+    let rest = leaf.rest;
+    if (rest.some((a) => a === "--config" || a.startsWith("--config="))) {
+      // A role with --config FILE runs as if the file's flags were typed (those not typed already),
+      // once the file and the overrides check out as a whole (src/config/load.ts).
+      const { configFlagsFor } = await import("./config/load.ts");
+      const added = await configFlagsFor(leaf.path, args ?? {}, rest);
+      if (added !== undefined) [argv, rest] = [withFlags(rawArgs, added), withFlags(rest, added)];
+    }
+    checkFlags(args ?? {}, rest, leaf.path.join(" "));
     takeExitCode();
-    const { result } = await runCommand(main, { rawArgs });
+    const { result } = await runCommand(main, { rawArgs: argv });
     return typeof result === "number" ? result : (takeExitCode() ?? exitCodes.ok);
   } catch (error) {
     // citty's own argument errors (missing required flag, bad enum value) are usage errors.

@@ -1,18 +1,21 @@
 /**
- * `druvaa admin` (also `dradmin`): administration that is not part of replicating — for now the
- * certificate authority that lets druvaa nodes authenticate each other over TLS.
+ * `druvaa admin` (also `dradmin`): administration that is not part of replicating — the
+ * certificate authority that lets druvaa nodes authenticate each other over TLS, and the roles'
+ * config files.
  */
 import { command } from "../cli-support.ts";
 
 export default command({
-  meta: { name: "admin", description: "Administer druvaa: certificate authority and node certificates" },
+  meta: { name: "admin", description: "Administer druvaa: certificate authority, node certificates, config files" },
   subCommands: {
     ca: () => import("./admin-ca.ts").then((m) => m.default),
     cert: () => import("./admin-cert.ts").then((m) => m.default),
+    config: () => import("./admin-config.ts").then((m) => m.default),
   },
   examples: [
     "druvaa admin ca init --dir /etc/druvaa/ca --name acme-dr",
     "druvaa admin cert issue --role client --name db1 --device disk0 --out /tmp/certs",
     "druvaa admin cert revoke --cert /tmp/certs/db1.pem",
+    "druvaa admin config check /etc/druvaa/staging.toml",
   ],
 });

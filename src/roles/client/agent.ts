@@ -36,6 +36,7 @@ export default command({
     "node-id": { type: "string", valueHint: "ID", description: "this host's name at staging, for every attachment (default: the host name)" },
     ...linkSecurityArgs,
     ...jobTlsArgs,
+    config: { type: "string", valueHint: "FILE", description: "take flags from this TOML file (keys: the long flag names, e.g. /etc/druvaa/agent.toml); flags given here override its keys. Check one with: druvaa admin config check FILE" },
     json: jsonFlag,
   },
   examples: [

@@ -49,6 +49,7 @@ export default command({
     "rate-limit": { type: "string", valueHint: "RATE", description: "with --changemap: resync bandwidth, e.g. 20MiB/s (default: unlimited)" },
     "initial-sync": { type: "string", valueHint: "none|network|checksum|media", default: "none", description: "once per device and WRL: none (replica already equal), network (send it all; needs --changemap), checksum (send what differs; needs --changemap), media (replica seeded from a backup)" },
     ...linkSecurityArgs,
+    config: { type: "string", valueHint: "FILE", description: "take flags from this TOML file (keys: the long flag names, e.g. /etc/druvaa/client/NAME.toml); flags given here override its keys. Check one with: druvaa admin config check FILE" },
     json: jsonFlag,
   },
   examples: [

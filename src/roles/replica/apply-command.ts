@@ -75,6 +75,7 @@ export default command({
     "node-id": { type: "string", valueHint: "ID", description: "this node's name in handshakes and status (default: the host name)" },
     "protect-headers": { type: "string", valueHint: "BYTES", default: "1MiB", description: "keep each device's first BYTES swapped with its last BYTES, so the replica is never recognised (blkid, mount) as a volume; devices need the primary's size plus BYTES (druvaa sizing --primary-size); 0: unprotected" },
     ...linkSecurityArgs,
+    config: { type: "string", valueHint: "FILE", description: "take flags from this TOML file (keys: the long flag names, e.g. /etc/druvaa/replica.toml); flags given here override its keys. Check one with: druvaa admin config check FILE" },
     json: jsonFlag,
   },
   examples: [

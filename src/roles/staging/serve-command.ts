@@ -66,6 +66,7 @@ export default command({
     "node-id": { type: "string", valueHint: "ID", description: "this node's name in handshakes and status (default: the host name)" },
     "encrypt-at-rest": { type: "string", valueHint: "KEYFILE", description: "the 32-byte key (mode 600) the WRLs were created with by druvaa wrl create --encrypt-at-rest KEYFILE: record payloads stay encrypted on the WRL devices" },
     ...linkSecurityArgs,
+    config: { type: "string", valueHint: "FILE", description: "take flags from this TOML file (keys: the long flag names, e.g. /etc/druvaa/staging.toml); flags given here override its keys. Check one with: druvaa admin config check FILE" },
     json: jsonFlag,
   },
   examples: [
