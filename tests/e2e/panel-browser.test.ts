@@ -11,7 +11,11 @@
  *    lag falls to zero and the replica equals the primary.
  * 4. SIGKILL of the staging server: a COMPONENT_UNREACHABLE alert in the page within seconds and a
  *    mail at the SMTP server; the staging restarted: the alert clears (page and mail).
- * 5. A viewer sees no action anywhere, and the API refuses every change it tries (403).
+ * 5. A restore from Manage is a job on the client agent: Manage → Jobs shows it done, the restored
+ *    image equals the primary; a second one onto the same file fails with the command's error.
+ * 6. Bad input ("12 potatoes", an HTML name) is refused next to its field, as text; no browser
+ *    dialog opens in the whole run (one fails the test). Help opens the step-by-step guide.
+ * 7. A viewer sees pairs and jobs but no action, and the API refuses every change it tries (403).
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -29,11 +33,7 @@ declare const document: {
   getElementById(id: string): { textContent: string | null } | null;
 };
 
-interface Stored {
-  rcptTos: string[];
-  headers: Record<string, string>;
-  text: string | null;
-}
+type Stored = { rcptTos: string[]; headers: Record<string, string>; text: string | null };
 
 const volumeBytes = 32 * MiB;
 const newPassword = "blue harbour lantern 42";
@@ -44,6 +44,19 @@ let browser: TestBrowser | undefined;
 let admin: Page;
 let panelUrl = "";
 const ports: Record<string, number> = {};
+/** Every browser dialog (alert, confirm, prompt) and CSP violation of any page: the panel must have none. */
+const pageFaults: string[] = [];
+
+function watchPage(page: Page): Page {
+  page.on("dialog", (dialog) => {
+    pageFaults.push(`${dialog.type()}: ${dialog.message()}`);
+    void dialog.dismiss().catch(() => undefined);
+  });
+  page.on("console", (message) => {
+    if (/Content Security Policy/i.test(message.text())) pageFaults.push(`CSP: ${message.text()}`);
+  });
+  return page;
+}
 
 /** A port free right now on 127.0.0.1 (the roles need fixed ports: the panel and peers know them, and a restart keeps them). */
 function freePort(): number {
@@ -85,18 +98,14 @@ beforeAll(async () => {
   const panel = await start("panel", ["panel", "--insecure", "--listen", `127.0.0.1:${ports.panel}`, "--db", join(dir, "panel.db")]);
   panelUrl = String(panel.ready.url);
   browser = await startBrowser("panel-browser");
-  admin = await browser.page();
+  admin = watchPage(await browser.page());
 }, 120_000);
 
 afterAll(async () => {
   await browser?.close().catch(() => undefined);
   for (const role of processes.reverse()) {
     if (!isAlive(role.pid)) continue;
-    try {
-      process.kill(role.pid, "SIGCONT");
-    } catch {
-      // gone meanwhile
-    }
+    try { process.kill(role.pid, "SIGCONT"); } catch { /* gone meanwhile */ }
     await role.stop().catch(() => undefined);
   }
   smtp?.proc.kill("SIGKILL");
@@ -122,11 +131,32 @@ async function submitForm(page: Page, id: string, fields: Record<string, string>
   }
 }
 
+/** Opens the pair's Restore dialog in Manage and confirms it onto `to`; returns the job's id from the outcome line. */
+async function restoreFromManage(to: string): Promise<string> {
+  await admin.click('#pairs tr[data-pair="pair-db"] button[data-action="restore"]');
+  await admin.waitForSelector("#confirm-dialog[open] #confirm-to");
+  await admin.fill("#confirm-input", "pair-db");
+  await admin.fill("#confirm-to", to);
+  await admin.click("#confirm-ok");
+  // The dialog closes once the action was answered: the outcome line then names this job (not the last one).
+  await admin.waitForSelector("#confirm-dialog", { state: "hidden", timeout: 30_000 });
+  const id = /job (\S+) running/.exec((await admin.textContent('#action-result[data-outcome="ok"]:has(#action-jobs-link)')) ?? "")?.[1];
+  expect(id).toMatch(/-restore-/);
+  return id!;
+}
+
+/** A Jobs row's cells: the state's raw value, the others' text. */
+async function jobFields(id: string): Promise<Record<string, string | null>> {
+  return admin.$$eval(`#jobs tr[data-job="${id}"] td[data-field]`, (cells) => Object.fromEntries(cells.map((cell) => [cell.getAttribute("data-field"), cell.getAttribute("data-field") === "state" ? cell.getAttribute("data-value") : cell.textContent])));
+}
+
 describe("DR-Panel in Chromium, with real components", () => {
   test("the first login forces the password change before anything else", async () => {
     await login(admin, "admin", "druvaa");
     await admin.waitForSelector("#pw-new");
     expect(await admin.$('[data-testid="nav-manage"]')).toBeNull();
+    // index.html's modulepreload links are there, and the CSP let each one load (no violation: see watchPage).
+    expect(await admin.$$eval('link[rel="modulepreload"]', (links) => links.length)).toBeGreaterThan(10);
     await browser!.screenshot(admin, "first-login-password-change");
     // A weak new password is refused next to its field, and nothing else opens.
     await admin.fill("#pw-current", "druvaa");
@@ -241,11 +271,83 @@ describe("DR-Panel in Chromium, with real components", () => {
     await waitFor("replica equal to the primary", 60_000, async () => (await plainSha256(join(dir, "replica-disk0.img"), volumeBytes)) === (await sha256File(join(dir, "primary.img"))));
   }, 180_000);
 
+  test("a restore started from Manage runs as a job on the client host; Manage → Jobs shows it done and the restored image equals the primary; a second one onto the same file fails with the command's error", async () => {
+    const restored = join(dir, "restored-disk0.img");
+    const primarySha = await sha256File(join(dir, "primary.img"));
+    await admin.goto(`${panelUrl}/#/manage/jobs`);
+    await admin.waitForSelector("#jobs[data-loaded]");
+    expect(await admin.isVisible("#jobs-empty")).toBe(true);
+    await admin.waitForSelector('#pairs tr[data-pair="pair-db"]');
+
+    const first = await restoreFromManage(restored);
+    // The outcome line links to the Jobs section, where the job runs to its end.
+    await admin.click("#action-jobs-link");
+    await admin.waitForSelector(`#jobs tr[data-job="${first}"] td[data-field="state"][data-value="done"]`, { timeout: 120_000 });
+    expect(await admin.isVisible("#jobs-empty")).toBe(false);
+    const fields = await jobFields(first);
+    expect(fields).toMatchObject({ kind: "restore", pair: "pair-db", component: "client1", state: "done", exitCode: "0" });
+    expect(fields.outcome).toContain(`restored disk0 to ${restored}`);
+    expect(fields.outcome).toContain(`sha256 ${primarySha}`);
+    expect(fields.endedAtMs).toMatch(/took /);
+    expect(await sha256File(restored, volumeBytes)).toBe(primarySha);
+
+    // Onto the same file again: the restore command refuses an existing file (no force); the job fails with its error and hint.
+    const second = await restoreFromManage(restored);
+    await admin.waitForSelector(`#jobs tr[data-job="${second}"] td[data-field="state"][data-value="failed"]`, { timeout: 120_000 });
+    const failed = await jobFields(second);
+    expect(failed).toMatchObject({ kind: "restore", state: "failed", exitCode: "4" });
+    expect(failed.outcome).toMatch(/TARGET_EXISTS: .*the file exists and is not empty.*Add --force.*Restore again to a new path, or with "Overwrite an existing target" ticked/s);
+    // Newest first; the Jobs menu entry opens the same view.
+    await admin.click('[data-testid="nav-manage-jobs"]');
+    await admin.waitForSelector(`#jobs tr[data-job="${second}"]`);
+    expect(await admin.$$eval("#jobs tbody tr", (rows) => rows.map((tr) => tr.getAttribute("data-job")))).toEqual([second, first]);
+    await browser!.screenshot(admin, "manage-jobs");
+    expect(await sha256File(restored, volumeBytes)).toBe(primarySha);
+  }, 300_000);
+
+  test("bad input is refused next to its field as text, without any browser dialog; Help opens the step-by-step guide", async () => {
+    const htmlName = "<img src=x onerror=alert(1)>";
+    await admin.goto(`${panelUrl}/#/new/wrl`);
+    await admin.waitForSelector('#new-wrl-staging option[value="staging1"]', { state: "attached" });
+    await submitForm(admin, "new-wrl", { "#new-wrl-name": htmlName, "#new-wrl-staging": "staging1", "#new-wrl-paths": join(dir, "other.wrl"), "#new-wrl-size": "12 potatoes", "#new-wrl-replica": "replica1" });
+    const sizeError = '#new-wrl .field-error[data-error-for="sizeBytes"]';
+    const nameError = '#new-wrl .field-error[data-error-for="name"]';
+    await admin.waitForSelector(`${sizeError}:not([hidden])`);
+    expect(await admin.textContent(sizeError)).toMatch(/^Size: must be a size such as 10GiB/);
+    expect(await admin.isVisible(nameError)).toBe(true);
+    expect(await admin.textContent(nameError)).toMatch(/^Name: must be 1–64 letters, digits/);
+    expect(await admin.getAttribute("#new-wrl-size", "aria-invalid")).toBe("true");
+    await browser!.screenshot(admin, "new-wrl-bad-input");
+    // A good size clears its error; the name is still refused. Nothing was sent.
+    await submitForm(admin, "new-wrl", { "#new-wrl-size": "64MiB" });
+    await admin.waitForSelector(`${nameError}:not([hidden])`);
+    expect(await admin.isHidden(sizeError)).toBe(true);
+    expect(await admin.textContent("#new-wrl-tx")).toBe("");
+
+    // The wizard's first step: the pair name is refused there and the wizard stays on that step.
+    await admin.goto(`${panelUrl}/#/wizard`);
+    await admin.waitForSelector("#wizard[data-ready]");
+    await admin.fill("#wiz-pair-name", htmlName);
+    await admin.click("#wiz-next");
+    await admin.waitForSelector('.field-error[data-error-for="pair.name"]:not([hidden])');
+    expect(await admin.getAttribute("#wiz-step", "data-step")).toBe("1");
+    expect(await admin.inputValue("#wiz-pair-name")).toBe(htmlName);
+    // No markup from the input made it into the page, and no WRL was created.
+    expect(await admin.$$eval("img", (images) => images.length)).toBe(0);
+    const wrls = await admin.evaluate(async () => ((await (await fetch("/api/wrls")).json()) as { wrls: { name: string }[] }).wrls.map((wrl) => wrl.name));
+    expect(wrls).toEqual(["fast"]);
+
+    await admin.goto(`${panelUrl}/#/help`);
+    await admin.waitForSelector('#help-page[data-help="guide"][data-loaded]');
+    await admin.waitForSelector('#help-list a[data-help="guide"].active');
+    expect(pageFaults).toEqual([]);
+  }, 120_000);
+
   test("a viewer sees no action, and the HTTP API refuses every change a viewer tries", async () => {
     await admin.goto(`${panelUrl}/#/settings/users`);
     await submitForm(admin, "user-add", { "#user-name": "vera", "#user-role": "viewer", "#user-password": "vera sees everything" });
     await admin.waitForSelector('#users tr[data-user="vera"]');
-    const viewer = await browser!.page();
+    const viewer = watchPage(await browser!.page());
     await login(viewer, "vera", "vera sees everything");
     const mustChange = await viewer.waitForSelector("#pw-new, #pairs", { timeout: 15_000 });
     if ((await mustChange.getAttribute("id")) === "pw-new") {
@@ -259,6 +361,10 @@ describe("DR-Panel in Chromium, with real components", () => {
     await viewer.waitForSelector("#components[data-loaded]");
     await browser!.screenshot(viewer, "viewer-manage");
     expect(await viewer.$$eval("button[data-action]", (buttons) => buttons.length)).toBe(0);
+    // A viewer reads the jobs too (GET /api/jobs is [viewer]).
+    await viewer.click('[data-testid="nav-manage-jobs"]');
+    await viewer.waitForSelector('#jobs tr[data-job] td[data-field="state"][data-value="done"]');
+    expect(await viewer.$$eval("#jobs tbody tr", (rows) => rows.length)).toBe(2);
     expect(await viewer.$('[data-testid="nav-wizard"]')).toBeNull();
     expect(await viewer.$('[data-testid="nav-new"]')).toBeNull();
 
@@ -289,5 +395,6 @@ describe("DR-Panel in Chromium, with real components", () => {
       components: ((await (await fetch("/api/components")).json()) as { components: { name: string }[] }).components.map((component) => component.name).sort(),
     }));
     expect(after).toEqual({ pairs: [["pair-db", true]], users: ["admin", "vera"], components: ["client1", "replica1", "staging1"] });
+    expect(pageFaults).toEqual([]);
   }, 120_000);
 });

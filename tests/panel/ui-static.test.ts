@@ -90,7 +90,33 @@ describe("the page and its assets", () => {
       expect(source, `${name} must not parse strings as HTML`).not.toMatch(/\.innerHTML\s*=|insertAdjacentHTML|document\.write|outerHTML\s*=/);
       for (const match of source.matchAll(/^import\b[^"']*["']\.\/([^"']+)["']/gm)) queue.push(match[1]!);
     }
-    expect([...seen]).toEqual(expect.arrayContaining(["app.js", "api.js", "dom.js", "wizard.js", "manage.js", "charts.js", "settings.js", "help.js", "markdown.js", "live.js"]));
+    expect([...seen]).toEqual(expect.arrayContaining(["app.js", "api.js", "dom.js", "wizard.js", "manage.js", "jobs.js", "charts.js", "settings.js", "help.js", "markdown.js", "live.js"]));
+  });
+
+  test("index.html preloads every module of the app (modulepreload), each served as JavaScript from this origin", async () => {
+    const html = await (await fetch(`${panel.url}/`)).text();
+    const preloads = [...html.matchAll(/<link\b([^>]*)>/g)].map((match) => match[1]!).filter((attrs) => /\brel="modulepreload"/.test(attrs)).map((attrs) => /\bhref="([^"]+)"/.exec(attrs)?.[1]);
+    expect(preloads.length).toBeGreaterThan(0);
+    for (const path of preloads) {
+      expect(path).toMatch(/^\/assets\/[a-z-]+\.js$/);
+      const response = await fetch(`${panel.url}${path}`);
+      expect(response.status, path).toBe(200);
+      expect(response.headers.get("content-type"), path).toBe("text/javascript; charset=utf-8");
+      expectSecurityHeaders(response);
+    }
+    // Exactly the modules app.js imports, directly or not: a module left out is fetched late again, one named but not imported is wasted.
+    const imported = new Set<string>();
+    const queue = ["app.js"];
+    while (queue.length > 0) {
+      const name = queue.shift()!;
+      const source = await (await fetch(`${panel.url}/assets/${name}`)).text();
+      for (const match of source.matchAll(/^import\b[^"']*["']\.\/([^"']+)["']/gm)) {
+        if (!imported.has(match[1]!)) queue.push(match[1]!);
+        imported.add(match[1]!);
+      }
+    }
+    expect(preloads.map((path) => path!.slice("/assets/".length)).sort()).toEqual([...imported].filter((name) => name !== "app.js").sort());
+    expect(new Set(preloads).size).toBe(preloads.length);
   });
 
   test("unknown assets answer 404; other paths outside /api get the page; unknown /api paths answer 404 JSON", async () => {

@@ -1,9 +1,12 @@
 /**
- * `druvaa panel`: the configuration server's first slice — the database (users, sessions,
- * components, activity, alerts, mail settings), the JSON API under /api with logins, roles and
- * CSRF checks, a background poll of every component's GET /status, and email alerts on alert
- * changes (mail-routes.ts, mailer.ts). No web UI yet. Serves until SIGTERM/SIGINT, then stops the
- * poll and the mail queue, closes the database and exits 0.
+ * `druvaa panel`: the configuration server and the web DR-Panel. Its database keeps users and
+ * sessions, components, the configuration (WRLs, change maps, pairs, transactions), activity,
+ * alerts, metric history and mail settings. It serves the web UI at the listen address (Wizard,
+ * New, Manage, Settings, Help; src/roles/panel/ui/, built into the binary) on the JSON API under
+ * /api (docs/panel.md) with logins, roles and CSRF checks; pushes configuration to managed
+ * components in two-phase commits; polls every component's GET /status for live status, alerts and
+ * metric history; sends email alerts and the weekly digest. Serves until SIGTERM/SIGINT, then stops
+ * the poll and the mail queue, closes the database and exits 0.
  */
 import { dirname } from "node:path";
 import { mkdir } from "node:fs/promises";
@@ -19,15 +22,16 @@ import { PanelStore } from "./store.ts";
 const log = logger("panel");
 
 export default command({
-  meta: { name: "panel", description: "Configuration server and DR-Panel: users, components, live status and alerts over a JSON API" },
+  meta: { name: "panel", description: "Configuration server and web DR-Panel (Wizard, New, Manage, Settings, Help) at the listen address: pairs, live status, alerts, restore/failback jobs; JSON API under /api" },
   args: {
     listen: { type: "string", valueHint: "HOST:PORT", default: `127.0.0.1:${panelPortDefault}`, description: `where the panel serves (default port ${panelPortDefault}; no host: 127.0.0.1); HTTPS with TLS, plain HTTP on loopback with --insecure` },
     db: { type: "string", valueHint: "PATH", required: true, description: "the panel's SQLite database (created on first run, with user admin / password druvaa to be changed at the first login)" },
     ...linkSecurityArgs,
+    config: { type: "string", valueHint: "FILE", description: "take flags from this TOML file (keys: the long flag names, e.g. /etc/druvaa/panel.toml); flags given here override its keys. Check one with: druvaa admin config check FILE" },
     json: jsonFlag,
   },
   examples: [
-    "druvaa panel --db /var/lib/druvaa/panel.db --insecure                 # http://127.0.0.1:8000",
+    "druvaa panel --db /var/lib/druvaa/panel.db --insecure                 # open http://127.0.0.1:8000 in a browser",
     "druvaa panel --listen 10.0.0.2:8000 --db /var/lib/druvaa/panel.db --tls-cert panel.pem --tls-key panel.key --tls-ca ca.pem",
     "druvaa panel --listen :0 --db /tmp/panel.db --insecure --json        # port chosen by the system, printed in the ready line",
   ],

@@ -33,6 +33,7 @@ import confirmJs from "./ui/confirm.js" with { type: "text" };
 import domJs from "./ui/dom.js" with { type: "text" };
 import formsJs from "./ui/forms.js" with { type: "text" };
 import helpJs from "./ui/help.js" with { type: "text" };
+import jobsJs from "./ui/jobs.js" with { type: "text" };
 import listsJs from "./ui/lists.js" with { type: "text" };
 import liveJs from "./ui/live.js" with { type: "text" };
 import manageJs from "./ui/manage.js" with { type: "text" };
@@ -76,6 +77,7 @@ const assets = new Map<string, Asset>([
   ["dom.js", asset(domJs, js)],
   ["forms.js", asset(formsJs, js)],
   ["help.js", asset(helpJs, js)],
+  ["jobs.js", asset(jobsJs, js)],
   ["lists.js", asset(listsJs, js)],
   ["live.js", asset(liveJs, js)],
   ["manage.js", asset(manageJs, js)],

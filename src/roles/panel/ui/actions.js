@@ -27,13 +27,34 @@ function resultLine(status, text, kind) {
   replace(status, text);
 }
 
+/**
+ * A link to Manage → Jobs. Manage shows every section on one page: when the Jobs section is
+ * there, the link scrolls to it (no re-render: the outcome line stays); otherwise it navigates.
+ */
+function jobsLink() {
+  return h("a", {
+    href: "#/manage/jobs",
+    id: "action-jobs-link",
+    "data-testid": "action-jobs-link",
+    onclick: (event) => {
+      const jobs = document.getElementById("section-jobs");
+      if (jobs === null) return;
+      event.preventDefault();
+      jobs.scrollIntoView({ block: "start" });
+    },
+  }, "Manage → Jobs");
+}
+
+/** The outcome line's content: text, with a link to the Jobs section when the action started a job. */
 function outcomeText(pair, action, answer) {
   const tx = answer?.tx;
   const job = answer?.job;
-  const parts = [job ? `${action} ${pair}: job ${job.id ?? ""} ${job.state ?? "started"} on the client host (Manage → Jobs)` : `${action} ${pair}: done`];
+  const parts = [];
   if (tx && typeof tx === "object") parts.push(`transaction ${tx.txid ?? ""} ${tx.state ?? ""}`.trim());
   if (answer?.result !== undefined) parts.push(describe(answer.result));
-  return parts.join(" — ");
+  const rest = parts.length === 0 ? "" : ` — ${parts.join(" — ")}`;
+  if (job) return [`${action} ${pair}: job ${job.id ?? ""} ${job.state ?? "started"} on the client host; follow it in `, jobsLink(), rest];
+  return `${action} ${pair}: done${rest}`;
 }
 
 async function send(pair, action, extra) {
@@ -50,6 +71,7 @@ function askConfirm(pair, action, label, why, status, onDone) {
   if (action === "restore") {
     fields.push({ name: "to", id: "confirm-to", label: "Restore to (path on the client host)", placeholder: "/var/lib/druvaa/restore/disk0.img", help: "An absolute path on the client host: a new image file or a spare block device (not the pair's own device while the pair runs). The client host's agent runs druvaa restore into it.", check: (v) => (v.startsWith("/") ? undefined : "must be an absolute path") });
     fields.push({ name: "at", id: "confirm-at", label: "Point in time (optional)", help: "A checkpoint label, an LSN, an ISO time or -15m within the replica's retention; empty: the latest." });
+    fields.push({ name: "force", id: "confirm-force", label: "Overwrite an existing target", type: "checkbox", help: "Without it the restore refuses a file that is not empty or a block device (druvaa restore --force). A target mounted, in use or too small is refused either way." });
   }
   if (action === "failback") {
     fields.push({ name: "keep", id: "confirm-keep", label: "If both sides were written", type: "select", options: [["", "refuse (show both sides' writes)"], ["dr", "keep the DR side's writes"], ["primary", "keep the primary's writes"]], help: "Split brain: failback refuses unless you say which side's writes to keep." });
@@ -66,10 +88,10 @@ function askConfirm(pair, action, label, why, status, onDone) {
     fields,
     onSubmit: async (values) => {
       const extra = {};
-      for (const key of ["confirm", "to", "export", "at", "keep"]) if (values[key]) extra[key] = values[key];
+      for (const key of ["confirm", "to", "export", "at", "keep", "force"]) if (values[key]) extra[key] = values[key];
       const answer = await send(pair, action, extra);
       resultLine(status, outcomeText(pair, action, answer), "ok");
-      onDone?.();
+      onDone?.(answer);
     },
   });
 }
@@ -92,8 +114,9 @@ export function actionButtons(pair, ctx, status, onDone) {
         button.disabled = true;
         resultLine(status, `${action} ${pair}…`, "pending");
         try {
-          resultLine(status, outcomeText(pair, action, await send(pair, action, {})), "ok");
-          onDone?.();
+          const answer = await send(pair, action, {});
+          resultLine(status, outcomeText(pair, action, answer), "ok");
+          onDone?.(answer);
         } catch (failure) {
           resultLine(status, `${action} ${pair} refused: ${failure.message}${failure.hint ? ` — ${failure.hint}` : ""}`, "error");
         } finally {

@@ -11,7 +11,7 @@
 //   header           #session-user  #alert-badge[data-count]  #top-help  #logout  #live-state[data-state]
 //   menu             [data-testid=nav-wizard|nav-new|nav-manage|nav-settings|nav-help] (viewers: no
 //                    wizard/new); sub-items nav-new-wrl|-changemap|-pair|-component,
-//                    nav-manage-pairs|-components|-alerts|-charts|-transactions|-activity,
+//                    nav-manage-pairs|-jobs|-components|-alerts|-charts|-transactions|-activity,
 //                    nav-settings-account|-mail|-digest|-users (users: admin only)
 //   wizard           #wiz-step[data-step=1..5]  #wiz-back  #wiz-next  #wiz-finish (Enter = next)
 //                    1: #wiz-pair-name #wiz-client #wiz-device-path #wiz-probe #wiz-probe-result[data-kind]
@@ -34,7 +34,12 @@
 //                    replica|state|lagMs|rpoMs|wrlFillRatio|throughputBytesPerSecond|resync|
 //                    configVersion] (text formatted, data-value raw); in the row (operators+ only)
 //                    button[data-action=start|stop|split|join|resync|verify|snapshot|restore|failover|
-//                    failback|delete]; #action-result[data-outcome=ok|error|pending]
+//                    failback|delete]; #action-result[data-outcome=ok|error|pending] (a job started:
+//                    #action-jobs-link to the Jobs section)
+//                    #jobs[data-loaded] tr[data-job=ID][data-component=NAME][data-state][data-kind]
+//                    td[data-field=kind|pair|component|state|startedAtMs|endedAtMs|exitCode|outcome]
+//                    (state: data-value running|done|failed, a .badge); #jobs-empty, #jobs-refresh,
+//                    #jobs-unreachable, #jobs-error
 //                    #components tr[data-component=NAME][data-status=reachable|unreachable]
 //                    td[data-field=status], button[data-action=delete-component]
 //                    #alerts li[data-alert-code=CODE][data-component=NAME] (.open / .cleared),
@@ -45,6 +50,7 @@
 //                    the name: pair split/restore/failover/failback/delete, delete-component,
 //                    delete-wrl, delete-user, delete-recipient), #confirm-to (restore),
 //                    #confirm-export (failover, snapshot), #confirm-at (failover, restore),
+//                    #confirm-force (restore: overwrite an existing target),
 //                    #confirm-keep (failback), #confirm-ok,
 //                    #confirm-cancel; a refusal shows in the dialog (.field-error)
 //   settings         account: the #pw-… form; #mail-settings (#mail-host #mail-port #mail-from
@@ -54,7 +60,8 @@
 //                    (#mail-test-to); #digest (#digest-enabled #digest-weekday #digest-hour)
 //                    #digest-send #digest-send-result #digest-info; admin: #users tr[data-user=NAME],
 //                    #user-add (#user-name #user-role #user-password #user-must-change)
-//   help             #help-list a[data-help=NAME]; #help-page[data-help=NAME] (rendered markdown)
+//   help             #help-list a[data-help=NAME]; #help-page[data-help=NAME] (rendered markdown; #/help
+//                    opens the step-by-step guide)
 //   loaded markers   #wizard[data-ready] (choices loaded), #pairs[data-loaded], #components[data-loaded]
 //                    and [data-status-loaded] (live status shown), #help-page[data-loaded]
 import { get, post, sessionEvents, setCsrfToken } from "./api.js";
@@ -74,7 +81,7 @@ const state = { session: null, live: null, cleanup: null, openAlerts: 0 };
 const menu = [
   { key: "wizard", label: "Wizard", role: "operator", items: [] },
   { key: "new", label: "New", role: "operator", items: [["wrl", "WRL"], ["changemap", "Change map"], ["pair", "Pair"], ["component", "Component"]] },
-  { key: "manage", label: "Manage", role: "viewer", items: [["pairs", "Pairs"], ["components", "Components"], ["alerts", "Alerts"], ["charts", "Charts"], ["transactions", "Transactions"], ["activity", "Activity"]] },
+  { key: "manage", label: "Manage", role: "viewer", items: [["pairs", "Pairs"], ["jobs", "Jobs"], ["components", "Components"], ["alerts", "Alerts"], ["charts", "Charts"], ["transactions", "Transactions"], ["activity", "Activity"]] },
   { key: "settings", label: "Settings", role: "viewer", items: [["account", "Account"], ["mail", "Email notification"], ["digest", "Weekly digest"], ["users", "Users and roles"]] },
   { key: "help", label: "Help", role: "viewer", items: [] },
 ];

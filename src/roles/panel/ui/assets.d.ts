@@ -41,6 +41,10 @@ declare module "*/ui/help.js" {
   const text: string;
   export default text;
 }
+declare module "*/ui/jobs.js" {
+  const text: string;
+  export default text;
+}
 declare module "*/ui/lists.js" {
   const text: string;
   export default text;

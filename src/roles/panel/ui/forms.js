@@ -112,7 +112,7 @@ export class Form {
     for (const [name, { spec }] of this.fields) {
       const problem = spec.check?.(values[name], values);
       if (problem !== undefined) {
-        this.showError(name, `${name}: ${problem}`);
+        this.showError(name, `${spec.label}: ${problem}`); // the label the user sees, not the API's field name
         ok = false;
       }
     }

@@ -7,7 +7,8 @@ import { renderMarkdown } from "./markdown.js";
 export function renderHelp(page, ctx) {
   const list = h("ul", { id: "help-list", "data-testid": "help-list" });
   const article = h("article", { id: "help-page", "data-testid": "help-page", class: "markdown" });
-  const name = ctx.rest[0] ?? "readme";
+  // The step-by-step guide first: it is what a user opening Help looks for (the README is a page of the list).
+  const name = ctx.rest[0] ?? "guide";
   replace(page, h("h1", {}, "Help"), h("div", { class: "help" }, h("nav", { class: "help-nav", "aria-label": "Help pages" }, list), article));
   get("/api/help").then(({ pages }) => {
     replace(list, pages.map((item) => h("li", {}, h("a", { href: `#/help/${seg(item.name)}`, "data-help": item.name, class: item.name === name ? "active" : "" }, item.title))));

@@ -1,11 +1,13 @@
 // Manage: the pairs and components tables (updated in place from the live feed: only cells whose
-// text changed are touched), open alerts, charts, transactions and the activity log.
+// text changed are touched), the restore/failback jobs (jobs.js), open alerts, charts, transactions
+// and the activity log. Every section is on the one page; #/manage/SECTION scrolls to it.
 import { del, get, seg } from "./api.js";
 import { actionButtons } from "./actions.js";
 import { confirmByName } from "./confirm.js";
 import { describe, formatBytes, formatMs, formatRate, formatRatio, h, replace, setText } from "./dom.js";
 import { renderCharts } from "./charts.js";
 import { section } from "./forms.js";
+import { jobList } from "./jobs.js";
 import { activityList, alertList, transactionList } from "./lists.js";
 
 const pairColumns = [
@@ -164,6 +166,7 @@ export function renderManage(page, ctx) {
   const alerts = alertList();
   const transactions = transactionList();
   const activity = activityList();
+  const jobs = jobList();
   // The charts (uPlot, a request per series) start once the pairs are shown, so they do not
   // compete with the first render of the table (or after chartsDelayMaxMs if the pairs do not come).
   let stopCharts = () => {};
@@ -188,7 +191,12 @@ export function renderManage(page, ctx) {
     void transactions.refresh();
     void activity.refresh();
   };
-  const pairs = new PairsTable(ctx, status, refreshPairs);
+  // After an action: the pairs again, and the jobs when it started one (restore, failback).
+  const afterAction = (answer) => {
+    if (answer?.job !== undefined) void jobs.refresh();
+    return refreshPairs();
+  };
+  const pairs = new PairsTable(ctx, status, afterAction);
   const components = new ComponentsTable(ctx, (name) => confirmByName({
     name,
     what: "component",
@@ -208,6 +216,7 @@ export function renderManage(page, ctx) {
     loadError,
     status,
     section("section-pairs", "Pairs", pairs.element),
+    section("section-jobs", "Jobs", jobs.element),
     section("section-components", "Components", components.element),
     section("section-alerts", "Alerts", alerts.element),
     section("section-charts", "Charts", charts),
@@ -254,5 +263,6 @@ export function renderManage(page, ctx) {
     offStatus?.();
     offAlert?.();
     stopCharts();
+    jobs.close();
   };
 }

@@ -181,7 +181,7 @@ export function renderWizard(page, ctx) {
       if (form.element.querySelector(`[data-field-row="${CSS.escape(name)}"]`).hidden) continue;
       const problem = entry.spec.check?.(values[name], values);
       if (problem !== undefined) {
-        form.showError(name, `${name}: ${problem}`);
+        form.showError(name, `${entry.spec.label}: ${problem}`);
         ok = false;
       }
     }
