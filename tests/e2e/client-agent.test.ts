@@ -127,6 +127,28 @@ describe("client agent: attachments as child processes", () => {
     expect(isAlive(again.pid)).toBe(false);
   }, 240_000);
 
+  test("an attachment that cannot start at commit (staging down) reports the apply error; once the agent's retry brings it up, the error is cleared", async () => {
+    const sys = (system = await startSystem({ sizeBytes, client: false }));
+    const socket = join(sys.dir, "agent-export.sock");
+    // No change map: a client that cannot reach staging at start exits, so the commit's apply fails.
+    const attachment = oneDeviceAttachment("pair-a", { primary: sys.primaryPath("disk0"), staging: sys.stagingListen, wrl: sys.wrlName, socket });
+    const { call } = await startAgent(join(sys.dir, "agent"));
+    await sys.kill("staging");
+    expect(await call("/config/prepare", { txid: "tx-1", version: 1, config: { attachments: [attachment] } })).toMatchObject({ ok: true });
+    const committed = await call("/config/commit", { txid: "tx-1" });
+    expect(committed).toMatchObject({ ok: true, version: 1, applied: { version: 1, error: { code: "ATTACHMENT_START_FAILED" } } });
+    expect((await call("/config")).applied.error.code).toBe("ATTACHMENT_START_FAILED");
+
+    await sys.restart("staging");
+    const config = await until("the apply error cleared", () => call("/config"), (answer) => answer.applied.error === undefined);
+    expect(config).toMatchObject({ version: 1, applied: { version: 1 } });
+    const attached = (await call("/status")).attachments[0];
+    expect(attached).toMatchObject({ name: "pair-a", state: "running" });
+    expect(attached.restarts).toBeGreaterThanOrEqual(1);
+    expect((await qemuIo(`nbd+unix:///disk0?socket=${socket}`, ["write -P 0x3c 1M 256k"])).exitCode).toBe(0);
+    await expectReplicaEqualsPrimary(sys);
+  }, 240_000);
+
   test("an agent killed with SIGKILL leaves its child running; the next agent stops that one before starting its own", async () => {
     const sys = (system = await startSystem({ sizeBytes, client: false }));
     const stateDir = join(sys.dir, "agent");

@@ -62,6 +62,8 @@ export interface AgentSetup {
   nodeId: string;
   /** The link-security flags every child gets (the agent's own). */
   securityArgs: readonly string[];
+  /** A child restarted by the supervisor (after a crash or a failed start) printed its ready line. */
+  onRestarted?: (name: string) => void;
 }
 
 class AttachmentChild {
@@ -149,6 +151,7 @@ class AttachmentChild {
         this.state = "running";
         this.addresses = addressesOf(line);
         this.#readyAtMs = Date.now();
+        if (state === "restarting") this.setup.onRestarted?.(this.config.name);
       }
       return line;
     });
@@ -278,6 +281,11 @@ export class AgentChildren {
   controlSocketOf(name: string): string | undefined {
     const child = this.#children.get(name);
     return child?.state === "running" ? child.paths.controlSocket : undefined;
+  }
+
+  /** Whether every enabled attachment of `config` has its child running now. */
+  allRunning(config: AgentConfig): boolean {
+    return config.attachments.every((attachment) => !attachment.enabled || this.#children.get(attachment.name)?.state === "running");
   }
 
   /** Makes the running children match `config` (see the file comment). Idempotent. */

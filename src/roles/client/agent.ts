@@ -54,7 +54,15 @@ export default command({
     else if (security.mode === "tls") log.warn("no --job-tls-cert/--job-tls-key: the panel's restore and failback jobs will be refused (JOB_CERT_MISSING); the attachments run as configured");
     await mkdir(stateDir, { recursive: true });
 
-    const children = new AgentChildren({ stateDir, nodeId, securityArgs: childSecurityArgs(args) });
+    const children: AgentChildren = new AgentChildren({
+      stateDir,
+      nodeId,
+      securityArgs: childSecurityArgs(args),
+      // An attachment that failed to start at a commit and came up on a retry: the config runs after all.
+      onRestarted: () => {
+        if (children.allRunning(jobs.withHeld(managed.config))) managed.recovered();
+      },
+    });
     // The panel's restore and failback jobs (agent-jobs.ts); a failback holds its attachment stopped, a config committed meanwhile included.
     const jobs: AgentJobs = new AgentJobs({
       stateDir,

@@ -117,6 +117,20 @@ export class ManagedConfig<Config> {
     await this.#inTurn(() => this.#apply(this.role.empty));
   }
 
+  /**
+   * The role reports that the committed config now runs after all, though its apply failed (a
+   * client host's attachment that exited before it was ready and was restarted by its supervisor):
+   * the apply error is dropped, so GET /config shows it applied and the panel clears
+   * CONFIG_APPLY_FAILED. Nothing happens when the config applied cleanly or is being changed.
+   */
+  recovered(): void {
+    void this.#inTurn(async () => {
+      if (this.#applied.error === undefined || this.#applied.version !== this.#committed.version) return;
+      log.info(`config version ${this.#committed.version} runs now: its apply error (${this.#applied.error.code}) is cleared`);
+      this.#applied = { version: this.#committed.version, atMs: Date.now() };
+    });
+  }
+
   status(): Record<string, unknown> {
     return { version: this.#committed.version, txid: this.#committed.txid, pending: this.#pending === undefined ? null : { txid: this.#pending.txid, version: this.#pending.version }, applied: this.#applied };
   }

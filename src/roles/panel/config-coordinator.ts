@@ -9,8 +9,10 @@
  *   2. config_tx row `preparing`; prepare sent to every touched component in parallel, each
  *      bounded by configRequestTimeoutMs.
  *   3. all ok → ONE SQLite transaction (the commit point): mutate() again, component_config of
- *      each, config_tx `committed`, activity. Then commit sent to each in parallel; one that does
- *      not take it is left to the convergence loop (config-converge.ts), which re-sends it.
+ *      each, config_tx `committed`, activity. Then commit sent to the staging servers and
+ *      replicas in parallel, then to the client hosts (their attachments dial the new WRL at
+ *      once); one that does not take it is left to the convergence loop (config-converge.ts),
+ *      which re-sends it.
  *   4. any refused or unreachable → abort sent to all (best effort: a component that keeps a
  *      pending config of an aborted txid never commits it, and the next prepare replaces it);
  *      config_tx `aborted` with every component's reason; activity.
@@ -167,7 +169,11 @@ export class ConfigCoordinator {
     }
     if (reasons.length > 0) return await this.#abort(plan, base, touched, prepared, reasons);
     log.info(`${txid} committed (${plan.summary}): ${touched.map((t) => `${t.component.name} v${t.version}`).join(", ")}`);
-    const commits = await Promise.all(touched.map((t) => this.link.request(t.component, "POST", "/config/commit", { txid })));
+    // Staging and replica first, then the client hosts: a client's new attachment dials its WRL at
+    // once, so the WRL (and the replica's device) should be there when it starts.
+    const commitOf = (t: Touched) => this.link.request(t.component, "POST", "/config/commit", { txid });
+    const serversFirst = await Promise.all(touched.map((t) => (t.component.role === "client" ? undefined : commitOf(t))));
+    const commits = await Promise.all(touched.map((t, i) => serversFirst[i] ?? commitOf(t)));
     const components: TxComponent[] = touched.map((t, i) => ({ component: t.component.name, version: t.version, result: commits[i]!.ok ? "committed" : "commit-pending" }));
     const notes = touched.flatMap((t, i) => reasonOf(t.component, commits[i]!, "commit"));
     this.config.transaction(() => {
