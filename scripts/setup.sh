@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 # python3-aiosmtpd is the real SMTP server tests/io/smtp.test.ts sends alert mail to.
 # chromium (driven by playwright-core) is the real browser the DR-Panel's end-to-end tests use;
 # fonts-liberation gives its screenshots readable text.
-debian_packages=(qemu-utils nbdkit libnbd-bin fio fuse3 e2fsprogs util-linux coreutils libisal2 rsync python3-aiosmtpd chromium fonts-liberation)
+debian_packages=(qemu-utils nbdkit libnbd-bin fio fuse3 e2fsprogs util-linux coreutils libisal2 rsync python3-aiosmtpd chromium fonts-liberation rpm rpm2cpio cpio msitools wixl systemd man-db passwd zsh)
 missing=()
 if command -v dpkg-query >/dev/null 2>&1; then
   for p in "${debian_packages[@]}"; do
