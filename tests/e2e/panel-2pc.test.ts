@@ -95,7 +95,9 @@ async function openAlert(component: string, code: string): Promise<boolean> {
 beforeAll(async () => {
   for (const name of ["stagingData", "stagingControl", "replicaData", "replicaControl", "replicaRestore", "agentControl"]) ports[name] = freePort();
   for (const device of ["disk0", "disk1", "disk2", "disk3"]) await createImage(join(dir, `${device}.img`), volumeBytes);
-  await Promise.all(["replica", "staging", "agent"].map(start));
+  // All settled before any failure is thrown: afterAll then stops every process that did start.
+  const started = await Promise.allSettled(["replica", "staging", "agent"].map(start));
+  for (const outcome of started) if (outcome.status === "rejected") throw outcome.reason;
   proxy = startTcpProxy({ host: "127.0.0.1", port: ports.replicaControl! });
   panel = await startTestPanel({ pollIntervalMs: 1_000, config: { requestTimeoutMs: 2_000, convergeIntervalMs: 300, behindGraceMs: 1_500 } });
   admin = await adminClient(panel.url);
