@@ -170,8 +170,8 @@ const cell = (text: string) => text.replace(/\|/g, "\\|").replace(/\s*\n\s*/g, "
 function distinct(values: (string | undefined)[], most: number): string {
   const unique = [...new Set(values.filter((value): value is string => value !== undefined && value.trim() !== "").map(cell))];
   if (unique.length === 0) return "—";
-  const shown = unique.slice(0, most).join("<br>");
-  return unique.length > most ? `${shown}<br>(and ${unique.length - most} more wordings)` : shown;
+  const shown = unique.slice(0, most).join(" · ");
+  return unique.length > most ? `${shown} · (and ${unique.length - most} more wordings)` : shown;
 }
 
 export function render(codes: Map<string, Occurrence[]>): string {

@@ -3,7 +3,7 @@
  * their security headers and content types, the SPA fallback, and the help pages API.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { adminClient, ApiClient, startTestPanel, userClient, type TestPanel } from "./helpers.ts";
 
@@ -156,6 +156,17 @@ describe("help pages", () => {
     expect(guide.status).toBe(200);
     expect(guide.body).toMatchObject({ ok: true, name: "guide" });
     expect(guide.body.markdown).toBe(readFileSync(join(repoRoot, "docs/guide.md"), "utf8"));
+  });
+
+  test("every page of docs/ is a help page (installing, error codes and the rest), with its text", async () => {
+    const docs = readdirSync(join(import.meta.dir, "..", "..", "docs")).filter((file) => file.endsWith(".md")).map((file) => file.slice(0, -3));
+    expect(docs).toEqual(expect.arrayContaining(["guide", "admin", "install", "errors", "panel", "pipeline"]));
+    const listed = ((await viewer.get("/api/help")).body.pages as { name: string }[]).map((page) => page.name);
+    expect(listed).toEqual(expect.arrayContaining(docs));
+    for (const name of docs) {
+      const page = await viewer.get(`/api/help/${name}`);
+      expect({ name, markdown: page.body.markdown }).toEqual({ name, markdown: readFileSync(join(import.meta.dir, "..", "..", "docs", `${name}.md`), "utf8") });
+    }
   });
 
   test("GET /api/help/panel returns docs/panel.md as markdown", async () => {

@@ -20,6 +20,8 @@ import guideMd from "../../../docs/guide.md" with { type: "text" };
 import adminMd from "../../../docs/admin.md" with { type: "text" };
 import panelMd from "../../../docs/panel.md" with { type: "text" };
 import pipelineMd from "../../../docs/pipeline.md" with { type: "text" };
+import installMd from "../../../docs/install.md" with { type: "text" };
+import errorsMd from "../../../docs/errors.md" with { type: "text" };
 import uplotJs from "uplot/dist/uPlot.iife.min.js" with { type: "text" };
 import uplotCss from "uplot/dist/uPlot.min.css" with { type: "text" };
 import { ApiError, jsonAnswer } from "./http.ts";
@@ -123,6 +125,8 @@ export const helpPages: readonly HelpPage[] = [
   ["guide", guideMd],
   ["admin", adminMd],
   ["readme", readmeMd],
+  ["install", installMd],
+  ["errors", errorsMd],
   ["panel", panelMd],
   ["pipeline", pipelineMd],
 ].map(([name, markdown]) => ({ name: name!, title: titleOf(markdown!, name!), markdown: markdown! }));
