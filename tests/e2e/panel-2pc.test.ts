@@ -233,8 +233,9 @@ describe("two-phase commit across real managed processes", () => {
     await start("replica");
     await waitFor("the replica on the decided version", 30_000, async () => (await configAt(ports.replicaControl!)).version === decided);
     expect(((await configAt(ports.replicaControl!)).config.devices as { name: string }[]).map((d) => d.name)).toEqual(["disk0", "disk1", "disk2"]);
-    const converged = (await admin.get("/api/activity")).body.activity.filter((a: { action: string }) => a.action === "config.converged");
-    expect(converged.length).toBeGreaterThanOrEqual(2);
+    // The panel records the convergence once the commit's answer is back (after the replica took it).
+    const convergedCount = async () => (await admin.get("/api/activity")).body.activity.filter((a: { action: string }) => a.action === "config.converged").length as number;
+    await waitFor("both convergences in the activity log", 15_000, async () => (await convergedCount()) >= 2);
     await expectReplicates("disk2", 0x55, 5);
   }, 180_000);
 });
