@@ -1,8 +1,9 @@
 /**
  * Where druvaa's files live by default: config in /etc/druvaa, state in /var/lib/druvaa (Linux
- * and other Unix), both under %ProgramData%\druvaa on Windows (config\, state\). The packages
- * install their default configs here. The roles' own state directory default is resolveStateDir
- * (src/roles/common.ts): /var/lib/druvaa/ROLE as root.
+ * and other Unix); on Windows both in %ProgramData%\druvaa (ROLE.toml beside the ROLE\ state
+ * folder), as the MSI lays them out. The packages install their default configs here. The roles'
+ * own state directory default is resolveStateDir (src/roles/common.ts): /var/lib/druvaa/ROLE as
+ * root, %ProgramData%\druvaa\ROLE on Windows.
  */
 import { join, win32 } from "node:path";
 import type { ConfigRole } from "./roles.ts";
@@ -13,12 +14,12 @@ function programData(): string {
 
 /** The directory of the packaged config files. */
 export function defaultConfigDir(platform: NodeJS.Platform = process.platform): string {
-  return platform === "win32" ? win32.join(programData(), "druvaa", "config") : "/etc/druvaa";
+  return platform === "win32" ? win32.join(programData(), "druvaa") : "/etc/druvaa";
 }
 
 /** The state directory root (a role keeps its state in ROLE/ under it). */
 export function defaultStateRoot(platform: NodeJS.Platform = process.platform): string {
-  return platform === "win32" ? win32.join(programData(), "druvaa", "state") : "/var/lib/druvaa";
+  return platform === "win32" ? win32.join(programData(), "druvaa") : "/var/lib/druvaa";
 }
 
 /** A role's packaged config file; the client has one per protected volume (client/NAME.toml). */

@@ -4,7 +4,8 @@
  * graceful shutdown on SIGTERM/SIGINT.
  */
 import { hostname, homedir } from "node:os";
-import { join } from "node:path";
+import { join, win32 } from "node:path";
+import { defaultStateRoot } from "../config/paths.ts";
 import { usageError } from "../errors.ts";
 import { parseAddress, type Address } from "../io/transport.ts";
 import { logger } from "../log.ts";
@@ -27,11 +28,12 @@ export function parseServeAddress(text: string, defaultPort: number): Address {
   return address.kind === "tcp" && address.host === undefined ? { ...address, host: "127.0.0.1" } : address;
 }
 
-/** State directory: --state-dir, else $DRUVAA_STATE_DIR/ROLE, else /var/lib/druvaa/ROLE as root, else ~/.local/state/druvaa/ROLE. */
+/** State directory: --state-dir, else $DRUVAA_STATE_DIR/ROLE, else %ProgramData%\druvaa\ROLE on Windows, /var/lib/druvaa/ROLE as root, else ~/.local/state/druvaa/ROLE. */
 export function resolveStateDir(flag: string | undefined, role: RoleName): string {
   if (flag) return flag;
   if (process.env.DRUVAA_STATE_DIR) return join(process.env.DRUVAA_STATE_DIR, role);
-  if (process.getuid?.() === 0) return join("/var/lib/druvaa", role);
+  if (process.platform === "win32") return win32.join(defaultStateRoot("win32"), role);
+  if (process.getuid?.() === 0) return join(defaultStateRoot(), role);
   return join(process.env.XDG_STATE_HOME ?? join(homedir(), ".local/state"), "druvaa", role);
 }
 

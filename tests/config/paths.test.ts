@@ -1,4 +1,4 @@
-/** Default locations of config files: /etc/druvaa on Linux, %ProgramData%\druvaa\config on Windows. */
+/** Default locations of config files: /etc/druvaa on Linux, %ProgramData%\druvaa on Windows (the MSI's layout). */
 import { afterEach, describe, expect, test } from "bun:test";
 import { defaultConfigDir, defaultConfigPath, defaultStateRoot } from "../../src/config/paths.ts";
 
@@ -17,10 +17,10 @@ describe("default config and state locations", () => {
     expect(defaultStateRoot("linux")).toBe("/var/lib/druvaa");
   });
 
-  test("Windows: under %ProgramData%\\druvaa", () => {
+  test("Windows: under %ProgramData%\\druvaa, as the MSI installs them (ROLE.toml beside the ROLE state folder)", () => {
     process.env.ProgramData = "D:\\PD";
-    expect(defaultConfigPath("replica", undefined, "win32")).toBe("D:\\PD\\druvaa\\config\\replica.toml");
-    expect(defaultConfigPath("client", "db1", "win32")).toBe("D:\\PD\\druvaa\\config\\client\\db1.toml");
-    expect(defaultStateRoot("win32")).toBe("D:\\PD\\druvaa\\state");
+    expect(defaultConfigPath("replica", undefined, "win32")).toBe("D:\\PD\\druvaa\\replica.toml");
+    expect(defaultConfigPath("client", "db1", "win32")).toBe("D:\\PD\\druvaa\\client\\db1.toml");
+    expect(defaultStateRoot("win32")).toBe("D:\\PD\\druvaa");
   });
 });
