@@ -138,8 +138,8 @@ class JobsTable {
   }
 }
 
-/** The Jobs section: {element, refresh(), close()}. */
-export function jobList() {
+/** The Jobs section: {element, refresh(), close()}; `startNow: false` leaves the first read to the caller's refresh(). */
+export function jobList({ startNow = true } = {}) {
   const table = new JobsTable();
   const error = h("div", { class: "form-error", id: "jobs-error", role: "alert", hidden: true });
   const unreachable = h("div", { class: "notice", id: "jobs-unreachable", hidden: true });
@@ -194,7 +194,7 @@ export function jobList() {
 
   const refreshButton = h("button", { type: "button", class: "small", id: "jobs-refresh", "data-testid": "jobs-refresh", onclick: () => void refresh() }, "Refresh");
   const element = h("div", {}, h("div", { class: "toolbar" }, refreshButton, polling), error, unreachable, h("div", { class: "table-wrap" }, table.table), table.empty);
-  void refresh();
+  if (startNow) void refresh();
   return {
     element,
     refresh,

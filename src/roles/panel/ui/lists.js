@@ -62,7 +62,7 @@ export function transactionList() {
       replace(list, h("p", { class: "form-error" }, `transactions: ${failure.message}`));
     }
   };
-  void refresh();
+  // The caller reads it first (Manage: once the pairs are shown).
   return { element: h("div", {}, h("div", { class: "toolbar" }, refreshButton("transactions-refresh", refresh)), list), refresh };
 }
 
@@ -76,7 +76,7 @@ export function activityList() {
       replace(body, h("tr", {}, h("td", { colspan: "4", class: "form-error" }, `activity: ${failure.message}`)));
     }
   };
-  void refresh();
+  // The caller reads it first (Manage: once the pairs are shown).
   const table = h("table", { id: "activity", "data-testid": "activity" }, h("thead", {}, h("tr", {}, h("th", {}, "Time"), h("th", {}, "User"), h("th", {}, "Action"), h("th", {}, "Detail"))), body);
   return { element: h("div", {}, h("div", { class: "toolbar" }, refreshButton("activity-refresh", refresh)), h("div", { class: "table-wrap" }, table)), refresh };
 }

@@ -166,7 +166,7 @@ export function renderManage(page, ctx) {
   const alerts = alertList();
   const transactions = transactionList();
   const activity = activityList();
-  const jobs = jobList();
+  const jobs = jobList({ startNow: false });
   // The charts (uPlot, a request per series) start once the pairs are shown, so they do not
   // compete with the first render of the table (or after chartsDelayMaxMs if the pairs do not come).
   let stopCharts = () => {};
@@ -178,9 +178,25 @@ export function renderManage(page, ctx) {
     chartsTimer = undefined;
     stopCharts = renderCharts(charts, ctx);
   };
+  // The other sections (components, alerts, jobs, transactions, activity) load once the pairs are
+  // shown (or after secondaryDelayMaxMs): their requests would otherwise delay the pairs' answer.
+  let secondaryStarted = false;
+  const startSecondary = () => {
+    if (secondaryStarted || closed) return;
+    secondaryStarted = true;
+    get("/api/components").then((answer) => {
+      components.update(answer.components);
+      return get("/api/status");
+    }).then((answer) => components.update(answer.components), showLoadError);
+    void alerts.refresh();
+    void jobs.refresh();
+    void transactions.refresh();
+    void activity.refresh();
+  };
   const showPairs = (list) => {
     pairs.update(list);
-    if (chartsTimer !== undefined) setTimeout(startCharts, 0); // after this task: the rows paint first
+    if (!secondaryStarted) setTimeout(startSecondary, 0); // after this task: the rows paint first
+    if (chartsTimer !== undefined) setTimeout(startCharts, 0);
   };
   const refreshPairs = async () => {
     try {
@@ -226,16 +242,13 @@ export function renderManage(page, ctx) {
   // The live feed's newest status carries the pairs (described from the panel's last poll round):
   // shown at once; GET /api/pairs (a fresh status fetch) only when it has none yet.
   const last = ctx.live?.last.status;
-  if (Array.isArray(last?.pairs)) {
-    showPairs(last.pairs);
-    void transactions.refresh();
-    void activity.refresh();
-  } else void refreshPairs();
-  get("/api/components").then((answer) => {
-    components.update(answer.components);
-    return get("/api/status");
-  }).then((answer) => components.update(answer.components), showLoadError);
-  void alerts.refresh();
+  if (Array.isArray(last?.pairs)) showPairs(last.pairs);
+  else void get("/api/pairs").then((answer) => showPairs(answer.pairs), (failure) => {
+    showLoadError(failure);
+    startSecondary();
+  });
+  const secondaryDelayMaxMs = 1_000;
+  const secondaryTimer = setTimeout(startSecondary, secondaryDelayMaxMs);
   const chartsDelayMaxMs = 1_500;
   chartsTimer = setTimeout(startCharts, chartsDelayMaxMs);
 
@@ -260,6 +273,7 @@ export function renderManage(page, ctx) {
   return () => {
     closed = true;
     clearTimeout(chartsTimer);
+    clearTimeout(secondaryTimer);
     offStatus?.();
     offAlert?.();
     stopCharts();
