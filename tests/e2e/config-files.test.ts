@@ -12,6 +12,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startRole, type RoleProcess } from "../../src/demo/processes.ts";
 import { bunPath, cliPath } from "../helpers/cli.ts";
+import { freePort } from "../helpers/wait.ts";
 import { createImage, createReplicaImage, druvaaOk, MiB, qemuIo, readRange, run, sha256File } from "./helpers.ts";
 
 const sizeBytes = 16 * MiB;
@@ -49,14 +50,6 @@ async function start(name: string, args: string[]): Promise<RoleProcess> {
 
 /** `druvaa ARGS` exactly as given, to its end. */
 const druvaaAsIs = (args: string[], timeoutMs = 30_000) => run([bunPath, cliPath, ...args], { timeoutMs });
-
-/** A port nothing listens on right now. */
-function freePort(): number {
-  const listener = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
-  const port = listener.port;
-  listener.stop(true);
-  return port;
-}
 
 describe("roles from config files", () => {
   let replica: RoleProcess;

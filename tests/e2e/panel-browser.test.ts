@@ -24,6 +24,7 @@ import { join } from "node:path";
 import type { Page } from "playwright-core";
 import { startBrowser, type TestBrowser } from "../helpers/browser.ts";
 import { startAiosmtpd, type Aiosmtpd } from "../fixtures/smtp/aiosmtpd.ts";
+import { freePort, waitFor } from "../helpers/wait.ts";
 import { createImage, isAlive, MiB, plainSha256, qemuIo, sha256File, startTracked } from "./helpers.ts";
 import type { RoleProcess } from "../../src/demo/processes.ts";
 
@@ -58,14 +59,6 @@ function watchPage(page: Page): Page {
   return page;
 }
 
-/** A port free right now on 127.0.0.1 (the roles need fixed ports: the panel and peers know them, and a restart keeps them). */
-function freePort(): number {
-  const listener = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
-  const port = listener.port;
-  listener.stop(true);
-  return port;
-}
-
 async function start(name: string, args: string[]): Promise<RoleProcess> {
   const role = await startTracked(name, args);
   processes.push(role);
@@ -73,16 +66,6 @@ async function start(name: string, args: string[]): Promise<RoleProcess> {
 }
 
 const stagingArgs = () => ["staging", "serve", "--managed", "--insecure", "--listen", `127.0.0.1:${ports.stagingData}`, "--control", `127.0.0.1:${ports.stagingControl}`, "--state-dir", join(dir, "staging"), "--node-id", "staging1"];
-
-async function waitFor<T>(what: string, timeoutMs: number, probe: () => T | undefined | Promise<T | undefined>): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined && value !== false) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await Bun.sleep(200);
-  }
-}
 
 async function cell(page: Page, pair: string, field: string): Promise<string | null> {
   return page.getAttribute(`#pairs tr[data-pair="${pair}"] td[data-field="${field}"]`, "data-value");
