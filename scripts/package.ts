@@ -11,6 +11,7 @@
  *                                [--arch x64,arm64] [--version V] [--release N]
  * --version defaults to src/version.ts (tests pass a bumped one to exercise upgrades). Needs
  * rpmbuild (rpm), dpkg-deb, wixl and msibuild (wixl, msitools): scripts/setup.sh installs them.
+ * The MSI also needs npm and the npm registry (or npm's cache) for WinSW (packaging/lib/winsw.ts).
  */
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -36,7 +37,7 @@ const windowsBinary = "druvaa-windows-x64.exe";
 const toolsByFormat: Record<Format, { tools: string[]; debianPackage: string }> = {
   rpm: { tools: ["rpmbuild"], debianPackage: "rpm" },
   deb: { tools: ["dpkg-deb"], debianPackage: "dpkg" },
-  msi: { tools: ["wixl", "msibuild"], debianPackage: "wixl msitools" },
+  msi: { tools: ["wixl", "msibuild", "npm", "tar"], debianPackage: "wixl msitools npm tar" },
 };
 
 function flag(name: string): string | undefined {

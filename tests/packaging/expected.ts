@@ -2,7 +2,8 @@
  * What an installed druvaa Linux package must look like, written out by hand (not derived from
  * packaging/lib/layout.ts, which builds it): every file, directory and link, with mode and
  * owner. checkTree() compares a scratch root against it, both ways (nothing missing, nothing
- * extra), and returns the differences as readable lines.
+ * extra), and returns the differences as readable lines. At the end of the file, the MSI's
+ * Windows services and where their service wrapper comes from.
  */
 import { lstatSync, readdirSync, readFileSync, readlinkSync } from "node:fs";
 import { join } from "node:path";
@@ -51,6 +52,29 @@ export function expectedTree(zshDir: string): Expected[] {
     file(`${zshDir}/_druvaa`),
   ];
 }
+
+/**
+ * The MSI's Windows services: each runs `druvaa.exe COMMAND --config CONFIG` under its own copy of
+ * WinSW (NAME-service.exe, NAME-service.exe.config, NAME-service.xml in the install folder);
+ * CONFIG is a file the MSI installs to ProgramData\druvaa.
+ */
+export const windowsServices = [
+  { name: "druvaa-staging", command: "staging serve", config: "staging.toml" },
+  { name: "druvaa-replica", command: "replica apply", config: "replica.toml" },
+  { name: "druvaa-panel", command: "panel", config: "panel.toml" },
+  { name: "druvaa-agent", command: "client agent", config: "agent.toml" },
+] as const;
+
+/**
+ * Where winsw.exe comes from: node-windows 0.1.14 on the npm registry (`npm view
+ * node-windows@0.1.14 dist.integrity`), package/bin/winsw/winsw.exe (WinSW 1.17, 59392 bytes).
+ */
+export const nodeWindows = {
+  spec: "node-windows@0.1.14",
+  integrity: "sha512-2sz0i+ckeX/+22Z4KcDVis1ukyGOYZWx2WG9nQYauUwzIxEye5QcMrExkH7OaRSHkwM5bN/jesxsiQqkUb1O/w==",
+  winswSha256: "5859b114d96800a2b98ef9d19eaa573a786a422dad324547ef25be181389df01",
+  winswSizeBytes: 59392,
+} as const;
 
 /** Numeric id of NAME in ROOT/etc/passwd or ROOT/etc/group (root is 0). */
 export function idIn(root: string, db: "passwd" | "group", name: string): number {
