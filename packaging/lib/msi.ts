@@ -9,6 +9,7 @@
 import { copyFileSync, cpSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { run } from "./run.ts";
+import { windowsConfig } from "./windows-config.ts";
 import { fetchWinsw } from "./winsw.ts";
 
 /** Windows Installer component attributes (msidbComponentAttributes*). */
@@ -48,6 +49,10 @@ export async function buildMsi(inputs: MsiInputs): Promise<string> {
   mkdirSync(dir, { recursive: true });
   copyFileSync(inputs.binary, join(dir, "druvaa.exe"));
   cpSync(join(inputs.packagingDir, "config"), join(dir, "config"), { recursive: true });
+  for (const file of ["staging.toml", "replica.toml", "panel.toml", "agent.toml", join("client", "example.toml")]) {
+    const path = join(dir, "config", file);
+    writeFileSync(path, windowsConfig(readFileSync(path, "utf8")));
+  }
   for (const alias of ["drresync", "drrestore", "dradmin"]) copyFileSync(join(inputs.packagingDir, "msi", `${alias}.cmd`), join(dir, `${alias}.cmd`));
   const winsw = await fetchWinsw(inputs.workDir);
   copyFileSync(winsw.exe, join(dir, "winsw.exe"));

@@ -9,7 +9,7 @@ import { createHash } from "node:crypto";
 import { mkdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { nodeWindows, windowsServices } from "./expected.ts";
-import { must, type Built, testTimeoutMs } from "./fixture.ts";
+import { must, sh, type Built, testTimeoutMs } from "./fixture.ts";
 
 type Row = Record<string, string>;
 
@@ -94,7 +94,18 @@ export function msiTests(get: () => Built): void {
       expect(shim).toContain(`@"%~dp0druvaa.exe" ${command} %*\r\n`);
       expect(shim).toContain("@exit /b %errorlevel%");
     }
-    expect(readFileSync(join(out, "druvaa/staging.toml"), "utf8")).toBe(readFileSync(join(import.meta.dir, "../../packaging/config/staging.toml"), "utf8"));
+    // The configs in the Windows layout: no Linux path or Unix socket left, every key still a flag of
+    // its command (the packaged `config check` finds only the paths missing here, and the FILL-INs).
+    const linuxBinary = join(built.binDir, "druvaa-linux-x64");
+    for (const name of ["staging", "replica", "panel", "agent", "client/example"]) {
+      const text = readFileSync(join(out, `druvaa/${name}.toml`), "utf8");
+      const values = text.split("\n").filter((line) => /^[a-z-]+ = /.test(line)).join("\n");
+      expect({ name, linux: values.match(/\/etc\/|\/var\/lib|\/dev\/|unix:/g) ?? [] }).toEqual({ name, linux: [] });
+      expect(values).toContain("C:/ProgramData/druvaa/");
+      const check = JSON.parse((await sh([linuxBinary, "admin", "config", "check", join(out, `druvaa/${name}.toml`), "--json"])).stdout) as { problems: { code: string; message: string }[] };
+      expect({ name, codes: [...new Set(check.problems.map((p) => p.code))] }).toEqual({ name, codes: ["CONFIG_MISSING_PATH"] });
+      expect(check.problems.some((p) => p.message.includes("FILL-IN"))).toBe(true);
+    }
   }, testTimeoutMs);
 
   test("the MSI registers the roles as Windows services run by their WinSW wrapper: manual start, LocalSystem, stopped and removed on uninstall", async () => {
