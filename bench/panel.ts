@@ -153,10 +153,10 @@ async function sampleCpu(panelPid: number, seconds: number, extra: () => number[
   return { panel, extra: cpuPercent(extraBefore, cpuMsOf(pids), wallMs) };
 }
 
-/** Bytes of one live status event (what each poll round sends to every open page). */
-async function liveEventBytes(api: Api): Promise<{ bytes: number; firstEventMs: number }> {
+/** Bytes of one live status event (what each poll round sends to every open page: the UI opens ?components=summary). */
+async function liveEventBytes(api: Api, query: string): Promise<{ bytes: number; firstEventMs: number }> {
   const start = performance.now();
-  const response = await fetch(`${api.url}/api/live`, { headers: { cookie: api.cookie } });
+  const response = await fetch(`${api.url}/api/live${query}`, { headers: { cookie: api.cookie } });
   const reader = response.body!.getReader();
   let text = "";
   try {
@@ -236,7 +236,16 @@ async function main(): Promise<void> {
   await rowsFilledAtMs(page, pairCount);
   await Bun.sleep(2_500);
   console.log(`CPU, Manage page open with live updates, ${cpuSeconds} s…`);
+  // Where the page's own time goes (Chromium's Performance domain: cumulative seconds of script, layout, style).
+  const cdp = await page.context().newCDPSession(page);
+  await cdp.send("Performance.enable");
+  const metricsOf = async () => Object.fromEntries(((await cdp.send("Performance.getMetrics")) as { metrics: { name: string; value: number }[] }).metrics.map((m) => [m.name, m.value]));
+  const before = await metricsOf();
   const live = await sampleCpu(panel.pid, cpuSeconds, () => chromiumPids().renderers);
+  const after = await metricsOf();
+  const perMinuteMs = (name: string) => round((((after[name] ?? 0) - (before[name] ?? 0)) * 1000 * 60) / cpuSeconds, 1);
+  const pageTime = { taskMsPerMin: perMinuteMs("TaskDuration"), scriptMsPerMin: perMinuteMs("ScriptDuration"), layoutMsPerMin: perMinuteMs("LayoutDuration"), styleMsPerMin: perMinuteMs("RecalcStyleDuration") };
+  console.log(`the page's main thread per minute: tasks ${pageTime.taskMsPerMin} ms (script ${pageTime.scriptMsPerMin} ms, layout ${pageTime.layoutMsPerMin} ms, style ${pageTime.styleMsPerMin} ms)`);
   const chromiumAll = chromiumPids().all;
   const updated = await page.evaluate(() => (globalThis as any).document.querySelectorAll("#pairs td[data-field=throughputBytesPerSecond]")[0]?.textContent ?? "") as string;
   const panelExtra = live.panel - idle.panel;
@@ -245,8 +254,9 @@ async function main(): Promise<void> {
   console.log(`panel CPU: ${round(idle.panel, 2)} % alone, ${round(live.panel, 2)} % with the page open (+${round(panelExtra, 2)} %); Chromium renderer(s): ${round(live.extra, 2)} % with the Manage page, ${round(staticOpen.extra, 2)} % with the static page (+${round(rendererExtra, 2)} %)`);
   console.log(`live updates cost ${round(liveCpuPercent, 2)} % of one core (panel's extra + renderer's extra over an open static page) — target < ${cpuTargetPercent} %: ${liveCpuPercent < cpuTargetPercent ? "met" : "MISSED"}; raw, panel's extra + the whole renderer: ${round(panelExtra + live.extra, 2)} % (first row's throughput shown: ${updated})`);
   await page.close();
-  const { bytes: eventBytes, firstEventMs } = await liveEventBytes(api);
-  console.log(`one live status event: ${round(eventBytes / 1024)} KiB, the first one ${round(firstEventMs)} ms after GET /api/live`);
+  const { bytes: eventBytes, firstEventMs } = await liveEventBytes(api, "?components=summary");
+  const { bytes: fullEventBytes } = await liveEventBytes(api, "");
+  console.log(`one live status event as the page gets it (?components=summary): ${round(eventBytes / 1024)} KiB, the first one ${round(firstEventMs)} ms after GET /api/live; with every component's full status: ${round(fullEventBytes / 1024)} KiB`);
 
   console.log(JSON.stringify({
     bench: "panel", quick, pairs: pairCount, wrls: wrlCount, reloads, cpuSeconds,
@@ -255,7 +265,7 @@ async function main(): Promise<void> {
     liveCpuPercent: round(liveCpuPercent, 2), panelCpuPercentIdle: round(idle.panel, 2), panelCpuPercentLive: round(live.panel, 2), panelCpuPercentExtra: round(panelExtra, 2),
     rendererCpuPercent: round(live.extra, 2), rendererCpuPercentStaticPage: round(staticOpen.extra, 2), rendererCpuPercentExtra: round(rendererExtra, 2),
     liveCpuPercentRaw: round(panelExtra + live.extra, 2), ratioRendererVsStaticPage: round(live.extra / Math.max(staticOpen.extra, 0.01), 2), chromiumProcesses: chromiumAll.length, liveCpuTargetPercent: cpuTargetPercent, liveCpuTargetMet: liveCpuPercent < cpuTargetPercent,
-    liveEventBytes: eventBytes, liveFirstEventMs: round(firstEventMs),
+    liveEventBytes: eventBytes, liveEventBytesFull: fullEventBytes, liveFirstEventMs: round(firstEventMs), ...pageTime,
   }));
 }
 

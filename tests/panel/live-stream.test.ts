@@ -34,8 +34,8 @@ class LiveReader {
     readers.push(reader);
   }
 
-  static async open(client: ApiClient, url: string): Promise<{ response: Response; live: LiveReader | undefined }> {
-    const response = await fetch(`${url}/api/live`, { headers: client.cookie === undefined ? {} : { cookie: client.cookie } });
+  static async open(client: ApiClient, url: string, query = ""): Promise<{ response: Response; live: LiveReader | undefined }> {
+    const response = await fetch(`${url}/api/live${query}`, { headers: client.cookie === undefined ? {} : { cookie: client.cookie } });
     if (response.status !== 200) return { response, live: undefined };
     return { response, live: new LiveReader(response.body!.getReader() as ReadableStreamDefaultReader<Uint8Array>) };
   }
@@ -143,5 +143,37 @@ describe("GET /api/live", () => {
       return undefined;
     });
     await again.live!.next("a status event on the new stream", (event) => event.event === "status");
+  });
+
+  test("?components=summary (the web UI's stream): each component's status trimmed to role, nodeId, version, uptime; pairs and alerts as the full stream; a bad value gets 400", async () => {
+    const wrls = Array.from({ length: 40 }, (_, index) => ({ name: `wrl${index}`, fillRatio: 0.1, lagSeconds: 0, devices: ["/dev/a", "/dev/b"], rpo: { rpoSeconds: 0, state: "ok" } }));
+    const fake = startFakeComponent("staging", { wrls });
+    fakes.push(fake);
+    const panel = await startTestPanel({ pollIntervalMs: 100, statusTimeoutMs: 90 });
+    panels.push(panel);
+    const admin = await adminClient(panel.url);
+    expect((await admin.post("/api/components", { name: "stg1", role: "staging", control: fake.control })).status).toBe(201);
+
+    const full = await LiveReader.open(admin, panel.url);
+    const summary = await LiveReader.open(admin, panel.url, "?components=summary");
+    expect([full.response.status, summary.response.status]).toEqual([200, 200]);
+    const withStg1 = (event: SseEvent) => event.event === "status" && event.data.components.some((c: { name: string; reachable: boolean }) => c.name === "stg1" && c.reachable);
+    const fullEvent = await full.live!.next("a full status event with stg1", withStg1);
+    const summaryEvent = await summary.live!.next("a summary status event with stg1", withStg1);
+    const fullStg1 = fullEvent.data.components.find((c: { name: string }) => c.name === "stg1");
+    const summaryStg1 = summaryEvent.data.components.find((c: { name: string }) => c.name === "stg1");
+    expect(fullStg1.status.wrls).toHaveLength(40);
+    expect(summaryStg1).toMatchObject({ name: "stg1", role: "staging", reachable: true });
+    expect(summaryStg1.status).toEqual({ role: "staging", nodeId: "fake-staging", version: "test", uptimeSeconds: 1 });
+    expect(summaryEvent.data.alerts).toEqual(fullEvent.data.alerts);
+    expect(summaryEvent.data.pairs).toEqual(fullEvent.data.pairs);
+    expect(JSON.stringify(summaryEvent.data).length).toBeLessThan(JSON.stringify(fullEvent.data).length / 5);
+
+    const bad = await LiveReader.open(admin, panel.url, "?components=everything");
+    expect(bad.response.status).toBe(400);
+    const body = (await bad.response.json()) as { error: { code: string; message: string; hint: string } };
+    expect(body.error.code).toBe("BAD_FIELD");
+    expect(body.error.message).toContain("everything");
+    expect(body.error.hint).toContain("summary");
   });
 });

@@ -2,7 +2,9 @@
  * GET /api/live [viewer]: a text/event-stream of the panel's monitoring, for the web UI.
  *   event: status   after every poll round: {components (as GET /api/status), pairs (as GET
  *                   /api/pairs, when `pairs` is wired), alerts: {open}, timeMs};
- *                   a new stream gets the newest round's at once
+ *                   a new stream gets the newest round's at once. With ?components=summary
+ *                   (the web UI) each component's `status` keeps only role, nodeId, version and
+ *                   uptimeSeconds: a few KiB a round instead of every WRL, device and attachment
  *   event: alert    on each alert raised or cleared: {kind, component, role, code, message, time}
  *   ": heartbeat"   a comment every liveHeartbeatMs, so proxies and the browser see the stream alive
  * Authenticated like every route (server.ts: the session cookie; a GET needs no CSRF token).
@@ -24,6 +26,17 @@ const encoder = new TextEncoder();
 interface Stream {
   controller: ReadableStreamDefaultController<Uint8Array>;
   user: string;
+  /** ?components=summary: components without their full status. */
+  summary: boolean;
+}
+
+type Round = { statuses: readonly ComponentStatus[]; timeMs: number; pairs?: unknown[] };
+
+/** A component as a summary stream shows it: what the UI's components table reads. */
+function summaryOf(component: ComponentStatus): ComponentStatus {
+  if (!component.reachable) return component;
+  const { role, nodeId, version, uptimeSeconds } = component.status;
+  return { ...component, status: { role, nodeId, version, uptimeSeconds } };
 }
 
 export interface LiveOptions {
@@ -41,7 +54,7 @@ export class LiveStreams {
   private heartbeat: ReturnType<typeof setInterval> | undefined;
   private closed = false;
   /** The newest round's statuses and time, sent to a stream as it opens (so a page need not wait a round). */
-  private last: { statuses: readonly ComponentStatus[]; timeMs: number; pairs?: unknown[] } | undefined;
+  private last: Round | undefined;
   /**
    * The pairs as GET /api/pairs shows them, described from the round's statuses (no second fetch:
    * PairStates.fromRound), added to status events when set; asked at every round (the rounds feed
@@ -61,6 +74,9 @@ export class LiveStreams {
 
   /** GET /api/live: the stream's Response (503 when liveStreamsMax are open). */
   open(request: Request, user: string): Response {
+    const components = new URL(request.url).searchParams.get("components") ?? "full";
+    if (components !== "full" && components !== "summary") throw new ApiError(400, "BAD_FIELD", `components: "${components.slice(0, 40)}" is not full or summary`, "GET /api/live?components=summary (each component's status trimmed) or without it");
+    const summary = components === "summary";
     const max = this.options.streamsMax ?? liveStreamsMax;
     if (this.closed) throw new ApiError(503, "PANEL_STOPPING", "the panel is stopping", "Reconnect in a moment");
     if (this.streams.size >= max) {
@@ -70,13 +86,13 @@ export class LiveStreams {
     const body = new ReadableStream<Uint8Array>(
       {
         start: (controller) => {
-          stream = { controller, user };
+          stream = { controller, user, summary };
           this.streams.add(stream);
           controller.enqueue(encoder.encode(`retry: 5000\n: connected\n\n`));
           if (this.last !== undefined) {
             // The newest round again, its pairs described now (no fetch): a pair created since that round shows at once.
             const replay = this.pairs === undefined ? this.last : { ...this.last, pairs: this.describeReplay(this.last) };
-            controller.enqueue(this.statusChunk(replay));
+            controller.enqueue(this.statusChunk(replay, summary));
           }
           this.startHeartbeat();
         },
@@ -95,7 +111,7 @@ export class LiveStreams {
     });
   }
 
-  private describeReplay(round: { statuses: readonly ComponentStatus[]; timeMs: number; pairs?: unknown[] }): unknown[] | undefined {
+  private describeReplay(round: Round): unknown[] | undefined {
     try {
       return this.pairs!(round.statuses, round.timeMs, true);
     } catch (error) {
@@ -118,11 +134,18 @@ export class LiveStreams {
       }
     }
     this.last = { statuses, timeMs, ...(pairs === undefined ? {} : { pairs }) };
-    if (this.streams.size > 0 && !this.closed) this.send(this.statusChunk(this.last));
+    if (this.streams.size > 0 && !this.closed) {
+      // Each form encoded once a round, whatever the number of streams.
+      const round = this.last;
+      let full: Uint8Array | undefined;
+      let summary: Uint8Array | undefined;
+      this.send((stream) => (stream.summary ? (summary ??= this.statusChunk(round, true)) : (full ??= this.statusChunk(round, false))));
+    }
   }
 
-  private statusChunk(round: { statuses: readonly ComponentStatus[]; timeMs: number; pairs?: unknown[] }): Uint8Array {
-    return eventChunk("status", { components: round.statuses, ...(round.pairs === undefined ? {} : { pairs: round.pairs }), alerts: { open: this.options.openAlerts() }, timeMs: round.timeMs });
+  private statusChunk(round: Round, summary: boolean): Uint8Array {
+    const components = summary ? round.statuses.map(summaryOf) : round.statuses;
+    return eventChunk("status", { components, ...(round.pairs === undefined ? {} : { pairs: round.pairs }), alerts: { open: this.options.openAlerts() }, timeMs: round.timeMs });
   }
 
   /** On each alert raised or cleared. */
@@ -138,8 +161,9 @@ export class LiveStreams {
     this.stopHeartbeat();
   }
 
-  private send(chunk: Uint8Array): void {
+  private send(chunkOf: Uint8Array | ((stream: Stream) => Uint8Array)): void {
     for (const stream of [...this.streams]) {
+      const chunk = typeof chunkOf === "function" ? chunkOf(stream) : chunkOf;
       const queued = 1 - (stream.controller.desiredSize ?? 0);
       if (queued > liveQueuedEventsMax) {
         log.warn(`live stream of ${stream.user} is ${queued} events behind: closed (the browser reconnects)`);

@@ -23,7 +23,8 @@ export class Live {
   open() {
     if (this.closed) return;
     this.onState("connecting");
-    const source = new EventSource("/api/live");
+    // Components summarized (role, version, uptime): the tables need no more, and each event stays small.
+    const source = new EventSource("/api/live?components=summary");
     this.source = source;
     source.addEventListener("open", () => {
       this.retryMs = retryFirstMs;

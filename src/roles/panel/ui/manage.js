@@ -24,6 +24,9 @@ const pairColumns = [
   ["configVersion", "Config"],
 ];
 
+/** Cells whose text changes with the live feed: their text sits in a size-contained box (.live), so an update re-lays out that box only, not the table. */
+const liveFields = new Set(["state", "lagMs", "rpoMs", "wrlFillRatio", "throughputBytesPerSecond", "resync", "configVersion"]);
+
 /** The text and raw value of one live cell. */
 function pairCell(pair, field) {
   switch (field) {
@@ -72,15 +75,16 @@ class PairsTable {
       let row = this.rows.get(pair.name);
       if (row === undefined) {
         const cells = new Map(pairColumns.map(([field]) => [field, h("td", { "data-field": field })]));
+        const texts = new Map([...cells].map(([field, cell]) => [field, liveFields.has(field) ? cell.appendChild(h("span", { class: "live" })) : cell]));
         const tr = h("tr", { "data-pair": pair.name }, [...cells.values()]);
         if (this.ctx.can("operator")) tr.append(h("td", { class: "actions" }, h("div", { class: "action-buttons" }, actionButtons(pair.name, this.ctx, this.status, this.onChange))));
-        row = { tr, cells };
+        row = { tr, cells, texts };
         this.rows.set(pair.name, row);
         added.append(tr);
       }
       for (const [field, cell] of row.cells) {
         const [text, value] = pairCell(pair, field);
-        setText(cell, text);
+        setText(row.texts.get(field), text);
         if (cell.dataset.value !== String(value)) cell.dataset.value = String(value);
       }
       if (row.tr.dataset.state !== pair.state) row.tr.dataset.state = pair.state ?? "";
