@@ -45,18 +45,23 @@ test("the compiled binary serves the UI, uPlot and the help pages without the so
   panel = Bun.spawn({ cmd: [binary, "panel", "--listen", "127.0.0.1:0", "--db", join(elsewhere, "panel.db"), "--insecure", "--json"], cwd: elsewhere, stdout: "pipe", stderr: "pipe", env: { PATH: "/usr/bin:/bin", NO_COLOR: "1" } });
   const { url } = await readyLine(panel);
 
+  // The page is the repository's index.html with its assets put under the build's version.
   const page = await fetch(`${url}/`);
   expect(page.status).toBe(200);
-  expect(await page.text()).toBe(readFileSync(join(repoRoot, "src/roles/panel/ui/index.html"), "utf8"));
+  const html = await page.text();
+  const version = /"\/assets\/([A-Za-z0-9_-]{16})\/app\.js"/.exec(html)?.[1];
+  expect(version, html).toBeDefined();
+  expect(html).toBe(readFileSync(join(repoRoot, "src/roles/panel/ui/index.html"), "utf8").replaceAll('"/assets/', `"/assets/${version}/`));
   const uiDir = join(repoRoot, "src/roles/panel/ui");
   const files = readdirSync(uiDir).filter((name) => name.endsWith(".js") || name.endsWith(".css"));
   expect(files.length).toBeGreaterThan(5);
   for (const name of files) {
-    const response = await fetch(`${url}/assets/${name}`);
+    const response = await fetch(`${url}/assets/${version}/${name}`);
     expect(response.status, name).toBe(200);
+    expect(response.headers.get("cache-control"), name).toContain("immutable");
     expect(await response.text(), name).toBe(readFileSync(join(uiDir, name), "utf8"));
   }
-  expect(await (await fetch(`${url}/assets/uPlot.iife.min.js`)).text()).toBe(readFileSync(join(repoRoot, "node_modules/uplot/dist/uPlot.iife.min.js"), "utf8"));
+  expect(await (await fetch(`${url}/assets/${version}/uPlot.iife.min.js`)).text()).toBe(readFileSync(join(repoRoot, "node_modules/uplot/dist/uPlot.iife.min.js"), "utf8"));
   expect(await (await fetch(`${url}/assets/uPlot.min.css`)).text()).toBe(readFileSync(join(repoRoot, "node_modules/uplot/dist/uPlot.min.css"), "utf8"));
 
   const admin = new ApiClient(url);

@@ -52,28 +52,43 @@ describe("the page and its assets", () => {
     expect(html).not.toMatch(/<style\b|\sstyle=|\son[a-z]+=/i);
   });
 
-  test("every asset index.html references is served with its content type, CSP and a revalidating cache", async () => {
+  test("every asset index.html references is under this build's version, served with its content type, CSP and an immutable cache; unversioned or another version: revalidated", async () => {
     const html = await (await fetch(`${panel.url}/`)).text();
     const referenced = referencedAssets(html);
     // Nothing from another origin: only the panel's own assets (and the empty data: icon).
     expect(referenced.filter((path) => !path.startsWith("/assets/") && path !== "data:,")).toEqual([]);
     const assets = referenced.filter((path) => path.startsWith("/assets/"));
-    expect(assets).toEqual(expect.arrayContaining(["/assets/app.js", "/assets/style.css", "/assets/uPlot.iife.min.js", "/assets/uPlot.min.css"]));
+    const version = /^\/assets\/([A-Za-z0-9_-]{16})\//.exec(assets[0]!)?.[1];
+    expect(version).toBeString();
+    expect(assets).toEqual(expect.arrayContaining(["app.js", "style.css", "uPlot.iife.min.js", "uPlot.min.css"].map((name) => `/assets/${version}/${name}`)));
     for (const path of assets) {
+      expect(path).toStartWith(`/assets/${version}/`);
       const response = await fetch(`${panel.url}${path}`);
       expect(response.status, path).toBe(200);
       expect(response.headers.get("content-type"), path).toBe(path.endsWith(".css") ? "text/css; charset=utf-8" : "text/javascript; charset=utf-8");
-      expect(response.headers.get("cache-control"), path).toBe("no-cache");
+      expect(response.headers.get("cache-control"), path).toBe("public, max-age=31536000, immutable");
       expectSecurityHeaders(response);
-      const etag = response.headers.get("etag")!;
-      expect(etag).toMatch(/^"[A-Za-z0-9_-]+"$/);
-      expect((await response.text()).length, path).toBeGreaterThan(50);
-      // An unchanged asset is not sent again.
-      const again = await fetch(`${panel.url}${path}`, { headers: { "if-none-match": etag } });
-      expect(again.status, path).toBe(304);
+      const body = await response.text();
+      expect(body.length, path).toBeGreaterThan(50);
+      // Unversioned, or under a version not this build's (a page from before an upgrade): the same asset, revalidated at each use.
+      const name = path.slice(`/assets/${version}/`.length);
+      for (const other of [`/assets/${name}`, `/assets/${"A".repeat(16)}/${name}`]) {
+        const plain = await fetch(`${panel.url}${other}`);
+        expect(plain.headers.get("cache-control"), other).toBe("no-cache");
+        expect(await plain.text(), other).toBe(body);
+        const etag = plain.headers.get("etag")!;
+        expect(etag).toMatch(/^"[A-Za-z0-9_-]+"$/);
+        // An unchanged asset is not sent again.
+        const again = await fetch(`${panel.url}${other}`, { headers: { "if-none-match": etag } });
+        expect(again.status, other).toBe(304);
+      }
     }
+    // The page itself is revalidated at every load, so an upgraded panel's page (naming its new version) is seen at once.
+    const page = await fetch(`${panel.url}/`);
+    expect(page.headers.get("cache-control")).toBe("no-cache");
+    expect((await fetch(`${panel.url}/`, { headers: { "if-none-match": page.headers.get("etag")! } })).status).toBe(304);
     // The uPlot served is the installed library, byte for byte.
-    const uplot = await (await fetch(`${panel.url}/assets/uPlot.iife.min.js`)).text();
+    const uplot = await (await fetch(`${panel.url}/assets/${version}/uPlot.iife.min.js`)).text();
     expect(uplot).toBe(readFileSync(join(repoRoot, "node_modules/uplot/dist/uPlot.iife.min.js"), "utf8"));
   });
 
@@ -98,7 +113,7 @@ describe("the page and its assets", () => {
     const preloads = [...html.matchAll(/<link\b([^>]*)>/g)].map((match) => match[1]!).filter((attrs) => /\brel="modulepreload"/.test(attrs)).map((attrs) => /\bhref="([^"]+)"/.exec(attrs)?.[1]);
     expect(preloads.length).toBeGreaterThan(0);
     for (const path of preloads) {
-      expect(path).toMatch(/^\/assets\/[a-z-]+\.js$/);
+      expect(path).toMatch(/^\/assets\/[A-Za-z0-9_-]{16}\/[a-z-]+\.js$/);
       const response = await fetch(`${panel.url}${path}`);
       expect(response.status, path).toBe(200);
       expect(response.headers.get("content-type"), path).toBe("text/javascript; charset=utf-8");
@@ -115,7 +130,7 @@ describe("the page and its assets", () => {
         imported.add(match[1]!);
       }
     }
-    expect(preloads.map((path) => path!.slice("/assets/".length)).sort()).toEqual([...imported].filter((name) => name !== "app.js").sort());
+    expect(preloads.map((path) => path!.replace(/^\/assets\/[^/]+\//, "")).sort()).toEqual([...imported].filter((name) => name !== "app.js").sort());
     expect(new Set(preloads).size).toBe(preloads.length);
   });
 
@@ -130,7 +145,7 @@ describe("the page and its assets", () => {
       const response = await fetch(`${panel.url}${path}`);
       expect(response.status, path).toBe(200);
       expect(response.headers.get("content-type")).toBe("text/html; charset=utf-8");
-      expect(await response.text()).toContain('<script type="module" src="/assets/app.js">');
+      expect(await response.text()).toMatch(/<script type="module" src="\/assets\/[A-Za-z0-9_-]{16}\/app\.js">/);
     }
     const api = await fetch(`${panel.url}/api/no-such-thing`);
     expect(api.status).toBe(404);

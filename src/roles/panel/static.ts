@@ -5,14 +5,20 @@
  * request path can name a file.
  *
  *   GET /                      index.html (also every other path outside /api and /assets: the SPA's routes)
- *   GET /assets/NAME           the UI's scripts and styles, and uPlot's; unknown → 404
+ *   GET /assets/VERSION/NAME   the UI's scripts and styles, and uPlot's, as index.html names them:
+ *                              VERSION is a hash of every asset, so the browser keeps them
+ *                              (immutable) until an upgraded panel serves a page naming another
+ *   GET /assets/NAME           the same, revalidated (ETag, 304) at each use; unknown → 404
  *   GET /api/help              [viewer] {pages: [{name, title}]}
  *   GET /api/help/NAME         [viewer] {name, title, markdown}; unknown → 404, a bad name → 400
  *
  * Every answer carries a strict Content-Security-Policy (scripts and styles from this origin only:
- * no inline script, no style attributes, no framing), nosniff and no-referrer. Assets are cached
- * with revalidation (an ETag, 304 when unchanged), so an upgraded panel is never mixed with an
- * old UI.
+ * no inline script, no style attributes, no framing), nosniff and no-referrer. The page is
+ * revalidated at every load (ETag, 304 when unchanged) and names its assets under this build's
+ * VERSION, so a reload needs no request for them, and an upgraded panel is never mixed with an old
+ * UI (its page names a new VERSION; the modules import each other by relative paths, so they stay
+ * under their page's). An asset asked for under another VERSION (a page from before an upgrade) is
+ * today's, revalidated.
  */
 import { createHash } from "node:crypto";
 import readmeMd from "../../../README.md" with { type: "text" };
@@ -93,10 +99,15 @@ const assets = new Map<string, Asset>([
   ["uPlot.iife.min.js", asset(uplotJs, js)],
   ["uPlot.min.css", asset(uplotCss, css)],
 ]);
-const index = asset(indexHtml, "text/html; charset=utf-8");
+/** This build's assets, hashed together: the VERSION of /assets/VERSION/NAME. */
+export const assetsVersion = createHash("sha256").update([...assets].map(([name, item]) => `${name}\0${item.etag}`).join("\0")).digest("base64url").slice(0, 16);
+const versionPattern = /^([A-Za-z0-9_-]{16})\/(.+)$/s;
+/** The page, its /assets/ references put under this build's VERSION. */
+const index = asset(indexHtml.replaceAll('"/assets/', `"/assets/${assetsVersion}/`), "text/html; charset=utf-8");
+const immutable = "public, max-age=31536000, immutable";
 
-function answer(request: Request, item: Asset): Response {
-  const headers = { ...securityHeaders, "content-type": item.type, "cache-control": "no-cache", etag: item.etag };
+function answer(request: Request, item: Asset, cacheControl = "no-cache"): Response {
+  const headers = { ...securityHeaders, "content-type": item.type, "cache-control": cacheControl, etag: item.etag };
   if (request.headers.get("if-none-match") === item.etag) return new Response(null, { status: 304, headers });
   return new Response(item.body, { status: 200, headers });
 }
@@ -104,9 +115,11 @@ function answer(request: Request, item: Asset): Response {
 /** GET of a path outside /api: an asset, 404 for an unknown one, else the single page. */
 export function staticAnswer(request: Request, path: string): Response {
   if (path.startsWith("/assets/")) {
-    const item = assets.get(path.slice("/assets/".length));
+    const rest = path.slice("/assets/".length);
+    const versioned = versionPattern.exec(rest);
+    const item = assets.get(versioned === null ? rest : versioned[2]!);
     if (item === undefined) return jsonAnswer({ ok: false, error: { code: "NOT_FOUND", message: `no such asset: ${path}` } }, 404, securityHeaders);
-    return answer(request, item);
+    return answer(request, item, versioned?.[1] === assetsVersion ? immutable : "no-cache");
   }
   if (path === "/favicon.ico") return new Response(null, { status: 404, headers: securityHeaders });
   return answer(request, index);

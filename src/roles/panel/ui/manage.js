@@ -197,10 +197,13 @@ export function renderManage(page, ctx) {
     void transactions.refresh();
     void activity.refresh();
   };
+  // After the next frame is painted (a task queued from requestAnimationFrame runs once it is):
+  // the rows show before the other sections' answers and the charts take the main thread.
+  const afterPaint = (fn) => requestAnimationFrame(() => setTimeout(fn, 0));
   const showPairs = (list) => {
     pairs.update(list);
-    if (!secondaryStarted) setTimeout(startSecondary, 0); // after this task: the rows paint first
-    if (chartsTimer !== undefined) setTimeout(startCharts, 0);
+    if (!secondaryStarted) afterPaint(startSecondary);
+    if (chartsTimer !== undefined) afterPaint(startCharts);
   };
   const refreshPairs = async () => {
     try {
