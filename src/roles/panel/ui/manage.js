@@ -1,6 +1,7 @@
 // Manage: the pairs and components tables (updated in place from the live feed: only cells whose
-// text changed are touched), the restore/failback jobs (jobs.js), open alerts, charts, transactions
-// and the activity log. Every section is on the one page; #/manage/SECTION scrolls to it.
+// text changed are touched, and only rows in view), the restore/failback jobs (jobs.js), open
+// alerts, charts, transactions and the activity log. Every section is on the one page;
+// #/manage/SECTION scrolls to it.
 import { del, get, seg } from "./api.js";
 import { actionButtons } from "./actions.js";
 import { confirmByName } from "./confirm.js";
@@ -60,6 +61,26 @@ class PairsTable {
     this.status = status;
     this.onChange = onChange;
     this.rows = new Map();
+    // A live update fills only the rows in view (and none while the tab is hidden): the others keep
+    // their newest pair and are filled as they come into view (or the tab is shown again), so each
+    // poll round lays out and paints what is seen, whatever the number of pairs.
+    this.inView = new Set();
+    this.observer = new IntersectionObserver((entries) => {
+      for (const entry of entries) {
+        const row = this.rows.get(entry.target.dataset.pair);
+        if (row === undefined) continue;
+        if (entry.isIntersecting) {
+          this.inView.add(row);
+          if (!document.hidden) this.fill(row);
+        } else {
+          this.inView.delete(row);
+        }
+      }
+    }, { rootMargin: "200px 0px" });
+    this.onVisibility = () => {
+      if (!document.hidden) for (const row of this.inView) this.fill(row);
+    };
+    document.addEventListener("visibilitychange", this.onVisibility);
     this.body = h("tbody", {});
     this.empty = h("p", { class: "muted", id: "pairs-empty" }, "No pairs yet: the Wizard sets one up.");
     const actions = ctx.can("operator") ? h("th", {}, "Actions") : null;
@@ -78,22 +99,20 @@ class PairsTable {
         const texts = new Map([...cells].map(([field, cell]) => [field, liveFields.has(field) ? cell.appendChild(h("span", { class: "live" })) : cell]));
         const tr = h("tr", { "data-pair": pair.name }, [...cells.values()]);
         if (this.ctx.can("operator")) tr.append(h("td", { class: "actions" }, h("div", { class: "action-buttons" }, actionButtons(pair.name, this.ctx, this.status, this.onChange))));
-        row = { tr, cells, texts };
+        row = { tr, cells, texts, pair, filled: null };
         this.rows.set(pair.name, row);
         added.append(tr);
+        this.observer.observe(tr);
       }
-      for (const [field, cell] of row.cells) {
-        const [text, value] = pairCell(pair, field);
-        setText(row.texts.get(field), text);
-        if (cell.dataset.value !== String(value)) cell.dataset.value = String(value);
-      }
-      if (row.tr.dataset.state !== pair.state) row.tr.dataset.state = pair.state ?? "";
-      const enabled = String(pair.enabled !== false);
-      if (row.tr.dataset.enabled !== enabled) row.tr.dataset.enabled = enabled;
+      row.pair = pair;
+      // A new row is filled at once (the first load shows every row); then only while in view.
+      if (row.filled === null || (this.inView.has(row) && !document.hidden)) this.fill(row);
     }
     this.body.append(added);
     for (const [name, row] of this.rows) {
       if (!seen.has(name)) {
+        this.observer.unobserve(row.tr);
+        this.inView.delete(row);
         row.tr.remove();
         this.rows.delete(name);
       }
@@ -101,6 +120,26 @@ class PairsTable {
     this.empty.hidden = this.rows.size > 0;
     this.element.querySelector("table").dataset.loaded = "true";
     performance.mark("druvaa:pairs-updated"); // for profiling (bench/panel.ts --timeline)
+  }
+
+  /** Shows the row's newest pair (only the cells whose text or value changed are touched). */
+  fill(row) {
+    const pair = row.pair;
+    if (row.filled === pair) return;
+    row.filled = pair;
+    for (const [field, cell] of row.cells) {
+      const [text, value] = pairCell(pair, field);
+      setText(row.texts.get(field), text);
+      if (cell.dataset.value !== String(value)) cell.dataset.value = String(value);
+    }
+    if (row.tr.dataset.state !== pair.state) row.tr.dataset.state = pair.state ?? "";
+    const enabled = String(pair.enabled !== false);
+    if (row.tr.dataset.enabled !== enabled) row.tr.dataset.enabled = enabled;
+  }
+
+  close() {
+    this.observer.disconnect();
+    document.removeEventListener("visibilitychange", this.onVisibility);
   }
 }
 
@@ -285,5 +324,6 @@ export function renderManage(page, ctx) {
     offAlert?.();
     stopCharts();
     jobs.close();
+    pairs.close();
   };
 }
