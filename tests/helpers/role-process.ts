@@ -10,15 +10,15 @@ export interface RoleProcess<Ready = Record<string, any>> {
   logPath: string;
 }
 
-/** Starts `druvaa ARGS --json` (withTestLinkSecurity) and waits for its ready line; the log (stderr) goes to logPath. */
-export async function startRole<Ready = Record<string, any>>(args: string[], logPath: string): Promise<RoleProcess<Ready>> {
+/** Starts `druvaa ARGS --json` (withTestLinkSecurity) and waits for its ready line; the log (stderr) goes to logPath; `env` adds to the environment. */
+export async function startRole<Ready = Record<string, any>>(args: string[], logPath: string, env: Record<string, string> = {}): Promise<RoleProcess<Ready>> {
   const proc = Bun.spawn({
     cmd: [bunPath, cliPath, ...withTestLinkSecurity(args), "--json"],
     cwd: repoRoot,
     stdout: "pipe",
     stderr: Bun.file(logPath),
     stdin: "ignore",
-    env: { ...process.env, NO_COLOR: "1" },
+    env: { ...process.env, NO_COLOR: "1", ...env },
   });
   const reader = proc.stdout.getReader();
   let text = "";

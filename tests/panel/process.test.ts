@@ -114,6 +114,25 @@ describe("druvaa panel process", () => {
     expect(result.stderr).toContain("hint:");
   });
 
+  test("without --db the database is panel.db in the panel's state directory, and a restart finds it there", async () => {
+    const stateRoot = join(scratch, "state-root");
+    const env = { DRUVAA_STATE_DIR: stateRoot };
+    const first = await startRole(["panel", "--listen", "127.0.0.1:0", "--insecure"], join(scratch, "panel-default-db-1.log"), env);
+    running.add(first);
+    const expected = join(stateRoot, "panel", "panel.db");
+    expect(first.ready.db).toBe(expected);
+    await adminClient(String(first.ready.url)); // changes the first-run password
+    expect(await stop(first, "SIGTERM")).toBe(0);
+    expect(await Bun.file(expected).exists()).toBe(true);
+
+    const second = await startRole(["panel", "--listen", "127.0.0.1:0", "--insecure"], join(scratch, "panel-default-db-2.log"), env);
+    running.add(second);
+    const client = new ApiClient(String(second.ready.url));
+    expect((await client.login("admin", "druvaa")).status).toBe(401);
+    expect((await client.login("admin", strongPassword)).status).toBe(200);
+    expect(await stop(second, "SIGTERM")).toBe(0);
+  });
+
   test("plain HTTP is refused on a non-loopback address, and without --insecure", async () => {
     const remote = await druvaa(["panel", "--listen", "0.0.0.0:0", "--db", join(scratch, "x.db"), "--insecure"]);
     expect(remote.exitCode).toBe(2);
