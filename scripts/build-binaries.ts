@@ -8,6 +8,7 @@
  */
 import { mkdirSync } from "node:fs";
 import { join, resolve } from "node:path";
+import { scriptArgs } from "./script-args.ts";
 
 const targets: Record<string, { bunTarget: string; file: string }> = {
   "linux-x64": { bunTarget: "bun-linux-x64", file: "druvaa-linux-x64" },
@@ -15,14 +16,10 @@ const targets: Record<string, { bunTarget: string; file: string }> = {
   "windows-x64": { bunTarget: "bun-windows-x64", file: "druvaa-windows-x64.exe" },
 };
 
-function flag(name: string): string | undefined {
-  const index = process.argv.indexOf(`--${name}`);
-  return index >= 0 ? process.argv[index + 1] : undefined;
-}
-
+const args = scriptArgs("build-binaries", "Usage: bun scripts/build-binaries.ts [--target linux-x64,linux-arm64,windows-x64] [--outdir dist]", ["target", "outdir"]);
 const root = resolve(import.meta.dir, "..");
-const outdir = resolve(flag("outdir") ?? join(root, "dist"));
-const wanted = (flag("target") ?? Object.keys(targets).join(",")).split(",").map((t) => t.trim());
+const outdir = resolve(args.outdir ?? join(root, "dist"));
+const wanted = (args.target ?? Object.keys(targets).join(",")).split(",").map((t) => t.trim());
 for (const name of wanted) {
   if (!(name in targets)) {
     console.error(`build-binaries: unknown target "${name}"; known: ${Object.keys(targets).join(", ")}`);

@@ -25,6 +25,7 @@ import { manPage } from "../packaging/lib/man.ts";
 import { buildMsi } from "../packaging/lib/msi.ts";
 import { buildRpm, type RpmArch } from "../packaging/lib/rpm.ts";
 import { haveTool } from "../packaging/lib/run.ts";
+import { scriptArgs } from "./script-args.ts";
 
 type Arch = "x64" | "arm64";
 type Format = "rpm" | "deb" | "msi";
@@ -40,12 +41,10 @@ const toolsByFormat: Record<Format, { tools: string[]; debianPackage: string }> 
   msi: { tools: ["wixl", "msibuild", "npm", "tar"], debianPackage: "wixl msitools npm tar" },
 };
 
-function flag(name: string): string | undefined {
-  const index = process.argv.indexOf(`--${name}`);
-  return index >= 0 ? process.argv[index + 1] : undefined;
-}
+const args = scriptArgs("package", "Usage: bun scripts/package.ts [--bindir dist] [--outdir dist] [--format rpm,deb,msi] [--arch x64,arm64] [--version V] [--release N]", ["bindir", "outdir", "format", "arch", "version", "release"]);
+const flag = (name: keyof typeof args): string | undefined => args[name];
 
-function list<T extends string>(name: string, known: readonly T[]): T[] {
+function list<T extends string>(name: "format" | "arch", known: readonly T[]): T[] {
   const wanted = (flag(name) ?? known.join(",")).split(",").map((v) => v.trim());
   for (const value of wanted) {
     if (!(known as readonly string[]).includes(value)) fail(`unknown --${name} "${value}"; known: ${known.join(", ")}`, 2);

@@ -3,7 +3,7 @@
  * and the binary works on its own, from any directory, with no source tree or node_modules.
  */
 import { afterAll, expect, test } from "bun:test";
-import { mkdtempSync, rmSync, symlinkSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { bunPath, repoRoot } from "./helpers/cli.ts";
@@ -61,3 +61,20 @@ test("cross builds: Linux arm64 ELF and a Windows x64 PE executable", async () =
   expect(unknown.exitCode).toBe(2);
   expect(unknown.stderr).toContain('unknown target "plan9-mips"');
 }, 300_000);
+
+test("the build scripts: --help prints the usage; a bad flag, a missing value or a stray argument exits 2 with the usage as hint, building nothing", () => {
+  const outdir = join(dir, "bad-flags");
+  for (const script of ["build-binaries", "package"]) {
+    const path = join(repoRoot, `scripts/${script}.ts`);
+    const help = run([bunPath, path, "--help"], repoRoot);
+    expect(help.exitCode).toBe(0);
+    expect(help.stdout).toContain(`Usage: bun scripts/${script}.ts`);
+    for (const args of [["--outdir", outdir, "--bogus"], ["--outdir", outdir, "--target"], ["--outdir", outdir, "stray"]]) {
+      const bad = run([bunPath, path, ...args], repoRoot);
+      expect([args.join(" "), bad.exitCode]).toEqual([args.join(" "), 2]);
+      expect(bad.stderr).toStartWith(`${script}: `);
+      expect(bad.stderr).toContain(`hint: Usage: bun scripts/${script}.ts`);
+    }
+  }
+  expect(existsSync(outdir)).toBe(false); // nothing was built
+});
