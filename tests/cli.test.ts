@@ -19,6 +19,15 @@ describe("druvaa command line", () => {
     expect(result.stdout).toContain("EXAMPLES");
   });
 
+  test("--help into a pipe or a file is plain text (no colour codes), even where colours are allowed", async () => {
+    for (const args of [["--help"], ["admin", "--help"], ["staging", "serve", "--help"]]) {
+      const result = await druvaa(args, { env: { NO_COLOR: "", CI: "", TEST: "", TERM: "xterm" } });
+      expect(result.exitCode).toBe(0);
+      expect(result.stdout).toContain("USAGE");
+      expect([args.join(" "), result.stdout.includes("\u001b[")]).toEqual([args.join(" "), false]);
+    }
+  });
+
   for (const path of [["wrl", "create"], ["wrl", "info"], ["wrl", "add-device"], ["sizing"], ["demo"], ["version"]]) {
     test(`druvaa ${path.join(" ")} --help shows options and an example`, async () => {
       await expectHelp(path);
