@@ -119,7 +119,6 @@ async function until<T>(what: string, timeoutMs: number, check: () => Promise<T 
   }
 }
 
-/** In the page: performance.now() once `count` pair rows have their state cell filled (polled each animation frame). */
 /**
  * Set up in every page of the context before any of its scripts (CDP, so the panel's CSP does not
  * apply): from the document's start, a check at every animation frame records performance.now()
@@ -147,6 +146,7 @@ function rowsFilledProbe(count: number): string {
   })();`;
 }
 
+/** The probe's result in `page` (rowsFilledProbe): performance.now() of the frame the rows were all filled in. */
 async function rowsFilledAtMs(page: Page): Promise<number> {
   const handle = await page.waitForFunction(() => (globalThis as any).__druvaaRowsFilledAtMs as number | undefined, undefined, { polling: 50, timeout: 30_000 });
   return (await handle.jsonValue()) as number;

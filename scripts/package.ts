@@ -42,10 +42,9 @@ const toolsByFormat: Record<Format, { tools: string[]; debianPackage: string }> 
 };
 
 const args = scriptArgs("package", "Usage: bun scripts/package.ts [--bindir dist] [--outdir dist] [--format rpm,deb,msi] [--arch x64,arm64] [--version V] [--release N]", ["bindir", "outdir", "format", "arch", "version", "release"]);
-const flag = (name: keyof typeof args): string | undefined => args[name];
 
 function list<T extends string>(name: "format" | "arch", known: readonly T[]): T[] {
-  const wanted = (flag(name) ?? known.join(",")).split(",").map((v) => v.trim());
+  const wanted = (args[name] ?? known.join(",")).split(",").map((v) => v.trim());
   for (const value of wanted) {
     if (!(known as readonly string[]).includes(value)) fail(`unknown --${name} "${value}"; known: ${known.join(", ")}`, 2);
   }
@@ -59,12 +58,12 @@ function fail(message: string, exitCode = 1): never {
 
 const root = resolve(import.meta.dir, "..");
 const packagingDir = join(root, "packaging");
-const outDir = resolve(flag("outdir") ?? join(root, "dist"));
-const binDir = resolve(flag("bindir") ?? join(root, "dist"));
+const outDir = resolve(args.outdir ?? join(root, "dist"));
+const binDir = resolve(args.bindir ?? join(root, "dist"));
 const formats = list<Format>("format", ["rpm", "deb", "msi"]);
 const arches = list<Arch>("arch", ["x64", "arm64"]);
-const version = flag("version") ?? druvaaVersion;
-const release = flag("release") ?? "1";
+const version = args.version ?? druvaaVersion;
+const release = args.release ?? "1";
 if (!/^\d+\.\d+\.\d+([-~.+][0-9A-Za-z.]+)?$/.test(version)) fail(`--version "${version}" is not MAJOR.MINOR.PATCH[-SUFFIX]`, 2);
 if (!/^\d+$/.test(release)) fail(`--release "${release}" is not a number`, 2);
 

@@ -16,10 +16,13 @@ export function command<const T extends ArgsDef>(def: CommandDef<T> & { examples
   return defined;
 }
 
+/** `text` without its terminal colour codes (citty colours its usage and its argument errors). */
+export const withoutColors = (text: string): string => text.replace(/\u001b\[[0-9;]*m/g, "");
+
 /** The command's --help text with its examples; plain (no colour codes) unless `color` (stdout is a terminal). */
 export async function renderHelp(cmd: CommandDef<any>, parent?: CommandDef<any>, color = process.stdout.isTTY === true): Promise<string> {
   const rendered = await renderUsage(cmd, parent);
-  const usage = color ? rendered : rendered.replace(/\u001b\[[0-9;]*m/g, "");
+  const usage = color ? rendered : withoutColors(rendered);
   const examples = examplesByCommand.get(cmd);
   if (!examples?.length) return usage;
   return `${usage}\nEXAMPLES\n\n${examples.map((line) => `  ${line}`).join("\n")}\n`;

@@ -7,7 +7,7 @@
  */
 import "./protocol/cbor-pure.ts"; // first: disables cbor-x's native addon before anything loads cbor-x
 import { runCommand, type ArgsDef, type CommandDef } from "citty";
-import { checkFlags, command, renderHelp, takeExitCode } from "./cli-support.ts";
+import { checkFlags, command, renderHelp, takeExitCode, withoutColors } from "./cli-support.ts";
 import { DruvaaError, exitCodes } from "./errors.ts";
 import { druvaaVersion } from "./version.ts";
 
@@ -133,7 +133,7 @@ export async function run(rawArgs: string[]): Promise<number> {
   } catch (error) {
     // citty's own argument errors (missing required flag, bad enum value) are usage errors.
     if (error instanceof Error && (error as { code?: string }).code === "EARG") {
-      return printError(new DruvaaError("USAGE", error.message.replace(/\u001b\[[0-9;]*m/g, ""), "Add --help to the command to see its options", exitCodes.usage), json);
+      return printError(new DruvaaError("USAGE", withoutColors(error.message), "Add --help to the command to see its options", exitCodes.usage), json);
     }
     return printError(error, json);
   }
