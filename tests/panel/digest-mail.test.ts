@@ -55,7 +55,6 @@ describe("weekly digest API (aiosmtpd)", () => {
     panel = await startTestPanel({ pollIntervalMs: 200, statusTimeoutMs: 150, mailRetryBaseMs: 10 });
     const admin = await adminClient(panel.url);
     const viewer = await userClient(panel.url, admin, "vera", "viewer");
-    expect((await admin.post("/api/components", { name: "stg1", role: "staging", control: fake.control })).status).toBe(201);
 
     // The default schedule (migration 4): Mondays at 08:00 UTC, never sent yet.
     const initial = await viewer.get("/api/settings/digest");
@@ -100,7 +99,10 @@ describe("weekly digest API (aiosmtpd)", () => {
     expect((await admin.post("/api/settings/mail/recipients", { address: "ops@example.com", codes: ["COMPONENT_UNREACHABLE"] })).status).toBe(201);
     expect((await admin.post("/api/settings/mail/recipients", { address: "boss@example.com" })).status).toBe(201);
 
-    // The WRL is 90 % full: wait for that alert (and its own mail) so the digest lists it.
+    // The WRL is 90 % full: once the component is added (only now, with mail set up: an alert raised
+    // before there are recipients is mailed to nobody), wait for that alert and its own mail so the
+    // digest lists it.
+    expect((await admin.post("/api/components", { name: "stg1", role: "staging", control: fake.control })).status).toBe(201);
     await waitFor("WRL_FILL_HIGH", 10_000, async () => ((await admin.get("/api/alerts")).body.alerts.some((a: { code: string }) => a.code === "WRL_FILL_HIGH") ? true : undefined));
     const alertMail = await waitFor("the alert mail", 15_000, () => smtp.messages()[0]);
     expect(alertMail.headers.Subject).toBe("[druvaa] WRL_FILL_HIGH: staging stg1");
